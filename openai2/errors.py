@@ -1,0 +1,308 @@
+"""The exception hierarchy: every error openai2 raises about the API derives from ``OpenAIError``.
+
+Names follow the official SDK where it has them, so ``except openai2.RateLimitError`` reads the
+same in both.  Transport failures (urllib, socket, ssl) are translated into ``APIConnectionError``
+or ``APITimeoutError`` in the transport and never reach the caller unwrapped.  Messages are
+built from the server's own words plus, where known, what to do about it; any API key that
+appears in a server's message is masked before it is stored.
+"""
+from __future__ import annotations
+
+from .common import TYPE_CHECKING, redact
+
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Mapping
+
+
+class OpenAIError(Exception):
+    """Root of every error raised by openai2 about the API, the network or a stream."""
+
+
+class APIError(OpenAIError):
+    """An error reported by the API (status error or an error event inside a stream).
+
+    :ivar message: the server's own message text (or ours, when the server gave none)
+    :ivar body: the parsed JSON error body (``{"error": {...}}`` or the inner object), or text
+    :ivar code: ``error.code`` from the body, as sent (a string or a number), or None
+    :ivar type: ``error.type`` from the body, or None
+    :ivar param: ``error.param`` from the body, or None
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        body: object = None,
+        code: object = None,
+        type: str | None = None,  # noqa: A002 - the SDK's attribute name
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.body = body
+        self.code = code
+        self.type = type
+        self.param = param
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class APIStatusError(APIError):
+    """The server answered with a 4xx or 5xx status.
+
+    :ivar status_code: the HTTP status
+    :ivar request_id: the ``x-request-id`` header, or None
+    :ivar headers: the response headers as a dict with lower-case names
+    """
+
+    status_code: int = 0
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        hint: str | None = None,
+        body: object = None,
+        code: object = None,
+        type: str | None = None,  # noqa: A002
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, body=body, code=code, type=type, param=param)
+        self.status_code = status_code
+        self.headers = dict(headers or {})
+        self.request_id = request_id
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = "Error code: %d - %s" % (self.status_code, self.message)
+        if self.request_id:
+            text += " (request id: %s)" % self.request_id
+        if self.hint:
+            text += "\n" + self.hint
+        return text
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was malformed or a parameter is not supported."""
+
+    status_code = 400
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing, wrong or revoked."""
+
+    status_code = 401
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this model or endpoint."""
+
+    status_code = 403
+
+
+class NotFoundError(APIStatusError):
+    """404: wrong model name, deployment or base URL."""
+
+    status_code = 404
+
+
+class ConflictError(APIStatusError):
+    """409: conflicting concurrent request (retried automatically)."""
+
+    status_code = 409
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request was well formed but could not be processed."""
+
+    status_code = 422
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests, or out of quota (``code == "insufficient_quota"``)."""
+
+    status_code = 429
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the server (or a proxy in front of it) failed."""
+
+    status_code = 500
+
+
+class APIConnectionError(APIError):
+    """The request could not reach the server, or the connection failed before an answer."""
+
+    def __init__(self, message: str = "Connection error.", *, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class APITimeoutError(APIConnectionError):
+    """Connecting took longer than the connect timeout, or the server fell silent for longer
+    than the read timeout (also in the middle of a stream)."""
+
+    def __init__(self, message: str = "Request timed out.", *, cause: BaseException | None = None) -> None:
+        super().__init__(message, cause=cause)
+
+
+class IncompleteStreamError(APIConnectionError):
+    """A stream broke off: the connection closed (or reset) before the answer was complete.
+
+    :ivar partial: whatever text had arrived before the break (may be empty)
+    """
+
+    def __init__(self, message: str = "The stream ended before the answer was complete.", *, partial: str = "", cause: BaseException | None = None) -> None:
+        super().__init__(message, cause=cause)
+        self.partial = partial
+
+
+class RequestCancelledError(APIConnectionError):
+    """The request was cancelled by the caller (an async task was cancelled, say)."""
+
+    def __init__(self, message: str = "The request was cancelled.", *, cause: BaseException | None = None) -> None:
+        super().__init__(message, cause=cause)
+
+
+class ResponseTooLargeError(APIError):
+    """A non-streaming response body exceeded the client's ``max_response_bytes`` cap."""
+
+
+_STATUS_CLASSES = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+NO_KEY_HINT = (
+    "No API key was sent. Provide one in any of three ways: pass api_key=... "
+    "(or --api-key on the command line), set the OPENAI_API_KEY environment variable, "
+    "or store one with `openai2 add_apikey`."
+)
+
+
+def status_error_class(status: int) -> type[APIStatusError]:
+    """The ``APIStatusError`` subclass for an HTTP status."""
+    if status >= 500:
+        return InternalServerError
+    return _STATUS_CLASSES.get(status, APIStatusError)
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """A one-line excerpt of a non-JSON body (an HTML error page from a proxy, say)."""
+    import re
+
+    text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text)
+    text = re.sub(r"(?s)<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_error_body(raw: bytes | str) -> tuple[object, dict[str, Any] | None]:
+    """Parse an error body: returns ``(body, error_object)``.
+
+    ``body`` is the parsed JSON (or the text when it is not JSON); ``error_object`` is the dict
+    holding ``message``/``code``/``type``/``param`` (``body["error"]`` when it is a dict, else
+    ``body`` itself when it has a ``message``), or None.
+    """
+    import json
+
+    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
+    try:
+        body: object = json.loads(text)
+    except ValueError:
+        return text, None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            return body, err
+        if isinstance(err, str):
+            return body, {"message": err}
+        if "message" in body or "detail" in body:
+            return body, body
+    return body, None
+
+
+def make_status_error(
+    status: int,
+    headers: Mapping[str, str] | None,
+    raw_body: bytes | str,
+    *,
+    secrets: Iterable[str | None] = (),
+    sent_key: bool = True,
+) -> APIStatusError:
+    """Build the right ``APIStatusError`` subclass from a status, headers and raw body.
+
+    :param headers: response headers with lower-case names
+    :param secrets: API keys to mask if the server echoed them back
+    :param sent_key: False when the request carried no API key: a 401/403 then says how to
+        provide one
+    """
+    secrets = tuple(s for s in secrets if s)
+    headers = dict(headers or {})
+    body, err = parse_error_body(raw_body)
+    message = None
+    code = type_ = param = None
+    if err is not None:
+        msg = err.get("message", err.get("detail"))
+        if isinstance(msg, str) and msg.strip():
+            message = msg
+        elif msg is not None:
+            import json
+
+            message = json.dumps(msg, ensure_ascii=False)
+        code = err.get("code")
+        type_ = err.get("type") if isinstance(err.get("type"), str) else None
+        param = err.get("param") if isinstance(err.get("param"), str) else None
+    if message is None:
+        if isinstance(body, str):
+            excerpt = _excerpt(body)
+            reason = _reason_phrase(status)
+            message = "HTTP %d %s" % (status, reason) + (": " + excerpt if excerpt else " (empty body)")
+        else:
+            import json
+
+            message = "HTTP %d %s: %s" % (status, _reason_phrase(status), _excerpt(json.dumps(body, ensure_ascii=False)))
+    message = redact(message, secrets)
+    if secrets and isinstance(body, str):
+        body = redact(body, secrets)
+    elif secrets and body is not None:
+        import json
+
+        dumped = json.dumps(body, ensure_ascii=False)
+        if any(s in dumped for s in secrets):
+            body = json.loads(redact(dumped, secrets))
+    hint = None
+    if status in (401, 403) and not sent_key:
+        hint = NO_KEY_HINT
+    elif status == 404 and code in (None, "404", 404):
+        hint = "Check the base URL (it usually ends in /v1) and the model or deployment name."
+    cls = status_error_class(status)
+    return cls(
+        message,
+        status_code=status,
+        headers=headers,
+        request_id=headers.get("x-request-id") or headers.get("request-id"),
+        hint=hint,
+        body=body,
+        code=code,
+        type=type_,
+        param=param,
+    )
+
+
+def _reason_phrase(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

@@ -1,0 +1,45 @@
+"""Run the test suite with unittest and print a plain closing line: 'N passed, N failed, N skipped'.
+
+Usage: python tests/run.py [-v] [pattern...]   (patterns select test modules by name, e.g. sse)
+"""
+import os
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def main(argv):
+    verbosity = 2 if "-v" in argv else 1
+    names = [a for a in argv if not a.startswith("-")]
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    loader = unittest.TestLoader()
+    suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=ROOT)
+    if names:
+        def keep(test):
+            return any(n in test.id() for n in names)
+        flat = unittest.TestSuite()
+        stack = [suite]
+        while stack:
+            s = stack.pop()
+            for t in s:
+                if isinstance(t, unittest.TestSuite):
+                    stack.append(t)
+                elif keep(t):
+                    flat.addTest(t)
+        suite = flat
+    result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    skipped = len(result.skipped)
+    passed = result.testsRun - failed - skipped
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    if result.testsRun == 0:
+        print("no tests ran", file=sys.stderr)
+        return 1
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
