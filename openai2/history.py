@@ -1,0 +1,480 @@
+"""The conversation buffer: messages, pins, MsgMaxCount trimming, rounds, rollback, archive data.
+
+Pure data: no I/O, no network, no locking (``Chat`` holds the lock and decides when an
+exchange is committed).  Every operation is linear in the history size at worst, so a
+10,000-message history with pins costs no more per request than its JSON encoding.
+
+Trimming rule (seed "限制历史消息数量" / "锁定消息"): with ``max_count=k``, after each exchange
+the oldest *unpinned* messages are removed until ``k`` remain.  Pinned messages count toward
+``k`` but are never removed by trimming, and the exchange just committed is never removed, so
+when pins alone fill ``k`` the limit is exceeded rather than losing the latest turn.
+"""
+from __future__ import annotations
+
+from .common import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+
+#: Roles accepted in a message.  ``function`` is the legacy spelling of ``tool``.
+MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+#: Keys never stored for sending: servers return the model's reasoning next to the answer,
+#: but it is not part of the conversation and must not be sent back.
+_HIST_NOT_SENT = frozenset(("reasoning_content", "reasoning"))
+
+ARCHIVE_FORMAT = "openai2.chat"
+ARCHIVE_VERSION = 1
+
+
+def _hist_copy(value: Any) -> Any:
+    """Copy JSON-like data: dicts and lists recursively, anything else as it is."""
+    if isinstance(value, dict):
+        return {k: _hist_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_hist_copy(v) for v in value]
+    return value
+
+
+def _hist_type_name(value: object) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def validate_message(msg: object, where: str) -> dict[str, Any]:
+    """Check one chat message and return a normalized copy of it.
+
+    Accepted: a dict (or any Mapping with string keys) with ``role`` one of
+    :data:`MESSAGE_ROLES` and ``content`` a string or a list of content parts (dicts with a
+    ``"type"``).  ``content`` may be None (or missing) only on an assistant message that
+    carries ``tool_calls``, ``function_call`` or ``refusal``.  ``tool`` messages need a
+    ``tool_call_id``; legacy ``function`` messages need a ``name``.  Other keys (``name``,
+    ``tool_calls``, ...) are kept; ``reasoning_content`` / ``reasoning`` are dropped, since
+    reasoning is never sent back.  Nested dicts and lists are copied, so the caller's object
+    is never kept.
+
+    :param msg: the message to check
+    :param where: how to name it in an error, e.g. ``"argument 3"`` or ``"message 12"``
+    :returns: a new dict
+    :raises ValueError: naming ``where``, what is wrong and how to fix it
+    """
+    from collections.abc import Mapping as _Mapping
+
+    if not isinstance(msg, _Mapping):
+        raise ValueError(
+            "%s: a message must be a dict such as {'role': 'user', 'content': 'Hi'} "
+            "(or user_msg('Hi')), not %s" % (where, _hist_type_name(msg))
+        )
+    out: dict[str, Any] = {}
+    for key, value in msg.items():
+        if not isinstance(key, str):
+            raise ValueError("%s: message keys must be strings, got %r" % (where, key))
+        if key not in _HIST_NOT_SENT:
+            out[key] = _hist_copy(value)
+    role = out.get("role")
+    if "role" not in out:
+        raise ValueError(
+            "%s: the message has no 'role'; add one of %s" % (where, ", ".join(map(repr, MESSAGE_ROLES)))
+        )
+    if not isinstance(role, str) or role not in MESSAGE_ROLES:
+        raise ValueError(
+            "%s: unknown role %r; use one of %s" % (where, role, ", ".join(map(repr, MESSAGE_ROLES)))
+        )
+    content = out.get("content")
+    if content is None:
+        if role == "assistant" and (out.get("tool_calls") or out.get("function_call") or out.get("refusal")):
+            out["content"] = None
+        elif "content" not in out:
+            raise ValueError(
+                "%s: the %s message has no 'content'; add 'content': 'your text'" % (where, role)
+            )
+        else:
+            raise ValueError(
+                "%s: the %s message has content None; only an assistant message with "
+                "'tool_calls' may have no content - give a string" % (where, role)
+            )
+    elif isinstance(content, list):
+        for i, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                what = "a dict without a 'type'" if isinstance(part, dict) else _hist_type_name(part)
+                raise ValueError(
+                    "%s: content part %d must be a dict with a 'type', such as "
+                    "{'type': 'text', 'text': 'Hi'}, not %s" % (where, i, what)
+                )
+    elif not isinstance(content, str):
+        raise ValueError(
+            "%s: 'content' must be a string or a list of content parts, not %s; "
+            "convert it with str() first" % (where, _hist_type_name(content))
+        )
+    if role == "tool":
+        tcid = out.get("tool_call_id")
+        if not isinstance(tcid, str) or not tcid:
+            raise ValueError(
+                "%s: a tool message needs 'tool_call_id' (the id of the assistant's tool call "
+                "it answers)" % where
+            )
+    if role == "function" and not isinstance(out.get("name"), str):
+        raise ValueError("%s: a function message needs 'name' (the function's name)" % where)
+    if "name" in out and not isinstance(out["name"], str):
+        raise ValueError("%s: 'name' must be a string, not %s" % (where, _hist_type_name(out["name"])))
+    if "tool_calls" in out and out["tool_calls"] is not None:
+        calls = out["tool_calls"]
+        if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
+            raise ValueError("%s: 'tool_calls' must be a list of dicts" % where)
+    return out
+
+
+def _hist_content_text(msg: Mapping[str, Any]) -> str:
+    content = msg.get("content")
+    pieces: list[str] = []
+    if isinstance(content, str):
+        pieces.append(content)
+    elif isinstance(content, list):
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                pieces.append(str(part.get("text", "")))
+            elif kind == "image_url":
+                pieces.append("[image]")
+            elif kind == "input_audio":
+                pieces.append("[audio]")
+            else:
+                pieces.append("[%s]" % (kind or "?"))
+    elif msg.get("refusal"):
+        pieces.append(str(msg.get("refusal")))
+    calls = msg.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        names = []
+        for call in calls:
+            fn = call.get("function") if isinstance(call, dict) else None
+            names.append(str(fn.get("name", "?")) if isinstance(fn, dict) else "?")
+        pieces.append("[tool call: %s]" % ", ".join(names))
+    fcall = msg.get("function_call")
+    if isinstance(fcall, dict):
+        pieces.append("[function call: %s]" % fcall.get("name", "?"))
+    return " ".join(pieces)
+
+
+def format_round(msgs: Iterable[Mapping[str, Any]]) -> str:
+    """Show messages on one line the way the seeds do: ``[user]:再往后呢? [assistant]:7``.
+
+    Each message is ``[role]:content``; messages are separated by one space.  Images and
+    other non-text parts show as ``[image]`` / ``[type]``, tool calls as ``[tool call: name]``.
+
+    :param msgs: the messages (e.g. what :meth:`MessageBuffer.rollback` returns)
+    :returns: one line of text ("" for no messages)
+    """
+    return " ".join("[%s]:%s" % (m.get("role"), _hist_content_text(m)) for m in msgs)
+
+
+def _hist_check_index(index: object, length: int) -> int:
+    # bool is an int subclass, but pin(True) is surely a mistake.
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise TypeError("message indexes must be integers, not %s" % _hist_type_name(index))
+    if not -length <= index < length:
+        raise IndexError(
+            "message index %d is out of range: the history has %d message%s (valid: %s)"
+            % (
+                index,
+                length,
+                "" if length == 1 else "s",
+                "none" if not length else "%d..%d or -%d..-1" % (0, length - 1, length),
+            )
+        )
+    return index + length if index < 0 else index
+
+
+def _hist_check_max_count(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError("MsgMaxCount must be a whole number or None, not %s" % _hist_type_name(value))
+    if value < 0:
+        raise ValueError("MsgMaxCount must be 0 or more (0 or None: no limit), got %d" % value)
+    return value or None
+
+
+class MessageBuffer:
+    """The history of one conversation: messages, their pins, trimming and rounds.
+
+    Messages are stored as given to :meth:`extend` / :meth:`commit` (already validated by
+    :func:`validate_message`); each carries its own pinned flag, so a pin moves with its
+    message when older messages are trimmed away.  Not thread-safe: the owner (``Chat``)
+    serialises access.
+
+    :param max_count: the most messages kept after an exchange (``MsgMaxCount``); None or 0
+        means no limit
+    :raises ValueError: max_count negative or not an int
+    """
+
+    __slots__ = ("_msgs", "_pins", "_max_count")
+
+    def __init__(self, max_count: int | None = None) -> None:
+        self._msgs: list[dict[str, Any]] = []
+        self._pins: list[bool] = []
+        self._max_count = _hist_check_max_count(max_count)
+
+    # -- basic access ---------------------------------------------------------------------
+
+    @property
+    def max_count(self) -> int | None:
+        """The limit (None: no limit).  Setting it takes effect at the next commit or trim()."""
+        return self._max_count
+
+    @max_count.setter
+    def max_count(self, value: int | None) -> None:
+        self._max_count = _hist_check_max_count(value)
+
+    def __len__(self) -> int:
+        return len(self._msgs)
+
+    def __repr__(self) -> str:
+        return "MessageBuffer(%d messages, %d pinned, max_count=%r)" % (
+            len(self._msgs),
+            sum(self._pins),
+            self._max_count,
+        )
+
+    def messages(self) -> list[dict[str, Any]]:
+        """A copy of the history; changing it (nested content included) leaves the buffer as is."""
+        return [_hist_copy(m) for m in self._msgs]
+
+    def pinned_indexes(self) -> list[int]:
+        """Indexes (0-based, ascending) of the pinned messages."""
+        return [i for i, p in enumerate(self._pins) if p]
+
+    def clear(self) -> None:
+        """Remove every message and pin."""
+        self._msgs = []
+        self._pins = []
+
+    # -- adding -----------------------------------------------------------------------------
+
+    def extend(self, msgs: Iterable[dict[str, Any]], pinned: Iterable[int] = ()) -> None:
+        """Append already-validated messages without trimming (``add_dialogs`` / ``load``).
+
+        The buffer keeps the dicts given (they are the caller's fresh copies from
+        :func:`validate_message`).  All or nothing.
+
+        :param msgs: messages to append
+        :param pinned: indexes *into msgs* (0-based, or negative from its end) to pin
+        :raises IndexError: a pinned index outside ``msgs`` (nothing appended)
+        :raises TypeError: a pinned index that is not an int (nothing appended)
+        """
+        new = list(msgs)
+        flags = [False] * len(new)
+        for index in pinned:
+            flags[_hist_check_index(index, len(new))] = True
+        self._msgs.extend(new)
+        self._pins.extend(flags)
+
+    def commit(self, new_messages: Iterable[dict[str, Any]]) -> None:
+        """Append a completed exchange (e.g. user + assistant), then trim to ``max_count``.
+
+        Trimming removes the oldest unpinned messages until at most ``max_count`` remain,
+        but never a pinned message and never one of ``new_messages``.  So when pinned
+        messages alone fill ``max_count``, the latest exchange is kept anyway and the
+        history is longer than ``max_count`` until pins are removed.  O(len(history)).
+
+        :param new_messages: validated messages to append (unpinned)
+        """
+        new = list(new_messages)
+        self._msgs.extend(new)
+        self._pins.extend([False] * len(new))
+        self._trim(protect=len(new))
+
+    def trim(self) -> int:
+        """Remove the oldest unpinned messages until at most ``max_count`` remain.
+
+        :returns: how many messages were removed
+        """
+        return self._trim(protect=0)
+
+    def _trim(self, protect: int) -> int:
+        limit = self._max_count
+        total = len(self._msgs)
+        if not limit or total <= limit:
+            return 0
+        excess = total - limit
+        end = total - protect  # messages at end..total are protected
+        keep_msgs: list[dict[str, Any]] = []
+        keep_pins: list[bool] = []
+        removed = 0
+        msgs, pins = self._msgs, self._pins
+        for i in range(end):
+            if removed < excess and not pins[i]:
+                removed += 1
+                continue
+            keep_msgs.append(msgs[i])
+            keep_pins.append(pins[i])
+        if removed:
+            keep_msgs.extend(msgs[end:])
+            keep_pins.extend(pins[end:])
+            self._msgs, self._pins = keep_msgs, keep_pins
+        return removed
+
+    def payload(self, new_messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The messages to send: the history plus ``new_messages``, trimmed like commit() would.
+
+        The oldest unpinned history messages are left out until the total is at most
+        ``max_count``; ``new_messages`` are always included (the user's new turn is sent even
+        when pins alone fill ``max_count``).  Does not change the buffer.  Returns the stored
+        dicts themselves, for serialising only: do not modify them.  One pass, O(n).
+
+        :param new_messages: the messages of this turn (usually one user message)
+        :returns: a new list
+        """
+        limit = self._max_count
+        msgs = self._msgs
+        excess = len(msgs) + len(new_messages) - limit if limit else 0
+        if excess <= 0:
+            out = list(msgs)
+        else:
+            pins = self._pins
+            out = []
+            for i, m in enumerate(msgs):
+                if excess and not pins[i]:
+                    excess -= 1
+                    continue
+                out.append(m)
+        out.extend(new_messages)
+        return out
+
+    # -- pins -------------------------------------------------------------------------------
+
+    def _set_pins(self, indexes: Sequence[object], flag: bool) -> None:
+        length = len(self._msgs)
+        resolved = [_hist_check_index(i, length) for i in indexes]  # all checked first
+        for i in resolved:
+            self._pins[i] = flag
+
+    def pin(self, *indexes: int) -> None:
+        """Pin messages so trimming never removes them.
+
+        Python-style indexes into the current history (negative counts from the end), in
+        any order; duplicates and already pinned messages are fine.
+
+        :raises IndexError: an index out of range (names it; nothing is pinned)
+        :raises TypeError: an index that is not an int (nothing is pinned)
+        """
+        self._set_pins(indexes, True)
+
+    def unpin(self, *indexes: int) -> None:
+        """Unpin messages; the same index rules as :meth:`pin` (unpinned ones are fine)."""
+        self._set_pins(indexes, False)
+
+    # -- rounds -----------------------------------------------------------------------------
+
+    def _round_starts(self) -> list[int]:
+        return [i for i, m in enumerate(self._msgs) if m.get("role") == "user"]
+
+    def rounds(self) -> list[list[dict[str, Any]]]:
+        """The history split into rounds (copies).
+
+        A round starts at a user message and runs up to the next one, so forged or imported
+        histories without strict user/assistant pairs split correctly.  Messages before the
+        first user message (a system prompt, a forged assistant opening) belong to no round.
+        """
+        starts = self._round_starts()
+        ends = starts[1:] + [len(self._msgs)]
+        return [[_hist_copy(m) for m in self._msgs[s:e]] for s, e in zip(starts, ends)]
+
+    def last_round(self) -> list[dict[str, Any]]:
+        """The messages of the last round (copies), or [] when there is no round."""
+        starts = self._round_starts()
+        return [_hist_copy(m) for m in self._msgs[starts[-1]:]] if starts else []
+
+    def rollback(self, n: int = 1) -> list[dict[str, Any]]:
+        """Remove the last ``n`` rounds and return the round that is now last.
+
+        ``n`` larger than the number of rounds removes every round (messages before the
+        first user message stay); ``n == 0`` removes nothing.  Pinned messages in removed
+        rounds are removed too: rollback is explicit.
+
+        :param n: how many rounds to remove
+        :returns: copies of the messages of the round now last ([] when none is left);
+            show it with :func:`format_round`
+        :raises ValueError: n < 0
+        :raises TypeError: n not an int
+        """
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError("rollback(n): n must be a whole number of rounds, not %s" % _hist_type_name(n))
+        if n < 0:
+            raise ValueError("rollback(n): n must be 0 or more, got %d" % n)
+        starts = self._round_starts()
+        if n and starts:
+            cut = starts[-n] if n <= len(starts) else starts[0]
+            del self._msgs[cut:]
+            del self._pins[cut:]
+            del starts[len(starts) - min(n, len(starts)):]
+        return [_hist_copy(m) for m in self._msgs[starts[-1]:]] if starts else []
+
+    # -- archives ---------------------------------------------------------------------------
+
+    def to_archive(self) -> dict[str, Any]:
+        """The history as JSON-ready data: ``{"format", "version", "messages", "pinned"}``."""
+        return {
+            "format": ARCHIVE_FORMAT,
+            "version": ARCHIVE_VERSION,
+            "messages": self.messages(),
+            "pinned": self.pinned_indexes(),
+        }
+
+
+def from_archive(data: object) -> tuple[list[dict[str, Any]], list[int]]:
+    """Read archive data (already parsed from JSON) into validated messages and pins.
+
+    Accepts what :meth:`MessageBuffer.to_archive` produces, or a plain list of messages (as
+    saved from ``fetch_messages()``; it has no pins).  Nothing is changed anywhere: pass
+    the result to :meth:`MessageBuffer.extend` (``pinned=`` indexes are into the returned
+    messages).
+
+    :param data: a dict or a list
+    :returns: ``(messages, pinned_indexes)``
+    :raises ValueError: a wrong shape, an unknown format or version, a bad message (its
+        index is named), a pinned index out of range
+    """
+    if isinstance(data, list):
+        raw: object = data
+        raw_pins: object = []
+    elif isinstance(data, dict):
+        fmt = data.get("format")
+        if fmt != ARCHIVE_FORMAT:
+            if "role" in data:
+                raise ValueError(
+                    "archive: expected a list of messages or an openai2 chat archive, got a single "
+                    "message; wrap it in a list"
+                )
+            raise ValueError(
+                "archive: not an openai2 chat archive (its \"format\" is %r, expected %r); an "
+                "archive is what Chat.dump() writes, or a JSON list of messages" % (fmt, ARCHIVE_FORMAT)
+            )
+        version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError("archive: \"version\" must be a whole number, got %r" % (version,))
+        if version != ARCHIVE_VERSION:
+            raise ValueError(
+                "archive: version %d is not supported (this openai2 reads version %d)%s"
+                % (version, ARCHIVE_VERSION, "; upgrade openai2" if version > ARCHIVE_VERSION else "")
+            )
+        raw = data.get("messages")
+        raw_pins = data.get("pinned", [])
+        if raw_pins is None:
+            raw_pins = []
+    else:
+        raise ValueError(
+            "archive: expected a JSON list of messages or an openai2 chat archive object, got %s"
+            % _hist_type_name(data)
+        )
+    if not isinstance(raw, list):
+        raise ValueError("archive: \"messages\" must be a list, got %s" % _hist_type_name(raw))
+    messages = [validate_message(m, "archive message %d" % i) for i, m in enumerate(raw)]
+    if not isinstance(raw_pins, list):
+        raise ValueError("archive: \"pinned\" must be a list of message indexes, got %s" % _hist_type_name(raw_pins))
+    pinned: set[int] = set()
+    for p in raw_pins:
+        if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < len(messages):
+            raise ValueError(
+                "archive: pinned index %r is not a message index (0..%d)" % (p, len(messages) - 1)
+            )
+        pinned.add(p)
+    return messages, sorted(pinned)
