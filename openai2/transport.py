@@ -199,18 +199,11 @@ def _tp_mask_url(url: str) -> str:
 
 
 def _tp_log_url(url: str) -> str:
-    """A URL safe to log: no credentials, no query string."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = "[%s]" % host
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return "%s://%s%s%s" % (parts.scheme, host, ":%d" % port if port else "", parts.path)
+    """A URL safe to log and show: no user info, no query string, no fragment."""
+    scheme, sep, rest = url.partition("://")
+    rest = rest.split("#", 1)[0].split("?", 1)[0]
+    netloc, slash, path = rest.partition("/")
+    return scheme + sep + netloc.rpartition("@")[2] + slash + path
 
 
 def _tp_split_hostport(netloc: str, default_port: int) -> Tuple[str, int]:
@@ -218,6 +211,8 @@ def _tp_split_hostport(netloc: str, default_port: int) -> Tuple[str, int]:
     netloc = netloc.rpartition("@")[2]
     if netloc.startswith("["):
         end = netloc.find("]")
+        if end < 0:
+            raise ValueError("Invalid IPv6 address in URL: %r" % netloc)
         host, rest = netloc[1:end], netloc[end + 1 :]
         port = rest[1:] if rest.startswith(":") else ""
     else:
@@ -555,13 +550,15 @@ class HTTPTransport:
             except ValueError as exc:
                 raise APIConnectionError("Invalid URL %r: %s" % (_tp_log_url(url), exc)) from None
             state = req.tp_state = _TPState(timeout, cancel)  # type: ignore[attr-defined]
+            failure: APIConnectionError | None = None
             try:
                 resp: HTTPResponse = opener.open(req)
             except APIError:
                 raise
             except Exception as exc:  # noqa: BLE001 - translated in one place
-                err = _tp_translate(exc, state)
-                raise err from err.cause
+                failure = _tp_translate(exc, state)
+            if failure is not None:  # raised outside the except: no implicit __context__
+                raise failure from failure.cause
             log = get_logger()
             if log.isEnabledFor(10):
                 log.debug("%s %s -> %d", method, _tp_log_url(url), resp.status)

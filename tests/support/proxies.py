@@ -36,7 +36,11 @@ def _recv_exact(sock, n):
 class _LoopbackServer:
     """Accept loop on 127.0.0.1:0 with one daemon thread per connection."""
 
-    def __init__(self):
+    def __init__(self, certfile=None, keyfile=None):
+        self._tls = None
+        if certfile:
+            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls.load_cert_chain(certfile, keyfile)
         self._listener = None
         self._threads = []
         self._socks = set()
@@ -105,6 +109,10 @@ class _LoopbackServer:
 
     def _serve(self, client):
         try:
+            if self._tls is not None:
+                client.settimeout(5)
+                client = self._track(self._tls.wrap_socket(client, server_side=True))
+                client.settimeout(None)
             self.handle(client)
         except (OSError, ValueError, ConnectionError):
             pass
@@ -136,6 +144,8 @@ class _LoopbackServer:
                     data = s.recv(65536)
                     if not data:
                         return
+                    while isinstance(s, ssl.SSLSocket) and s.pending():
+                        data += s.recv(s.pending())
                     other = upstream if s is client else client
                     other.sendall(data)
                     with self._lock:
@@ -172,12 +182,13 @@ class ConnectProxy(_LoopbackServer):
 
     :param auth: (user, password) required as Basic Proxy-Authorization, or None
     :param refuse: answer every request with 403 Forbidden
+    :param certfile: with ``keyfile``, accept TLS from the client (an ``https://`` proxy)
     :ivar log: list of (method, target) in arrival order
     :ivar auth_headers: the Proxy-Authorization values seen (None when absent)
     """
 
-    def __init__(self, *, auth=None, refuse=False):
-        super().__init__()
+    def __init__(self, *, auth=None, refuse=False, certfile=None, keyfile=None):
+        super().__init__(certfile, keyfile)
         self.auth = auth
         self.refuse = refuse
         self.log = []
@@ -186,7 +197,7 @@ class ConnectProxy(_LoopbackServer):
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://%s:%d" % ("https" if self._tls else "http", "localhost" if self._tls else "127.0.0.1", self.port)
 
     def handle(self, client):
         method, target, version, headers, rest = _read_head(client)

@@ -1,0 +1,560 @@
+"""Transport tests against loopback servers: keep-alive, stale connections, timeouts, resets,
+redirects, size caps, TLS, cancellation, error translation, logging and lazy imports."""
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+from openai2.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    IncompleteStreamError,
+    OpenAIError,
+    RequestCancelledError,
+    ResponseTooLargeError,
+)
+from openai2.transport import CancelScope, HTTPTransport, Timeout, coerce_timeout
+from tests.support.proxies import OriginServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CERTS = os.path.join(HERE, "certs")
+CA = os.path.join(CERTS, "ca.pem")
+SERVER_CERT = (os.path.join(CERTS, "server.pem"), os.path.join(CERTS, "server.key"))
+WRONG_HOST_CERT = (os.path.join(CERTS, "wrong-host.pem"), os.path.join(CERTS, "wrong-host.key"))
+OTHER_CA_CERT = (os.path.join(CERTS, "other-server.pem"), os.path.join(CERTS, "other-server.key"))
+T = Timeout(2.0, 5.0)
+KEY = "sk-test-transport-SECRET-0123456789abcdef"
+
+
+def transport(**kw):
+    kw.setdefault("trust_env", False)
+    return HTTPTransport(**kw)
+
+
+def get(t, url, **kw):
+    kw.setdefault("headers", {})
+    kw.setdefault("body", None)
+    kw.setdefault("timeout", T)
+    return t.request(kw.pop("method", "GET"), url, **kw)
+
+
+class TimeoutTests(unittest.TestCase):
+    def test_defaults_and_coercion(self):
+        self.assertEqual((Timeout().connect, Timeout().read), (10.0, 600.0))
+        self.assertEqual(coerce_timeout(None), Timeout())
+        self.assertEqual(coerce_timeout(3), Timeout(3, 3))
+        self.assertEqual(coerce_timeout((5, 60)), Timeout(5, 60))
+        t = Timeout(1, 2)
+        self.assertIs(coerce_timeout(t), t)
+        for bad in (0, -1, float("inf"), (1, 0)):
+            with self.assertRaises(ValueError):
+                coerce_timeout(bad)
+        for bad in ("5", True, (1, 2, 3)):
+            with self.assertRaises(TypeError):
+                coerce_timeout(bad)
+
+    def test_cancel_scope_wait(self):
+        scope = CancelScope()
+        start = time.monotonic()
+        self.assertFalse(scope.wait(0.05))
+        self.assertGreaterEqual(time.monotonic() - start, 0.04)
+        threading.Timer(0.05, scope.cancel).start()
+        start = time.monotonic()
+        self.assertTrue(scope.wait(5))
+        self.assertLess(time.monotonic() - start, 1)
+        self.assertTrue(scope.cancelled)
+
+
+class KeepAliveTests(unittest.TestCase):
+    def test_sequential_requests_share_one_connection(self):
+        with OriginServer() as o:
+            t = transport()
+            for i in range(5):
+                r = get(t, o.url("/n%d" % i), method="POST", body=b'{"i": %d}' % i)
+                self.assertEqual(r.status, 200)
+                self.assertIn(b"/n%d" % i, r.read())
+            self.assertEqual(o.connections, 1)
+            self.assertEqual({rec.conn_id for rec in o.requests}, {1})
+            self.assertEqual([rec.body for rec in o.requests], [b'{"i": %d}' % i for i in range(5)])
+            t.close()
+
+    def test_idle_connection_closed_by_server_is_replaced(self):
+        def app(h, rec):
+            h.reply(200, b"ok")
+            h.hang_up()  # closes the kept-alive connection after answering
+
+        with OriginServer(app) as o:
+            t = transport()
+            self.assertEqual(get(t, o.url("/a")).read(), b"ok")
+            time.sleep(0.05)
+            self.assertEqual(get(t, o.url("/b")).read(), b"ok")
+            self.assertEqual(o.connections, 2)
+            self.assertEqual(len(o.requests), 2)
+
+    def test_connection_closed_when_request_arrives_is_retried_once(self):
+        # The race the poll check cannot see: the server takes the request on the kept-alive
+        # connection and closes it without a byte of answer.
+        def app(h, rec):
+            if rec.path == "/second" and rec.conn_id == 1:
+                h.hang_up()
+                return
+            h.reply(200, b"fine")
+
+        with OriginServer(app) as o:
+            t = transport()
+            get(t, o.url("/first")).read()
+            r = get(t, o.url("/second"), method="POST", body=b"payload")
+            self.assertEqual(r.read(), b"fine")
+            self.assertEqual([(x.path, x.conn_id) for x in o.requests], [("/first", 1), ("/second", 1), ("/second", 2)])
+            self.assertEqual(o.requests[-1].body, b"payload")
+
+    def test_no_retry_after_response_bytes(self):
+        def app(h, rec):
+            if rec.path == "/second":
+                h.raw(b"HTT")
+                h.hang_up()
+                return
+            h.reply(200, b"fine")
+
+        with OriginServer(app) as o:
+            t = transport()
+            get(t, o.url("/first")).read()
+            with self.assertRaises(APIConnectionError):
+                get(t, o.url("/second"))
+            self.assertEqual(len(o.requests), 2)
+
+    def test_no_retry_on_fresh_connection(self):
+        def app(h, rec):
+            h.hang_up()
+
+        with OriginServer(app) as o:
+            with self.assertRaises(APIConnectionError) as cm:
+                get(transport(), o.url("/x"))
+            self.assertIn("without answering", str(cm.exception))
+            self.assertEqual(len(o.requests), 1)
+
+    def test_early_stream_close_discards_connection(self):
+        def app(h, rec):
+            h.reply_chunked([b"data: %d\n\n" % i for i in range(50)])
+
+        with OriginServer(app) as o:
+            t = transport()
+            r = get(t, o.url("/s"))
+            it = r.iter_bytes()
+            self.assertTrue(next(it).startswith(b"data: 0"))
+            it.close()
+            r.close()
+            self.assertEqual(t._tp_pool.idle_count(), 0)
+            # the whole stream read: connection reused afterwards
+            r = get(t, o.url("/s"))
+            body = b"".join(r.iter_bytes())
+            self.assertEqual(body, b"".join(b"data: %d\n\n" % i for i in range(50)))
+            self.assertEqual(t._tp_pool.idle_count(), 1)
+            get(t, o.url("/s")).read()
+            self.assertEqual(o.connections, 2)
+
+    def test_close_without_reading_discards(self):
+        with OriginServer() as o:
+            t = transport()
+            get(t, o.url("/a")).close()
+            get(t, o.url("/b")).read()
+            self.assertEqual(o.connections, 2)
+
+    def test_concurrent_requests_use_separate_connections(self):
+        barrier = threading.Barrier(3, timeout=5)
+
+        def app(h, rec):
+            if rec.path == "/together":
+                barrier.wait()
+            h.reply(200, b"x")
+
+        with OriginServer(app) as o:
+            t = transport()
+            errors = []
+
+            def worker():
+                try:
+                    get(t, o.url("/together")).read()
+                except Exception as exc:  # pragma: no cover - reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=worker) for _ in range(3)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(5)
+            self.assertEqual(errors, [])
+            self.assertEqual(o.connections, 3)
+            self.assertEqual(len({r.conn_id for r in o.requests}), 3)
+            self.assertEqual(t._tp_pool.idle_count(), 3)
+            for _ in range(3):
+                get(t, o.url("/after")).read()
+            self.assertEqual(o.connections, 3)
+
+
+class FailureTests(unittest.TestCase):
+    def test_read_timeout_mid_stream(self):
+        release = threading.Event()
+
+        def app(h, rec):
+            h.send_response(200)
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            h.raw(b"6\r\nfirst!\r\n")
+            release.wait(3)
+
+        with OriginServer(app) as o:
+            r = get(transport(), o.url("/stall"), timeout=Timeout(1, 0.2))
+            it = r.iter_bytes()
+            self.assertEqual(next(it), b"first!")
+            start = time.monotonic()
+            with self.assertRaises(APITimeoutError) as cm:
+                next(it)
+            release.set()
+            self.assertLess(time.monotonic() - start, 1.5)
+            self.assertIn("read timeout", str(cm.exception))
+            self.assertIn("0.2", str(cm.exception))
+
+    def test_read_timeout_before_headers(self):
+        release = threading.Event()
+
+        def app(h, rec):
+            release.wait(3)
+
+        with OriginServer(app) as o:
+            with self.assertRaises(APITimeoutError) as cm:
+                get(transport(), o.url("/slow"), timeout=Timeout(1, 0.2))
+            release.set()
+            self.assertIn("read timeout", str(cm.exception))
+
+    def test_connect_timeout(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(5):  # fill the accept backlog so new SYNs go unanswered
+                c = socket.socket()
+                c.setblocking(False)
+                try:
+                    c.connect(("127.0.0.1", port))
+                except BlockingIOError:
+                    pass
+                fillers.append(c)
+            start = time.monotonic()
+            with self.assertRaises(APITimeoutError) as cm:
+                get(transport(), "http://127.0.0.1:%d/" % port, timeout=Timeout(0.3, 5))
+            self.assertLess(time.monotonic() - start, 2)
+            self.assertIn("connect timeout", str(cm.exception))
+        finally:
+            for c in fillers:
+                c.close()
+            listener.close()
+
+    def test_connection_refused_names_host_and_port(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        with self.assertRaises(APIConnectionError) as cm:
+            get(transport(), "http://127.0.0.1:%d/v1" % port)
+        self.assertIn("127.0.0.1:%d" % port, str(cm.exception))
+        self.assertIn("refused", str(cm.exception))
+        self.assertIsInstance(cm.exception.cause, ConnectionRefusedError)
+
+    def test_dns_failure_names_host(self):
+        with self.assertRaises(APIConnectionError) as cm:
+            get(transport(), "http://no-such-host.invalid/v1")
+        self.assertIn("no-such-host.invalid", str(cm.exception))
+        self.assertIn("resolve", str(cm.exception))
+
+    def test_reset_mid_stream(self):
+        def app(h, rec):
+            h.send_response(200)
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            h.raw(b"5\r\nhello\r\n")
+            time.sleep(0.05)
+            h.reset()
+
+        with OriginServer(app) as o:
+            t = transport()
+            r = get(t, o.url("/reset"))
+            got = []
+            with self.assertRaises(IncompleteStreamError):
+                for piece in r.iter_bytes():
+                    got.append(piece)
+            self.assertEqual(got, [b"hello"])
+            self.assertEqual(t._tp_pool.idle_count(), 0)
+
+    def test_short_content_length_body(self):
+        def app(h, rec):
+            h.raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+            h.hang_up()
+
+        with OriginServer(app) as o:
+            with self.assertRaises(IncompleteStreamError):
+                get(transport(), o.url("/short")).read()
+            with self.assertRaises(IncompleteStreamError):
+                b"".join(get(transport(), o.url("/short")).iter_bytes())
+
+    def test_response_size_cap(self):
+        def app(h, rec):
+            if rec.path == "/chunked":
+                h.reply_chunked([b"x" * 500] * 10)
+            else:
+                h.reply(200, b"y" * 5000)
+
+        with OriginServer(app) as o:
+            t = transport()
+            for path in ("/big", "/chunked"):
+                with self.assertRaises(ResponseTooLargeError) as cm:
+                    get(t, o.url(path)).read(limit=1000)
+                self.assertIn("1000", str(cm.exception))
+                self.assertEqual(t._tp_pool.idle_count(), 0)
+                self.assertEqual(len(get(t, o.url(path)).read(limit=5000)), 5000)
+
+    def test_bad_header_value_does_not_leak_key(self):
+        with OriginServer() as o:
+            with self.assertRaises(APIConnectionError) as cm:
+                get(transport(), o.url("/"), headers={"Authorization": "Bearer " + KEY + "\r\nX: y"})
+            self.assertNotIn(KEY, str(cm.exception))
+            self.assertNotIn(KEY, repr(cm.exception.__cause__) + repr(cm.exception.__context__))
+
+    def test_only_openai2_exceptions_escape(self):
+        scenarios = {
+            "/garbage": lambda h: (h.raw(b"NOT HTTP AT ALL\r\n\r\n"), h.hang_up()),
+            "/badchunk": lambda h: (h.raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), h.hang_up()),
+            "/hangup": lambda h: h.hang_up(),
+            "/reset": lambda h: h.reset(),
+            "/longline": lambda h: (h.raw(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70000 + b"\r\n\r\n"), h.hang_up()),
+            "/eof": lambda h: (h.raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab"), h.reset()),
+        }
+
+        def app(h, rec):
+            scenarios[rec.path](h)
+
+        urls = ["ftp://example.invalid/", "http://[::1/", "http://127.0.0.1:99999/"]
+        with OriginServer(app) as o:
+            t = transport()
+            urls += [o.url(p) for p in scenarios]
+            for url in urls:
+                try:
+                    r = get(t, url, timeout=Timeout(1, 1))
+                    r.read()
+                except OpenAIError:
+                    pass
+                except BaseException as exc:  # pragma: no cover - the failure we look for
+                    self.fail("%s escaped for %s: %r" % (type(exc).__name__, url, exc))
+                else:
+                    self.fail("no error for %s" % url)
+
+
+class RedirectTests(unittest.TestCase):
+    def test_cross_origin_redirect_drops_credentials_and_keeps_post(self):
+        with OriginServer() as other:
+            def app(h, rec):
+                h.reply(307, b"", headers={"Location": other.url("/landed?x=1")})
+
+            with OriginServer(app) as first:
+                headers = {
+                    "Authorization": "Bearer " + KEY,
+                    "api-key": KEY,
+                    "OpenAI-Organization": "org-1",
+                    "OpenAI-Project": "proj-1",
+                    "Cookie": "a=b",
+                    "X-Custom": "kept",
+                }
+                r = get(transport(), first.url("/v1/chat"), method="POST", body=b'{"q": 1}', headers=headers)
+                self.assertEqual(r.status, 200)
+                self.assertEqual(r.url, other.url("/landed?x=1"))
+                r.read()
+                self.assertIn("authorization", first.requests[0].headers)
+                landed = other.requests[0]
+                self.assertEqual((landed.method, landed.path, landed.body), ("POST", "/landed?x=1", b'{"q": 1}'))
+                for name in ("authorization", "api-key", "openai-organization", "openai-project", "cookie"):
+                    self.assertNotIn(name, landed.headers)
+                self.assertEqual(landed.headers.get("x-custom"), "kept")
+
+    def test_same_origin_redirect_keeps_credentials_and_method(self):
+        def app(h, rec):
+            if rec.path == "/old":
+                h.reply(301, b"moved", headers={"Location": "/new"})
+            else:
+                h.reply(200, b"new")
+
+        with OriginServer(app) as o:
+            r = get(transport(), o.url("/old"), method="POST", body=b"B", headers={"Authorization": "Bearer x"})
+            self.assertEqual(r.read(), b"new")
+            self.assertEqual([(x.method, x.path, x.body) for x in o.requests], [("POST", "/old", b"B"), ("POST", "/new", b"B")])
+            self.assertEqual(o.requests[1].headers["authorization"], "Bearer x")
+            self.assertEqual(o.connections, 1)
+
+    def test_303_is_refused(self):
+        def app(h, rec):
+            h.reply(303, b"see other", headers={"Location": "/elsewhere"})
+
+        with OriginServer(app) as o:
+            with self.assertRaises(APIStatusError) as cm:
+                get(transport(), o.url("/v1/chat"), method="POST", body=b"{}")
+            self.assertEqual(cm.exception.status_code, 303)
+            self.assertIn("GET", str(cm.exception))
+            self.assertEqual(len(o.requests), 1)
+
+    def test_redirect_loop_stops(self):
+        def app(h, rec):
+            h.reply(302, b"", headers={"Location": "/loop"})
+
+        with OriginServer(app) as o:
+            with self.assertRaises(APIStatusError) as cm:
+                get(transport(), o.url("/loop"), max_redirects=3)
+            self.assertIn("Too many redirects", str(cm.exception))
+            self.assertEqual(len(o.requests), 4)
+
+
+class TLSTests(unittest.TestCase):
+    def serve(self, cert):
+        return OriginServer(certfile=cert[0], keyfile=cert[1], host="localhost")
+
+    def test_https_with_ca_file_and_keep_alive(self):
+        with self.serve(SERVER_CERT) as o:
+            t = transport(ca_file=CA)
+            for _ in range(3):
+                self.assertIn(b"ok", get(t, o.url("/tls")).read())
+            self.assertEqual(o.connections, 1)
+            ctx = t._tp_ctx
+            get(t, o.url("/again")).read()
+            self.assertIs(t._tp_ctx, ctx)  # one SSL context per transport
+
+    def test_ip_address_certificate(self):
+        with self.serve(SERVER_CERT) as o:
+            url = "https://127.0.0.1:%d/ip" % o.port
+            self.assertIn(b"ok", get(transport(ca_file=CA), url).read())
+
+    def test_unknown_ca_suggests_ca_file(self):
+        for cert, ca in ((OTHER_CA_CERT, CA), (SERVER_CERT, None)):
+            with self.serve(cert) as o:
+                with self.assertRaises(APIConnectionError) as cm:
+                    get(transport(ca_file=ca), o.url("/"))
+                msg = str(cm.exception)
+                self.assertIn("certificate verification failed", msg)
+                self.assertIn("ca_file", msg)
+                self.assertIn("--ca-file", msg)
+
+    def test_hostname_mismatch(self):
+        with self.serve(WRONG_HOST_CERT) as o:
+            with self.assertRaises(APIConnectionError) as cm:
+                get(transport(ca_file=CA), o.url("/"))
+            self.assertIn("does not match the host name 'localhost'", str(cm.exception))
+
+    def test_verify_false_warns_once_and_connects(self):
+        with self.serve(OTHER_CA_CERT) as o:
+            with self.assertLogs("openai2", level="WARNING") as logs:
+                t = transport(verify=False)
+                get(t, o.url("/")).read()
+                get(t, o.url("/")).read()
+            self.assertEqual(len([m for m in logs.output if "verification is disabled" in m]), 1)
+
+    def test_ssl_cert_file_honoured_and_no_env_turns_verification_off(self):
+        saved = {k: os.environ.get(k) for k in ("SSL_CERT_FILE", "PYTHONHTTPSVERIFY", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE")}
+        try:
+            with self.serve(SERVER_CERT) as o:
+                os.environ["SSL_CERT_FILE"] = CA
+                self.assertIn(b"ok", get(transport(), o.url("/env")).read())
+                os.environ["SSL_CERT_FILE"] = os.path.join(CERTS, "other-ca.pem")
+                os.environ["PYTHONHTTPSVERIFY"] = "0"
+                os.environ["CURL_CA_BUNDLE"] = ""
+                os.environ["REQUESTS_CA_BUNDLE"] = ""
+                with self.assertRaises(APIConnectionError):
+                    get(transport(), o.url("/env"))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def test_missing_ca_file(self):
+        with self.assertRaises(ValueError):
+            HTTPTransport(ca_file=os.path.join(CERTS, "missing.pem"))
+
+
+class CancelTests(unittest.TestCase):
+    def test_cancel_unblocks_waiting_request(self):
+        release = threading.Event()
+
+        def app(h, rec):
+            release.wait(5)
+
+        with OriginServer(app) as o:
+            scope = CancelScope()
+            threading.Timer(0.2, scope.cancel).start()
+            start = time.monotonic()
+            with self.assertRaises(RequestCancelledError):
+                get(transport(), o.url("/wait"), cancel=scope, timeout=Timeout(2, 30))
+            self.assertLess(time.monotonic() - start, 1.0)
+            release.set()
+
+    def test_cancel_unblocks_stream(self):
+        release = threading.Event()
+
+        def app(h, rec):
+            h.send_response(200)
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            h.raw(b"2\r\nhi\r\n")
+            release.wait(5)
+
+        with OriginServer(app, certfile=SERVER_CERT[0], keyfile=SERVER_CERT[1], host="localhost") as o:
+            scope = CancelScope()
+            t = transport(ca_file=CA)
+            r = get(t, o.url("/stream"), cancel=scope, timeout=Timeout(2, 30))
+            it = r.iter_bytes()
+            self.assertEqual(next(it), b"hi")
+            threading.Timer(0.2, scope.cancel).start()
+            start = time.monotonic()
+            with self.assertRaises(RequestCancelledError):
+                next(it)
+            self.assertLess(time.monotonic() - start, 1.0)
+            release.set()
+            self.assertEqual(t._tp_pool.idle_count(), 0)
+
+    def test_cancelled_scope_refuses_new_request(self):
+        with OriginServer() as o:
+            scope = CancelScope()
+            scope.cancel()
+            with self.assertRaises(RequestCancelledError):
+                get(transport(), o.url("/"), cancel=scope)
+            self.assertEqual(o.requests, [])
+
+
+class HygieneTests(unittest.TestCase):
+    def test_debug_log_has_method_url_status_only(self):
+        with OriginServer() as o:
+            with self.assertLogs("openai2", level="DEBUG") as logs:
+                get(transport(), o.url("/v1/chat?token=q"), method="POST", body=b"SECRET-BODY",
+                    headers={"Authorization": "Bearer " + KEY}).read()
+            text = "\n".join(logs.output)
+            self.assertIn("POST %s -> 200" % o.url("/v1/chat"), text)
+            for secret in (KEY, "SECRET-BODY", "token=q", "Bearer"):
+                self.assertNotIn(secret, text)
+
+    def test_import_is_lazy(self):
+        code = (
+            "import sys; before = set(sys.modules); import openai2.transport, openai2.socks; "
+            "print(sorted(m for m in ('socket', 'ssl', 'http.client', 'urllib.request', 'base64', 'json', 're', "
+            "'select', 'logging', 'typing') if m in sys.modules and m not in before))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(HERE), capture_output=True,
+                             text=True, timeout=30)
+        self.assertEqual(out.stdout.strip(), "[]", out.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
