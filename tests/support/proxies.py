@@ -95,11 +95,15 @@ class _LoopbackServer:
         return sock
 
     def _accept_loop(self):
+        self._listener.settimeout(0.05)  # poll, so stop() never waits on a blocked accept()
         while self._running:
             try:
                 client, _ = self._listener.accept()
+            except socket.timeout:
+                continue
             except OSError:
                 return
+            client.settimeout(None)
             with self._lock:
                 self.connections += 1
             self._track(client)
