@@ -276,9 +276,10 @@ def _gc_find_array(raw: str) -> Any:
             except ValueError:
                 pass
         start = text.find("```", end + 3)
-    # Text around the JSON: try each "[" (then each "{"), preferring a list of objects.
+    # Text around the JSON: the first array holding objects, else the first non-empty object
+    # (one remark, or an object wrapping the array).  Bracketed words and lists of names that
+    # the model quoted from the prompt are skipped.
     decoder = json.JSONDecoder()
-    fallback: Any = None
     for opener in ("[", "{"):
         pos = text.find(opener)
         while pos >= 0:
@@ -286,15 +287,9 @@ def _gc_find_array(raw: str) -> Any:
                 value, _ = decoder.raw_decode(text, pos)
             except ValueError:
                 value = None
-            if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            if (isinstance(value, list) and any(isinstance(v, dict) for v in value)) or (isinstance(value, dict) and value):
                 return value
-            if isinstance(value, dict) and value and fallback is None:
-                return value  # a single remark object, or an object wrapping the array
-            if isinstance(value, list) and value and fallback is None:
-                fallback = value
             pos = text.find(opener, pos + 1)
-    if fallback is not None:
-        return fallback
     raise GroupChatReplyError(
         "the model's reply holds no JSON array of remarks; got: %s" % _gc_preview(raw), raw, ["no JSON array found"]
     )
@@ -343,10 +338,10 @@ def parse_groupchat_reply(
     value = _gc_find_array(raw)
     if isinstance(value, dict):
         lists = [v for v in value.values() if isinstance(v, list)]
-        if len(lists) == 1:
-            value = lists[0]
-        elif "speaker" in value:
+        if "speaker" in value:
             value = [value]
+        elif len(lists) == 1:
+            value = lists[0]
     if not isinstance(value, list):
         raise GroupChatReplyError(
             "the model's reply is JSON but not an array of remarks; got: %s" % _gc_preview(raw), raw, ["not an array"]

@@ -255,6 +255,14 @@ class TestReplyParsing(GroupCase):
         _, remarks = self.remarks_for(noisy)
         self.assertEqual([r["audiences"] for r in remarks], [["李清照"], ["杜甫"]])
 
+    def test_lists_of_names_before_the_array_are_skipped(self):
+        noisy = 'For ["李清照"] and ["杜甫"]:\n%s' % as_json(SEED_REPLY)
+        self.assertEqual(len(parse_groupchat_reply(noisy, TURNS, SEED_ROLES)), 2)
+
+    def test_a_single_object_for_a_single_turn(self):
+        one = {"speaker": "杜甫", "audiences": ["苏轼"], "remark": "好诗！"}
+        self.assertEqual(parse_groupchat_reply("Sure: " + as_json(one), [("杜甫", ["苏轼"])], SEED_ROLES), [one])
+
     def test_object_wrapping_the_array_and_reordered_items(self):
         wrapped = {"remarks": [SEED_REPLY[1], SEED_REPLY[0]]}
         _, remarks = self.remarks_for(as_json(wrapped))
@@ -445,6 +453,22 @@ class TestDialog(GroupCase):
                 self.assertEqual((g.roles, g.export_dialogs()), before)
         with self.assertRaises(FileNotFoundError):
             g.load(os.path.join(self.tmp, "missing.json"))
+
+
+class TestReadmeShowsThePrompt(unittest.TestCase):
+    def test_readme_prompts_are_the_ones_sent(self):
+        readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+        with open(readme, encoding="utf-8") as f:
+            text = f.read()
+        section = text[text.index("<!-- section: groupchat -->"):text.index("<!-- /section: groupchat -->")]
+        zh = build_groupchat_messages(SEED_ROLES, [
+            {"speaker": "苏轼", "audiences": ["李清照"], "remark": "你好呀"},
+            {"speaker": "李清照", "audiences": ["苏轼"], "remark": "好久不见, 你最近在忙什么?"},
+            {"speaker": "杜甫", "audiences": ["苏轼"], "remark": "上次托你帮我写的那首《茅屋为秋风所破歌》写好了吗?"},
+        ], TURNS)
+        en = build_groupchat_messages({"A": "x"}, [], [("A", ["A"])], "en")
+        for shown in (zh[0]["content"], zh[1]["content"], en[0]["content"], SEED_USER_MESSAGE):
+            self.assertIn("```text\n%s\n```" % shown, section)
 
 
 class TestAsync(GroupCase):
