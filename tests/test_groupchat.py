@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import unittest
 
 from openai2 import AKPool
@@ -493,6 +494,27 @@ class TestAsync(GroupCase):
         with self.assertRaises(GroupChatReplyError):
             asyncio.run(g.async_request_remarks(TURNS, record=True))
         self.assertEqual(len(g), 3)
+
+    def test_async_cancel_records_nothing(self):
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        self.serve(Reply(content=as_json(SEED_REPLY), gate=gate))
+        g = self.seed_group()
+
+        async def main():
+            task = asyncio.ensure_future(g.async_request_remarks(TURNS, record=True))
+            for _ in range(200):
+                if self.server.requests:
+                    break
+                await asyncio.sleep(0.01)
+            self.assertEqual(len(self.server.requests), 1)
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        self.assertEqual(len(g), 3)
+        self.assertIsNone(g.last_request)
 
     def test_async_twins_exist(self):
         for name in ("request", "request_remarks"):
