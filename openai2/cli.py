@@ -1,0 +1,1018 @@
+"""The command line: ``openai2`` / ``python -m openai2`` — keys, resumable chats, sessions, a REPL.
+
+Commands: ``add_apikey [KEY]``, ``read_apikey``, ``clear_apikey``, ``chat [TEXT]``, ``newchat
+[TEXT]``, ``sessions list|show|delete|export``, ``demo``.  Only this module writes to the
+terminal (through :class:`_CliOutput`); only :mod:`store` decides where files go.
+
+Exit status: 0 ok, 1 API or network error, 2 usage error (argparse's too), 3 local storage
+problem (a session in use, a corrupted file, a file that cannot be written), 130 interrupted.
+
+Heavy modules (argparse, json, getpass, readline, signal, traceback) are imported inside the
+functions that need them, so ``openai2 --help`` starts fast.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .chat import Chat, assistant_msg, user_msg
+from .common import TYPE_CHECKING, __version__, mask_key, redact
+from .errors import APIConnectionError, APIError, APIStatusError, OpenAIError
+from .history import format_round
+from .keypool import AKPool
+from .portable import DeferInterrupt, LineEditor, supports_color, terminal_width
+from .store import DEFAULT_SESSION, SessionLock, Store, StoreError, check_session_name
+from .testing import DemoBrain, FakeServer
+
+if TYPE_CHECKING:
+    from typing import IO, Any, Sequence
+
+EXIT_OK = 0
+EXIT_API_ERROR = 1
+EXIT_USAGE = 2
+EXIT_STORAGE = 3
+EXIT_INTERRUPTED = 130
+DEFAULT_MODEL = "gpt-4o-mini"
+
+_CLI_STYLES = {
+    "dim": "\033[2m",
+    "bold": "\033[1m",
+    "prompt": "\033[1;32m",
+    "assistant": "\033[1;36m",
+    "error": "\033[1;31m",
+    "note": "\033[33m",
+}
+_CLI_RESET = "\033[0m"
+
+_CLI_SLASH_HELP = """\
+Commands (type them at the prompt):
+  /help                 this list
+  /exit, /quit          leave (also: quit, Ctrl-D)
+  /new                  archive this conversation and start a new one (also: new)
+  /undo [N]             remove the last N rounds (default 1) and show the round now last
+  /retry                remove the last round and send its question again
+  /system [TEXT]        show or set the system prompt (kept pinned at the start)
+  /model [NAME]         show or change the model
+  /set [NAME [VALUE]]   show parameters, set one (VALUE parsed as JSON when possible,
+                        e.g. /set temperature 0.3), or unset it (no VALUE)
+  /pin [INDEX...]       show pinned messages, or pin some (trimming never drops them)
+  /unpin [INDEX...]     unpin messages (no INDEX: all)
+  /history              the conversation, with message indexes (* = pinned)
+  /save FILE            write the conversation to FILE (an archive Chat.load reads)
+  /load FILE            append the messages of an archive FILE
+  /limit [N]            show or set how many messages are kept (MsgMaxCount; 0: no limit)
+  /usage                tokens of the last answer and of this run
+A block between lines of three double quotes (\"\"\") is sent as one multi-line message.
+Start a message with // to send a line that begins with a slash."""
+
+
+class _CliUsageError(Exception):
+    """A mistake in the command line or a command: exit status 2."""
+
+
+class _CliOutput:
+    """Every byte the CLI shows goes through here: colour only on terminals (``NO_COLOR``
+    honoured), keys masked, and a record of whether the cursor is at the start of a line."""
+
+    def __init__(self, out: IO[str], err: IO[str]) -> None:
+        self.out = out
+        self.err = err
+        self.color_out = supports_color(out)
+        self.color_err = supports_color(err)
+        self.secrets: list[str] = []
+        self._fresh = {id(out): True, id(err): True}
+
+    def _style(self, text: str, style: str | None, stream: IO[str]) -> str:
+        colour = self.color_err if stream is self.err else self.color_out
+        if style and colour and text:
+            return _CLI_STYLES[style] + text + _CLI_RESET
+        return text
+
+    def write(self, text: str, style: str | None = None, *, err: bool = False) -> None:
+        """Write ``text`` (keys masked) and flush."""
+        stream = self.err if err else self.out
+        if not text:
+            return
+        if self.secrets:
+            text = redact(text, self.secrets)
+        stream.write(self._style(text, style, stream))
+        stream.flush()
+        self._fresh[id(stream)] = text.endswith("\n")
+
+    def line(self, text: str = "", style: str | None = None, *, err: bool = False) -> None:
+        """Write ``text`` and a newline."""
+        self.write(text, style, err=err)
+        self.write("\n", err=err)
+
+    def end_line(self) -> None:
+        """Finish a partly written line on stdout (after a streamed answer)."""
+        if not self._fresh.get(id(self.out), True):
+            self.write("\n")
+
+    def error(self, message: str) -> None:
+        """``openai2: error: <one line>`` on stderr."""
+        self.end_line()
+        one = " ".join(str(message).split())
+        self.line("openai2: error: " + one, "error", err=True)
+
+    def note(self, message: str) -> None:
+        """An informational line on stderr (kept out of stdout so scripts get only answers)."""
+        self.line(message, "note", err=True)
+
+
+def _cli_isatty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# argparse
+# ---------------------------------------------------------------------------------------------
+
+
+def _cli_build_parser(out: _CliOutput) -> Any:
+    import argparse
+
+    class _CliParser(argparse.ArgumentParser):
+        def _print_message(self, message: str, file: Any = None) -> None:
+            if message:
+                out.write(message, err=file is sys.stderr)
+
+    common = argparse.ArgumentParser(add_help=False)
+    S = argparse.SUPPRESS
+    g = common.add_argument_group("options for chat, newchat and demo")
+    g.add_argument("--model", default=S, help="model name (default: $OPENAI2_MODEL or %s)" % DEFAULT_MODEL)
+    g.add_argument("--system", default=S, metavar="TEXT", help="system prompt (pinned at the start)")
+    g.add_argument("--base-url", default=S, metavar="URL", help="API base URL (default: $OPENAI_BASE_URL or https://api.openai.com/v1)")
+    g.add_argument("--api-key", default=S, metavar="KEY", help="API key (wins over $OPENAI_API_KEY and the key file)")
+    g.add_argument("--temperature", type=float, default=S, metavar="T", help="sampling temperature")
+    g.add_argument("--max-tokens", type=int, default=S, metavar="N", help="limit on the answer's tokens")
+    g.add_argument("--timeout", type=float, default=S, metavar="SECONDS", help="connect and read timeout (default 10 and 600)")
+    g.add_argument("--proxy", default=S, metavar="URL", help="http://, https://, socks5:// or socks5h:// proxy (default: environment)")
+    g.add_argument("--ca-file", default=S, metavar="PEM", help="trust these CA certificates (corporate proxies)")
+    g.add_argument("--max-messages", type=int, default=S, metavar="N", help="keep at most N messages in the history (MsgMaxCount; pinned ones stay)")
+    g.add_argument("--session", default=S, metavar="NAME", help="named conversation to use (default: %s)" % DEFAULT_SESSION)
+    g.add_argument("--no-stream", action="store_true", default=S, help="wait for the whole answer instead of streaming it")
+    g.add_argument("--json", action="store_true", default=S, help="print the full response as JSON (one question only)")
+    g.add_argument("--no-save", action="store_true", default=S, help="do not read or write the saved conversation")
+    g.add_argument("--hide-reasoning", action="store_true", default=S, help="do not show reasoning text on stderr")
+    g.add_argument("-i", "--interactive", action="store_true", default=S, help="run the interactive prompt even when stdin is not a terminal")
+
+    parser = _CliParser(
+        prog="openai2",
+        parents=[common],
+        description="Chat with OpenAI-compatible APIs from the terminal (standard library only).",
+        epilog=(
+            "Keys: --api-key, then $OPENAI_API_KEY, then the keys stored by add_apikey (a pool). "
+            "Files live in $OPENAI2_HOME (default: ~/.config/openai2, %APPDATA%\\openai2 on Windows). "
+            "Exit status: 0 ok, 1 API error, 2 usage error, 3 storage problem, 130 interrupted. "
+            "OPENAI2_DEBUG=1 shows tracebacks. Without a command, runs chat."
+        ),
+    )
+    parser.add_argument("--version", action="version", version="openai2 %s" % __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_text: str, aliases: Sequence[str] = ()) -> Any:
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text, aliases=list(aliases))
+
+    p = add("chat", "continue the saved conversation (TEXT or stdin: answer once and exit)")
+    p.add_argument("text", nargs="*", metavar="TEXT", help="a question to answer once")
+    p = add("newchat", "archive the saved conversation and start a new one", ["new-chat"])
+    p.add_argument("text", nargs="*", metavar="TEXT", help="a question to answer once")
+    p = add("add_apikey", "store an API key (argument, hidden prompt, or stdin); several keys form a pool", ["add-apikey"])
+    p.add_argument("key", nargs="?", metavar="KEY", help="the key (omit it to keep it out of shell history)")
+    add("read_apikey", "show the stored keys (masked) and where the active key comes from", ["read-apikey"])
+    add("clear_apikey", "remove the stored keys", ["clear-apikey"])
+    add("demo", "a short offline conversation with a built-in scripted model (no key needed)")
+    p = add("sessions", "list, show, delete or export named conversations")
+    ss = p.add_subparsers(dest="action", metavar="ACTION")
+    ss.required = True
+    ss.add_parser("list", help="list saved conversations")
+    q = ss.add_parser("show", help="print a conversation")
+    q.add_argument("name", nargs="?", metavar="NAME")
+    q = ss.add_parser("delete", help="delete a conversation")
+    q.add_argument("name", metavar="NAME")
+    q = ss.add_parser("export", help="export a conversation as JSON or Markdown")
+    q.add_argument("name", nargs="?", metavar="NAME")
+    q.add_argument("--format", choices=("json", "markdown", "md"), default="json")
+    q.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Context: options, keys, the chat
+# ---------------------------------------------------------------------------------------------
+
+
+class _CliContext:
+    def __init__(self, args: Any, out: _CliOutput, stdin: IO[str], store: Store) -> None:
+        self.args = args
+        self.out = out
+        self.stdin = stdin
+        self.store = store
+
+    def opt(self, name: str, default: Any = None) -> Any:
+        return getattr(self.args, name, default)
+
+    def session_name(self, explicit: str | None = None) -> str:
+        try:
+            return check_session_name(explicit or self.opt("session") or DEFAULT_SESSION)
+        except StoreError as exc:
+            raise _CliUsageError(str(exc)) from None
+
+    def resolve_key(self) -> tuple[str | AKPool | None, str]:
+        """The key to use and a description of where it comes from (precedence: flag, env, file)."""
+        stored: list[str] = []
+        try:
+            stored = self.store.load_keys()
+        except StoreError:
+            if self.opt("api_key") is None and not os.environ.get("OPENAI_API_KEY", "").strip():
+                raise
+        self.out.secrets.extend(stored)
+        flag = self.opt("api_key")
+        env = os.environ.get("OPENAI_API_KEY", "").strip()
+        if env:
+            self.out.secrets.append(env)
+        if flag is not None:
+            flag = flag.strip()
+            if not flag:
+                raise _CliUsageError("--api-key is empty")
+            self.out.secrets.append(flag)
+            return flag, "the --api-key option"
+        if env:
+            return env, "the OPENAI_API_KEY environment variable"
+        if len(stored) == 1:
+            return stored[0], "the key file %s" % self.store.keys_path
+        if stored:
+            return AKPool(stored), "the key file %s (%d keys, used in turn)" % (self.store.keys_path, len(stored))
+        return None, "nowhere (no --api-key, no OPENAI_API_KEY, no stored key)"
+
+    def make_chat(self) -> Chat:
+        key, _ = self.resolve_key()
+        params: dict[str, Any] = {"model": self.opt("model") or os.environ.get("OPENAI2_MODEL") or DEFAULT_MODEL}
+        if self.opt("temperature") is not None:
+            params["temperature"] = self.opt("temperature")
+        if self.opt("max_tokens") is not None:
+            params["max_tokens"] = self.opt("max_tokens")
+        options: dict[str, Any] = {}
+        for name in ("base_url", "timeout", "proxy", "ca_file"):
+            if self.opt(name) is not None:
+                options[name] = self.opt(name)
+        try:
+            # "" (not None) when there is no key: OPENAI_API_KEY was already considered above.
+            return Chat(key if key is not None else "", MsgMaxCount=self.opt("max_messages"), **options, **params)
+        except (ValueError, TypeError) as exc:
+            raise _CliUsageError(str(exc)) from None
+
+
+def _cli_set_system(chat: Chat, text: str) -> None:
+    """Make ``text`` the pinned system prompt at index 0 (replacing one already there)."""
+    messages = chat.fetch_messages()
+    pins = chat.pinned_indexes()
+    if messages and messages[0].get("role") == "system":
+        messages[0] = {"role": "system", "content": text}
+    else:
+        messages.insert(0, {"role": "system", "content": text})
+        pins = [p + 1 for p in pins]
+    if 0 not in pins:
+        pins.insert(0, 0)
+    _cli_replace_history(chat, messages, pins)
+
+
+def _cli_replace_history(chat: Chat, messages: list[dict[str, Any]], pins: list[int]) -> None:
+    limit = chat.MsgMaxCount
+    chat.MsgMaxCount = None  # pin before trimming, or trimming could drop what is to be pinned
+    try:
+        chat.clear()
+        if messages:
+            chat.add_dialogs(*messages)
+        if pins:
+            chat.pin_messages(*pins)
+    finally:
+        chat.MsgMaxCount = limit
+
+
+def _cli_error_text(exc: BaseException, base_url: str = "") -> str:
+    if isinstance(exc, APIStatusError):
+        if exc.status_code in (401, 403) and exc.hint and "No API key" in exc.hint:
+            return (
+                "the server needs an API key (HTTP %d): give one with --api-key KEY, set OPENAI_API_KEY, "
+                "or store one with `openai2 add_apikey`" % exc.status_code
+            )
+        text = "HTTP %d: %s" % (exc.status_code, exc.message)
+        if exc.request_id:
+            text += " (request id %s)" % exc.request_id
+        if exc.hint:
+            text += " — " + exc.hint
+        return text
+    if isinstance(exc, APIConnectionError):
+        text = str(exc)
+        if base_url and base_url not in text:
+            text += " (base URL %s)" % base_url
+        return text
+    if isinstance(exc, OSError) and exc.strerror:
+        return "%s: %s" % (exc.filename, exc.strerror) if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# One turn: stream or wait, reasoning on stderr, Ctrl-C keeps the partial answer
+# ---------------------------------------------------------------------------------------------
+
+
+class _CliConversation:
+    """A Chat plus where it is saved (``name`` None: not saved) and how answers are shown."""
+
+    def __init__(self, ctx: _CliContext, chat: Chat, name: str | None, *, interactive: bool) -> None:
+        self.ctx = ctx
+        self.out = ctx.out
+        self.chat = chat
+        self.name = name
+        self.interactive = interactive
+        self.stream = not ctx.opt("no_stream", False)
+        self.show_reasoning = not ctx.opt("hide_reasoning", False)
+        self.piece_delay = 0.0  # the demo slows pieces down a little on a terminal
+
+    def save(self) -> None:
+        if self.name is None:
+            return
+        with DeferInterrupt():
+            self.ctx.store.write_session(self.name, self.chat.fetch_messages(), self.chat.pinned_indexes())
+
+    def _reasoning(self, text: str) -> None:
+        if self.show_reasoning and text:
+            self.out.write(text, "dim", err=True)
+
+    def ask(self, text: Any) -> bool:
+        """Answer ``text``; True if complete, False if stopped with Ctrl-C (partial kept, saved).
+
+        :raises APIError: the request failed; the history is unchanged
+        """
+        out = self.out
+        if self.interactive:
+            out.write("Assistant: ", "assistant")
+        if not self.stream:
+            answer = self.chat.request(text)
+            if self.chat.last_reasoning:
+                self._reasoning(self.chat.last_reasoning + "\n")
+            out.write(answer)
+            out.end_line()
+            self.save()
+            return True
+        ts = self.chat.stream_request(text)
+        pieces: list[str] = []
+        shown = 0
+        try:
+            for piece in ts:
+                acc = ts._stream.accumulator if ts._stream is not None else None
+                if acc is not None and len(acc.reasoning) > shown:
+                    self._reasoning(acc.reasoning[shown:] + "\n")
+                    shown = len(acc.reasoning)
+                pieces.append(piece)
+                out.write(piece)
+                if self.piece_delay:
+                    time.sleep(self.piece_delay)
+            acc = ts._stream.accumulator if ts._stream is not None else None
+            if acc is not None and len(acc.reasoning) > shown:
+                self._reasoning(acc.reasoning[shown:] + "\n")
+        except KeyboardInterrupt:
+            body = ts._body
+            ts.close()  # keeps the partial answer when the stream was between pieces
+            if self.chat.last_request is not body and pieces:
+                # Ctrl-C landed inside the network read: ChatTextStream gave up on the exchange,
+                # so keep the user message and what was shown ourselves ("stop generating").
+                self.chat.add_dialogs(user_msg(text), assistant_msg("".join(pieces)))
+            out.end_line()
+            if self.chat.last_request is body or pieces:
+                out.note("[stopped: the partial answer is kept]")
+            else:
+                out.note("[stopped before the answer began: nothing kept]")
+            self.save()
+            return False
+        except BaseException:
+            out.end_line()
+            raise
+        out.end_line()
+        self.save()
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The interactive prompt
+# ---------------------------------------------------------------------------------------------
+
+
+class _CliRepl:
+    def __init__(self, conv: _CliConversation, editor: LineEditor | None, system: str | None) -> None:
+        self.conv = conv
+        self.out = conv.out
+        self.editor = editor
+        self.system = system
+
+    @property
+    def chat(self) -> Chat:
+        return self.conv.chat
+
+    def prompt(self, continuation: bool = False) -> str:
+        text = "... " if continuation else "You: "
+        if not self.out.color_out:
+            return text
+        code = _CLI_STYLES["dim" if continuation else "prompt"]
+        if self.editor is not None and self.editor.readline is not None:
+            # \001 \002 tell readline the escape codes take no room on the line.
+            return "\001%s\002%s\001%s\002" % (code, text, _CLI_RESET)
+        return code + text + _CLI_RESET
+
+    def read_message(self) -> str:
+        assert self.editor is not None
+        line = self.editor.read(self.prompt())
+        if not line.strip().startswith('"""'):
+            return line
+        first = line.strip()[3:]
+        if first.endswith('"""'):
+            return first[:-3]
+        lines = [first] if first else []
+        while True:
+            more = self.editor.read(self.prompt(True))
+            if more.rstrip().endswith('"""'):
+                tail = more.rstrip()[:-3]
+                if tail:
+                    lines.append(tail)
+                return "\n".join(lines)
+            lines.append(more)
+
+    def banner(self) -> None:
+        chat = self.chat
+        conv = self.conv
+        where = (
+            "saved after every answer to %s" % self.conv.ctx.store.session_path(conv.name)
+            if conv.name is not None
+            else "not saved"
+        )
+        count = len(chat.fetch_messages())
+        self.out.line(
+            "openai2 %s — model %s, session %s (%d earlier message%s; %s)"
+            % (__version__, chat.params.get("model"), conv.name or "-", count, "" if count == 1 else "s", where),
+            "dim",
+        )
+        self.out.line(
+            "Type a message and press Enter. /help lists commands. "
+            "Type new (or /new) to start over, quit (or /exit, Ctrl-D) to leave; Ctrl-C stops an answer.",
+            "dim",
+        )
+
+    def run(self) -> int:
+        self.banner()
+        while True:
+            try:
+                text = self.read_message()
+            except EOFError:
+                self.out.end_line()
+                self.out.write("\n")
+                return EXIT_OK
+            except KeyboardInterrupt:
+                self.out.write("\n")
+                self.out.line("(To quit, type quit or /exit, or press Ctrl-D.)", "dim")
+                continue
+            try:
+                if not self.handle(text):
+                    return EXIT_OK
+            except KeyboardInterrupt:
+                self.out.end_line()
+                self.out.line("(interrupted)", "dim")
+
+    def handle(self, text: str) -> bool:
+        """Act on one entered message or command; False means leave."""
+        stripped = text.strip()
+        if not stripped:
+            return True
+        word = stripped.lower()
+        if word in ("quit", "exit"):
+            return False
+        if word == "new":
+            return self.slash("/new")
+        if stripped.startswith("//"):
+            text = text.lstrip()[1:]
+        elif stripped.startswith("/"):
+            return self.slash(stripped)
+        try:
+            self.conv.ask(text)
+        except (APIError, OpenAIError) as exc:
+            self.out.error(_cli_error_text(exc, self.chat.client.base_url))
+        return True
+
+    # -- slash commands ---------------------------------------------------------------------
+    def slash(self, line: str) -> bool:
+        parts = line.split(None, 1)
+        name = parts[0].lower()
+        rest = parts[1].strip() if len(parts) > 1 else ""
+        handler = getattr(self, "_cmd_" + name[1:], None) if name[1:].isalpha() else None
+        if handler is None:
+            self.out.error("unknown command %s; /help lists the commands (start with // to send a line beginning with /)" % parts[0])
+            return True
+        try:
+            result = handler(rest)
+        except (ValueError, IndexError, TypeError, StoreError, OSError) as exc:
+            self.out.error("%s: %s" % (name, _cli_error_text(exc)))
+            return True
+        except (APIError, OpenAIError) as exc:
+            self.out.error(_cli_error_text(exc, self.chat.client.base_url))
+            return True
+        return result is not False
+
+    def _cmd_help(self, rest: str) -> None:
+        self.out.line(_CLI_SLASH_HELP)
+
+    def _cmd_exit(self, rest: str) -> bool:
+        return False
+
+    _cmd_quit = _cmd_exit
+
+    def _cmd_new(self, rest: str) -> None:
+        conv = self.conv
+        system = self._current_system()
+        archived = None
+        if conv.name is not None:
+            conv.save()
+            archived = conv.ctx.store.archive_session(conv.name)
+        _cli_replace_history(self.chat, [], [])
+        if system is not None:
+            _cli_set_system(self.chat, system)
+        conv.save()
+        if archived:
+            self.out.line("New conversation started; the previous one is archived at %s" % archived, "dim")
+        else:
+            self.out.line("New conversation started.", "dim")
+
+    def _current_system(self) -> str | None:
+        messages = self.chat.fetch_messages()
+        if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
+            return messages[0]["content"]  # type: ignore[no-any-return]
+        return None
+
+    def _cmd_undo(self, rest: str) -> None:
+        n = int(rest) if rest else 1
+        if n < 1:
+            raise ValueError("give a number of rounds, 1 or more")
+        shown = self.chat.rollback(n)
+        self.conv.save()
+        self.out.line("Rolled back %d round%s. Now last: %s" % (n, "" if n == 1 else "s", str(shown) or "(nothing: the conversation is empty)"))
+
+    def _cmd_retry(self, rest: str) -> None:
+        messages = self.chat.fetch_messages()
+        last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+        if last_user is None:
+            self.out.line("Nothing to retry: no question has been asked yet.")
+            return
+        self.chat.rollback(1)
+        self.conv.save()
+        content = last_user.get("content")
+        self.out.line("Retrying: %s" % format_round([last_user]), "dim")
+        self.conv.ask(content)
+
+    def _cmd_system(self, rest: str) -> None:
+        if not rest:
+            current = self._current_system()
+            self.out.line("System prompt: %s" % current if current is not None else "No system prompt (set one with /system TEXT).")
+            return
+        _cli_set_system(self.chat, rest)
+        self.conv.save()
+        self.out.line("System prompt set (pinned as message 0).")
+
+    def _cmd_model(self, rest: str) -> None:
+        if rest:
+            self.chat.params["model"] = rest
+            self.out.line("Model: %s" % rest)
+        else:
+            self.out.line("Model: %s" % self.chat.params.get("model"))
+
+    def _cmd_set(self, rest: str) -> None:
+        import json
+
+        if not rest:
+            self.out.line("Request parameters: %s" % json.dumps(self.chat.params, ensure_ascii=False, sort_keys=True))
+            return
+        parts = rest.split(None, 1)
+        name = parts[0]
+        if name in ("messages", "stream") or "key" in name.lower():
+            raise ValueError("%s cannot be set here" % name)
+        if len(parts) == 1:
+            if name == "model":
+                raise ValueError("the model cannot be unset; use /model NAME")
+            self.chat.params.pop(name, None)
+            self.out.line("Unset %s." % name)
+            return
+        raw = parts[1].strip()
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        self.chat.params[name] = value
+        self.out.line("%s = %s" % (name, json.dumps(value, ensure_ascii=False)))
+
+    def _parse_indexes(self, rest: str) -> list[int]:
+        try:
+            return [int(x) for x in rest.replace(",", " ").split()]
+        except ValueError:
+            raise ValueError("message indexes are whole numbers (see /history), e.g. /pin 0 1 -1") from None
+
+    def _cmd_pin(self, rest: str) -> None:
+        if not rest:
+            pins = self.chat.pinned_indexes()
+            self.out.line("Pinned: %s" % (" ".join(map(str, pins)) if pins else "nothing"))
+            return
+        self.chat.pin_messages(*self._parse_indexes(rest))
+        self.conv.save()
+        self.out.line("Pinned: %s" % " ".join(map(str, self.chat.pinned_indexes())))
+
+    def _cmd_unpin(self, rest: str) -> None:
+        indexes = self._parse_indexes(rest) if rest else self.chat.pinned_indexes()
+        if indexes:
+            self.chat.unpin_messages(*indexes)
+        self.conv.save()
+        pins = self.chat.pinned_indexes()
+        self.out.line("Pinned: %s" % (" ".join(map(str, pins)) if pins else "nothing"))
+
+    def _cmd_history(self, rest: str) -> None:
+        messages = self.chat.fetch_messages()
+        if not messages:
+            self.out.line("(the conversation is empty)")
+            return
+        pins = set(self.chat.pinned_indexes())
+        width = terminal_width(self.out.out)
+        for i, msg in enumerate(messages):
+            text = format_round([msg]).replace("\n", " ")
+            row = "%3d %s %s" % (i, "*" if i in pins else " ", text)
+            if len(row) > width - 1 and width > 20:
+                row = row[: width - 2] + "…"
+            self.out.line(row)
+        limit = self.chat.MsgMaxCount
+        self.out.line("(%d message%s%s; * = pinned)" % (len(messages), "" if len(messages) == 1 else "s", ", at most %d kept" % limit if limit else ""), "dim")
+
+    def _cmd_limit(self, rest: str) -> None:
+        if rest:
+            value = int(rest)
+            if value < 0:
+                raise ValueError("the limit is a number of messages, 0 for none")
+            before = len(self.chat)
+            self.chat.MsgMaxCount = value or None
+            self.conv.save()
+            dropped = before - len(self.chat)
+            if dropped:
+                self.out.line("(%d older message%s dropped)" % (dropped, "" if dropped == 1 else "s"), "dim")
+        limit = self.chat.MsgMaxCount
+        self.out.line("History limit: %s" % ("%d messages (pinned ones always stay)" % limit if limit else "none"))
+
+    def _cmd_save(self, rest: str) -> None:
+        if not rest:
+            raise ValueError("give a file name: /save FILE")
+        path = os.path.expanduser(rest)
+        self.chat.dump(path)
+        self.out.line("Saved %d messages to %s" % (len(self.chat), path))
+
+    def _cmd_load(self, rest: str) -> None:
+        if not rest:
+            raise ValueError("give a file name: /load FILE")
+        path = os.path.expanduser(rest)
+        before = len(self.chat)
+        self.chat.load(path)
+        self.conv.save()
+        self.out.line("Loaded %s: %d messages now (%d before)." % (path, len(self.chat), before))
+
+    def _cmd_usage(self, rest: str) -> None:
+        def show(usage: Any) -> str:
+            if not usage:
+                return "not reported"
+            return "prompt %s, completion %s, total %s tokens" % (
+                usage.get("prompt_tokens", "?"), usage.get("completion_tokens", "?"), usage.get("total_tokens", "?"))
+
+        self.out.line("Last answer: %s" % show(self.chat.last_usage))
+        self.out.line("This run: %s" % show(self.chat.total_usage))
+        if not self.chat.last_usage and self.conv.stream:
+            self.out.line('(streamed answers report usage only if asked: /set stream_options {"include_usage": true})', "dim")
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _cli_cmd_add_apikey(ctx: _CliContext) -> int:
+    key = ctx.opt("key")
+    if key is not None:
+        keys = [key]
+        if _cli_isatty(ctx.stdin):
+            ctx.out.note("Tip: run `openai2 add_apikey` without the key to type it hidden and keep it out of your shell history.")
+    elif _cli_isatty(ctx.stdin):
+        import getpass
+
+        try:
+            keys = [getpass.getpass("API key (input hidden): ", stream=ctx.out.err)]
+        except EOFError:
+            keys = []
+    else:
+        keys = [line for line in ctx.stdin.read().splitlines() if line.strip()]
+    keys = [k.strip() for k in keys]
+    if not keys or not all(keys):
+        raise _CliUsageError("no key given: pass it as an argument, type it at the prompt, or pipe it on stdin")
+    ctx.out.secrets.extend(keys)
+    try:
+        added, skipped = ctx.store.add_keys(keys)
+    except ValueError as exc:
+        raise _CliUsageError("%s: %s" % (exc, ", ".join(mask_key(k) for k in keys))) from None
+    for k in added:
+        ctx.out.line("Stored key %s" % mask_key(k))
+    for k in skipped:
+        ctx.out.line("Key %s was already stored" % mask_key(k))
+    total = len(ctx.store.load_keys())
+    ctx.out.line("%d key%s in %s%s" % (total, "" if total == 1 else "s", ctx.store.keys_path, " (used in turn as a pool)" if total > 1 else ""))
+    return EXIT_OK
+
+
+def _cli_cmd_read_apikey(ctx: _CliContext) -> int:
+    out = ctx.out
+    try:
+        stored = ctx.store.load_keys()
+    except StoreError as exc:
+        out.error(str(exc))
+        stored = []
+    out.secrets.extend(stored)
+    if stored:
+        out.line("Stored keys (%s):" % ctx.store.keys_path)
+        for i, key in enumerate(stored, 1):
+            out.line("  %d. %s" % (i, mask_key(key)))
+    else:
+        out.line("No stored keys (%s does not exist)." % ctx.store.keys_path)
+    env = os.environ.get("OPENAI_API_KEY", "").strip()
+    if env:
+        out.secrets.append(env)
+    out.line("OPENAI_API_KEY: %s" % (mask_key(env) if env else "not set"))
+    flag = ctx.opt("api_key")
+    if flag is not None and flag.strip():
+        out.secrets.append(flag.strip())
+        out.line("--api-key: %s" % mask_key(flag.strip()))
+    key, source = ctx.resolve_key()
+    shown = repr(key) if isinstance(key, AKPool) else mask_key(key) if key else "none"
+    out.line("Active key: %s, from %s." % (shown, source))
+    out.line("Precedence: the --api-key option, then OPENAI_API_KEY, then the stored keys.")
+    return EXIT_OK
+
+
+def _cli_cmd_clear_apikey(ctx: _CliContext) -> int:
+    removed = ctx.store.clear_keys()
+    if removed:
+        ctx.out.line("Removed the stored keys (%s)." % ", ".join(removed))
+    else:
+        ctx.out.line("No stored keys to remove.")
+    if os.environ.get("OPENAI_API_KEY", "").strip():
+        ctx.out.line("Note: OPENAI_API_KEY is still set in this environment.")
+    return EXIT_OK
+
+
+def _cli_question(ctx: _CliContext) -> str | None:
+    """The one-shot question (TEXT words, else stdin when it is not a terminal), or None."""
+    words = ctx.opt("text") or []
+    if words:
+        return " ".join(words)
+    if ctx.opt("interactive", False) or _cli_isatty(ctx.stdin):
+        return None
+    text = ctx.stdin.read()
+    if not text.strip():
+        raise _CliUsageError("nothing to ask: give TEXT, pipe a question on stdin, or use -i for the interactive prompt")
+    return text
+
+
+def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
+    question = _cli_question(ctx)
+    if question is None and ctx.opt("json", False):
+        raise _CliUsageError("--json needs a question (TEXT or stdin)")
+    name = ctx.session_name()
+    saving = not ctx.opt("no_save", False)
+    chat = ctx.make_chat()
+    lock: SessionLock | None = ctx.store.lock_session(name) if saving else None
+    try:
+        archived = None
+        if new:
+            if saving:
+                archived = ctx.store.archive_session(name)
+        elif ctx.store.read_session(name) is not None:
+            chat.load(ctx.store.session_path(name))
+        system = ctx.opt("system")
+        if system is not None:
+            _cli_set_system(chat, system)
+        conv = _CliConversation(ctx, chat, name if saving else None, interactive=question is None)
+        if archived:
+            ctx.out.note("The previous conversation is archived at %s" % archived)
+        if saving and (new or system is not None):
+            conv.save()
+        if question is None:
+            editor = LineEditor(ctx.stdin, ctx.out.out, history_path=ctx.store.history_path if saving else None, secrets=ctx.out.secrets)
+            repl = _CliRepl(conv, editor, system)
+            try:
+                return repl.run()
+            finally:
+                if editor.new_lines and saving:
+                    ctx.store.ensure_home()
+                    try:
+                        editor.save()
+                    except OSError:
+                        pass
+        if ctx.opt("json", False):
+            import json
+
+            conv.stream = False
+            chat.request(question)
+            conv.save()
+            ctx.out.line(json.dumps(chat.last_response, ensure_ascii=False, indent=2))
+            return EXIT_OK
+        return EXIT_OK if conv.ask(question) else EXIT_INTERRUPTED
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _cli_markdown(name: str, messages: list[dict[str, Any]], pinned: Sequence[int]) -> str:
+    lines = ["# openai2 session: %s" % name, ""]
+    pins = set(pinned)
+    for i, msg in enumerate(messages):
+        lines.append("### %s%s" % (msg.get("role", "?"), " (pinned)" if i in pins else ""))
+        lines.append("")
+        content = msg.get("content")
+        text = content if isinstance(content, str) else format_round([msg]).split(":", 1)[-1]
+        lines.append(text if text else "_(empty)_")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cli_cmd_sessions(ctx: _CliContext) -> int:
+    import json
+
+    out = ctx.out
+    action = ctx.opt("action")
+    store = ctx.store
+    if action == "list":
+        infos = store.list_sessions()
+        if not infos:
+            out.line("No saved sessions (in %s)." % store.sessions_dir)
+            return EXIT_OK
+        for info in infos:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.modified))
+            what = ("%d message%s" % (info.messages, "" if info.messages == 1 else "s")) if info.messages is not None else "unreadable: %s" % info.error
+            out.line("%-20s %s  %s" % (info.name, when, what))
+        return EXIT_OK
+    name = ctx.session_name(ctx.opt("name"))
+    if action == "delete":
+        path = store.delete_session(name)
+        out.line("Deleted session %s (%s)." % (name, path))
+        return EXIT_OK
+    data = store.read_session(name)
+    if data is None:
+        raise StoreError("no session named %r (see `openai2 sessions list`)" % name)
+    messages, pins = data["messages"], data["pinned"]
+    if action == "show":
+        for i, msg in enumerate(messages):
+            content = msg.get("content")
+            text = content if isinstance(content, str) else format_round([msg]).split(":", 1)[-1]
+            out.line("[%d%s %s]" % (i, "*" if i in pins else "", msg.get("role")), "bold")
+            out.line(text)
+        if not messages:
+            out.line("(the conversation is empty)")
+        return EXIT_OK
+    fmt = ctx.opt("format", "json")
+    text = (
+        json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+        if fmt == "json"
+        else _cli_markdown(name, messages, pins)
+    )
+    target = ctx.opt("output")
+    if target:
+        with open(os.path.expanduser(target), "w", encoding="utf-8") as handle:
+            handle.write(text)
+        out.note("Exported session %s to %s" % (name, target))
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
+_CLI_DEMO_SCRIPT = (
+    "What comes after the natural number 50?",
+    "And the next?",
+    "And the next?",
+    "/undo",
+    "And the next?",
+    "/pin 1",
+    "/limit 4",
+    "What is the capital of Japan?",
+    "/history",
+)
+
+
+def _cli_cmd_demo(ctx: _CliContext) -> int:
+    out = ctx.out
+    out.line("openai2 demo: a conversation with a tiny scripted model on a local fake server.", "bold")
+    out.line("No key, no network, nothing saved. Answers stream in piece by piece, /undo rolls a", "dim")
+    out.line("round back, and a pinned message survives a 4-message history limit (MsgMaxCount).", "dim")
+    with FakeServer(handler=DemoBrain()) as server:
+        chat = Chat("", base_url=server.base_url, model="demo", system="You are the openai2 demo.")
+        conv = _CliConversation(ctx, chat, None, interactive=True)
+        conv.stream = True
+        conv.piece_delay = 0.03 if _cli_isatty(out.out) else 0.0
+        repl = _CliRepl(conv, None, None)
+        for line in _CLI_DEMO_SCRIPT:
+            out.write("You: ", "prompt")
+            out.line(line)
+            repl.handle(line)
+            chat.client.close()
+    out.line("That was all offline. Try it for real: openai2 add_apikey, then openai2 chat.", "bold")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: IO[str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 API error, 2 usage error,
+    3 storage problem, 130 interrupted).
+
+    :param argv: the arguments (default ``sys.argv[1:]``)
+    :param stdin: where questions and keys are read (default ``sys.stdin``)
+    :param stdout: where answers go (default ``sys.stdout``)
+    :param stderr: where errors, notes and reasoning go (default ``sys.stderr``)
+    """
+    out = _CliOutput(sys.stdout if stdout is None else stdout, sys.stderr if stderr is None else stderr)
+    stdin = sys.stdin if stdin is None else stdin
+    debug = os.environ.get("OPENAI2_DEBUG", "") not in ("", "0")
+    base_url = ""
+    try:
+        parser = _cli_build_parser(out)
+        try:
+            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+        if getattr(args, "api_key", None):
+            out.secrets.append(args.api_key.strip())
+        base_url = getattr(args, "base_url", None) or os.environ.get("OPENAI_BASE_URL") or ""
+        ctx = _CliContext(args, out, stdin, Store())
+        command = args.command or "chat"
+        if command in ("chat", "newchat", "new-chat"):
+            return _cli_cmd_chat(ctx, new=command != "chat")
+        if command in ("add_apikey", "add-apikey"):
+            return _cli_cmd_add_apikey(ctx)
+        if command in ("read_apikey", "read-apikey"):
+            return _cli_cmd_read_apikey(ctx)
+        if command in ("clear_apikey", "clear-apikey"):
+            return _cli_cmd_clear_apikey(ctx)
+        if command == "sessions":
+            return _cli_cmd_sessions(ctx)
+        if command == "demo":
+            return _cli_cmd_demo(ctx)
+        raise _CliUsageError("unknown command %r" % command)  # pragma: no cover - argparse checks
+    except BrokenPipeError:
+        # The reader went away (``openai2 chat ... | head``): stop quietly; point stdout at
+        # devnull so the interpreter's final flush does not complain again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.out.fileno())
+        except (OSError, AttributeError, ValueError):
+            pass
+        return EXIT_API_ERROR
+    except KeyboardInterrupt:
+        _cli_debug(out, debug)
+        out.end_line()
+        out.line("openai2: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except _CliUsageError as exc:
+        _cli_debug(out, debug)
+        out.error(str(exc))
+        return EXIT_USAGE
+    except (StoreError, OSError) as exc:
+        _cli_debug(out, debug)
+        out.error(_cli_error_text(exc))
+        return EXIT_STORAGE
+    except (APIError, OpenAIError) as exc:
+        _cli_debug(out, debug)
+        out.error(_cli_error_text(exc, base_url))
+        return EXIT_API_ERROR
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback on request
+        if debug:
+            raise
+        out.error("unexpected %s: %s (set OPENAI2_DEBUG=1 for the traceback)" % (type(exc).__name__, exc))
+        return EXIT_API_ERROR
+
+
+def _cli_debug(out: _CliOutput, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        out.write(traceback.format_exc(), err=True)

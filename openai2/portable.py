@@ -1,0 +1,365 @@
+"""Operating-system specific helpers, each with a portable fallback.
+
+Atomic file writes (temporary file in the same folder, flush, fsync, rename), private files and
+folders (0600/0700 from the moment they exist), an advisory lock file, terminal colour detection
+and width, Ctrl-C deferral (:class:`DeferInterrupt`), and line editing for the command line's
+prompt (:class:`LineEditor`: ``readline`` with a private, size-limited history that never records
+a line holding a key, or plain line reading where ``readline`` is missing).  POSIX is exercised by the test suite; the Windows branches (``msvcrt`` locking,
+no ``fchmod``) follow the documented APIs but have no test machine here.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from .common import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import IO, Any, Callable, Iterable
+
+_IS_WINDOWS = os.name == "nt"
+
+
+def atomic_write(
+    path: str,
+    data: bytes,
+    *,
+    private: bool = False,
+    before_replace: Callable[[str], None] | None = None,
+) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The bytes go to a temporary file in the same folder, which is flushed, fsynced and renamed
+    over ``path``; the folder is fsynced too where the OS allows.  A failure at any step removes
+    the temporary file and leaves the previous ``path`` untouched.
+
+    :param private: create the file 0600 (owner only) from the start, whatever the umask
+    :param before_replace: called with the temporary path just before the rename (tests use it
+        to inject a failure there)
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    mode = 0o600 if private else 0o666  # the umask still applies to 0o666
+    if not private and os.path.exists(path):
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except OSError:
+            pass
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    tmp = ""
+    fd = -1
+    for attempt in range(100):
+        tmp = os.path.join(folder, ".%s.%d.%d.tmp" % (base, os.getpid(), attempt))
+        try:
+            fd = os.open(tmp, flags, mode)
+            break
+        except FileExistsError:
+            continue
+    if fd < 0:
+        raise OSError("could not create a temporary file beside %s" % path)
+    try:
+        if private and hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o600)
+        elif not private and os.path.exists(path) and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            fd = -1
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if before_replace is not None:
+            before_replace(tmp)
+        os.replace(tmp, path)
+        tmp = ""
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    if not _IS_WINDOWS:
+        try:
+            dir_fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dir_fd)
+        except OSError:
+            pass
+        finally:
+            os.close(dir_fd)
+
+
+def make_private_dir(path: str) -> None:
+    """Create ``path`` (and parents) with mode 0700, and tighten it to 0700 if it exists."""
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    if not _IS_WINDOWS:
+        os.chmod(path, 0o700)
+
+
+class FileLock:
+    """An advisory, non-blocking lock held on ``path`` (created 0600 if missing).
+
+    ``flock`` on POSIX, ``msvcrt.locking`` on Windows; the lock dies with the process, so a
+    killed program never leaves a stale lock behind.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._handle: IO[bytes] | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False if another process (or another FileLock) holds it."""
+        if self._handle is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        handle = os.fdopen(fd, "r+b")
+        try:
+            if _IS_WINDOWS:  # pragma: no cover - no Windows test machine
+                import msvcrt
+
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+            else:
+                import fcntl
+
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._handle = handle
+        return True
+
+    def write_note(self, text: str) -> None:
+        """Write ``text`` (e.g. the process id) into the held lock file, for :meth:`read_note`."""
+        handle = self._handle
+        if handle is None:
+            return
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(text.encode("utf-8"))
+            handle.flush()
+            handle.seek(0)
+        except OSError:  # a note is a courtesy; the lock itself is what matters
+            pass
+
+    @staticmethod
+    def read_note(path: str) -> str:
+        """What the holder wrote with :meth:`write_note` ("" if unreadable: Windows locks bytes)."""
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(200).decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+
+    def release(self) -> None:
+        """Release the lock (safe to call when not held)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
+
+    def __enter__(self) -> FileLock:
+        if not self.acquire():
+            raise OSError("%s is locked by another process" % self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def supports_color(stream: object) -> bool:
+    """True when ``stream`` is a terminal that should get ANSI colour (honours ``NO_COLOR``)."""
+    if os.environ.get("NO_COLOR") is not None or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        if isatty is None or not isatty():
+            return False
+    except (ValueError, OSError):
+        return False
+    if _IS_WINDOWS:  # pragma: no cover
+        return "WT_SESSION" in os.environ or "ANSICON" in os.environ or os.environ.get("TERM_PROGRAM") == "vscode"
+    return True
+
+
+def is_windows() -> bool:
+    """True on Windows (kept as a function so callers need not import ``os`` for it)."""
+    return _IS_WINDOWS and sys.platform == "win32"
+
+
+def terminal_width(stream: object = None, default: int = 80) -> int:
+    """Columns of the terminal behind ``stream`` (default stdout); ``$COLUMNS`` or ``default``
+    when it is not a terminal."""
+    stream = sys.stdout if stream is None else stream
+    try:
+        if stream is not None and stream.isatty():  # type: ignore[attr-defined]
+            columns = os.get_terminal_size(stream.fileno()).columns  # type: ignore[attr-defined]
+            if columns > 0:
+                return columns
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        return max(20, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return default
+
+
+class DeferInterrupt:
+    """``with DeferInterrupt():`` — a Ctrl-C inside the block is held back and raised as
+    ``KeyboardInterrupt`` when the block ends, so a save is never cut in half.
+
+    Signals can only be handled in the main thread; elsewhere (or where ``signal`` is missing)
+    this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous: Any = None
+        self._installed = False
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.interrupted = True
+
+    def __enter__(self) -> DeferInterrupt:
+        try:
+            import signal
+
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        except (ImportError, ValueError, AttributeError, OSError):
+            self._installed = False
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._installed:
+            import signal
+
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+        if self.interrupted and exc_type is None:
+            raise KeyboardInterrupt
+
+
+def _port_default_secret_check(line: str) -> bool:
+    low = line.lower()
+    if any(word in low for word in ("api_key", "apikey", "api-key", "authorization", "bearer ")):
+        return True
+    # A token that looks like an OpenAI-style key: sk-… with at least 16 more characters.
+    for token in line.replace("=", " ").replace(":", " ").replace('"', " ").replace("'", " ").split():
+        if token.startswith("sk-") and len(token) >= 19:
+            return True
+    return False
+
+
+class LineEditor:
+    """Reads the interactive prompt's lines.
+
+    On a terminal with the standard ``readline`` module: line editing plus a history kept in
+    ``history_path`` (written 0600 and atomically, the last ``max_lines`` lines only).  A line
+    holding a secret (any of ``secrets``, a key-shaped ``sk-…`` token, or words like ``api_key``)
+    is removed from the history as soon as it is entered, so it is never recorded.
+    Elsewhere (no terminal, no ``readline``): prompts written to ``stdout``, lines read from
+    ``stdin``, no history.
+
+    :param stdin: the stream lines come from (default ``sys.stdin``)
+    :param stdout: the stream prompts go to (default ``sys.stdout``)
+    :param history_path: the history file (None: keep none)
+    :param secrets: strings that must never be recorded (API keys)
+    :param use_readline: False forces plain line reading
+    """
+
+    def __init__(
+        self,
+        stdin: IO[str] | None = None,
+        stdout: IO[str] | None = None,
+        *,
+        history_path: str | None = None,
+        max_lines: int = 1000,
+        secrets: Iterable[str] = (),
+        use_readline: bool = True,
+    ) -> None:
+        self.input = sys.stdin if stdin is None else stdin
+        self.output = sys.stdout if stdout is None else stdout
+        self.history_path = history_path
+        self.max_lines = max_lines
+        self.secrets = [s for s in secrets if s]
+        self.readline: Any = None
+        self.new_lines = 0
+        if use_readline and self.input is sys.stdin and self.output is sys.stdout and _port_isatty(self.input) and _port_isatty(self.output):
+            try:
+                import readline
+            except ImportError:
+                readline = None  # type: ignore[assignment]
+            self.readline = readline
+        if self.readline is not None:
+            try:
+                self.readline.set_history_length(max_lines)
+                if history_path and os.path.isfile(history_path):
+                    self.readline.read_history_file(history_path)
+            except (OSError, AttributeError):
+                pass
+
+    def is_secret(self, line: str) -> bool:
+        """True when ``line`` must not be recorded."""
+        return any(s in line for s in self.secrets) or _port_default_secret_check(line)
+
+    def read(self, prompt: str) -> str:
+        """Show ``prompt`` and return one line (without its newline).
+
+        :raises EOFError: end of input (Ctrl-D)
+        :raises KeyboardInterrupt: Ctrl-C
+        """
+        if self.readline is None:
+            self.output.write(prompt)
+            self.output.flush()
+            line = self.input.readline()
+            if not line:
+                raise EOFError
+            return line[:-1] if line.endswith("\n") else line
+        line = input(prompt)
+        if line.strip():
+            if self.is_secret(line):
+                self._forget_last()
+            else:
+                self.new_lines += 1
+        return line
+
+    def _forget_last(self) -> None:
+        rl = self.readline
+        try:
+            length = rl.get_current_history_length()
+            if length > 0:
+                rl.remove_history_item(length - 1)
+        except (AttributeError, ValueError):
+            pass
+
+    def save(self) -> bool:
+        """Write the history file (0600, atomically) if lines were entered; True if written.
+
+        The folder must exist (the caller creates it, as the one deciding paths).
+        """
+        rl = self.readline
+        if rl is None or not self.history_path or not self.new_lines:
+            return False
+        lines = []
+        try:
+            for i in range(1, rl.get_current_history_length() + 1):
+                item = rl.get_history_item(i)
+                if item and not self.is_secret(item):
+                    lines.append(item)
+        except (AttributeError, ValueError):
+            return False
+        lines = lines[-self.max_lines:]
+        atomic_write(self.history_path, ("\n".join(lines) + "\n").encode("utf-8", "replace"), private=True)
+        self.new_lines = 0
+        return True
+
+
+def _port_isatty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False

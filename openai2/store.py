@@ -1,0 +1,377 @@
+"""CLI storage: where the config folder is, the key file, and named conversations (sessions).
+
+This is the only code that decides paths.  Layout (everything under one folder, so moving it with
+``OPENAI2_HOME`` moves all of it)::
+
+    <home>/                      0700   $OPENAI2_HOME, else %APPDATA%\\openai2 (Windows),
+                                        else $XDG_CONFIG_HOME/openai2 or ~/.config/openai2
+    <home>/keys.json             0600   {"format": "openai2.keys", "version": 1, "keys": [...]}
+    <home>/input_history         0600   the interactive prompt's line history (no key lines)
+    <home>/sessions/NAME.json    0600   one conversation, in Chat.dump's archive format
+    <home>/sessions/NAME.lock    0600   held (flock) while a process uses the session
+    <home>/sessions/archive/     0700   conversations put aside by ``newchat`` / ``/new``
+
+Nothing is created on import or by merely building a :class:`Store`: folders and files appear
+only when something is saved.  Every write is atomic (temporary file, fsync, rename).  A file
+that cannot be read back is never overwritten: it is moved aside to
+``<file>.corrupt-<timestamp>`` and a :class:`StoreError` names both paths.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from .common import TYPE_CHECKING
+from .history import ARCHIVE_FORMAT, ARCHIVE_VERSION, from_archive
+from .portable import FileLock, atomic_write, is_windows, make_private_dir
+
+if TYPE_CHECKING:
+    from typing import Any, Mapping
+
+KEYS_FORMAT = "openai2.keys"
+KEYS_VERSION = 1
+DEFAULT_SESSION = "default"
+_STORE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+class StoreError(Exception):
+    """A storage problem the user must know about (a corrupt file, a session in use, a bad name)."""
+
+
+class SessionLockedError(StoreError):
+    """Another process is using the session (its lock file is held)."""
+
+
+def config_home(environ: Mapping[str, str] | None = None, *, windows: bool | None = None) -> str:
+    """The config folder: ``$OPENAI2_HOME``, else ``%APPDATA%\\openai2`` on Windows, else
+    ``$XDG_CONFIG_HOME/openai2``, else ``~/.config/openai2``.  Nothing is created.
+
+    :param environ: the environment to read (default ``os.environ``)
+    :param windows: force the Windows rule on or off (default: the running OS)
+    """
+    env = os.environ if environ is None else environ
+    explicit = env.get("OPENAI2_HOME")
+    if explicit:
+        return os.path.abspath(os.path.expanduser(explicit))
+    if is_windows() if windows is None else windows:
+        appdata = env.get("APPDATA")
+        if appdata:
+            return os.path.join(appdata, "openai2")
+        return os.path.join(os.path.expanduser("~"), "AppData", "Roaming", "openai2")
+    xdg = env.get("XDG_CONFIG_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is ignored
+        return os.path.join(xdg, "openai2")
+    return os.path.join(os.path.expanduser("~"), ".config", "openai2")
+
+
+def check_session_name(name: str) -> str:
+    """Return ``name`` if it is a usable session name (letters, digits, ``_ . -``; 1-64 chars,
+    not starting with a dot), else raise :class:`StoreError` saying what is allowed."""
+    if (
+        not isinstance(name, str)
+        or not 0 < len(name) <= 64
+        or name.startswith(".")
+        or not set(name) <= _STORE_NAME_CHARS
+    ):
+        raise StoreError(
+            "invalid session name %r: use 1-64 letters, digits, '_', '.' or '-' (not starting with '.')" % (name,)
+        )
+    return name
+
+
+def _store_stamp(clock: float | None = None) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if clock is None else clock))
+
+
+def _store_free_path(base: str, suffix: str = "") -> str:
+    """``base + suffix``, or ``base-2 + suffix`` ... when taken (never overwrite anything)."""
+    path = base + suffix
+    n = 2
+    while os.path.lexists(path):
+        path = "%s-%d%s" % (base, n, suffix)
+        n += 1
+    return path
+
+
+class SessionInfo:
+    """One saved conversation as listed by :meth:`Store.list_sessions`."""
+
+    __slots__ = ("name", "path", "modified", "size", "messages", "error")
+
+    def __init__(self, name: str, path: str, modified: float, size: int, messages: int | None, error: str | None) -> None:
+        self.name = name
+        self.path = path
+        self.modified = modified
+        self.size = size
+        #: number of messages, or None when the file could not be read
+        self.messages = messages
+        #: why the file could not be read, or None
+        self.error = error
+
+    def __repr__(self) -> str:
+        return "SessionInfo(%r, messages=%r)" % (self.name, self.messages)
+
+
+class SessionLock:
+    """A held session lock; ``release()`` (or the end of the process) frees it."""
+
+    def __init__(self, lock: FileLock) -> None:
+        self._lock = lock
+        self.path = lock.path
+
+    def release(self) -> None:
+        """Free the lock (safe to call twice)."""
+        self._lock.release()
+
+    def __enter__(self) -> SessionLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Store:
+    """Paths and files of the command line, rooted at one config folder.
+
+    :param home: the config folder (default: :func:`config_home`)
+    :param clock: ``time.time``-like, for the timestamps of archived and corrupt files (tests)
+    """
+
+    def __init__(self, home: str | None = None, *, clock: Any = None) -> None:
+        self.home = os.path.abspath(home) if home else config_home()
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return "Store(%r)" % self.home
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def keys_path(self) -> str:
+        """``<home>/keys.json``."""
+        return os.path.join(self.home, "keys.json")
+
+    @property
+    def history_path(self) -> str:
+        """``<home>/input_history``: the interactive prompt's line history."""
+        return os.path.join(self.home, "input_history")
+
+    @property
+    def sessions_dir(self) -> str:
+        """``<home>/sessions``."""
+        return os.path.join(self.home, "sessions")
+
+    @property
+    def archive_dir(self) -> str:
+        """``<home>/sessions/archive``."""
+        return os.path.join(self.sessions_dir, "archive")
+
+    def session_path(self, name: str) -> str:
+        """``<home>/sessions/<name>.json`` (the name is checked)."""
+        return os.path.join(self.sessions_dir, check_session_name(name) + ".json")
+
+    def ensure_home(self) -> str:
+        """Create the config folder (0700) if needed and return it."""
+        make_private_dir(self.home)
+        return self.home
+
+    def _ensure_sessions(self) -> None:
+        self.ensure_home()
+        make_private_dir(self.sessions_dir)
+
+    def _stamp(self) -> str:
+        return _store_stamp(self._clock() if self._clock is not None else None)
+
+    def _move_aside(self, path: str, why: str) -> StoreError:
+        """Rename an unreadable file to ``<path>.corrupt-<stamp>``; return the error to raise."""
+        aside = _store_free_path(path + ".corrupt-" + self._stamp())
+        try:
+            os.rename(path, aside)
+        except OSError as exc:
+            return StoreError("%s is corrupted (%s) and could not be moved aside (%s); fix or remove it" % (path, why, exc.strerror or exc))
+        return StoreError("%s is corrupted (%s); it was kept as %s and a fresh one will be started" % (path, why, aside))
+
+    # -- keys -----------------------------------------------------------------------------------
+    def load_keys(self) -> list[str]:
+        """The stored keys, in the order they were added ([] when there is no key file).
+
+        :raises StoreError: the key file is unreadable (it is moved aside, never overwritten)
+        """
+        import json
+
+        try:
+            with open(self.keys_path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError("cannot read %s: %s" % (self.keys_path, exc.strerror or exc)) from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            keys = data.get("keys") if isinstance(data, dict) else None
+            if not isinstance(keys, list) or not all(isinstance(k, str) and k.strip() for k in keys):
+                raise ValueError('expected {"keys": ["sk-...", ...]}')
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            # The message of a JSON error quotes no content, so no key can leak through it.
+            raise self._move_aside(self.keys_path, type(exc).__name__ if isinstance(exc, UnicodeDecodeError) else str(exc)) from None
+        return [k.strip() for k in keys]
+
+    def save_keys(self, keys: list[str]) -> None:
+        """Write the key file (0600, atomically), creating the folder (0700) if needed."""
+        import json
+
+        self.ensure_home()
+        data = {"format": KEYS_FORMAT, "version": KEYS_VERSION, "keys": list(keys)}
+        atomic_write(self.keys_path, (json.dumps(data, indent=2) + "\n").encode("utf-8"), private=True)
+
+    def add_keys(self, new_keys: list[str]) -> tuple[list[str], list[str]]:
+        """Append keys to the key file (duplicates are skipped).
+
+        :returns: ``(added, already_stored)``
+        :raises ValueError: a key is empty or contains whitespace
+        """
+        cleaned = []
+        for key in new_keys:
+            key = key.strip()
+            if not key:
+                raise ValueError("the key is empty")
+            if any(c.isspace() or ord(c) < 32 for c in key):
+                raise ValueError("the key contains whitespace or a control character")
+            cleaned.append(key)
+        stored = self.load_keys()
+        added: list[str] = []
+        skipped: list[str] = []
+        for key in cleaned:
+            if key in stored or key in added:
+                skipped.append(key)
+            else:
+                added.append(key)
+        if added:
+            self.save_keys(stored + added)
+        return added, skipped
+
+    def clear_keys(self) -> list[str]:
+        """Remove the key file and any moved-aside copies of it.
+
+        :returns: the paths removed
+        """
+        removed = []
+        if os.path.isdir(self.home):
+            base = os.path.basename(self.keys_path)
+            for entry in sorted(os.listdir(self.home)):
+                if entry == base or entry.startswith(base + ".corrupt-"):
+                    path = os.path.join(self.home, entry)
+                    os.unlink(path)
+                    removed.append(path)
+        return removed
+
+    # -- sessions -------------------------------------------------------------------------------
+    def lock_session(self, name: str) -> SessionLock:
+        """Take the session's lock (creating the folders), or refuse.
+
+        :raises SessionLockedError: another process holds it (the message names the lock file
+            and, where it could be read, that process's id)
+        """
+        self._ensure_sessions()
+        path = os.path.join(self.sessions_dir, check_session_name(name) + ".lock")
+        lock = FileLock(path)
+        if not lock.acquire():
+            owner = FileLock.read_note(path)
+            who = "process %s" % owner if owner else "another process"
+            raise SessionLockedError(
+                "session %r is in use by %s (lock file %s); finish that chat first, or use "
+                "--session OTHER_NAME" % (name, who, path)
+            )
+        lock.write_note(str(os.getpid()))
+        return SessionLock(lock)
+
+    def read_session(self, name: str) -> dict[str, Any] | None:
+        """The archive data of a session (``{"format", "version", "messages", "pinned"}``), or
+        None when it was never saved.
+
+        :raises StoreError: the file is not a valid archive; it is moved aside first
+        """
+        import json
+
+        path = self.session_path(name)
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+        try:
+            data = json.loads(raw.decode("utf-8-sig"))
+            messages, pins = from_archive(data)
+        except ValueError as exc:
+            raise self._move_aside(path, str(exc) if not isinstance(exc, UnicodeDecodeError) else "not UTF-8") from None
+        return {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pins}
+
+    def write_session(self, name: str, messages: list[dict[str, Any]], pinned: list[int]) -> str:
+        """Save a conversation (0600, atomically) in ``Chat.dump``'s format; returns the path."""
+        import json
+
+        path = self.session_path(name)
+        self._ensure_sessions()
+        data = {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pinned}
+        text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+        atomic_write(path, text.encode("utf-8"), private=True)
+        return path
+
+    def archive_session(self, name: str) -> str | None:
+        """Move a session's file to ``archive/<name>-<timestamp>.json``.
+
+        :returns: the archive path, or None when there was nothing saved
+        """
+        path = self.session_path(name)
+        if not os.path.exists(path):
+            return None
+        self._ensure_sessions()
+        make_private_dir(self.archive_dir)
+        target = _store_free_path(os.path.join(self.archive_dir, "%s-%s" % (name, self._stamp())), ".json")
+        os.rename(path, target)
+        return target
+
+    def delete_session(self, name: str) -> str:
+        """Delete a session's file (refused while another process uses it).
+
+        :returns: the path removed
+        :raises StoreError: no such session, or it is in use
+        """
+        path = self.session_path(name)
+        if not os.path.exists(path):
+            raise StoreError("no session named %r (see `openai2 sessions list`)" % name)
+        with self.lock_session(name):
+            os.unlink(path)
+        try:
+            os.unlink(os.path.join(self.sessions_dir, name + ".lock"))
+        except OSError:
+            pass
+        return path
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """Every saved session, sorted by name (unreadable ones included, with ``error`` set)."""
+        import json
+
+        found: list[SessionInfo] = []
+        folder = self.sessions_dir
+        if not os.path.isdir(folder):
+            return found
+        for entry in sorted(os.listdir(folder)):
+            if not entry.endswith(".json") or entry.startswith("."):
+                continue
+            path = os.path.join(folder, entry)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            count: int | None = None
+            error: str | None = None
+            try:
+                with open(path, "rb") as handle:
+                    count = len(from_archive(json.loads(handle.read().decode("utf-8-sig")))[0])
+            except (OSError, ValueError) as exc:
+                error = str(exc) if not isinstance(exc, UnicodeDecodeError) else "not UTF-8"
+            found.append(SessionInfo(entry[:-5], path, st.st_mtime, st.st_size, count, error))
+        return found
+
