@@ -191,12 +191,14 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     ss = p.add_subparsers(dest="action", metavar="ACTION")
     ss.required = True
     ss.add_parser("list", help="list saved conversations")
-    q = ss.add_parser("show", help="print a conversation")
+    q = ss.add_parser("show", help="print a conversation (default: --session or %s)" % DEFAULT_SESSION)
     q.add_argument("name", nargs="?", metavar="NAME")
+    q.add_argument("--session", default=S, metavar="NAME", help=argparse.SUPPRESS)
     q = ss.add_parser("delete", help="delete a conversation")
     q.add_argument("name", metavar="NAME")
-    q = ss.add_parser("export", help="export a conversation as JSON or Markdown")
+    q = ss.add_parser("export", help="export a conversation as JSON or Markdown (default: --session or %s)" % DEFAULT_SESSION)
     q.add_argument("name", nargs="?", metavar="NAME")
+    q.add_argument("--session", default=S, metavar="NAME", help=argparse.SUPPRESS)
     q.add_argument("--format", choices=("json", "markdown", "md"), default="json")
     q.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     return parser
