@@ -4,7 +4,10 @@ Public names are re-exported here; each lives in the module that owns it.
 """
 from __future__ import annotations
 
-from .common import __version__
+from .chat import AsyncChatTextStream, Chat, ChatTextStream, Round, assistant_msg, image_part, system_msg, user_msg
+from .client import ChatCompletionStream, OpenAI
+from .common import __version__, mask_key
+from .compat import ChatCompletion
 from .errors import (
     APIConnectionError,
     APIError,
@@ -23,9 +26,40 @@ from .errors import (
     ResponseTooLargeError,
     UnprocessableEntityError,
 )
+from .groupchat import GroupChat, GroupChatReplyError
+from .keypool import AKPool
+from .objects import AttrDict
+from .transport import CancelScope, HTTPTransport, Timeout
+
+# COMPATIBILITY: module-level settings of the pre-1.0 ``openai`` module, read by
+# ``ChatCompletion.create`` (see compat.py): ``import openai2 as openai; openai.api_key = ...``.
+api_key: str | None = None
+api_base: str | None = None
+base_url: str | None = None
+organization: str | None = None
+proxy: str | dict[str, str] | None = None
 
 __all__ = [
     "__version__",
+    "AKPool",
+    "AsyncChatTextStream",
+    "AttrDict",
+    "CancelScope",
+    "Chat",
+    "ChatCompletion",
+    "ChatCompletionStream",
+    "ChatTextStream",
+    "GroupChat",
+    "GroupChatReplyError",
+    "HTTPTransport",
+    "OpenAI",
+    "Round",
+    "Timeout",
+    "assistant_msg",
+    "image_part",
+    "mask_key",
+    "system_msg",
+    "user_msg",
     "APIConnectionError",
     "APIError",
     "APIStatusError",

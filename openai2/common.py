@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     import logging
     from typing import Iterable
 
-USER_AGENT = "openai2/%s Python/%d.%d.%d" % ((__version__,) + tuple(sys.version_info[:3]))
+USER_AGENT = "openai2/%s Python/%s" % (__version__, ".".join(str(part) for part in sys.version_info[:3]))
 
-_logger_cache: list = []
+_logger_cache: list[logging.Logger] = []
 
 
 def get_logger() -> logging.Logger:
@@ -31,7 +31,7 @@ def get_logger() -> logging.Logger:
         log = logging.getLogger("openai2")
         log.addHandler(logging.NullHandler())
         _logger_cache.append(log)
-    return _logger_cache[0]  # type: ignore[no-any-return]
+    return _logger_cache[0]
 
 
 def mask_key(key: object) -> str:

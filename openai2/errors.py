@@ -278,7 +278,7 @@ def make_status_error(
         import json
 
         dumped = json.dumps(body, ensure_ascii=False)
-        if any(s in dumped for s in secrets):
+        if any(s and s in dumped for s in secrets):
             body = json.loads(redact(dumped, secrets))
     hint = None
     if status in (401, 403) and not sent_key:

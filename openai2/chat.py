@@ -1,0 +1,560 @@
+"""``Chat``: a continuous conversation tied to a client — request, stream, async, rollback, archives.
+
+A :class:`Chat` owns a :class:`MessageBuffer` (history, pins, ``MsgMaxCount``) and an
+:class:`OpenAI` client (or shares one).  An exchange joins the history only when it completes;
+a failed request leaves the history exactly as it was; a stream that the caller stops early
+keeps the user message and the partial answer ("stop generating").  Each exchange is committed
+atomically under a lock, so one Chat may be used from several threads.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+from .aio import PieceChannel, offload, start_producer
+from .client import _CLIENT_OPTION_NAMES, ChatCompletionStream, OpenAI
+from .common import TYPE_CHECKING
+from .history import MessageBuffer, format_round, from_archive, validate_message
+from .keypool import AKPool
+from .objects import to_attr
+from .portable import atomic_write
+from .streaming import accumulator_from_completion
+from .transport import CancelScope
+
+if TYPE_CHECKING:
+    from typing import Any, Iterator, Sequence
+
+
+def system_msg(content: str) -> dict[str, Any]:
+    """``{"role": "system", "content": content}`` — a system prompt for ``add_dialogs``."""
+    return {"role": "system", "content": content}
+
+
+def user_msg(content: Any) -> dict[str, Any]:
+    """``{"role": "user", "content": content}`` — a user turn for ``add_dialogs``/``forge``."""
+    return {"role": "user", "content": content}
+
+
+def assistant_msg(content: Any) -> dict[str, Any]:
+    """``{"role": "assistant", "content": content}`` — an answer for ``add_dialogs``/``forge``."""
+    return {"role": "assistant", "content": content}
+
+
+class Round(str):
+    """The text of a conversation round, ``[user]:… [assistant]:…``, shown without quotes.
+
+    ``rollback`` returns one, so an interactive session displays the round that is now last,
+    as the original did, while a script that ignores the value prints nothing.
+    """
+
+    messages: list[dict[str, Any]]
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+_CHAT_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
+
+
+def image_part(image: str, *, detail: str | None = None) -> dict[str, Any]:
+    """A chat-completions ``image_url`` content part from an http(s)/data URL or a local file.
+
+    A local file is read and sent inline as a ``data:`` URL (PNG, JPEG, GIF or WebP).
+
+    :raises ValueError: the argument is neither a URL nor a readable image file
+    """
+    if not isinstance(image, str) or not image:
+        raise ValueError("an image must be an http(s) URL, a data: URL or a path to a file, got %r" % (image,))
+    if image.startswith(("http://", "https://", "data:")):
+        url = image
+    else:
+        ext = os.path.splitext(image)[1].lower()
+        mime = _CHAT_IMAGE_TYPES.get(ext)
+        if mime is None:
+            raise ValueError("unsupported image type %r: use .png, .jpg, .jpeg, .gif or .webp, or a URL" % image)
+        try:
+            with open(image, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise ValueError("cannot read image file %r: %s" % (image, exc.strerror or exc)) from None
+        import base64
+
+        url = "data:%s;base64,%s" % (mime, base64.b64encode(data).decode("ascii"))
+    part: dict[str, Any] = {"type": "image_url", "image_url": {"url": url}}
+    if detail:
+        part["image_url"]["detail"] = detail
+    return part
+
+
+def _chat_user_message(text: Any, images: Sequence[str] | str | None) -> dict[str, Any]:
+    if isinstance(text, (list, tuple)):
+        content: Any = list(text)
+    elif isinstance(text, str):
+        content = text
+    else:
+        raise TypeError("the message must be a string (or a list of content parts), not %s" % type(text).__name__)
+    if images:
+        if isinstance(images, str):
+            images = [images]
+        parts = content if isinstance(content, list) else ([{"type": "text", "text": content}] if content else [])
+        content = parts + [image_part(img) for img in images]
+    return validate_message({"role": "user", "content": content}, "the message")
+
+
+def _chat_assistant_from_message(message: dict[str, Any] | None) -> dict[str, Any]:
+    """The assistant message to keep in history: as the server sent it, minus reasoning."""
+    if not isinstance(message, dict):
+        return {"role": "assistant", "content": ""}
+    kept = {k: v for k, v in message.items() if k not in ("reasoning_content", "reasoning", "reasoning_details") and v is not None}
+    kept["role"] = "assistant"
+    if "content" not in kept:
+        kept["content"] = None if kept.get("tool_calls") else ""
+    if kept.get("tool_calls") == []:
+        del kept["tool_calls"]
+    return kept
+
+
+def _chat_add_usage(total: dict[str, int], usage: object) -> None:
+    if isinstance(usage, dict):
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            value = usage.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[name] = total.get(name, 0) + value
+
+
+class Chat:
+    """A continuous conversation: each request sends the history plus the new user message.
+
+    ``Chat(api_key, model=..., MsgMaxCount=..., **params)``: client options (``base_url``,
+    ``timeout``, ``max_retries``, ``proxy``, ``organization``, ``project``, ``default_headers``,
+    ``verify``, ``ca_file``, ``max_response_bytes``) configure the client; every other keyword
+    (``model``, ``temperature``, ``max_tokens``, …) becomes a default request parameter, which
+    per-call keywords of ``request``/``stream_request``/``async_*`` override for that call.
+
+    :param api_key: a key or an :class:`AKPool` (None: ``OPENAI_API_KEY``, or no key)
+    :param MsgMaxCount: keep at most this many messages (pinned ones are never removed);
+        ``msg_max_count`` is accepted too; None or 0 means no limit
+    :param system: a system prompt, pinned at the start of the history
+    :param client: an existing :class:`OpenAI` client to share (then no client options)
+    """
+
+    def __init__(
+        self,
+        api_key: str | AKPool | None = None,
+        *,
+        MsgMaxCount: int | None = None,  # noqa: N803 - the documented name
+        msg_max_count: int | None = None,
+        system: str | None = None,
+        client: OpenAI | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if MsgMaxCount is not None and msg_max_count is not None and MsgMaxCount != msg_max_count:
+            raise ValueError("give MsgMaxCount or msg_max_count, not both")
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in _CLIENT_OPTION_NAMES}
+        if client is not None:
+            if options or api_key is not None:
+                raise TypeError("pass either client=... or client options (api_key, base_url, …), not both")
+            self._client = client
+        else:
+            self._client = OpenAI(api_key, **options)
+        for reserved in ("messages", "stream"):
+            if reserved in kwargs:
+                raise TypeError("%s= is managed by Chat and cannot be a default parameter" % reserved)
+        self.params: dict[str, Any] = kwargs
+        self._buffer = MessageBuffer(MsgMaxCount if MsgMaxCount is not None else msg_max_count)
+        self._lock = threading.Lock()
+        self.last_request: dict[str, Any] | None = None
+        self.last_response: Any = None
+        self.last_reasoning: str = ""
+        self.last_usage: dict[str, Any] | None = None
+        self.total_usage: dict[str, int] = {}
+        self._system = validate_message(system_msg(system), "system") if system is not None else None
+        if self._system is not None:
+            self._buffer.extend([self._system])
+            self._buffer.pin(0)
+
+    # -- configuration ------------------------------------------------------------------------
+    @property
+    def client(self) -> OpenAI:
+        """The low-level client this Chat sends through."""
+        return self._client
+
+    @property
+    def MsgMaxCount(self) -> int | None:  # noqa: N802 - the documented name
+        """The history limit (None: unlimited)."""
+        return self._buffer.max_count
+
+    @MsgMaxCount.setter
+    def MsgMaxCount(self, value: int | None) -> None:  # noqa: N802
+        with self._lock:
+            self._buffer.max_count = value
+            self._buffer.trim()
+
+    msg_max_count = MsgMaxCount
+
+    def reset_api_key(self, api_key: str | AKPool) -> None:
+        """Use another key or :class:`AKPool` from the next request on."""
+        if not isinstance(api_key, (str, AKPool)) or (isinstance(api_key, str) and not api_key):
+            raise ValueError("reset_api_key needs a non-empty key string or an AKPool")
+        self._client.api_key = api_key
+
+    @property
+    def recently_request_data(self) -> dict[str, Any] | None:
+        """The last request body sent (the original's name for :attr:`last_request`)."""
+        return self.last_request
+
+    def __repr__(self) -> str:
+        return "<Chat model=%r messages=%d client=%r>" % (self.params.get("model"), len(self._buffer), self._client)
+
+    # -- history ------------------------------------------------------------------------------
+    def fetch_messages(self) -> list[dict[str, Any]]:
+        """A copy of the history as ``{"role", "content", ...}`` dicts (safe to mutate)."""
+        with self._lock:
+            return self._buffer.messages()
+
+    def add_dialogs(self, *messages: dict[str, Any]) -> None:
+        """Append messages (dicts or ``user_msg``/``assistant_msg``/``system_msg``) to the history.
+
+        :raises ValueError: a message is invalid (the error names which argument); nothing is added
+        """
+        checked = [validate_message(m, "argument %d" % (i + 1)) for i, m in enumerate(messages)]
+        with self._lock:
+            self._buffer.extend(checked)
+            self._buffer.trim()
+
+    forge = add_dialogs
+
+    def pin_messages(self, *indexes: int) -> None:
+        """Pin messages (Python-style indexes) so ``MsgMaxCount`` trimming never removes them.
+
+        :raises IndexError: an index is out of range; nothing is pinned
+        """
+        with self._lock:
+            self._buffer.pin(*indexes)
+
+    def unpin_messages(self, *indexes: int) -> None:
+        """Unpin messages (already unpinned ones are fine).
+
+        :raises IndexError: an index is out of range; nothing changes
+        """
+        with self._lock:
+            self._buffer.unpin(*indexes)
+
+    pin = pin_messages
+    unpin = unpin_messages
+
+    def pinned_indexes(self) -> list[int]:
+        """Indexes of the pinned messages, ascending."""
+        with self._lock:
+            return self._buffer.pinned_indexes()
+
+    def rollback(self, n: int = 1) -> Round:
+        """Remove the last ``n`` rounds (a round starts at a user message).
+
+        :returns: the round that is now last, as ``[user]:… [assistant]:…`` (an interactive
+            session shows it; nothing is printed)
+        :raises ValueError: ``n`` is negative
+        """
+        with self._lock:
+            last = self._buffer.rollback(n)
+        shown = Round(format_round(last))
+        shown.messages = last
+        return shown
+
+    def clear(self) -> None:
+        """Forget the whole history, except a ``system=`` prompt given to the constructor."""
+        with self._lock:
+            self._buffer.clear()
+            if self._system is not None:
+                self._buffer.extend([self._system])
+                self._buffer.pin(0)
+
+    def dump(self, path: str | os.PathLike[str]) -> None:
+        """Save the history (and pins) to ``path`` as UTF-8 JSON, atomically.
+
+        The file is written to a temporary file in the same folder, fsynced and renamed, so a
+        crash never leaves a half-written archive.
+        """
+        import json
+
+        with self._lock:
+            data = self._buffer.to_archive()
+        text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+        atomic_write(os.fspath(path), text.encode("utf-8"))
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Append the messages archived in ``path`` (written by ``dump``, or a JSON list of messages).
+
+        :raises FileNotFoundError: no such file
+        :raises ValueError: the file is not valid JSON or not an archive; the history is unchanged
+        """
+        import json
+
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read()
+        except FileNotFoundError:
+            raise FileNotFoundError("no conversation archive at %s" % path) from None
+        try:
+            data = json.loads(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise ValueError("%s is not a UTF-8 text file (%s); is it a conversation archive?" % (path, exc.reason)) from None
+        except ValueError as exc:
+            raise ValueError("%s is not valid JSON (%s); the history was not changed" % (path, exc)) from None
+        try:
+            messages, pins = from_archive(data)
+        except ValueError as exc:
+            raise ValueError("%s: %s" % (path, exc)) from None
+        with self._lock:
+            self._buffer.extend(messages, pinned=pins)
+            self._buffer.trim()
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    # -- exchanges ----------------------------------------------------------------------------
+    def _prepare(self, text: Any, images: Any, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        user = _chat_user_message(text, images)
+        for reserved in ("messages",):
+            if reserved in params:
+                raise TypeError("%s= is managed by Chat; use add_dialogs() to change the history" % reserved)
+        params.pop("stream", None)
+        body = dict(self.params)
+        body.update(params)
+        if not body.get("model"):
+            raise ValueError("no model given: use Chat(model='gpt-4o-mini', ...) or request(..., model=...)")
+        with self._lock:
+            body["messages"] = self._buffer.payload([user])
+        return user, body
+
+    def _commit(self, user: dict[str, Any], assistant: dict[str, Any], request: dict[str, Any], response: Any, reasoning: str, usage: Any) -> None:
+        with self._lock:
+            self._buffer.commit([user, assistant])
+            self.last_request = request
+            self.last_response = response
+            self.last_reasoning = reasoning
+            self.last_usage = usage if isinstance(usage, dict) else None
+            _chat_add_usage(self.total_usage, usage)
+
+    def _finish_complete(self, user: dict[str, Any], body: dict[str, Any], result: dict[str, Any]) -> str:
+        acc = accumulator_from_completion(result)
+        choices = result.get("choices") or [{}]
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        assistant = _chat_assistant_from_message(message)
+        self._commit(user, assistant, body, to_attr(result), acc.reasoning, result.get("usage"))
+        return acc.content
+
+    def request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> str:
+        """Send ``text`` with the history; return the answer. Both join the history.
+
+        :param images: URLs or local image files sent with the text
+        :param params: request parameters for this call (override the Chat's defaults)
+        :raises APIError: the request failed (after retries); the history is unchanged
+        """
+        user, body = self._prepare(text, images, params)
+        result = self._client._complete(body)
+        return self._finish_complete(user, body, result)
+
+    def stream_request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> ChatTextStream:
+        """Send ``text`` and iterate over the answer's text pieces as they arrive.
+
+        Pieces are never empty; reasoning text is not mixed in (see :attr:`last_reasoning`).
+        Stopping early (``break`` then dropping it, or ``close()``) keeps the user message and the
+        partial answer; a stream that breaks with an error keeps nothing and raises.
+        """
+        user, body = self._prepare(text, images, params)
+        return ChatTextStream(self, user, body)
+
+    async def async_request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> str:
+        """``request`` as a coroutine: the network part runs in a worker thread.
+
+        Cancelling the awaiting task closes the connection at once and leaves the history unchanged.
+        """
+        user, body = self._prepare(text, images, params)
+        scope = CancelScope()
+        client = self._client
+        result = await offload(lambda: client._complete(body, cancel=scope), scope)
+        return self._finish_complete(user, body, result)
+
+    def async_stream_request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> AsyncChatTextStream:
+        """``stream_request`` as an async iterator (``async for piece in chat.async_stream_request(...)``)."""
+        user, body = self._prepare(text, images, params)
+        return AsyncChatTextStream(self, user, body)
+
+
+class ChatTextStream:
+    """The iterator returned by :meth:`Chat.stream_request` (text pieces, in order)."""
+
+    def __init__(self, chat: Chat, user: dict[str, Any], body: dict[str, Any]) -> None:
+        self._chat = chat
+        self._user = user
+        self._body = body
+        self._stream: ChatCompletionStream | None = None
+        self._pieces: Iterator[str] | None = None
+        self._state = "new"  # new -> open -> done
+
+    def __iter__(self) -> ChatTextStream:
+        return self
+
+    def __next__(self) -> str:
+        if self._state == "done":
+            raise StopIteration
+        if self._pieces is None:
+            self._state = "open"
+            try:
+                self._stream = self._chat._client._stream(dict(self._body, stream=True))
+            except BaseException:
+                self._state = "done"
+                raise
+            self._pieces = self._stream.iter_text()
+        try:
+            return next(self._pieces)
+        except StopIteration:
+            self._state = "done"
+            self._commit(complete=True)
+            raise
+        except BaseException:
+            self._state = "done"
+            raise
+
+    def _commit(self, complete: bool) -> None:
+        stream = self._stream
+        if stream is None:
+            return
+        acc = stream.accumulator
+        assistant = acc.message() if complete else {"role": "assistant", "content": acc.content}
+        response = to_attr(acc.completion())
+        self._chat._commit(self._user, assistant, self._body, response, acc.reasoning, acc.usage)
+
+    def close(self) -> None:
+        """Stop early: the user message and the partial answer join the history."""
+        if self._state == "open":
+            self._state = "done"
+            if self._stream is not None:
+                self._stream.close()
+            self._commit(complete=False)
+        self._state = "done"
+
+    def __enter__(self) -> ChatTextStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+class AsyncChatTextStream:
+    """The async iterator returned by :meth:`Chat.async_stream_request`.
+
+    One worker thread reads the whole stream and hands pieces over in batches.  ``aclose()`` (or
+    ``break`` followed by dropping the iterator) stops the worker and keeps the partial answer;
+    cancelling the consuming task does the same.
+    """
+
+    def __init__(self, chat: Chat, user: dict[str, Any], body: dict[str, Any]) -> None:
+        self._chat = chat
+        self._user = user
+        self._body = body
+        self._channel: PieceChannel | None = None
+        self._scope = CancelScope()
+        self._batch: list[Any] = []
+        self._seen: list[str] = []
+        self._final: ChatCompletionStream | None = None
+        self._state = "new"
+
+    def __aiter__(self) -> AsyncChatTextStream:
+        return self
+
+    def _start(self) -> None:
+        import asyncio
+
+        channel = PieceChannel(asyncio.get_running_loop())
+        self._channel = channel
+        client = self._chat._client
+        body = dict(self._body, stream=True)
+        scope = self._scope
+        holder = self
+
+        def produce() -> None:
+            error: BaseException | None = None
+            try:
+                stream = client._stream(body, cancel=scope)
+                holder._final = stream
+                for piece in stream.iter_text():
+                    if scope.cancelled:
+                        break
+                    channel.put(piece)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                error = exc
+            finally:
+                if holder._final is not None:
+                    holder._final.close()
+            channel.finish(error)
+
+        self._state = "open"
+        start_producer(produce)
+
+    async def __anext__(self) -> str:
+        import asyncio
+
+        if self._state == "done":
+            raise StopAsyncIteration
+        if self._state == "new":
+            self._start()
+        if not self._batch:
+            assert self._channel is not None
+            try:
+                batch = await self._channel.get_batch()
+            except asyncio.CancelledError:
+                self._stop_early()
+                raise
+            except BaseException:
+                self._state = "done"
+                raise
+            if not batch:
+                self._state = "done"
+                final = self._final
+                if final is not None:
+                    acc = final.accumulator
+                    self._chat._commit(self._user, acc.message(), self._body, to_attr(acc.completion()), acc.reasoning, acc.usage)
+                raise StopAsyncIteration
+            batch.reverse()
+            self._batch = batch
+        piece: str = self._batch.pop()
+        self._seen.append(piece)
+        return piece
+
+    def _stop_early(self) -> None:
+        if self._state != "open":
+            self._state = "done"
+            return
+        self._state = "done"
+        self._scope.cancel()
+        final = self._final
+        reasoning = final.accumulator.reasoning if final is not None else ""
+        content = "".join(self._seen)
+        assistant = {"role": "assistant", "content": content}
+        self._chat._commit(self._user, assistant, self._body, None, reasoning, None)
+
+    async def aclose(self) -> None:
+        """Stop early: the user message and the partial answer (what was yielded) are kept."""
+        self._stop_early()
+
+    async def __aenter__(self) -> AsyncChatTextStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop_early()
+
+    def __del__(self) -> None:
+        try:
+            self._stop_early()
+        except Exception:  # pragma: no cover
+            pass
+

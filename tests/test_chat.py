@@ -1,0 +1,460 @@
+"""Chat: the seed examples (000 and 001) against the fake server, and the failure semantics."""
+import asyncio
+import gc
+import json
+import os
+import shutil
+import tempfile
+import threading
+import unittest
+
+import openai2
+from openai2 import AKPool, Chat, assistant_msg, system_msg, user_msg
+from openai2.testing import FakeServer, Reply
+
+KEY = "sk-test-chat-0123456789abcdef"
+
+
+def no_sleep(seconds, cancel):
+    pass
+
+
+class SeedCase(unittest.TestCase):
+    def setUp(self):
+        self.server = FakeServer()
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def chat(self, **kw):
+        kw.setdefault("model", "gpt-3.5-turbo")
+        kw.setdefault("base_url", self.server.base_url)
+        kw.setdefault("sleep", no_sleep)
+        return Chat(api_key=kw.pop("api_key", KEY), **kw)
+
+    def sent_messages(self, i=-1):
+        return self.server.requests[i].json["messages"]
+
+
+class TestSeedConversation(SeedCase):
+    def test_continuous_conversation(self):
+        Tony = self.chat()
+        Lucy = self.chat()
+        self.assertEqual(Tony.request("自然数50的后面是几?"), "51")
+        self.assertEqual(Lucy.request("自然数100的后面是几?"), "101")
+        self.assertEqual(Tony.request("再往后是几?"), "52")
+        self.assertEqual(Lucy.request("再往后是几?"), "102")
+        self.assertEqual(Tony.request("再往后呢?"), "53")
+        self.assertEqual(Lucy.request("再往后呢?"), "103")
+        # the last request carried Lucy's whole history plus the new question
+        self.assertEqual([m["content"] for m in self.sent_messages()], ["自然数100的后面是几?", "101", "再往后是几?", "102", "再往后呢?"])
+        self.assertEqual(len(Tony.fetch_messages()), 6)
+
+    def test_stream_one_piece_per_character(self):
+        Lucy = self.chat()
+        pieces = list(Lucy.stream_request("世界上最大的海洋是哪个?"))
+        self.assertEqual(pieces, list("世界上最大的海洋是太平洋。"))
+        self.assertEqual(Lucy.fetch_messages()[-1], {"role": "assistant", "content": "世界上最大的海洋是太平洋。"})
+        self.assertTrue(self.server.requests[-1].json["stream"])
+
+    def test_async_request_and_stream(self):
+        Tony = self.chat()
+
+        async def main():
+            answer = await Tony.async_request("世界上最大的海洋是哪个")
+            pieces = [p async for p in Tony.async_stream_request("世界上最大的海洋是哪个?")]
+            return answer, pieces
+
+        answer, pieces = asyncio.run(main())
+        self.assertEqual(answer, "世界上最大的海洋是太平洋。")
+        self.assertEqual(pieces, list("世界上最大的海洋是太平洋。"))
+        self.assertEqual(len(Tony.fetch_messages()), 4)
+
+    def test_rollback_walkthrough(self):
+        Anna = self.chat()
+        self.assertEqual(Anna.request("自然数1的后面是几?"), "2")
+        self.assertEqual(Anna.request("再往后是几?"), "3")
+        for expected in "45678":
+            self.assertEqual(Anna.request("再往后呢?"), expected)
+        shown = Anna.rollback()
+        self.assertEqual(repr(shown), "[user]:再往后呢? [assistant]:7")
+        self.assertEqual(repr(Anna.rollback(n=3)), "[user]:再往后呢? [assistant]:4")
+        self.assertEqual(Anna.request("再往后呢?"), "5")
+
+    def test_rollback_edges(self):
+        Anna = self.chat()
+        Anna.add_dialogs(system_msg("sys"), assistant_msg("hello first"), user_msg("a"), user_msg("b"), assistant_msg("c"))
+        self.assertEqual(repr(Anna.rollback(0)), "[user]:b [assistant]:c")
+        self.assertEqual(len(Anna.fetch_messages()), 5)
+        self.assertEqual(repr(Anna.rollback()), "[user]:a")
+        with self.assertRaises(ValueError):
+            Anna.rollback(-1)
+        Anna.rollback(100)
+        # messages before the first user message belong to no round
+        self.assertEqual([m["content"] for m in Anna.fetch_messages()], ["sys", "hello first"])
+
+    def test_fetch_messages_is_a_copy(self):
+        Ariel = self.chat()
+        Ariel.request("自然数1的后面是几?")
+        Ariel.request("再往后是几?")
+        self.assertEqual(
+            Ariel.fetch_messages(),
+            [
+                {"role": "user", "content": "自然数1的后面是几?"},
+                {"role": "assistant", "content": "2"},
+                {"role": "user", "content": "再往后是几?"},
+                {"role": "assistant", "content": "3"},
+            ],
+        )
+        copy = Ariel.fetch_messages()
+        copy[0]["content"] = "changed"
+        copy.append({"role": "user", "content": "x"})
+        self.assertEqual(Ariel.fetch_messages()[0]["content"], "自然数1的后面是几?")
+        self.assertEqual(len(Ariel.fetch_messages()), 4)
+
+    def test_export_import_and_record_json(self):
+        Ariel = self.chat()
+        Ariel.request("自然数1的后面是几?")
+        Ariel.request("再往后是几?")
+        record = Ariel.fetch_messages()
+        Jenny = self.chat()
+        Jenny.add_dialogs(*record)
+        self.assertEqual(Jenny.request("再往后呢?"), "4")
+        # seed 001's record.json, written by hand, loads too
+        path = os.path.join(self.tmp, "record.json")
+        with open(path, "w", encoding="utf8") as f:
+            f.write(json.dumps(record, ensure_ascii=False))
+        Kim = self.chat()
+        Kim.load(path)
+        self.assertEqual(Kim.fetch_messages(), record)
+
+    def test_dump_and_load(self):
+        Tony = self.chat()
+        for q in ("自然数50的后面是几?", "再往后是几?", "再往后呢?"):
+            Tony.request(q)
+        path = os.path.join(self.tmp, "talk_record.json")
+        Tony.pin_messages(0)
+        Tony.dump(path)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        self.assertIn("自然数50", text)  # human-readable, not \\u escapes
+        Jenny = self.chat()
+        Jenny.load(path)
+        self.assertEqual(Jenny.request("再往后呢?"), "54")
+        self.assertEqual(Jenny.pinned_indexes(), [0])
+        self.assertEqual(os.listdir(self.tmp), ["talk_record.json"])  # no temporary file left
+
+    def test_load_errors_leave_history_unchanged(self):
+        Tony = self.chat()
+        Tony.add_dialogs(user_msg("a"), assistant_msg("b"))
+        bad = os.path.join(self.tmp, "bad.json")
+        for content in ("{not json", json.dumps({"messages": [{"role": "wizard", "content": "x"}]}), json.dumps(42)):
+            with open(bad, "w") as f:
+                f.write(content)
+            with self.assertRaises(ValueError) as cm:
+                Tony.load(bad)
+            self.assertIn("bad.json", str(cm.exception))
+            self.assertEqual(len(Tony.fetch_messages()), 2)
+        with self.assertRaises(FileNotFoundError):
+            Tony.load(os.path.join(self.tmp, "missing.json"))
+
+    def test_forge_old_and_new_names(self):
+        for method in ("forge", "add_dialogs"):
+            Mickey = self.chat()
+            getattr(Mickey, method)(
+                user_msg("请问1+1=几?"),
+                assistant_msg("1+1=10"),
+                {"role": "user", "content": "那10+10=几?"},
+                {"role": "assistant", "content": "10+10=你大爷, 你提的这些问题真弱智!"},
+            )
+            answer = Mickey.request("哦吼, 你还敢骂我呀?")
+            self.assertEqual(answer, "非常抱歉，我刚才的回答有些不适当。1+1=2, 10+10=20。非常抱歉给你带来困扰！")
+            self.assertEqual(len(self.sent_messages()), 5)
+
+    def test_invalid_dialogs_append_nothing(self):
+        Mickey = self.chat()
+        with self.assertRaises(ValueError) as cm:
+            Mickey.add_dialogs(user_msg("ok"), {"role": "robot", "content": "x"})
+        self.assertIn("argument 2", str(cm.exception))
+        with self.assertRaises(ValueError):
+            Mickey.add_dialogs({"role": "user"})
+        with self.assertRaises(ValueError):
+            Mickey.add_dialogs({"role": "user", "content": 5})
+        self.assertEqual(Mickey.fetch_messages(), [])
+
+    def test_msg_max_count(self):
+        for name in ("MsgMaxCount", "msg_max_count"):
+            Ariel = self.chat(**{name: 6})
+            answers = [Ariel.request(q) for q in (
+                "英国的首都是什么？", "日本首都是什么？", "意大利的首都是什么？", "美国的首都是什么？",
+                "世界上国土面积最大的国家是哪个？", "法国的首都叫什么？", "青蛙的幼体叫什么？", "世界上最大的海洋是什么？")]
+            self.assertEqual(answers, ["伦敦", "东京", "罗马", "华盛顿", "俄罗斯", "巴黎", "蝌蚪", "太平洋"])
+            self.assertEqual(
+                Ariel.fetch_messages(),
+                [
+                    {"role": "user", "content": "法国的首都叫什么？"},
+                    {"role": "assistant", "content": "巴黎"},
+                    {"role": "user", "content": "青蛙的幼体叫什么？"},
+                    {"role": "assistant", "content": "蝌蚪"},
+                    {"role": "user", "content": "世界上最大的海洋是什么？"},
+                    {"role": "assistant", "content": "太平洋"},
+                ],
+            )
+            # the request payload was trimmed to 6 too, keeping the new user message
+            self.assertEqual(len(self.sent_messages()), 6)
+            self.assertEqual(self.sent_messages()[-1]["content"], "世界上最大的海洋是什么？")
+
+    def test_pin_walkthrough(self):
+        for pin, unpin in (("pin_messages", "unpin_messages"), ("pin", "unpin")):
+            Ariel = self.chat(MsgMaxCount=6)
+            Ariel.request("英国的首都是什么？")
+            Ariel.request("日本首都是什么？")
+            Ariel.request("意大利的首都是什么？")
+            getattr(Ariel, pin)(0, -2, -1)
+            self.assertEqual(Ariel.request("美国的首都是什么？"), "华盛顿")
+            self.assertEqual(
+                [m["content"] for m in Ariel.fetch_messages()],
+                ["英国的首都是什么？", "东京", "意大利的首都是什么？", "罗马", "美国的首都是什么？", "华盛顿"],
+            )
+            self.assertEqual(Ariel.pinned_indexes(), [0, 2, 3])
+            getattr(Ariel, pin)(-2)
+            for q in ("世界上国土面积最大的国家是哪个？", "法国的首都叫什么？", "青蛙的幼体叫什么？", "世界上最大的海洋是什么？"):
+                Ariel.request(q)
+            self.assertEqual(
+                Ariel.fetch_messages(),
+                [
+                    {"role": "user", "content": "英国的首都是什么？"},
+                    {"role": "user", "content": "意大利的首都是什么？"},
+                    {"role": "assistant", "content": "罗马"},
+                    {"role": "user", "content": "美国的首都是什么？"},
+                    {"role": "user", "content": "世界上最大的海洋是什么？"},
+                    {"role": "assistant", "content": "太平洋"},
+                ],
+            )
+            getattr(Ariel, unpin)(0, -2, -1)
+            self.assertEqual(Ariel.pinned_indexes(), [1, 2, 3])
+            with self.assertRaises(IndexError):
+                Ariel.pin_messages(0, 99)
+            self.assertEqual(Ariel.pinned_indexes(), [1, 2, 3])
+
+    def test_default_and_per_call_params(self):
+        Chris = self.chat(max_tokens=100, temperature=0.5)
+        Chris.request("hi", temperature=0.1, top_p=0.9)
+        body = self.server.requests[-1].json
+        self.assertEqual((body["max_tokens"], body["temperature"], body["top_p"], body["model"]), (100, 0.1, 0.9, "gpt-3.5-turbo"))
+        Chris.request("again")
+        self.assertEqual(self.server.requests[-1].json["temperature"], 0.5)
+        self.assertEqual(Chris.last_request["messages"][-1]["content"], "again")
+        self.assertIs(Chris.recently_request_data, Chris.last_request)
+
+    def test_system_prompt_is_pinned(self):
+        Sys = self.chat(system="You are terse.", MsgMaxCount=3)
+        for q in ("自然数1的后面是几?", "再往后是几?", "再往后呢?"):
+            Sys.request(q)
+        msgs = Sys.fetch_messages()
+        self.assertEqual(msgs[0], {"role": "system", "content": "You are terse."})
+        self.assertEqual(self.sent_messages()[0]["role"], "system")
+        Sys.rollback(10)
+        self.assertEqual(Sys.fetch_messages(), [{"role": "system", "content": "You are terse."}])
+
+    def test_reset_api_key_and_pool(self):
+        Carl = self.chat(api_key="sk-first-key-000000000000")
+        Carl.request("hi")
+        Carl.reset_api_key("sk-second-key-11111111111")
+        Carl.request("hi")
+        pool = AKPool(["sk-pool-a-2222222222222", "sk-pool-b-3333333333333"])
+        Carl.reset_api_key(pool)
+        Carl.request("hi")
+        Carl.request("hi")
+        auth = [r.headers.get("authorization") for r in self.server.requests]
+        self.assertEqual(auth, ["Bearer sk-first-key-000000000000", "Bearer sk-second-key-11111111111",
+                                "Bearer sk-pool-a-2222222222222", "Bearer sk-pool-b-3333333333333"])
+        with self.assertRaises(ValueError):
+            Carl.reset_api_key("")
+
+    def test_usage_and_reasoning(self):
+        self.server.replies.append(Reply(content="answer", reasoning="thinking…", usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}))
+        self.server.replies.append(Reply(content="again", reasoning="more", usage={"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}))
+        c = self.chat()
+        self.assertEqual(c.request("q"), "answer")
+        self.assertEqual(c.last_reasoning, "thinking…")
+        self.assertEqual(list(c.stream_request("q2")), list("again"))
+        self.assertEqual(c.last_reasoning, "more")
+        self.assertEqual(c.total_usage, {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10})
+        # reasoning is never sent back
+        self.assertNotIn("reasoning_content", json.dumps(self.server.requests[-1].json))
+        self.assertEqual(c.last_response.choices[0].message.content, "again")
+
+    def test_images(self):
+        path = os.path.join(self.tmp, "dot.png")
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\nfake")
+        c = self.chat()
+        c.request("what is this?", images=["https://example.com/cat.jpg", path])
+        content = self.sent_messages()[-1]["content"]
+        self.assertEqual(content[0], {"type": "text", "text": "what is this?"})
+        self.assertEqual(content[1]["image_url"]["url"], "https://example.com/cat.jpg")
+        self.assertTrue(content[2]["image_url"]["url"].startswith("data:image/png;base64,"))
+        with self.assertRaises(ValueError):
+            c.request("x", images=[os.path.join(self.tmp, "nope.png")])
+
+    def test_tool_calls_kept_and_tool_messages_accepted(self):
+        call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        self.server.replies.append(Reply(content=None, tool_calls=[call], finish_reason="tool_calls"))
+        c = self.chat()
+        c.request("use the tool")
+        last = c.fetch_messages()[-1]
+        self.assertEqual(last["tool_calls"][0]["id"], "call_1")
+        c.add_dialogs({"role": "tool", "tool_call_id": "call_1", "content": "42"})
+        c.request("and?")
+        self.assertEqual(self.sent_messages()[-2]["role"], "tool")
+
+    def test_no_model_is_a_clear_error(self):
+        c = Chat(api_key=KEY, base_url=self.server.base_url)
+        with self.assertRaises(ValueError) as cm:
+            c.request("hi")
+        self.assertIn("model", str(cm.exception))
+        self.assertEqual(self.server.requests, [])
+
+
+class TestFailureSemantics(SeedCase):
+    def test_failed_request_leaves_history(self):
+        c = self.chat(max_retries=1)
+        c.request("自然数1的后面是几?")
+        before = c.fetch_messages()
+        self.server.replies.extend([Reply(status=500), Reply(status=500)])
+        with self.assertRaises(openai2.InternalServerError):
+            c.request("再往后是几?")
+        self.assertEqual(c.fetch_messages(), before)
+        self.server.replies.append(Reply(status=400, body={"error": {"message": "bad", "type": "invalid_request_error"}}))
+        with self.assertRaises(openai2.BadRequestError):
+            c.request("再往后是几?")
+        self.assertEqual(c.fetch_messages(), before)
+
+    def test_stream_stopped_early_keeps_partial(self):
+        c = self.chat()
+        stream = c.stream_request("世界上最大的海洋是哪个?")
+        got = [next(stream), next(stream), next(stream)]
+        stream.close()
+        self.assertEqual(c.fetch_messages(), [
+            {"role": "user", "content": "世界上最大的海洋是哪个?"},
+            {"role": "assistant", "content": "".join(got)},
+        ])
+        # break out of a for loop and drop the iterator: same result
+        c2 = self.chat()
+        for i, _ in enumerate(c2.stream_request("世界上最大的海洋是哪个?")):
+            if i == 1:
+                break
+        gc.collect()
+        self.assertEqual(c2.fetch_messages()[-1], {"role": "assistant", "content": "世界"})
+        # the next request still works on the same connection pool
+        self.assertEqual(c2.request("自然数1的后面是几?"), "2")
+
+    def test_stream_broken_keeps_nothing(self):
+        c = self.chat(max_retries=0)
+        self.server.replies.append(Reply(content="abcdefgh", disconnect_after=4))
+        got = []
+        with self.assertRaises(openai2.IncompleteStreamError):
+            for piece in c.stream_request("q"):
+                got.append(piece)
+        self.assertTrue(got)
+        self.assertEqual(c.fetch_messages(), [])
+        self.assertEqual(c.request("自然数1的后面是几?"), "2")
+
+    def test_stream_error_event_keeps_nothing(self):
+        c = self.chat()
+        self.server.replies.append(Reply(events=[
+            {"choices": [{"index": 0, "delta": {"content": "par"}}]},
+            {"error": {"message": "overloaded", "type": "server_error"}},
+        ], done=False))
+        with self.assertRaises(openai2.APIError) as cm:
+            list(c.stream_request("q"))
+        self.assertEqual(cm.exception.message, "overloaded")
+        self.assertEqual(c.fetch_messages(), [])
+
+    def test_threads_exchanges_atomic(self):
+        c = self.chat()
+        errors = []
+
+        def worker(n):
+            try:
+                for i in range(5):
+                    c.request("thread %d message %d" % (n, i))
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(errors, [])
+        msgs = c.fetch_messages()
+        self.assertEqual(len(msgs), 80)
+        for user, answer in zip(msgs[::2], msgs[1::2]):
+            self.assertEqual(user["role"], "user")
+            self.assertEqual(answer["role"], "assistant")
+            self.assertIn(user["content"], answer["content"])  # the demo brain echoes the question
+
+    def test_async_concurrency_all_in_flight(self):
+        n = 100
+        gate = threading.Barrier(n, timeout=20)
+        self.server.handler = lambda req: Reply(content="ok", gate=gate)
+        chats = [self.chat() for _ in range(n)]
+
+        async def main():
+            return await asyncio.gather(*(c.async_request("hi %d" % i) for i, c in enumerate(chats)))
+
+        answers = asyncio.run(main())
+        self.assertEqual(answers, ["ok"] * n)
+        self.assertEqual(self.server.max_in_flight, n)
+
+    def test_async_cancel_frees_worker_and_keeps_history(self):
+        c = self.chat(timeout=(5, 30))
+        c.request("自然数1的后面是几?")
+        before = c.fetch_messages()
+        self.server.replies.append(Reply(content="slow", delay=20))
+
+        async def main():
+            task = asyncio.ensure_future(c.async_request("再往后是几?"))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+
+        start = threading.active_count()
+        asyncio.run(main())
+        # the worker thread exits promptly once its socket is shut down
+        for _ in range(100):
+            if threading.active_count() <= start:
+                break
+            threading.Event().wait(0.02)
+        self.assertLessEqual(threading.active_count(), start)
+        self.assertEqual(c.fetch_messages(), before)
+        self.assertEqual(c.request("再往后是几?"), "3")
+
+    def test_async_stream_aclose_keeps_partial(self):
+        c = self.chat()
+
+        async def main():
+            stream = c.async_stream_request("世界上最大的海洋是哪个?")
+            got = []
+            async for piece in stream:
+                got.append(piece)
+                if len(got) == 2:
+                    break
+            await stream.aclose()
+            return got
+
+        got = asyncio.run(main())
+        self.assertEqual(c.fetch_messages()[-1], {"role": "assistant", "content": "".join(got)})
+
+    def test_async_twins_exist(self):
+        for name in ("request", "stream_request"):
+            self.assertTrue(asyncio.iscoroutinefunction(Chat.async_request))
+            self.assertTrue(hasattr(Chat, "async_" + name), name)
+
+
+if __name__ == "__main__":
+    unittest.main()
