@@ -1,0 +1,177 @@
+"""The interactive prompt in a real pseudo-terminal (stdlib ``pty``): Ctrl-C during a streamed
+answer returns to the prompt and the session goes on; Ctrl-C at an empty prompt says how to
+quit; Ctrl-D exits with status 0; the readline history file is private and holds no key."""
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import time
+import unittest
+import warnings
+
+try:
+    import pty
+    import select
+except ImportError:  # pragma: no cover - Windows
+    pty = None
+
+from openai2.testing import FakeServer, Reply
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEY = "sk-ptytest-RAWKEY-0123456789abcdef"
+
+
+@unittest.skipIf(pty is None or not hasattr(os, "fork") or sys.platform == "win32", "needs the pty module (POSIX)")
+class PtySessionTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="o2pty-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.home = os.path.join(self.tmp, "home")
+        self.server = FakeServer().start()
+        self.addCleanup(self.server.stop)
+        self.buffer = b""
+        self.fd = -1
+        self.pid = 0
+
+    def spawn(self, *args):
+        env = dict(os.environ, OPENAI2_HOME=self.home, OPENAI_BASE_URL=self.server.base_url, PYTHONPATH=ROOT,
+                   TERM="dumb", NO_COLOR="1", OPENAI_API_KEY=KEY)
+        env.pop("OPENAI2_DEBUG", None)
+        argv = [sys.executable, "-m", "openai2"] + list(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with server threads: we exec at once
+            pid, fd = pty.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                import signal
+
+                signal.signal(signal.SIGINT, signal.SIG_DFL)  # in case this test run ignores Ctrl-C
+                os.execve(sys.executable, argv, env)
+            finally:
+                os._exit(127)
+        self.pid, self.fd = pid, fd
+        self.addCleanup(self._reap)
+
+    def _reap(self):
+        if self.pid:
+            try:
+                os.kill(self.pid, 9)
+            except OSError:
+                pass
+            try:
+                os.waitpid(self.pid, 0)
+            except OSError:
+                pass
+            self.pid = 0
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def read_until(self, needle, timeout=15.0):
+        """Read the terminal until ``needle`` appears after what earlier calls consumed."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.fail("timed out waiting for %r; the terminal showed:\n%s" % (needle, self.buffer.decode("utf-8", "replace")))
+            ready, _, _ = select.select([self.fd], [], [], min(left, 0.5))
+            if ready:
+                try:
+                    data = os.read(self.fd, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    data = b""
+                if not data:
+                    self.fail("the program ended while waiting for %r:\n%s" % (needle, self.buffer.decode("utf-8", "replace")))
+                self.buffer += data
+        seen, self.buffer = self.buffer.split(needle, 1)
+        return seen + needle
+
+    def send(self, data):
+        os.write(self.fd, data)
+
+    def interrupt_until(self, needle, tries=5):
+        """Send Ctrl-C until ``needle`` shows.  CPython's readline can miss a SIGINT that lands
+        in the instant between printing the prompt and waiting for keys (it only checks for
+        signals when its select() is interrupted), so a lost Ctrl-C is sent again."""
+        for attempt in range(tries):
+            self.send(b"\x03")
+            try:
+                return self.read_until(needle, timeout=2.0)
+            except AssertionError:
+                if attempt == tries - 1:
+                    raise
+        return b""  # pragma: no cover
+
+    def wait_exit(self, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # keep draining the terminal so the child never blocks writing to it
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                try:
+                    self.buffer += os.read(self.fd, 4096)
+                except OSError:
+                    pass
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.pid = 0
+                return os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (status >> 8)
+        self.fail("the program did not exit; the terminal showed:\n%s" % self.buffer.decode("utf-8", "replace"))
+
+    def test_ctrl_c_stops_answer_then_session_continues_and_ctrl_d_exits(self):
+        pieces = ["Once ", "upon ", "a ", "time "] + ["and so on "] * 20
+        self.server.add_replies(Reply(chunks=pieces, stall_after=5, stall_seconds=30))
+        self.spawn("chat")
+        self.read_until(b"Ctrl-C stops an answer")
+        self.read_until(b"You: ")
+        self.send(b"tell me a story\r")
+        self.read_until(b"Once upon")
+        self.assertTrue(self.server.wait_for_requests(1))
+        self.send(b"\x03")  # Ctrl-C while the answer is streaming (the server stalls)
+        self.read_until(b"partial answer is kept")
+        self.read_until(b"You: ")
+        self.send(b"What comes after the natural number 50?\r")
+        shown = self.read_until(b"You: ")
+        self.assertIn(b"51", shown)
+        # the second request carried the partial answer as history
+        sent = self.server.requests[-1].json["messages"]
+        self.assertEqual(sent[0]["content"], "tell me a story")
+        self.assertTrue(sent[1]["content"].startswith("Once upon"))
+        self.interrupt_until(b"To quit")  # Ctrl-C at an empty prompt explains how to quit
+        self.read_until(b"You: ")
+        self.send(b"my key is " + KEY.encode() + b"\r")
+        self.read_until(b"You: ")
+        self.send(b"\x04")  # Ctrl-D
+        self.assertEqual(self.wait_exit(), 0)
+        self.assertNotIn(KEY.encode(), self.buffer)
+        with open(os.path.join(self.home, "sessions", "default.json"), encoding="utf-8") as handle:
+            messages = json.load(handle)["messages"]
+        self.assertEqual([m["role"] for m in messages], ["user", "assistant"] * 3)
+        self.assertEqual(messages[3]["content"], "51")
+        history = os.path.join(self.home, "input_history")
+        if os.path.exists(history):  # only where readline is available
+            self.assertEqual(stat.S_IMODE(os.stat(history).st_mode), 0o600)
+            with open(history, encoding="utf-8") as handle:
+                recorded = handle.read()
+            self.assertIn("natural number 50", recorded)
+            self.assertNotIn(KEY, recorded)
+
+    def test_quit_word_and_multiline(self):
+        self.spawn("chat", "--session", "pty2")
+        self.read_until(b"You: ")
+        self.send(b'"""\r')
+        self.read_until(b"... ")
+        self.send(b"line one\r")
+        self.read_until(b"... ")
+        self.send(b'line two"""\r')
+        self.read_until(b"(demo) You said: line one")
+        self.read_until(b"You: ")
+        self.send(b"quit\r")
+        self.assertEqual(self.wait_exit(), 0)
+        self.assertEqual(self.server.requests[-1].json["messages"][-1]["content"], "line one\nline two")
+
+
+if __name__ == "__main__":
+    unittest.main()
