@@ -31,7 +31,9 @@ def main(argv):
                     flat.addTest(t)
         suite = flat
     result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    # subTest failures are reported once per subtest: count each failing test once
+    failed_ids = {getattr(test, "test_case", test).id() for test, _ in result.failures + result.errors}
+    failed = len(failed_ids) + len(result.unexpectedSuccesses)
     skipped = len(result.skipped)
     passed = result.testsRun - failed - skipped
     print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))

@@ -67,7 +67,20 @@ def run_block(code, namespace, where):
         segment = ast.Module(body=[node], type_ignores=[])
         end_line = lines[node.end_lineno - 1] if hasattr(node, "end_lineno") else lines[node.lineno - 1]
         match = re.search(r"#\s*>>>\s*(.+)$", end_line)
-        if isinstance(node, ast.Expr) and match and not isinstance(node.value, ast.Await):
+        is_print = (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name)
+            and node.value.func.id == "print"
+        )
+        if is_print and match:
+            # ``print(x)  # >>> value``: the printed text must be ``value``
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                exec(compile(segment, where, "exec"), namespace)
+            if out.getvalue().strip() != match.group(1).strip():
+                raise AssertionError("%s line %d: printed %r, README says %s" % (where, node.lineno, out.getvalue(), match.group(1)))
+        elif isinstance(node, ast.Expr) and match and not isinstance(node.value, ast.Await):
             value = eval(compile(ast.Expression(node.value), where, "eval"), namespace)
             if not _expected_matches(value, match.group(1)):
                 raise AssertionError("%s line %d: got %r, README says %s" % (where, node.lineno, value, match.group(1)))
@@ -113,6 +126,9 @@ class TestReadmeExamples(unittest.TestCase):
             run_block("x = 1\nx + 1  # >>> 3", {}, "inline")
         run_block("x = 1\nx + 1  # >>> 2", {}, "inline")
         run_block("s = 'a'\ns  # >>> 'a'", {}, "inline")
+        run_block("print('x y')  # >>> x y", {}, "inline")
+        with self.assertRaises(AssertionError):
+            run_block("print('x')  # >>> y", {}, "inline")
 
 
 if __name__ == "__main__":
