@@ -456,7 +456,7 @@ class _CliRepl:
         )
         count = len(chat.fetch_messages())
         self.out.line(
-            "openai2 %s — model %s, session %s (%d earlier message%s; %s)"
+            "openai2 %s — model %s, session %s (%d message%s so far; %s)"
             % (__version__, chat.params.get("model"), conv.name or "-", count, "" if count == 1 else "s", where),
             "dim",
         )
