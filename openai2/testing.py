@@ -461,6 +461,46 @@ def _fake_demo_patterns() -> dict[str, Any]:
     return _fake_demo_cache
 
 
+# ---- GroupChat prompts (groupchat.py): answer with a JSON array of remarks -----------------
+_FAKE_GROUPCHAT_HEADINGS = ("需要写出的发言（按此顺序）：", "Remarks to write (in this order):")
+_FAKE_GROUPCHAT_REMARKS: dict[tuple[str, tuple[str, ...]], str] = {
+    ("苏轼", ("李清照",)): "最近我在写一首新的诗，题目是《听雨》",
+    ("苏轼", ("杜甫",)): "那首《茅屋为秋风所破歌》已经写好啦，我在信里寄给你了，请查收",
+}
+
+
+def _fake_groupchat_answer(text: str) -> str | None:
+    """Answer a GroupChat prompt: one remark per requested turn, as a JSON array (else None).
+
+    The requested turns are the JSON lines after the last heading; the seed 001 turns get the
+    seed's documented remarks, any other turn a ``(demo) …`` line naming speaker and audiences.
+    """
+    import json
+
+    for heading in _FAKE_GROUPCHAT_HEADINGS:
+        at = text.rfind(heading)
+        if at >= 0:
+            break
+    else:
+        return None
+    zh = heading == _FAKE_GROUPCHAT_HEADINGS[0]
+    remarks: list[dict[str, Any]] = []
+    for line in text[at + len(heading):].splitlines():
+        try:
+            turn = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(turn, dict) or not isinstance(turn.get("speaker"), str) or not isinstance(turn.get("audiences"), list):
+            continue
+        speaker, audiences = turn["speaker"], [str(a) for a in turn["audiences"]]
+        remark = _FAKE_GROUPCHAT_REMARKS.get((speaker, tuple(audiences)))
+        if remark is None:
+            remark = "(demo) %s对%s说的话" % (speaker, "、".join(audiences)) if zh else "(demo) %s's remark to %s" % (speaker, ", ".join(audiences))
+        remarks.append({"speaker": speaker, "audiences": audiences, "remark": remark})
+    return json.dumps(remarks, ensure_ascii=False, indent=4) if remarks else None
+# ---- end of GroupChat prompts ----------------------------------------------------------------
+
+
 class DemoBrain:
     """A tiny deterministic rule-based "model" that answers the seed examples as documented.
 
@@ -474,6 +514,8 @@ class DemoBrain:
     - ``世界上最大的海洋是哪个?`` -> ``世界上最大的海洋是太平洋。``; ``Which is the largest
       ocean?`` -> ``The Pacific Ocean.``
     - the apology of the forged-conversation example (``哦吼, 你还敢骂我呀?``)
+    - a ``GroupChat`` prompt -> a JSON array with one remark per requested turn (the seed's
+      documented remarks for its example)
     - anything else: ``(demo) You said: …``
 
     :param rules: ``[(matcher, answer), ...]`` consulted first, in order.  ``matcher`` is a
@@ -525,6 +567,9 @@ class DemoBrain:
 
     @staticmethod
     def _builtin(text: str, messages: Sequence[dict[str, Any]], last_user: int) -> str:
+        group_answer = _fake_groupchat_answer(text)  # GroupChat prompt (see _FAKE_GROUPCHAT_HEADINGS)
+        if group_answer is not None:
+            return group_answer
         pat = _fake_demo_patterns()
         for name in ("successor_zh", "successor_en"):
             m = pat[name].search(text)
