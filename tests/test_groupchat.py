@@ -456,6 +456,24 @@ class TestDialog(GroupCase):
             g.load(os.path.join(self.tmp, "missing.json"))
 
 
+class TestDemoBrain(GroupCase):
+    """The fake server's default DemoBrain answers GroupChat prompts (README examples run offline)."""
+
+    def test_seed_turns_get_the_documented_remarks(self):
+        self.serve()  # no scripted replies: DemoBrain answers
+        g = self.seed_group()
+        remarks = g.request_remarks(TURNS)
+        self.assertEqual([r["remark"] for r in remarks], [r["remark"] for r in SEED_REPLY])
+
+    def test_other_turns_in_english(self):
+        self.serve()
+        g = self.group(roles={"Alice": "a baker", "Bob": "a sailor", "Carol": "a pilot"})
+        remarks = g.request_remarks([("Bob", ["Alice", "Carol"]), ("Carol", "Bob")], record=True)
+        self.assertEqual([(r["speaker"], r["audiences"]) for r in remarks], [("Bob", ["Alice", "Carol"]), ("Carol", ["Bob"])])
+        self.assertTrue(all(r["remark"] for r in remarks))
+        self.assertEqual(len(g), 2)
+
+
 class TestReadmeShowsThePrompt(unittest.TestCase):
     def test_readme_prompts_are_the_ones_sent(self):
         readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
