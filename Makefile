@@ -5,3 +5,29 @@ PYTHON ?= python3
 .PHONY: test
 test:
 	$(PYTHON) tests/run.py
+
+# One file, every Python (issue 6). dist/openai2.py is built from openai2/*.py with ast (see the
+# docstring of tests/build_single.py); the build prints the file's sha256.
+.PHONY: single-file test-single test-matrix pypy check format
+single-file:
+	$(PYTHON) tests/build_single.py
+
+# make test's tests, with dist/openai2.py importable as `openai2` instead of the package
+test-single: single-file
+	$(PYTHON) tests/run_single.py --no-build
+
+# the suite (package and single file) on every python3.X on PATH, ~/.pyenv/versions/*, pypy3
+test-matrix:
+	$(PYTHON) tests/matrix.py
+
+# Debian's PyPy 3, for test-matrix (CI runs as root)
+pypy:
+	command -v pypy3 >/dev/null || (apt-get update && apt-get install -y pypy3)
+
+# ruff, mypy --strict, vermin, pip install/wheel checks; tools in the git-ignored .venv-dev
+check:
+	PYTHON=$(PYTHON) bash tests/check_dev.sh
+
+# apply ruff's formatting to openai2/ (what `make check` verifies)
+format:
+	PYTHON=$(PYTHON) bash tests/check_dev.sh --format
