@@ -299,7 +299,7 @@ class LineEditor:
                 self.readline.set_history_length(max_lines)
                 if history_path and os.path.isfile(history_path):
                     self.readline.read_history_file(history_path)
-            except (OSError, AttributeError):
+            except Exception:  # noqa: BLE001 - a history file readline cannot parse is no reason to stop
                 pass
 
     def is_secret(self, line: str) -> bool:
@@ -319,7 +319,13 @@ class LineEditor:
             if not line:
                 raise EOFError
             return line[:-1] if line.endswith("\n") else line
-        line = input(prompt)
+        try:
+            line = input(prompt)
+        except (EOFError, KeyboardInterrupt):
+            raise
+        except Exception:  # noqa: BLE001 - e.g. PyPy's pyrepl on a terminal it cannot drive
+            self.readline = None  # plain line reading from now on
+            return self.read(prompt)
         if line.strip():
             if self.is_secret(line):
                 self._forget_last()
@@ -333,7 +339,7 @@ class LineEditor:
             length = rl.get_current_history_length()
             if length > 0:
                 rl.remove_history_item(length - 1)
-        except (AttributeError, ValueError):
+        except Exception:  # noqa: BLE001 - readline look-alikes (PyPy's pyrepl) raise their own
             pass
 
     def save(self) -> bool:
@@ -350,7 +356,7 @@ class LineEditor:
                 item = rl.get_history_item(i)
                 if item and not self.is_secret(item):
                     lines.append(item)
-        except (AttributeError, ValueError):
+        except Exception:  # noqa: BLE001 - as in _forget_last
             return False
         lines = lines[-self.max_lines:]
         atomic_write(self.history_path, ("\n".join(lines) + "\n").encode("utf-8", "replace"), private=True)
