@@ -73,9 +73,10 @@ def _socks_address(host: str, port: int, remote_dns: bool, proxy_name: str) -> b
         err.cause = exc
         raise err from exc
     family, _, _, _, sockaddr = infos[0]
+    address = str(sockaddr[0])
     if family == socket.AF_INET6:
-        return b"\x04" + socket.inet_pton(socket.AF_INET6, sockaddr[0]) + port.to_bytes(2, "big")
-    return b"\x01" + socket.inet_pton(socket.AF_INET, sockaddr[0]) + port.to_bytes(2, "big")
+        return b"\x04" + socket.inet_pton(socket.AF_INET6, address) + port.to_bytes(2, "big")
+    return b"\x01" + socket.inet_pton(socket.AF_INET, address) + port.to_bytes(2, "big")
 
 
 def socks5_handshake(

@@ -46,7 +46,7 @@ _TP_PROXY_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
 #: How much of a redirect's or a 303's body is read (the rest discards the connection).
 _TP_SMALL_BODY = 65536
 #: Lazily built classes that subclass urllib.request types (see _tp_handler_class).
-_tp_lazy_classes: dict = {}
+_tp_lazy_classes: Dict[str, Any] = {}
 
 
 class Timeout:
@@ -108,7 +108,7 @@ class CancelScope:
     def __init__(self) -> None:
         self._tp_lock = threading.Lock()
         self._tp_event = threading.Event()
-        self._tp_conns: list = []
+        self._tp_conns: List[_TPConn] = []
 
     @property
     def cancelled(self) -> bool:
@@ -249,7 +249,7 @@ class _TPConn:
 
     __slots__ = ("http", "key", "raw", "aborted", "where")
 
-    def __init__(self, http_conn: http.client.HTTPConnection, key: tuple, where: str) -> None:
+    def __init__(self, http_conn: http.client.HTTPConnection, key: Tuple[Any, ...], where: str) -> None:
         self.http = http_conn
         self.key = key
         self.raw: Any = None  # the outermost real socket, for abort()
@@ -304,10 +304,10 @@ class _TPPool:
 
     def __init__(self, per_origin: int) -> None:
         self._tp_lock = threading.Lock()
-        self._tp_idle: Dict[tuple, List[_TPConn]] = {}
+        self._tp_idle: Dict[Tuple[Any, ...], List[_TPConn]] = {}
         self._tp_per_origin = per_origin
 
-    def get(self, key: tuple) -> _TPConn | None:
+    def get(self, key: Tuple[Any, ...]) -> _TPConn | None:
         while True:
             with self._tp_lock:
                 idle = self._tp_idle.get(key)
@@ -662,7 +662,7 @@ class HTTPTransport:
             import urllib.request
 
             if "no" in self._tp_env_raw or sys.platform not in ("darwin", "win32"):
-                bypass = bool(urllib.request.proxy_bypass_environment(host, self._tp_env_raw))
+                bypass = bool(getattr(urllib.request, "proxy_bypass_environment")(host, self._tp_env_raw))
             else:  # macOS / Windows system proxy settings
                 bypass = bool(urllib.request.proxy_bypass(host))
             self._tp_bypass[host] = bypass
@@ -702,11 +702,11 @@ class HTTPTransport:
             else:
                 if cancel is not None:
                     cancel._tp_attach(conn)
-                conn.http.sock.settimeout(state.timeout.read)  # type: ignore[union-attr]
+                conn.http.sock.settimeout(state.timeout.read)
             state.where = where
             state.phase = "response"
             try:
-                conn.http.request(method, target, body, headers)  # type: ignore[arg-type]
+                conn.http.request(method, target, body, headers)
                 raw = conn.http.getresponse()
             except Exception as exc:  # noqa: BLE001
                 if cancel is not None:
@@ -716,12 +716,11 @@ class HTTPTransport:
                     get_logger().debug("kept-alive connection to %s was closed by the server; reconnecting", where)
                     continue
                 raise
-            if raw.status == 407 and proxy is not None and target[0] != "/":
-                conn.close()
-                raise APIConnectionError(
-                    "Proxy %s requires authentication (407): check the user:password in the proxy URL."
-                    % proxy.display
-                )
+            if proxy is not None and target[0] != "/" and raw.status in (403, 407):
+                refusal = _tp_proxy_refusal(raw, proxy, target)
+                if refusal is not None:
+                    conn.close()
+                    raise refusal
             return HTTPResponse(self, conn, raw, req.full_url, cancel)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -731,7 +730,7 @@ class HTTPTransport:
         host: str,
         port: int,
         proxy: _TPProxy | None,
-        key: tuple,
+        key: Tuple[Any, ...],
         where: str,
         state: _TPState,
     ) -> _TPConn:
@@ -849,6 +848,32 @@ def _tp_tunnel(sock: Any, host: str, port: int, proxy: _TPProxy) -> None:
             "Proxy %s refused to open a tunnel to %s: %d %s%s"
             % (proxy.display, hostport, code, parts[2] if len(parts) > 2 else "", hint)
         )
+
+
+def _tp_proxy_refusal(raw: http.client.HTTPResponse, proxy: _TPProxy, target: str) -> APIConnectionError | None:
+    """For plain http sent through an HTTP proxy (absolute-URI form): the proxy's own refusal.
+
+    A 407 always comes from the proxy.  A 403 is taken for the proxy's when it is not JSON (APIs
+    answer JSON) and carries no ``Via`` header (proxies add one to what they forward, not to
+    their own error pages, e.g. tinyproxy's "Access denied").  Returns None for the origin's 403.
+    """
+    if raw.status == 403:
+        if "json" in (raw.getheader("content-type") or "").lower() or raw.getheader("via"):
+            return None
+    try:
+        page = raw.read(4096).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - the excerpt is a courtesy
+        page = ""
+    import re
+
+    excerpt = " ".join(re.sub(r"(?s)<[^>]*>", " ", page).split())[:200]
+    if raw.status == 407:
+        what = "requires authentication (407 Proxy Authentication Required): check the user:password in the proxy URL"
+    else:
+        what = "refused the request (403 %s)" % (raw.reason or "Forbidden")
+    return APIConnectionError(
+        "Proxy %s %s for %s%s" % (proxy.display, what, _tp_log_url(target), (": " + excerpt) if excerpt else ".")
+    )
 
 
 def _tp_is_stale(exc: BaseException) -> bool:

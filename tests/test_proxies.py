@@ -91,6 +91,22 @@ class HTTPProxyTests(unittest.TestCase):
             self.assertIn("403", str(cm.exception))
             self.assertEqual(o.requests, [])
 
+    def test_refusing_proxy_for_plain_http_is_named(self):
+        with OriginServer() as o, ConnectProxy(refuse=True) as p:
+            with self.assertRaises(APIConnectionError) as cm:
+                get(HTTPTransport(proxy=p.url), o.url("/v1/chat"))
+            self.assertIn("Proxy %s refused the request (403" % p.url, str(cm.exception))
+            self.assertEqual(o.requests, [])
+
+    def test_origin_403_through_proxy_stays_a_response(self):
+        def app(h, rec):
+            h.reply(403, b'{"error": {"message": "no access"}}')
+
+        with OriginServer(app) as o, ConnectProxy() as p:
+            r = get(HTTPTransport(proxy=p.url), o.url("/v1/chat"))
+            self.assertEqual(r.status, 403)
+            self.assertIn(b"no access", r.read())
+
     def test_absent_proxy_is_named_not_the_api_host(self):
         port = free_port()
         with self.assertRaises(APIConnectionError) as cm:
