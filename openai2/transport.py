@@ -807,10 +807,11 @@ class HTTPTransport:
 
         if isinstance(sock, ssl.SSLSocket):  # https origin inside a TLS connection to the proxy
             return _TPTLSInTLS(sock, ctx, hostname)
-        tls = ctx.wrap_socket(sock, server_hostname=hostname)
-        conn.raw = tls
+        tls = ctx.wrap_socket(sock, server_hostname=hostname, do_handshake_on_connect=False)
+        conn.raw = tls  # before the handshake, so cancel() can cut it short
         if cancel is not None and cancel.cancelled:
             raise RequestCancelledError()
+        tls.do_handshake()
         return tls
 
 

@@ -525,6 +525,37 @@ class CancelTests(unittest.TestCase):
             release.set()
             self.assertEqual(t._tp_pool.idle_count(), 0)
 
+    def test_cancel_unblocks_connect_and_tls_handshake(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        silent = socket.socket()  # accepts TCP but never answers the TLS ClientHello
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(5)
+        try:
+            for _ in range(5):
+                c = socket.socket()
+                c.setblocking(False)
+                try:
+                    c.connect(("127.0.0.1", port))
+                except BlockingIOError:
+                    pass
+                fillers.append(c)
+            for url in ("http://127.0.0.1:%d/" % port, "https://127.0.0.1:%d/" % silent.getsockname()[1]):
+                scope = CancelScope()
+                threading.Timer(0.2, scope.cancel).start()
+                start = time.monotonic()
+                with self.assertRaises(RequestCancelledError):
+                    get(transport(ca_file=CA), url, cancel=scope, timeout=Timeout(5, 5))
+                self.assertLess(time.monotonic() - start, 1.0, url)
+        finally:
+            for c in fillers:
+                c.close()
+            listener.close()
+            silent.close()
+
     def test_cancelled_scope_refuses_new_request(self):
         with OriginServer() as o:
             scope = CancelScope()
