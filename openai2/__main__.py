@@ -1,4 +1,5 @@
 """``python -m openai2``: runs the command line (see :mod:`openai2.cli`)."""
+
 from __future__ import annotations
 
 import sys

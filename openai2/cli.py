@@ -10,6 +10,7 @@ problem (a session in use, a corrupted file, a file that cannot be written), 130
 Heavy modules (argparse, json, getpass, readline, signal, traceback) are imported inside the
 functions that need them, so ``openai2 --help`` starts fast.
 """
+
 from __future__ import annotations
 
 import os
@@ -141,25 +142,58 @@ def _cli_build_parser(out: _CliOutput) -> Any:
             if message:
                 out.write(message, err=file is sys.stderr)
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = _CliParser(add_help=False)
     S = argparse.SUPPRESS
     g = common.add_argument_group("options for chat, newchat and demo")
     g.add_argument("--model", default=S, help="model name (default: $OPENAI2_MODEL or %s)" % DEFAULT_MODEL)
     g.add_argument("--system", default=S, metavar="TEXT", help="system prompt (pinned at the start)")
-    g.add_argument("--base-url", default=S, metavar="URL", help="API base URL (default: $OPENAI_BASE_URL or https://api.openai.com/v1)")
+    g.add_argument(
+        "--base-url",
+        default=S,
+        metavar="URL",
+        help="API base URL (default: $OPENAI_BASE_URL or https://api.openai.com/v1)",
+    )
     g.add_argument("--api-key", default=S, metavar="KEY", help="API key (wins over $OPENAI_API_KEY and the key file)")
     g.add_argument("--temperature", type=float, default=S, metavar="T", help="sampling temperature")
     g.add_argument("--max-tokens", type=int, default=S, metavar="N", help="limit on the answer's tokens")
-    g.add_argument("--timeout", type=float, default=S, metavar="SECONDS", help="connect and read timeout (default 10 and 600)")
-    g.add_argument("--proxy", default=S, metavar="URL", help="http://, https://, socks5:// or socks5h:// proxy (default: environment)")
+    g.add_argument(
+        "--timeout", type=float, default=S, metavar="SECONDS", help="connect and read timeout (default 10 and 600)"
+    )
+    g.add_argument(
+        "--proxy",
+        default=S,
+        metavar="URL",
+        help="http://, https://, socks5:// or socks5h:// proxy (default: environment)",
+    )
     g.add_argument("--ca-file", default=S, metavar="PEM", help="trust these CA certificates (corporate proxies)")
-    g.add_argument("--max-messages", type=int, default=S, metavar="N", help="keep at most N messages in the history (MsgMaxCount; pinned ones stay)")
-    g.add_argument("--session", default=S, metavar="NAME", help="named conversation to use (default: %s)" % DEFAULT_SESSION)
-    g.add_argument("--no-stream", action="store_true", default=S, help="wait for the whole answer instead of streaming it")
+    g.add_argument(
+        "--max-messages",
+        type=int,
+        default=S,
+        metavar="N",
+        help="keep at most N messages in the history (MsgMaxCount; pinned ones stay)",
+    )
+    g.add_argument(
+        "--session", default=S, metavar="NAME", help="named conversation to use (default: %s)" % DEFAULT_SESSION
+    )
+    g.add_argument(
+        "--no-stream", action="store_true", default=S, help="wait for the whole answer instead of streaming it"
+    )
     g.add_argument("--json", action="store_true", default=S, help="print the full response as JSON (one question only)")
-    g.add_argument("--no-save", action="store_true", default=S, help="do not read or write the saved conversation")
+    g.add_argument(
+        "--no-save",
+        action="store_true",
+        default=S,
+        help="use the saved conversation but save nothing (no session file, no lock)",
+    )
     g.add_argument("--hide-reasoning", action="store_true", default=S, help="do not show reasoning text on stderr")
-    g.add_argument("-i", "--interactive", action="store_true", default=S, help="run the interactive prompt even when stdin is not a terminal")
+    g.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        default=S,
+        help="run the interactive prompt even when stdin is not a terminal",
+    )
 
     parser = _CliParser(
         prog="openai2",
@@ -182,7 +216,9 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     p.add_argument("text", nargs="*", metavar="TEXT", help="a question to answer once")
     p = add("newchat", "archive the saved conversation and start a new one", ["new-chat"])
     p.add_argument("text", nargs="*", metavar="TEXT", help="a question to answer once")
-    p = add("add_apikey", "store an API key (argument, hidden prompt, or stdin); several keys form a pool", ["add-apikey"])
+    p = add(
+        "add_apikey", "store an API key (argument, hidden prompt, or stdin); several keys form a pool", ["add-apikey"]
+    )
     p.add_argument("key", nargs="?", metavar="KEY", help="the key (omit it to keep it out of shell history)")
     add("read_apikey", "show the stored keys (masked) and where the active key comes from", ["read-apikey"])
     add("clear_apikey", "remove the stored keys", ["clear-apikey"])
@@ -196,7 +232,9 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     q.add_argument("--session", default=S, metavar="NAME", help=argparse.SUPPRESS)
     q = ss.add_parser("delete", help="delete a conversation")
     q.add_argument("name", metavar="NAME")
-    q = ss.add_parser("export", help="export a conversation as JSON or Markdown (default: --session or %s)" % DEFAULT_SESSION)
+    q = ss.add_parser(
+        "export", help="export a conversation as JSON or Markdown (default: --session or %s)" % DEFAULT_SESSION
+    )
     q.add_argument("name", nargs="?", metavar="NAME")
     q.add_argument("--session", default=S, metavar="NAME", help=argparse.SUPPRESS)
     q.add_argument("--format", choices=("json", "markdown", "md"), default="json")
@@ -513,7 +551,10 @@ class _CliRepl:
         rest = parts[1].strip() if len(parts) > 1 else ""
         handler = getattr(self, "_cmd_" + name[1:], None) if name[1:].isalpha() else None
         if handler is None:
-            self.out.error("unknown command %s; /help lists the commands (start with // to send a line beginning with /)" % parts[0])
+            self.out.error(
+                "unknown command %s; /help lists the commands (start with // to send a line beginning with /)"
+                % parts[0]
+            )
             return True
         try:
             result = handler(rest)
@@ -561,7 +602,10 @@ class _CliRepl:
             raise ValueError("give a number of rounds, 1 or more")
         shown = self.chat.rollback(n)
         self.conv.save()
-        self.out.line("Rolled back %d round%s. Now last: %s" % (n, "" if n == 1 else "s", str(shown) or "(nothing: the conversation is empty)"))
+        self.out.line(
+            "Rolled back %d round%s. Now last: %s"
+            % (n, "" if n == 1 else "s", str(shown) or "(nothing: the conversation is empty)")
+        )
 
     def _cmd_retry(self, rest: str) -> None:
         messages = self.chat.fetch_messages()
@@ -578,7 +622,11 @@ class _CliRepl:
     def _cmd_system(self, rest: str) -> None:
         if not rest:
             current = self._current_system()
-            self.out.line("System prompt: %s" % current if current is not None else "No system prompt (set one with /system TEXT).")
+            self.out.line(
+                "System prompt: %s" % current
+                if current is not None
+                else "No system prompt (set one with /system TEXT)."
+            )
             return
         _cli_set_system(self.chat, rest)
         self.conv.save()
@@ -652,7 +700,11 @@ class _CliRepl:
                 row = row[: width - 2] + "…"
             self.out.line(row)
         limit = self.chat.MsgMaxCount
-        self.out.line("(%d message%s%s; * = pinned)" % (len(messages), "" if len(messages) == 1 else "s", ", at most %d kept" % limit if limit else ""), "dim")
+        self.out.line(
+            "(%d message%s%s; * = pinned)"
+            % (len(messages), "" if len(messages) == 1 else "s", ", at most %d kept" % limit if limit else ""),
+            "dim",
+        )
 
     def _cmd_limit(self, rest: str) -> None:
         if rest:
@@ -689,12 +741,17 @@ class _CliRepl:
             if not usage:
                 return "not reported"
             return "prompt %s, completion %s, total %s tokens" % (
-                usage.get("prompt_tokens", "?"), usage.get("completion_tokens", "?"), usage.get("total_tokens", "?"))
+                usage.get("prompt_tokens", "?"),
+                usage.get("completion_tokens", "?"),
+                usage.get("total_tokens", "?"),
+            )
 
         self.out.line("Last answer: %s" % show(self.chat.last_usage))
         self.out.line("This run: %s" % show(self.chat.total_usage))
         if not self.chat.last_usage and self.conv.stream:
-            self.out.line('(streamed answers report usage only if asked: /set stream_options {"include_usage": true})', "dim")
+            self.out.line(
+                '(streamed answers report usage only if asked: /set stream_options {"include_usage": true})', "dim"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,12 +764,14 @@ def _cli_cmd_add_apikey(ctx: _CliContext) -> int:
     if key is not None:
         keys = [key]
         if _cli_isatty(ctx.stdin):
-            ctx.out.note("Tip: run `openai2 add_apikey` without the key to type it hidden and keep it out of your shell history.")
+            ctx.out.note(
+                "Tip: run `openai2 add_apikey` without the key to type it hidden and keep it out of your shell history."
+            )
     elif _cli_isatty(ctx.stdin):
         import getpass
 
         try:
-            keys = [getpass.getpass("API key (input hidden): ", stream=ctx.out.err)]
+            keys = [getpass.getpass("API key (input hidden): ", stream=ctx.out.err)]  # type: ignore[arg-type]
         except EOFError:
             keys = []
     else:
@@ -730,7 +789,10 @@ def _cli_cmd_add_apikey(ctx: _CliContext) -> int:
     for k in skipped:
         ctx.out.line("Key %s was already stored" % mask_key(k))
     total = len(ctx.store.load_keys())
-    ctx.out.line("%d key%s in %s%s" % (total, "" if total == 1 else "s", ctx.store.keys_path, " (used in turn as a pool)" if total > 1 else ""))
+    ctx.out.line(
+        "%d key%s in %s%s"
+        % (total, "" if total == 1 else "s", ctx.store.keys_path, " (used in turn as a pool)" if total > 1 else "")
+    )
     return EXIT_OK
 
 
@@ -756,8 +818,8 @@ def _cli_cmd_read_apikey(ctx: _CliContext) -> int:
     if flag is not None and flag.strip():
         out.secrets.append(flag.strip())
         out.line("--api-key: %s" % mask_key(flag.strip()))
-    key, source = ctx.resolve_key()
-    shown = repr(key) if isinstance(key, AKPool) else mask_key(key) if key else "none"
+    active, source = ctx.resolve_key()
+    shown = repr(active) if isinstance(active, AKPool) else mask_key(active) if active else "none"
     out.line("Active key: %s, from %s." % (shown, source))
     out.line("Precedence: the --api-key option, then OPENAI_API_KEY, then the stored keys.")
     return EXIT_OK
@@ -783,7 +845,9 @@ def _cli_question(ctx: _CliContext) -> str | None:
         return None
     text = ctx.stdin.read()
     if not text.strip():
-        raise _CliUsageError("nothing to ask: give TEXT, pipe a question on stdin, or use -i for the interactive prompt")
+        raise _CliUsageError(
+            "nothing to ask: give TEXT, pipe a question on stdin, or use -i for the interactive prompt"
+        )
     return text
 
 
@@ -811,7 +875,9 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
         if saving and (new or system is not None):
             conv.save()
         if question is None:
-            editor = LineEditor(ctx.stdin, ctx.out.out, history_path=ctx.store.history_path if saving else None, secrets=ctx.out.secrets)
+            editor = LineEditor(
+                ctx.stdin, ctx.out.out, history_path=ctx.store.history_path if saving else None, secrets=ctx.out.secrets
+            )
             repl = _CliRepl(conv, editor, system)
             try:
                 return repl.run()
@@ -862,7 +928,11 @@ def _cli_cmd_sessions(ctx: _CliContext) -> int:
             return EXIT_OK
         for info in infos:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.modified))
-            what = ("%d message%s" % (info.messages, "" if info.messages == 1 else "s")) if info.messages is not None else "unreadable: %s" % info.error
+            what = (
+                ("%d message%s" % (info.messages, "" if info.messages == 1 else "s"))
+                if info.messages is not None
+                else "unreadable: %s" % info.error
+            )
             out.line("%-20s %s  %s" % (info.name, when, what))
         return EXIT_OK
     name = ctx.session_name(ctx.opt("name"))
@@ -885,9 +955,7 @@ def _cli_cmd_sessions(ctx: _CliContext) -> int:
         return EXIT_OK
     fmt = ctx.opt("format", "json")
     text = (
-        json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-        if fmt == "json"
-        else _cli_markdown(name, messages, pins)
+        json.dumps(data, ensure_ascii=False, indent=2) + "\n" if fmt == "json" else _cli_markdown(name, messages, pins)
     )
     target = ctx.opt("output")
     if target:
@@ -1006,7 +1074,7 @@ def main(
         _cli_debug(out, debug)
         out.error(_cli_error_text(exc, base_url))
         return EXIT_API_ERROR
-    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback on request
+    except Exception as exc:  # one line for the user; the traceback on request
         if debug:
             raise
         out.error("unexpected %s: %s (set OPENAI2_DEBUG=1 for the traceback)" % (type(exc).__name__, exc))

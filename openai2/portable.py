@@ -4,9 +4,11 @@ Atomic file writes (temporary file in the same folder, flush, fsync, rename), pr
 folders (0600/0700 from the moment they exist), an advisory lock file, terminal colour detection
 and width, Ctrl-C deferral (:class:`DeferInterrupt`), and line editing for the command line's
 prompt (:class:`LineEditor`: ``readline`` with a private, size-limited history that never records
-a line holding a key, or plain line reading where ``readline`` is missing).  POSIX is exercised by the test suite; the Windows branches (``msvcrt`` locking,
-no ``fchmod``) follow the documented APIs but have no test machine here.
+a line holding a key, or plain line reading where ``readline`` is missing).  POSIX is exercised
+by the test suite; the Windows branches (``msvcrt`` locking, no ``fchmod``) follow the documented
+APIs but have no test machine here.
 """
+
 from __future__ import annotations
 
 import os
@@ -190,13 +192,13 @@ def is_windows() -> bool:
     return _IS_WINDOWS and sys.platform == "win32"
 
 
-def terminal_width(stream: object = None, default: int = 80) -> int:
+def terminal_width(stream: Any = None, default: int = 80) -> int:
     """Columns of the terminal behind ``stream`` (default stdout); ``$COLUMNS`` or ``default``
     when it is not a terminal."""
     stream = sys.stdout if stream is None else stream
     try:
-        if stream is not None and stream.isatty():  # type: ignore[attr-defined]
-            columns = os.get_terminal_size(stream.fileno()).columns  # type: ignore[attr-defined]
+        if stream is not None and stream.isatty():
+            columns = os.get_terminal_size(stream.fileno()).columns
             if columns > 0:
                 return columns
     except (AttributeError, ValueError, OSError):
@@ -288,7 +290,13 @@ class LineEditor:
         self.secrets = [s for s in secrets if s]
         self.readline: Any = None
         self.new_lines = 0
-        if use_readline and self.input is sys.stdin and self.output is sys.stdout and _port_isatty(self.input) and _port_isatty(self.output):
+        if (
+            use_readline
+            and self.input is sys.stdin
+            and self.output is sys.stdout
+            and _port_isatty(self.input)
+            and _port_isatty(self.output)
+        ):
             try:
                 import readline
             except ImportError:
@@ -299,8 +307,8 @@ class LineEditor:
                 self.readline.set_history_length(max_lines)
                 if history_path and os.path.isfile(history_path):
                     self.readline.read_history_file(history_path)
-            except Exception:  # noqa: BLE001 - a history file readline cannot parse is no reason to stop
-                pass
+            except Exception:  # a history file readline cannot parse is no reason to stop
+                self.new_lines = 0
 
     def is_secret(self, line: str) -> bool:
         """True when ``line`` must not be recorded."""
@@ -323,7 +331,7 @@ class LineEditor:
             line = input(prompt)
         except (EOFError, KeyboardInterrupt):
             raise
-        except Exception:  # noqa: BLE001 - e.g. PyPy's pyrepl on a terminal it cannot drive
+        except Exception:  # e.g. PyPy's pyrepl on a terminal it cannot drive
             self.readline = None  # plain line reading from now on
             return self.read(prompt)
         if line.strip():
@@ -339,8 +347,8 @@ class LineEditor:
             length = rl.get_current_history_length()
             if length > 0:
                 rl.remove_history_item(length - 1)
-        except Exception:  # noqa: BLE001 - readline look-alikes (PyPy's pyrepl) raise their own
-            pass
+        except Exception:  # readline look-alikes (PyPy's pyrepl) raise their own errors
+            return  # save() filters secret lines out again, so nothing reaches the file
 
     def save(self) -> bool:
         """Write the history file (0600, atomically) if lines were entered; True if written.
@@ -356,9 +364,9 @@ class LineEditor:
                 item = rl.get_history_item(i)
                 if item and not self.is_secret(item):
                     lines.append(item)
-        except Exception:  # noqa: BLE001 - as in _forget_last
+        except Exception:  # as in _forget_last: keep no history rather than fail
             return False
-        lines = lines[-self.max_lines:]
+        lines = lines[-self.max_lines :]
         atomic_write(self.history_path, ("\n".join(lines) + "\n").encode("utf-8", "replace"), private=True)
         self.new_lines = 0
         return True

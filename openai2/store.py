@@ -16,6 +16,7 @@ only when something is saved.  Every write is atomic (temporary file, fsync, ren
 that cannot be read back is never overwritten: it is moved aside to
 ``<file>.corrupt-<timestamp>`` and a :class:`StoreError` names both paths.
 """
+
 from __future__ import annotations
 
 import os
@@ -98,7 +99,9 @@ class SessionInfo:
 
     __slots__ = ("name", "path", "modified", "size", "messages", "error")
 
-    def __init__(self, name: str, path: str, modified: float, size: int, messages: int | None, error: str | None) -> None:
+    def __init__(
+        self, name: str, path: str, modified: float, size: int, messages: int | None, error: str | None
+    ) -> None:
         self.name = name
         self.path = path
         self.modified = modified
@@ -187,8 +190,13 @@ class Store:
         try:
             os.rename(path, aside)
         except OSError as exc:
-            return StoreError("%s is corrupted (%s) and could not be moved aside (%s); fix or remove it" % (path, why, exc.strerror or exc))
-        return StoreError("%s is corrupted (%s); it was kept as %s and a fresh one will be started" % (path, why, aside))
+            return StoreError(
+                "%s is corrupted (%s) and could not be moved aside (%s); fix or remove it"
+                % (path, why, exc.strerror or exc)
+            )
+        return StoreError(
+            "%s is corrupted (%s); it was kept as %s and a fresh one will be started" % (path, why, aside)
+        )
 
     # -- keys -----------------------------------------------------------------------------------
     def load_keys(self) -> list[str]:
@@ -212,7 +220,9 @@ class Store:
                 raise ValueError('expected {"keys": ["sk-...", ...]}')
         except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             # The message of a JSON error quotes no content, so no key can leak through it.
-            raise self._move_aside(self.keys_path, type(exc).__name__ if isinstance(exc, UnicodeDecodeError) else str(exc)) from None
+            raise self._move_aside(
+                self.keys_path, type(exc).__name__ if isinstance(exc, UnicodeDecodeError) else str(exc)
+            ) from None
         return [k.strip() for k in keys]
 
     def save_keys(self, keys: list[str]) -> None:
@@ -343,10 +353,7 @@ class Store:
             raise StoreError("no session named %r (see `openai2 sessions list`)" % name)
         with self.lock_session(name):
             os.unlink(path)
-        try:
-            os.unlink(os.path.join(self.sessions_dir, name + ".lock"))
-        except OSError:
-            pass
+        # The lock file stays: removing it could let two processes lock two different files.
         return path
 
     def list_sessions(self) -> list[SessionInfo]:
@@ -374,4 +381,3 @@ class Store:
                 error = str(exc) if not isinstance(exc, UnicodeDecodeError) else "not UTF-8"
             found.append(SessionInfo(entry[:-5], path, st.st_mtime, st.st_size, count, error))
         return found
-

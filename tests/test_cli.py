@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from unittest import mock
@@ -227,6 +228,13 @@ class ChatCommandTest(CLITestCase):
         self.assertIn("usage", data)
         self.assertFalse(os.path.exists(self.home))
 
+    def test_no_save_reads_but_writes_nothing(self):
+        self.run_cli("chat", "What comes after the natural number 50?")
+        before = self.session()
+        code, out, _ = self.run_cli("chat", "--no-save", "And the next?")
+        self.assertEqual((code, out), (EXIT_OK, "52\n"))
+        self.assertEqual(self.session(), before)
+
     def test_reasoning_on_stderr_never_sent_back(self):
         self.server.add_replies(Reply("42", reasoning="Let me think."), Reply("43", reasoning="Hmm."))
         code, out, err = self.run_cli("chat", "q1")
@@ -419,6 +427,30 @@ class ReplTest(CLITestCase):
         self.assertFalse(os.path.exists(self.home))
 
 
+class PortableHelpersTest(unittest.TestCase):
+    @unittest.skipUnless(POSIX and hasattr(signal, "pthread_kill"), "POSIX signals")
+    def test_defer_interrupt_holds_ctrl_c_until_the_block_ends(self):
+        from openai2.portable import DeferInterrupt
+
+        reached_end = False
+        with self.assertRaises(KeyboardInterrupt):
+            with DeferInterrupt() as deferred:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+                time.sleep(0.01)
+                reached_end = True
+        self.assertTrue(reached_end)
+        self.assertTrue(deferred.interrupted)
+        self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
+
+    def test_terminal_width_without_a_terminal(self):
+        from openai2.portable import terminal_width
+
+        with mock.patch.dict(os.environ, {"COLUMNS": "123"}):
+            self.assertEqual(terminal_width(io.StringIO()), 123)
+        with mock.patch.dict(os.environ, {"COLUMNS": "junk"}):
+            self.assertEqual(terminal_width(io.StringIO(), default=77), 77)
+
+
 class FakeReadline:
     """Enough of the readline module for LineEditor's history handling."""
 
@@ -487,7 +519,7 @@ class SubprocessTest(CLITestCase):
     def cli(self, *args, stdin=None, timeout=30, **extra):
         env = _subprocess_env(self.home, self.server.base_url, **extra)
         result = subprocess.run([sys.executable, "-m", "openai2"] + list(args), input=stdin, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                                capture_output=True, timeout=timeout,
                                 stdin=None if stdin is not None else subprocess.DEVNULL)
         out, err = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
         self.outputs += [out, err]
