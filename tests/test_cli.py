@@ -93,6 +93,13 @@ class BasicsTest(CLITestCase):
         code, _, err = self.run_cli("chat", "--max-messages", "-3", "hi")
         self.assertEqual(code, EXIT_USAGE)
         self.assertEqual(err.count("\n"), 1)
+        code, _, err = self.run_cli("chat", "--no-save", "--proxy", "bogus://proxy:1", "hi")
+        self.assertEqual(code, EXIT_USAGE)
+        self.assertIn("socks5://", err)
+        code, _, err = self.run_cli("chat", "--no-save", "--ca-file", os.path.join(self.tmp, "missing.pem"), "hi")
+        self.assertEqual(code, EXIT_USAGE)
+        self.assertIn("missing.pem", err)
+        self.assertEqual(self.chat_requests(), [])
 
 
 class KeyCommandsTest(CLITestCase):
@@ -212,6 +219,16 @@ class ChatCommandTest(CLITestCase):
         self.assertEqual(self.chat_requests()[-1].json["model"], "env-model")
         self.run_cli("chat", "--no-save", "y")
         self.assertEqual(self.chat_requests()[-1].json["model"], "gpt-4o-mini")
+
+    def test_socks5_proxy_option(self):
+        from tests.support.proxies import Socks5Proxy
+
+        proxy = Socks5Proxy()
+        proxy.start()
+        self.addCleanup(proxy.stop)
+        code, out, err = self.run_cli("chat", "--no-save", "--proxy", proxy.url("socks5h"), "What comes after the natural number 9?")
+        self.assertEqual((code, out), (EXIT_OK, "10\n"), err)
+        self.assertEqual(proxy.targets, [("127.0.0.1", self.server.port)])
 
     def test_max_messages_trims_but_keeps_pins(self):
         for q in ("a", "b", "c"):
