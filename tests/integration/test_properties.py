@@ -15,6 +15,9 @@ from openai2 import Chat
 from openai2.history import MessageBuffer, from_archive
 from openai2.sse import SSEDecoder
 
+# hypothesis keeps caches in ./.hypothesis unless told otherwise; keep the work tree clean.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "openai2-hypothesis"))
+
 try:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
