@@ -31,3 +31,17 @@ check:
 # apply ruff's formatting to openai2/ (what `make check` verifies)
 format:
 	PYTHON=$(PYTHON) bash tests/check_dev.sh --format
+
+# Benchmark against the official SDK (issue 7; not a test, independent of `make test`).
+# The SDK and pyinstrument live only in the git-ignored .venv-bench; openai2 is used from the
+# repository. Results: tests/bench/results.md. Profiles: .venv-bench/bin/python tests/bench/prof.py
+BENCH_VENV ?= .venv-bench
+
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check openai pyinstrument
+	touch $@
+
+.PHONY: bench
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python tests/bench/run.py
