@@ -45,3 +45,20 @@ $(BENCH_VENV)/.installed:
 .PHONY: bench
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python tests/bench/run.py
+
+# Reliability and security against real components (issue 8): real tinyproxy and microsocks, the
+# official SDK as an oracle, hypothesis properties, faults, load, data safety, key hygiene.
+# Installs Debian's tinyproxy, microsocks and strace when missing (CI runs as root) and the
+# git-ignored .venv-integration (openai, hypothesis); openai2 itself is used from the repository.
+INTEGRATION_VENV ?= .venv-integration
+
+$(INTEGRATION_VENV)/.installed:
+	$(PYTHON) -m venv $(INTEGRATION_VENV) || (apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(INTEGRATION_VENV))
+	$(INTEGRATION_VENV)/bin/python -m pip install --quiet --disable-pip-version-check openai hypothesis
+	touch $@
+
+.PHONY: integration
+integration: $(INTEGRATION_VENV)/.installed
+	@missing=""; for tool in tinyproxy microsocks strace; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
+	$(INTEGRATION_VENV)/bin/python tests/integration/run.py
