@@ -28,6 +28,12 @@ pypy:
 check:
 	PYTHON=$(PYTHON) bash tests/check_dev.sh
 
+# a wheel built from setup.cfg alone (pip cannot install a folder without setup.py/pyproject.toml)
+.PHONY: wheel
+wheel:
+	$(PYTHON) -c "import setuptools, wheel" 2>/dev/null || $(PYTHON) -m pip install --quiet setuptools wheel
+	$(PYTHON) tests/build_wheel.py dist
+
 # apply ruff's formatting to openai2/ (what `make check` verifies)
 format:
 	PYTHON=$(PYTHON) bash tests/check_dev.sh --format

@@ -2,6 +2,7 @@
 
 Public names are re-exported here; each lives in the module that owns it.
 """
+
 from __future__ import annotations
 
 from .chat import AsyncChatTextStream, Chat, ChatTextStream, Round, assistant_msg, image_part, system_msg, user_msg

@@ -12,6 +12,7 @@ down, so the worker returns at once and its connection is discarded.
 Streams hand pieces over in batches: the worker appends to a buffer and wakes the event loop only
 when the consumer is waiting, so a fast stream costs one thread hop per batch, not per chunk.
 """
+
 from __future__ import annotations
 
 import threading

@@ -6,6 +6,7 @@ a failed request leaves the history exactly as it was; a stream that the caller 
 keeps the user message and the partial answer ("stop generating").  Each exchange is committed
 atomically under a lock, so one Chat may be used from several threads.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,7 +54,13 @@ class Round(str):
         return str(self)
 
 
-_CHAT_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
+_CHAT_IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
 
 
 def image_part(image: str, *, detail: str | None = None) -> dict[str, Any]:
@@ -105,7 +112,11 @@ def _chat_assistant_from_message(message: dict[str, Any] | None) -> dict[str, An
     """The assistant message to keep in history: as the server sent it, minus reasoning."""
     if not isinstance(message, dict):
         return {"role": "assistant", "content": ""}
-    kept = {k: v for k, v in message.items() if k not in ("reasoning_content", "reasoning", "reasoning_details") and v is not None}
+    kept = {
+        k: v
+        for k, v in message.items()
+        if k not in ("reasoning_content", "reasoning", "reasoning_details") and v is not None
+    }
     kept["role"] = "assistant"
     if "content" not in kept:
         kept["content"] = None if kept.get("tool_calls") else ""
@@ -299,7 +310,9 @@ class Chat:
         try:
             data = json.loads(raw.decode("utf-8-sig"))
         except UnicodeDecodeError as exc:
-            raise ValueError("%s is not a UTF-8 text file (%s); is it a conversation archive?" % (path, exc.reason)) from None
+            raise ValueError(
+                "%s is not a UTF-8 text file (%s); is it a conversation archive?" % (path, exc.reason)
+            ) from None
         except ValueError as exc:
             raise ValueError("%s is not valid JSON (%s); the history was not changed" % (path, exc)) from None
         try:
@@ -328,7 +341,15 @@ class Chat:
             body["messages"] = self._buffer.payload([user])
         return user, body
 
-    def _commit(self, user: dict[str, Any], assistant: dict[str, Any], request: dict[str, Any], response: Any, reasoning: str, usage: Any) -> None:
+    def _commit(
+        self,
+        user: dict[str, Any],
+        assistant: dict[str, Any],
+        request: dict[str, Any],
+        response: Any,
+        reasoning: str,
+        usage: Any,
+    ) -> None:
         with self._lock:
             self._buffer.commit([user, assistant])
             self.last_request = request
@@ -377,7 +398,9 @@ class Chat:
         result = await offload(lambda: client._complete(body, cancel=scope), scope)
         return self._finish_complete(user, body, result)
 
-    def async_stream_request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> AsyncChatTextStream:
+    def async_stream_request(
+        self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any
+    ) -> AsyncChatTextStream:
         """``stream_request`` as an async iterator (``async for piece in chat.async_stream_request(...)``)."""
         user, body = self._prepare(text, images, params)
         return AsyncChatTextStream(self, user, body)
@@ -445,7 +468,7 @@ class ChatTextStream:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
+        except Exception:  # noqa: S110 - pragma: no cover - interpreter shutdown
             pass
 
 
@@ -522,7 +545,9 @@ class AsyncChatTextStream:
                 final = self._final
                 if final is not None:
                     acc = final.accumulator
-                    self._chat._commit(self._user, acc.message(), self._body, to_attr(acc.completion()), acc.reasoning, acc.usage)
+                    self._chat._commit(
+                        self._user, acc.message(), self._body, to_attr(acc.completion()), acc.reasoning, acc.usage
+                    )
                 raise StopAsyncIteration
             batch.reverse()
             self._batch = batch
@@ -555,6 +580,5 @@ class AsyncChatTextStream:
     def __del__(self) -> None:
         try:
             self._stop_early()
-        except Exception:  # pragma: no cover
+        except Exception:  # noqa: S110 - pragma: no cover
             pass
-

@@ -6,6 +6,7 @@ response bodies into :class:`AttrDict` results or a :class:`ChatCompletionStream
 through :class:`HTTPTransport`; SSE is decoded by :class:`SSEDecoder`; chunks are merged by
 :class:`ChatAccumulator`.
 """
+
 from __future__ import annotations
 
 import os
@@ -74,7 +75,7 @@ def retry_delay(attempt: int, headers: Mapping[str, str] | None = None, *, now: 
             return wait
     import random
 
-    base = min(0.5 * (2.0 ** attempt), 8.0)
+    base = min(0.5 * (2.0**attempt), 8.0)
     return base * (1.0 - 0.25 * random.random())
 
 
@@ -83,14 +84,14 @@ def _client_parse_retry_after(headers: Mapping[str, str], now: float | None) -> 
     if ms:
         try:
             return float(ms) / 1000.0
-        except ValueError:
+        except ValueError:  # noqa: S110 - best effort, nothing to report
             pass
     value = headers.get("retry-after")
     if not value:
         return None
     try:
         return float(value)
-    except ValueError:
+    except ValueError:  # noqa: S110 - best effort, nothing to report
         pass
     from email.utils import parsedate_to_datetime
 
@@ -172,7 +173,10 @@ class ChatCompletionStream:
                 body = json.loads(response.read())
                 if isinstance(body, dict) and "error" in body and "choices" not in body:
                     raise make_status_error(
-                        response.status if response.status >= 400 else 500, response.headers, json.dumps(body), secrets=self._secrets
+                        response.status if response.status >= 400 else 500,
+                        response.headers,
+                        json.dumps(body),
+                        secrets=self._secrets,
                     )
                 whole = accumulator_from_completion(body)
                 self.accumulator = whole
@@ -230,7 +234,7 @@ class ChatCompletionStream:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
+        except Exception:  # noqa: S110 - pragma: no cover - interpreter shutdown
             pass
 
 
@@ -307,7 +311,9 @@ class OpenAI:
         self.proxy = proxy
         self.max_response_bytes = max_response_bytes
         self._owns_transport = transport is None
-        self._transport = transport if transport is not None else HTTPTransport(proxy=proxy, verify=verify, ca_file=ca_file)
+        self._transport = (
+            transport if transport is not None else HTTPTransport(proxy=proxy, verify=verify, ca_file=ca_file)
+        )
         self._sleep = sleep or _client_default_sleep
         self._plain_http_warned = False
         self._lock = threading.Lock()
@@ -437,7 +443,9 @@ class OpenAI:
             if extra_headers:
                 headers.update(extra_headers)
             try:
-                response = self._transport.request("POST", url, headers=headers, body=payload, timeout=limits, cancel=cancel)
+                response = self._transport.request(
+                    "POST", url, headers=headers, body=payload, timeout=limits, cancel=cancel
+                )
             except RequestCancelledError:
                 raise
             except APIConnectionError:
@@ -456,7 +464,9 @@ class OpenAI:
                 raw = b""
             finally:
                 response.close()
-            error = make_status_error(response.status, response.headers, raw, secrets=self._secrets(), sent_key=bool(key))
+            error = make_status_error(
+                response.status, response.headers, raw, secrets=self._secrets(), sent_key=bool(key)
+            )
             status = response.status
             if pool is not None and key:
                 if status in (401, 403) or (status == 429 and error.code == "insufficient_quota"):
@@ -507,7 +517,9 @@ class OpenAI:
                 request_id=response.headers.get("x-request-id"),
             ) from None
         if isinstance(result, dict) and "error" in result and "choices" not in result:
-            raise make_status_error(500 if response.status < 400 else response.status, response.headers, raw, secrets=self._secrets())
+            raise make_status_error(
+                500 if response.status < 400 else response.status, response.headers, raw, secrets=self._secrets()
+            )
         return result  # type: ignore[no-any-return]
 
     def _stream(
@@ -518,7 +530,9 @@ class OpenAI:
         timeout: Any = None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> ChatCompletionStream:
-        response = self.post("/chat/completions", body, stream=True, cancel=cancel, timeout=timeout, extra_headers=extra_headers)
+        response = self.post(
+            "/chat/completions", body, stream=True, cancel=cancel, timeout=timeout, extra_headers=extra_headers
+        )
         return ChatCompletionStream(response, secrets=self._secrets())
 
 

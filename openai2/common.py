@@ -4,6 +4,7 @@ Nothing here imports more than ``os``/``sys``: ``import openai2`` must stay fast
 standard modules (json, ssl, urllib.request, logging, asyncio) are imported lazily where
 they are first needed.
 """
+
 from __future__ import annotations
 
 import sys

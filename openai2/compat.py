@@ -11,6 +11,7 @@ Settings are read from the ``openai2`` module's attributes at each call; one cli
 setting combination is kept, so connections are reused between calls.  New code should use
 ``OpenAI`` or ``Chat``.
 """
+
 from __future__ import annotations
 
 import sys

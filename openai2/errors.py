@@ -6,6 +6,7 @@ or ``APITimeoutError`` in the transport and never reach the caller unwrapped.  M
 built from the server's own words plus, where known, what to do about it; any API key that
 appears in a server's message is masked before it is stored.
 """
+
 from __future__ import annotations
 
 from .common import TYPE_CHECKING, redact
@@ -156,7 +157,13 @@ class IncompleteStreamError(APIConnectionError):
     :ivar partial: whatever text had arrived before the break (may be empty)
     """
 
-    def __init__(self, message: str = "The stream ended before the answer was complete.", *, partial: str = "", cause: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        message: str = "The stream ended before the answer was complete.",
+        *,
+        partial: str = "",
+        cause: BaseException | None = None,
+    ) -> None:
         super().__init__(message, cause=cause)
         self.partial = partial
 
@@ -270,7 +277,11 @@ def make_status_error(
         else:
             import json
 
-            message = "HTTP %d %s: %s" % (status, _reason_phrase(status), _excerpt(json.dumps(body, ensure_ascii=False)))
+            message = "HTTP %d %s: %s" % (
+                status,
+                _reason_phrase(status),
+                _excerpt(json.dumps(body, ensure_ascii=False)),
+            )
     message = redact(message, secrets)
     if secrets and isinstance(body, str):
         body = redact(body, secrets)

@@ -11,6 +11,7 @@ Chinese when the group's text is mostly Chinese and in English otherwise: a syst
 with the task and the output shape, and one user message with the cast, the dialog and the
 turns (see README "Group chat" for the exact text).
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,22 @@ _GC_SYSTEM_EN = (
     "speaker and audiences must be exactly the names given in the request."
 )
 _GC_HEADINGS = {
-    "zh": ("角色设定：", "已有的对话（按时间顺序）：", "已有的对话：（暂无）", "需要写出的发言（按此顺序）：", "：", "（无描述）"),
-    "en": ("Roles:", "Conversation so far (oldest first):", "Conversation so far: (none yet)", "Remarks to write (in this order):", ": ", "(no description)"),
+    "zh": (
+        "角色设定：",
+        "已有的对话（按时间顺序）：",
+        "已有的对话：（暂无）",
+        "需要写出的发言（按此顺序）：",
+        "：",
+        "（无描述）",
+    ),
+    "en": (
+        "Roles:",
+        "Conversation so far (oldest first):",
+        "Conversation so far: (none yet)",
+        "Remarks to write (in this order):",
+        ": ",
+        "(no description)",
+    ),
 }
 _GC_SPLIT_AUDIENCES = ",，、;；"
 
@@ -73,7 +88,9 @@ class GroupChatReplyError(ValueError):
 
 def _gc_is_han(ch: str) -> bool:
     code = ord(ch)
-    return 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x2FA1F
+    return (
+        0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x2FA1F
+    )
 
 
 def _gc_detect_language(texts: Iterable[str]) -> str:
@@ -115,7 +132,9 @@ def _gc_check_roles(roles: object, where: str = "roles") -> dict[str, str]:
         if description is None:
             description = ""
         if not isinstance(description, str):
-            raise ValueError("%s: the description of %r must be a string, not %s" % (where, name, type(description).__name__))
+            raise ValueError(
+                "%s: the description of %r must be a string, not %s" % (where, name, type(description).__name__)
+            )
         out[name] = description
     return out
 
@@ -150,21 +169,31 @@ def _gc_raise_unknown(unknown: Sequence[str], roles: Mapping[str, str], where: s
     known = ", ".join(map(repr, roles)) or "none yet"
     raise ValueError(
         "%s: unknown role%s %s; add %s to group.roles first (known roles: %s)"
-        % (where, "s" if len(unknown) > 1 else "", ", ".join(map(repr, unknown)), "them" if len(unknown) > 1 else "it", known)
+        % (
+            where,
+            "s" if len(unknown) > 1 else "",
+            ", ".join(map(repr, unknown)),
+            "them" if len(unknown) > 1 else "it",
+            known,
+        )
     )
 
 
 def _gc_check_remark(item: object, roles: Mapping[str, str], where: str) -> dict[str, Any]:
     """A validated ``{"speaker", "audiences", "remark"}`` copy of one dialog entry."""
     if not isinstance(item, dict):
-        raise ValueError('%s: a remark must be a dict {"speaker", "audiences", "remark"}, not %s' % (where, type(item).__name__))
+        raise ValueError(
+            '%s: a remark must be a dict {"speaker", "audiences", "remark"}, not %s' % (where, type(item).__name__)
+        )
     missing = [k for k in ("speaker", "audiences", "remark") if k not in item]
     if missing:
         raise ValueError("%s: the remark has no %s" % (where, ", ".join(map(repr, missing))))
     return _gc_make_remark(item["speaker"], item["audiences"], item["remark"], roles, where)
 
 
-def _gc_make_remark(speaker: object, audiences: object, remark: object, roles: Mapping[str, str], where: str) -> dict[str, Any]:
+def _gc_make_remark(
+    speaker: object, audiences: object, remark: object, roles: Mapping[str, str], where: str
+) -> dict[str, Any]:
     name = _gc_check_name(speaker, "%s: the speaker" % where)
     listeners = _gc_audiences(audiences, where)
     if not isinstance(remark, str):
@@ -244,7 +273,9 @@ def build_groupchat_messages(
     if dialogs:
         lines.append(dialog_h)
         for d in dialogs:
-            lines.append(_gc_json_line({"speaker": d["speaker"], "audiences": list(d["audiences"]), "remark": d["remark"]}))
+            lines.append(
+                _gc_json_line({"speaker": d["speaker"], "audiences": list(d["audiences"]), "remark": d["remark"]})
+            )
     else:
         lines.append(no_dialog_h)
     lines.append("")
@@ -272,7 +303,7 @@ def _gc_find_array(raw: str) -> Any:
             break
         if body_start < end:
             try:
-                return json.loads(text[body_start + 1:end])
+                return json.loads(text[body_start + 1 : end])
             except ValueError:
                 pass
         start = text.find("```", end + 3)
@@ -287,7 +318,9 @@ def _gc_find_array(raw: str) -> Any:
                 value, _ = decoder.raw_decode(text, pos)
             except ValueError:
                 value = None
-            if (isinstance(value, list) and any(isinstance(v, dict) for v in value)) or (isinstance(value, dict) and value):
+            if (isinstance(value, list) and any(isinstance(v, dict) for v in value)) or (
+                isinstance(value, dict) and value
+            ):
                 return value
             pos = text.find(opener, pos + 1)
     raise GroupChatReplyError(
@@ -368,7 +401,8 @@ def parse_groupchat_reply(
         if slot is None:
             again = any(w == key for w in wanted)
             problems.append(
-                "%s is %s: %s to %s" % (where, "one remark too many" if again else "not a requested turn", speaker, ", ".join(audiences))
+                "%s is %s: %s to %s"
+                % (where, "one remark too many" if again else "not a requested turn", speaker, ", ".join(audiences))
             )
             continue
         remarks[slot] = remark
@@ -376,9 +410,7 @@ def parse_groupchat_reply(
         if remarks[j] is None:
             problems.append("no remark for turn %d: %s to %s" % (j + 1, wanted_speaker, ", ".join(wanted_audiences)))
     if problems:
-        raise GroupChatReplyError(
-            "the model's reply does not fit the request: %s" % "; ".join(problems), raw, problems
-        )
+        raise GroupChatReplyError("the model's reply does not fit the request: %s" % "; ".join(problems), raw, problems)
     return [{"speaker": s, "audiences": list(a), "remark": r} for (s, a), r in zip(turns, remarks)]
 
 
@@ -482,7 +514,11 @@ class GroupChat:
 
     def __repr__(self) -> str:
         return "<GroupChat model=%r roles=%d remarks=%d client=%r>" % (
-            self.params.get("model"), len(self.roles), len(self._dialogs), self._client)
+            self.params.get("model"),
+            len(self.roles),
+            len(self._dialogs),
+            self._client,
+        )
 
     def __len__(self) -> int:
         return len(self._dialogs)
@@ -510,7 +546,10 @@ class GroupChat:
     def export_dialogs(self) -> list[dict[str, Any]]:
         """A copy of the recorded dialog: ``[{"speaker", "audiences": [...], "remark"}, ...]``."""
         with self._lock:
-            return [{"speaker": d["speaker"], "audiences": list(d["audiences"]), "remark": d["remark"]} for d in self._dialogs]
+            return [
+                {"speaker": d["speaker"], "audiences": list(d["audiences"]), "remark": d["remark"]}
+                for d in self._dialogs
+            ]
 
     def import_dialogs(self, dialogs: Sequence[Mapping[str, Any]]) -> None:
         """Append remarks (as given by ``export_dialogs``) to the dialog, oldest first.
@@ -544,7 +583,10 @@ class GroupChat:
                 "format": GROUPCHAT_ARCHIVE_FORMAT,
                 "version": GROUPCHAT_ARCHIVE_VERSION,
                 "roles": dict(self.roles),
-                "dialogs": [{"speaker": d["speaker"], "audiences": list(d["audiences"]), "remark": d["remark"]} for d in self._dialogs],
+                "dialogs": [
+                    {"speaker": d["speaker"], "audiences": list(d["audiences"]), "remark": d["remark"]}
+                    for d in self._dialogs
+                ],
             }
         text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
         atomic_write(os.fspath(path), text.encode("utf-8"))
@@ -568,11 +610,15 @@ class GroupChat:
         try:
             data = json.loads(raw.decode("utf-8-sig"))
         except UnicodeDecodeError as exc:
-            raise ValueError("%s is not a UTF-8 text file (%s); is it a group-chat archive?" % (path, exc.reason)) from None
+            raise ValueError(
+                "%s is not a UTF-8 text file (%s); is it a group-chat archive?" % (path, exc.reason)
+            ) from None
         except ValueError as exc:
             raise ValueError("%s is not valid JSON (%s); the group was not changed" % (path, exc)) from None
         if not isinstance(data, dict) or data.get("format") != GROUPCHAT_ARCHIVE_FORMAT:
-            raise ValueError("%s is not a group-chat archive (written by GroupChat.dump); the group was not changed" % path)
+            raise ValueError(
+                "%s is not a group-chat archive (written by GroupChat.dump); the group was not changed" % path
+            )
         if data.get("version") != GROUPCHAT_ARCHIVE_VERSION:
             raise ValueError("%s: unsupported group-chat archive version %r" % (path, data.get("version")))
         try:
@@ -600,7 +646,9 @@ class GroupChat:
             dialogs = list(self._dialogs)
         return build_groupchat_messages(roles, dialogs, checked, self.language)
 
-    def _prepare(self, turns: Sequence[_GCTurn], params: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, list[str]]], dict[str, str]]:
+    def _prepare(
+        self, turns: Sequence[_GCTurn], params: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[tuple[str, list[str]]], dict[str, str]]:
         if "messages" in params:
             raise TypeError("messages= is managed by GroupChat; use add_dialog() to change the dialog")
         if params.get("stream"):
@@ -629,7 +677,9 @@ class GroupChat:
 
     def _record(self, remarks: list[dict[str, Any]]) -> None:
         with self._lock:
-            self._dialogs.extend({"speaker": r["speaker"], "audiences": list(r["audiences"]), "remark": r["remark"]} for r in remarks)
+            self._dialogs.extend(
+                {"speaker": r["speaker"], "audiences": list(r["audiences"]), "remark": r["remark"]} for r in remarks
+            )
             self._trim()
 
     def request(self, turns: Sequence[_GCTurn], **params: Any) -> str:
@@ -673,7 +723,9 @@ class GroupChat:
         result = await self._offload(body)
         return self._finish(body, result)
 
-    async def async_request_remarks(self, turns: Sequence[_GCTurn], *, record: bool = False, **params: Any) -> list[dict[str, Any]]:
+    async def async_request_remarks(
+        self, turns: Sequence[_GCTurn], *, record: bool = False, **params: Any
+    ) -> list[dict[str, Any]]:
         """``request_remarks`` as a coroutine (a cancelled request records nothing)."""
         body, checked, roles = self._prepare(turns, params)
         result = await self._offload(body)

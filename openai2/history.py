@@ -9,12 +9,13 @@ the oldest *unpinned* messages are removed until ``k`` remain.  Pinned messages 
 ``k`` but are never removed by trimming, and the exchange just committed is never removed, so
 when pins alone fill ``k`` the limit is exceeded rather than losing the latest turn.
 """
+
 from __future__ import annotations
 
 from .common import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+    from typing import Any, Iterable, Mapping, Sequence
 
 #: Roles accepted in a message.  ``function`` is the legacy spelling of ``tool``.
 MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -72,21 +73,15 @@ def validate_message(msg: object, where: str) -> dict[str, Any]:
             out[key] = _hist_copy(value)
     role = out.get("role")
     if "role" not in out:
-        raise ValueError(
-            "%s: the message has no 'role'; add one of %s" % (where, ", ".join(map(repr, MESSAGE_ROLES)))
-        )
+        raise ValueError("%s: the message has no 'role'; add one of %s" % (where, ", ".join(map(repr, MESSAGE_ROLES))))
     if not isinstance(role, str) or role not in MESSAGE_ROLES:
-        raise ValueError(
-            "%s: unknown role %r; use one of %s" % (where, role, ", ".join(map(repr, MESSAGE_ROLES)))
-        )
+        raise ValueError("%s: unknown role %r; use one of %s" % (where, role, ", ".join(map(repr, MESSAGE_ROLES))))
     content = out.get("content")
     if content is None:
         if role == "assistant" and (out.get("tool_calls") or out.get("function_call") or out.get("refusal")):
             out["content"] = None
         elif "content" not in out:
-            raise ValueError(
-                "%s: the %s message has no 'content'; add 'content': 'your text'" % (where, role)
-            )
+            raise ValueError("%s: the %s message has no 'content'; add 'content': 'your text'" % (where, role))
         else:
             raise ValueError(
                 "%s: the %s message has content None; only an assistant message with "
@@ -109,8 +104,7 @@ def validate_message(msg: object, where: str) -> dict[str, Any]:
         tcid = out.get("tool_call_id")
         if not isinstance(tcid, str) or not tcid:
             raise ValueError(
-                "%s: a tool message needs 'tool_call_id' (the id of the assistant's tool call "
-                "it answers)" % where
+                "%s: a tool message needs 'tool_call_id' (the id of the assistant's tool call it answers)" % where
             )
     if role == "function" and not isinstance(out.get("name"), str):
         raise ValueError("%s: a function message needs 'name' (the function's name)" % where)
@@ -381,7 +375,7 @@ class MessageBuffer:
     def last_round(self) -> list[dict[str, Any]]:
         """The messages of the last round (copies), or [] when there is no round."""
         starts = self._round_starts()
-        return [_hist_copy(m) for m in self._msgs[starts[-1]:]] if starts else []
+        return [_hist_copy(m) for m in self._msgs[starts[-1] :]] if starts else []
 
     def rollback(self, n: int = 1) -> list[dict[str, Any]]:
         """Remove the last ``n`` rounds and return the round that is now last.
@@ -405,8 +399,8 @@ class MessageBuffer:
             cut = starts[-n] if n <= len(starts) else starts[0]
             del self._msgs[cut:]
             del self._pins[cut:]
-            del starts[len(starts) - min(n, len(starts)):]
-        return [_hist_copy(m) for m in self._msgs[starts[-1]:]] if starts else []
+            del starts[len(starts) - min(n, len(starts)) :]
+        return [_hist_copy(m) for m in self._msgs[starts[-1] :]] if starts else []
 
     # -- archives ---------------------------------------------------------------------------
 
@@ -445,12 +439,12 @@ def from_archive(data: object) -> tuple[list[dict[str, Any]], list[int]]:
                     "message; wrap it in a list"
                 )
             raise ValueError(
-                "archive: not an openai2 chat archive (its \"format\" is %r, expected %r); an "
+                'archive: not an openai2 chat archive (its "format" is %r, expected %r); an '
                 "archive is what Chat.dump() writes, or a JSON list of messages" % (fmt, ARCHIVE_FORMAT)
             )
         version = data.get("version")
         if not isinstance(version, int) or isinstance(version, bool):
-            raise ValueError("archive: \"version\" must be a whole number, got %r" % (version,))
+            raise ValueError('archive: "version" must be a whole number, got %r' % (version,))
         if version != ARCHIVE_VERSION:
             raise ValueError(
                 "archive: version %d is not supported (this openai2 reads version %d)%s"
@@ -466,15 +460,13 @@ def from_archive(data: object) -> tuple[list[dict[str, Any]], list[int]]:
             % _hist_type_name(data)
         )
     if not isinstance(raw, list):
-        raise ValueError("archive: \"messages\" must be a list, got %s" % _hist_type_name(raw))
+        raise ValueError('archive: "messages" must be a list, got %s' % _hist_type_name(raw))
     messages = [validate_message(m, "archive message %d" % i) for i, m in enumerate(raw)]
     if not isinstance(raw_pins, list):
-        raise ValueError("archive: \"pinned\" must be a list of message indexes, got %s" % _hist_type_name(raw_pins))
+        raise ValueError('archive: "pinned" must be a list of message indexes, got %s' % _hist_type_name(raw_pins))
     pinned: set[int] = set()
     for p in raw_pins:
         if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < len(messages):
-            raise ValueError(
-                "archive: pinned index %r is not a message index (0..%d)" % (p, len(messages) - 1)
-            )
+            raise ValueError("archive: pinned index %r is not a message index (0..%d)" % (p, len(messages) - 1))
         pinned.add(p)
     return messages, sorted(pinned)

@@ -9,6 +9,7 @@ call :meth:`AKPool.mark_rate_limited` / :meth:`AKPool.mark_invalid` and how long
 Keys never appear unmasked in a repr, a str or an error (``sk-…abcd``).  The same key may be
 in several pools; pools never share state.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -19,7 +20,7 @@ from .common import TYPE_CHECKING, mask_key
 from .errors import AuthenticationError
 
 if TYPE_CHECKING:
-    from typing import Callable, Dict, Iterable, Iterator, List, Tuple
+    from typing import Callable, Iterable, Iterator
 
 #: How many masked keys repr() lists before "…".
 _POOL_REPR_KEYS = 3
@@ -34,9 +35,7 @@ def _pool_check_keys(keys: object) -> list[str]:
     from collections.abc import Iterable as _PoolIterable
 
     if not isinstance(keys, _PoolIterable):
-        raise ValueError(
-            "AKPool takes a list of keys, e.g. AKPool(['sk-...', 'sk-...']), not %s" % type(keys).__name__
-        )
+        raise ValueError("AKPool takes a list of keys, e.g. AKPool(['sk-...', 'sk-...']), not %s" % type(keys).__name__)
     items: list[str] = []
     for i, key in enumerate(keys):
         if not isinstance(key, str):

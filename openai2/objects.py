@@ -5,6 +5,7 @@ Responses stay plain ``dict``/``list`` subclasses, so ``r["choices"][0]["message
 first time they are reached (and stored back, so a later mutation sticks): parsing a stream
 chunk costs nothing extra unless the caller looks inside it.
 """
+
 from __future__ import annotations
 
 from .common import TYPE_CHECKING

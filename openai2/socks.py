@@ -5,6 +5,7 @@ translation apply) and hands the socket here; after ``socks5_handshake`` returns
 is a byte pipe to the target host, ready for HTTP or TLS.  ``socks5h`` sends the host name to
 the proxy (the proxy resolves it); ``socks5`` resolves the name locally and sends the address.
 """
+
 from __future__ import annotations
 
 from .common import TYPE_CHECKING
@@ -120,9 +121,7 @@ def socks5_handshake(
         sock.sendall(b"\x01" + bytes([len(user)]) + user + bytes([len(pwd)]) + pwd)
         _, status = _socks_recv_exact(sock, 2, proxy_name)
         if status != 0:
-            raise _SocksError(
-                "SOCKS5 proxy %s rejected the user name or password (status %d)" % (proxy_name, status)
-            )
+            raise _SocksError("SOCKS5 proxy %s rejected the user name or password (status %d)" % (proxy_name, status))
     elif method != 0x00:
         raise _SocksError("SOCKS5 proxy %s chose an unsupported method %d" % (proxy_name, method))
     sock.sendall(b"\x05\x01\x00" + _socks_address(host, port, remote_dns, proxy_name))
@@ -132,8 +131,7 @@ def socks5_handshake(
     if rep != 0:
         meaning = SOCKS5_REPLIES.get(rep, "unknown error")
         raise _SocksError(
-            "SOCKS5 proxy %s could not connect to %s:%d: %s (reply code %d)"
-            % (proxy_name, host, port, meaning, rep),
+            "SOCKS5 proxy %s could not connect to %s:%d: %s (reply code %d)" % (proxy_name, host, port, meaning, rep),
             reply_code=rep,
         )
     if atyp == 1:

@@ -18,6 +18,7 @@ The decoder never touches the network: the transport hands it whatever bytes arr
 Time is linear in the input even for a very long line fed in tiny pieces: an unfinished line is
 kept as a list of pieces and joined once, when its line end arrives.
 """
+
 from __future__ import annotations
 
 _SSE_BOM = b"\xef\xbb\xbf"
@@ -77,7 +78,18 @@ class SSEDecoder:
     :ivar retry: the latest valid ``retry`` value in milliseconds, or None
     """
 
-    __slots__ = ("comments", "last_event_id", "retry", "_parts", "_cr", "_bom", "_data", "_event", "_id", "_block_retry")
+    __slots__ = (
+        "comments",
+        "last_event_id",
+        "retry",
+        "_parts",
+        "_cr",
+        "_bom",
+        "_data",
+        "_event",
+        "_id",
+        "_block_retry",
+    )
 
     def __init__(self) -> None:
         self.comments = 0

@@ -18,6 +18,7 @@ accumulator tolerates those seen on the wire:
 
 Text is kept as lists of pieces and joined on demand, so assembling is linear in the text size.
 """
+
 from __future__ import annotations
 
 from .common import TYPE_CHECKING
@@ -70,7 +71,9 @@ def _stream_json_loads() -> Callable[[str], Any]:
     return _stream_loads_cache[0]
 
 
-def iter_chunk_dicts(events: Iterable[ServerSentEvent], accumulator: ChatAccumulator | None = None) -> Iterator[dict[str, Any]]:
+def iter_chunk_dicts(
+    events: Iterable[ServerSentEvent], accumulator: ChatAccumulator | None = None
+) -> Iterator[dict[str, Any]]:
     """Parse each event's data as a JSON chunk, until ``[DONE]``.
 
     :param events: decoded events (from :meth:`SSEDecoder.feed`), in order
@@ -429,7 +432,10 @@ def _stream_index_key(item: tuple[Any, _StreamChoice]) -> tuple[int, str]:
 def _stream_message(state: _StreamChoice) -> dict[str, Any]:
     calls = state.tool_calls()
     content = state.text("content")
-    message: dict[str, Any] = {"role": state.role or "assistant", "content": content if (content or not calls) else None}
+    message: dict[str, Any] = {
+        "role": state.role or "assistant",
+        "content": content if (content or not calls) else None,
+    }
     if calls:
         message["tool_calls"] = calls
     return message

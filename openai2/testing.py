@@ -14,6 +14,7 @@ user's seed examples (``自然数50的后面是几?`` -> ``51``), so the README 
 Nothing heavy is imported at module level (json, socket, ssl, re are imported where used), and
 ``openai2/__init__`` does not import this module.
 """
+
 from __future__ import annotations
 
 import collections
@@ -26,7 +27,7 @@ from .common import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import ssl
-    from typing import Any, Callable, Deque, Dict, Mapping, Sequence, Union
+    from typing import Any, Callable, Dict, Mapping, Sequence, Union
 
     _FakeHandler = Callable[["RecordedRequest"], Union["Reply", str, Dict[str, Any]]]
     _FakeReplyLike = Union["Reply", str, Dict[str, Any]]
@@ -84,7 +85,11 @@ def _fake_pieces(value: str | Sequence[str] | None) -> list[str]:
 
 
 def openai_error_body(
-    message: str, *, type: str | None = "invalid_request_error", code: object = None, param: str | None = None  # noqa: A002
+    message: str,
+    *,
+    type: str | None = "invalid_request_error",  # noqa: A002 - the API's field name
+    code: object = None,
+    param: str | None = None,
 ) -> dict[str, Any]:
     """Build an OpenAI-style error body: ``{"error": {"message", "type", "param", "code"}}``.
 
@@ -204,8 +209,18 @@ class RecordedRequest:
     :ivar index: position in the server's record (0, 1, ...; reset() restarts it)
     """
 
-    __slots__ = ("method", "path", "headers", "raw_headers", "body", "json", "connection_id",
-                 "client_address", "http_version", "index")
+    __slots__ = (
+        "method",
+        "path",
+        "headers",
+        "raw_headers",
+        "body",
+        "json",
+        "connection_id",
+        "client_address",
+        "http_version",
+        "index",
+    )
 
     def __init__(
         self,
@@ -247,7 +262,12 @@ class RecordedRequest:
     def __repr__(self) -> str:
         # No header values: they carry the API key.
         return "<RecordedRequest #%d %s %s conn=%d body=%d bytes>" % (
-            self.index, self.method, self.path, self.connection_id, len(self.body))
+            self.index,
+            self.method,
+            self.path,
+            self.connection_id,
+            len(self.body),
+        )
 
 
 class Reply:
@@ -383,8 +403,18 @@ class Reply:
 
     def __repr__(self) -> str:
         shown = []
-        for name in ("content", "status", "events", "raw_stream", "body", "redirect_to",
-                     "stall_after", "disconnect_after", "reset", "delay"):
+        for name in (
+            "content",
+            "status",
+            "events",
+            "raw_stream",
+            "body",
+            "redirect_to",
+            "stall_after",
+            "disconnect_after",
+            "reset",
+            "delay",
+        ):
             value = getattr(self, name)
             if value not in (None, False, 0, 200, 0.0) or (name == "content" and value == ""):
                 text = repr(value)
@@ -424,10 +454,21 @@ _FAKE_FACTS_ZH = {
 }
 
 _FAKE_CAPITALS_EN = {
-    "uk": "London", "united kingdom": "London", "britain": "London", "great britain": "London",
-    "england": "London", "japan": "Tokyo", "italy": "Rome", "france": "Paris",
-    "united states": "Washington, D.C.", "us": "Washington, D.C.", "usa": "Washington, D.C.",
-    "america": "Washington, D.C.", "china": "Beijing", "germany": "Berlin", "russia": "Moscow",
+    "uk": "London",
+    "united kingdom": "London",
+    "britain": "London",
+    "great britain": "London",
+    "england": "London",
+    "japan": "Tokyo",
+    "italy": "Rome",
+    "france": "Paris",
+    "united states": "Washington, D.C.",
+    "us": "Washington, D.C.",
+    "usa": "Washington, D.C.",
+    "america": "Washington, D.C.",
+    "china": "Beijing",
+    "germany": "Berlin",
+    "russia": "Moscow",
 }
 
 _fake_demo_cache: dict[str, Any] = {}
@@ -451,7 +492,9 @@ def _fake_demo_patterns() -> dict[str, Any]:
             next_zh=re.compile(r"^(?:那)?再?往后(?:是几|呢|是多少)?[?？!！。.]*$|^下一个(?:是几|呢)?[?？]*$"),
             next_en=re.compile(r"^(?:and\s+)?(?:the\s+|what\s+comes\s+|what'?s\s+)?(?:next|after\s+that)\b", re.I),
             number=re.compile(r"-?\d+"),
-            capital_en=re.compile(r"^what(?:\s+is|'s)\s+the\s+capital\s+(?:city\s+)?of\s+(?:the\s+)?([a-z .]+?)[?.!\s]*$", re.I),
+            capital_en=re.compile(
+                r"^what(?:\s+is|'s)\s+the\s+capital\s+(?:city\s+)?of\s+(?:the\s+)?([a-z .]+?)[?.!\s]*$", re.I
+            ),
             largest_country_en=re.compile(r"\blargest\s+country\b", re.I),
             frog_en=re.compile(r"\b(?:baby|young)\s+(?:of\s+a\s+)?frogs?\b|\bfrogs?\b.*\b(?:young|larva|baby)\b", re.I),
             ocean_en=re.compile(r"\b(?:largest|biggest)\s+ocean\b", re.I),
@@ -485,19 +528,29 @@ def _fake_groupchat_answer(text: str) -> str | None:
         return None
     zh = heading == _FAKE_GROUPCHAT_HEADINGS[0]
     remarks: list[dict[str, Any]] = []
-    for line in text[at + len(heading):].splitlines():
+    for line in text[at + len(heading) :].splitlines():
         try:
             turn = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(turn, dict) or not isinstance(turn.get("speaker"), str) or not isinstance(turn.get("audiences"), list):
+        if (
+            not isinstance(turn, dict)
+            or not isinstance(turn.get("speaker"), str)
+            or not isinstance(turn.get("audiences"), list)
+        ):
             continue
         speaker, audiences = turn["speaker"], [str(a) for a in turn["audiences"]]
         remark = _FAKE_GROUPCHAT_REMARKS.get((speaker, tuple(audiences)))
         if remark is None:
-            remark = "(demo) %s对%s说的话" % (speaker, "、".join(audiences)) if zh else "(demo) %s's remark to %s" % (speaker, ", ".join(audiences))
+            remark = (
+                "(demo) %s对%s说的话" % (speaker, "、".join(audiences))
+                if zh
+                else "(demo) %s's remark to %s" % (speaker, ", ".join(audiences))
+            )
         remarks.append({"speaker": speaker, "audiences": audiences, "remark": remark})
     return json.dumps(remarks, ensure_ascii=False, indent=4) if remarks else None
+
+
 # ---- end of GroupChat prompts ----------------------------------------------------------------
 
 
@@ -659,8 +712,11 @@ def _fake_model(reply: Reply, request: RecordedRequest) -> str:
 
 def _fake_completion_text(reply: Reply) -> str:
     calls = _fake_tool_calls(reply)
-    return (reply.content or "") + "".join(_fake_pieces(reply.reasoning)) + "".join(
-        c["function"]["arguments"] for c in calls)
+    return (
+        (reply.content or "")
+        + "".join(_fake_pieces(reply.reasoning))
+        + "".join(c["function"]["arguments"] for c in calls)
+    )
 
 
 def _fake_completion_body(reply: Reply, request: RecordedRequest) -> dict[str, Any]:
@@ -683,8 +739,11 @@ def _fake_stream_events(reply: Reply, request: RecordedRequest) -> list[dict[str
     """The events of a generated stream, ``[DONE]`` excluded."""
     opts = request.json.get("stream_options") if isinstance(request.json, dict) else None
     include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-    extra: dict[str, Any] = {"model": _fake_model(reply, request), "id": _fake_new_id("chatcmpl"),
-                             "created": int(time.time())}
+    extra: dict[str, Any] = {
+        "model": _fake_model(reply, request),
+        "id": _fake_new_id("chatcmpl"),
+        "created": int(time.time()),
+    }
 
     def chunk(**kw: Any) -> dict[str, Any]:
         c = chat_chunk(**dict(extra, **kw))
@@ -704,7 +763,7 @@ def _fake_stream_events(reply: Reply, request: RecordedRequest) -> list[dict[str
         events.append(chunk(tool_calls=[head]))
         args = fn["arguments"]
         for start in range(0, len(args), 8):
-            events.append(chunk(tool_calls=[{"index": i, "function": {"arguments": args[start:start + 8]}}]))
+            events.append(chunk(tool_calls=[{"index": i, "function": {"arguments": args[start : start + 8]}}]))
     finish = _fake_finish(reply)
     if finish is not None:
         events.append(chunk(finish_reason=finish))
@@ -801,7 +860,7 @@ class FakeServer:
         #: handler exceptions (each also answered with a 500)
         self.errors: list[BaseException] = []
         #: scripted replies still to send, in order (a deque: ``append``/``extend`` it at any time)
-        self.replies: Deque[_FakeReplyLike] = collections.deque(replies or ())
+        self.replies: collections.deque[_FakeReplyLike] = collections.deque(replies or ())
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._requests: list[RecordedRequest] = []
@@ -842,8 +901,9 @@ class FakeServer:
         listener.settimeout(0.5)  # a safety net; stop() wakes accept() by connecting
         self._listener = listener
         self._stop_event.clear()
-        t = threading.Thread(target=self._accept_loop, args=(listener,),
-                             name="openai2-fake-accept-%d" % self.port, daemon=True)
+        t = threading.Thread(
+            target=self._accept_loop, args=(listener,), name="openai2-fake-accept-%d" % self.port, daemon=True
+        )
         self._accept_thread = t
         t.start()
         return self
@@ -1017,8 +1077,9 @@ class FakeServer:
             with self._lock:
                 self._connection_count += 1
                 cid = next(self._cid)
-            t = threading.Thread(target=self._serve_connection, args=(sock, addr, cid),
-                                 name="openai2-fake-conn-%d" % cid, daemon=True)
+            t = threading.Thread(
+                target=self._serve_connection, args=(sock, addr, cid), name="openai2-fake-conn-%d" % cid, daemon=True
+            )
             with self._lock:
                 self._threads.add(t)
             t.start()
@@ -1148,9 +1209,18 @@ class FakeServer:
             except ValueError:
                 parsed = None
         with self._cond:
-            request = RecordedRequest(method, target, headers, body, parsed, conn.cid, conn.addr,
-                                      raw_headers=raw_headers, http_version=version,
-                                      index=len(self._requests))
+            request = RecordedRequest(
+                method,
+                target,
+                headers,
+                body,
+                parsed,
+                conn.cid,
+                conn.addr,
+                raw_headers=raw_headers,
+                http_version=version,
+                index=len(self._requests),
+            )
             self._requests.append(request)
             self._cond.notify_all()
         return request
@@ -1172,8 +1242,9 @@ class FakeServer:
                 target = "/" + target.split("/", 3)[-1] if target.count("/") >= 3 else "/"
             route = target.split("?", 1)[0].rstrip("/")
             if not route.endswith("/chat/completions"):
-                body = openai_error_body("Unknown request URL: %s %s. Please check the URL." % (request.method, target),
-                                         code="unknown_url")
+                body = openai_error_body(
+                    "Unknown request URL: %s %s. Please check the URL." % (request.method, target), code="unknown_url"
+                )
                 return self._send_simple(conn, 404, body, close=client_close)
             if request.method != "POST":
                 body = openai_error_body("Method %s is not allowed here; use POST." % request.method)
@@ -1183,8 +1254,9 @@ class FakeServer:
             except Exception as exc:  # a handler bug: tell the test, answer 500
                 with self._lock:
                     self.errors.append(exc)
-                body = openai_error_body("FakeServer handler raised %s: %s" % (type(exc).__name__, exc),
-                                         type="server_error")
+                body = openai_error_body(
+                    "FakeServer handler raised %s: %s" % (type(exc).__name__, exc), type="server_error"
+                )
                 return self._send_simple(conn, 500, body, close=client_close)
             return self._send_reply(conn, request, reply, client_close)
         finally:
@@ -1243,12 +1315,21 @@ class FakeServer:
     def _common_headers(self) -> list[tuple[str, str]]:
         return [("Server", "openai2-fake"), ("x-request-id", _fake_new_id("req"))]
 
-    def _send_simple(self, conn: _FakeConn, status: int, body: dict[str, Any], *, close: bool,
-                     extra: list[tuple[str, str]] | None = None) -> bool:
+    def _send_simple(
+        self,
+        conn: _FakeConn,
+        status: int,
+        body: dict[str, Any],
+        *,
+        close: bool,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> bool:
         data = _fake_json_bytes(body)
-        headers = self._common_headers() + [("Content-Type", "application/json"),
-                                             ("Content-Length", str(len(data))),
-                                             ("Connection", "close" if close else "keep-alive")]
+        headers = self._common_headers() + [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Connection", "close" if close else "keep-alive"),
+        ]
         self._finish_request(conn, not close)
         conn.sock.sendall(self._head(status, headers + list(extra or ()), {}) + data)
         return not close
@@ -1285,7 +1366,9 @@ class FakeServer:
             ctype = reply.content_type or "application/json"
         elif status >= 400:
             message = reply.content or "FakeServer error %d" % status
-            etype = reply.error_type or _FAKE_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+            etype = reply.error_type or _FAKE_ERROR_TYPES.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            )
             body = _fake_json_bytes(openai_error_body(message, type=etype, code=reply.error_code))
             ctype = reply.content_type or "application/json"
         elif reply.raw_stream is not None or reply.events is not None or request.stream:
@@ -1329,8 +1412,9 @@ class FakeServer:
             start = c
         return plan
 
-    def _run_plan(self, conn: _FakeConn, plan: list[tuple[str, bytes]], reply: Reply, chunked: bool,
-                  *, keep: bool) -> bool:
+    def _run_plan(
+        self, conn: _FakeConn, plan: list[tuple[str, bytes]], reply: Reply, chunked: bool, *, keep: bool
+    ) -> bool:
         """Send the plan's units; returns whether the connection stays open.
 
         Units are ``("event", data)`` (counts one), ``("bytes:N", data)`` (counts N) and
@@ -1378,7 +1462,7 @@ class FakeServer:
             return
         size = reply.write_size or len(data)
         for start in range(0, len(data), size):
-            piece = data[start:start + size]
+            piece = data[start : start + size]
             if chunked:
                 piece = b"%x\r\n" % len(piece) + piece + b"\r\n"
             if conn.held and reply.write_size and reply.write_pause > 0:

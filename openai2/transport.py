@@ -11,6 +11,7 @@ Every socket, ssl, http.client and urllib exception is translated into ``APIConn
 ``APITimeoutError``, ``IncompleteStreamError`` or ``RequestCancelledError`` in exactly one
 function, ``_tp_translate``.  Nothing here logs or reports request headers or bodies.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,10 +32,9 @@ from .socks import socks5_handshake
 
 if TYPE_CHECKING:
     import http.client
-    import socket
     import ssl
     import urllib.request
-    from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+    from typing import Any, Iterator
 
 #: Headers that carry credentials: dropped when a redirect leaves the origin.
 _TP_CREDENTIAL_HEADERS = frozenset(
@@ -46,7 +46,7 @@ _TP_PROXY_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
 #: How much of a redirect's or a 303's body is read (the rest discards the connection).
 _TP_SMALL_BODY = 65536
 #: Lazily built classes that subclass urllib.request types (see _tp_handler_class).
-_tp_lazy_classes: Dict[str, Any] = {}
+_tp_lazy_classes: dict[str, Any] = {}
 
 
 class Timeout:
@@ -108,7 +108,7 @@ class CancelScope:
     def __init__(self) -> None:
         self._tp_lock = threading.Lock()
         self._tp_event = threading.Event()
-        self._tp_conns: List[_TPConn] = []
+        self._tp_conns: list[_TPConn] = []
 
     @property
     def cancelled(self) -> bool:
@@ -140,7 +140,7 @@ class CancelScope:
         with self._tp_lock:
             try:
                 self._tp_conns.remove(conn)
-            except ValueError:
+            except ValueError:  # noqa: S110 - best effort, nothing to report
                 pass
 
 
@@ -206,7 +206,7 @@ def _tp_log_url(url: str) -> str:
     return scheme + sep + netloc.rpartition("@")[2] + slash + path
 
 
-def _tp_split_hostport(netloc: str, default_port: int) -> Tuple[str, int]:
+def _tp_split_hostport(netloc: str, default_port: int) -> tuple[str, int]:
     """``host[:port]`` (IPv6 in brackets, user info ignored) -> (host, port)."""
     netloc = netloc.rpartition("@")[2]
     if netloc.startswith("["):
@@ -224,7 +224,7 @@ def _tp_split_hostport(netloc: str, default_port: int) -> Tuple[str, int]:
     return host.lower(), default_port
 
 
-def _tp_origin(url: str) -> Tuple[str, str, int]:
+def _tp_origin(url: str) -> tuple[str, str, int]:
     scheme = url.partition(":")[0].lower()
     netloc = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
     host, port = _tp_split_hostport(netloc, _TP_DEFAULT_PORTS.get(scheme, 0))
@@ -249,7 +249,7 @@ class _TPConn:
 
     __slots__ = ("http", "key", "raw", "aborted", "where")
 
-    def __init__(self, http_conn: http.client.HTTPConnection, key: Tuple[Any, ...], where: str) -> None:
+    def __init__(self, http_conn: http.client.HTTPConnection, key: tuple[Any, ...], where: str) -> None:
         self.http = http_conn
         self.key = key
         self.raw: Any = None  # the outermost real socket, for abort()
@@ -267,19 +267,19 @@ class _TPConn:
                 # socket.socket's own shutdown: SSLSocket.shutdown would drop its SSL object
                 # under the feet of the thread reading from it.
                 socket.socket.shutdown(raw, socket.SHUT_RDWR)
-            except (OSError, ValueError, TypeError):
+            except (OSError, ValueError, TypeError):  # noqa: S110 - best effort, nothing to report
                 pass
 
     def close(self) -> None:
         try:
             self.http.close()
-        except Exception:  # noqa: BLE001 - closing must never raise
+        except Exception:  # noqa: S110, BLE001 - closing must never raise
             pass
         raw = self.raw
         if raw is not None:
             try:
                 raw.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: S110, BLE001
                 pass
 
     def dropped(self) -> bool:
@@ -304,10 +304,10 @@ class _TPPool:
 
     def __init__(self, per_origin: int) -> None:
         self._tp_lock = threading.Lock()
-        self._tp_idle: Dict[Tuple[Any, ...], List[_TPConn]] = {}
+        self._tp_idle: dict[tuple[Any, ...], list[_TPConn]] = {}
         self._tp_per_origin = per_origin
 
-    def get(self, key: Tuple[Any, ...]) -> _TPConn | None:
+    def get(self, key: tuple[Any, ...]) -> _TPConn | None:
         while True:
             with self._tp_lock:
                 idle = self._tp_idle.get(key)
@@ -481,8 +481,8 @@ class HTTPTransport:
         if self.ca_file is not None and self.verify and not os.path.exists(self.ca_file):
             raise ValueError("ca_file not found: %s" % self.ca_file)
         self._tp_proxy = _TPProxy(proxy) if proxy else None
-        self._tp_env_raw: Dict[str, str] = {}
-        self._tp_env: Dict[str, Union[_TPProxy, str]] = {}
+        self._tp_env_raw: dict[str, str] = {}
+        self._tp_env: dict[str, _TPProxy | str] = {}
         if self._tp_proxy is None and trust_env:
             import urllib.request
 
@@ -494,7 +494,7 @@ class HTTPTransport:
                         self._tp_env[scheme] = _TPProxy(value)
                     except ValueError as exc:
                         self._tp_env[scheme] = "%s_PROXY=%s: %s" % (scheme.upper(), _tp_mask_url(value), exc)
-        self._tp_bypass: Dict[str, bool] = {}
+        self._tp_bypass: dict[str, bool] = {}
         self._tp_pool = _TPPool(max_idle_per_origin)
         self._tp_ctx: ssl.SSLContext | None = None
         self._tp_lock = threading.Lock()
@@ -516,7 +516,7 @@ class HTTPTransport:
         method: str,
         url: str,
         *,
-        headers: Dict[str, str],
+        headers: dict[str, str],
         body: bytes | None,
         timeout: Timeout,
         cancel: CancelScope | None = None,
@@ -644,7 +644,7 @@ class HTTPTransport:
                     ctx = ssl.create_default_context()
                 try:
                     ctx.set_alpn_protocols(["http/1.1"])
-                except NotImplementedError:  # pragma: no cover - very old OpenSSL
+                except NotImplementedError:  # noqa: S110 - pragma: no cover - very old OpenSSL
                     pass
                 self._tp_ctx = ctx
             return self._tp_ctx
@@ -662,7 +662,7 @@ class HTTPTransport:
             import urllib.request
 
             if "no" in self._tp_env_raw or sys.platform not in ("darwin", "win32"):
-                bypass = bool(getattr(urllib.request, "proxy_bypass_environment")(host, self._tp_env_raw))
+                bypass = bool(urllib.request.proxy_bypass_environment(host, self._tp_env_raw))  # type: ignore[attr-defined]
             else:  # macOS / Windows system proxy settings
                 bypass = bool(urllib.request.proxy_bypass(host))
             self._tp_bypass[host] = bypass
@@ -730,7 +730,7 @@ class HTTPTransport:
         host: str,
         port: int,
         proxy: _TPProxy | None,
-        key: Tuple[Any, ...],
+        key: tuple[Any, ...],
         where: str,
         state: _TPState,
     ) -> _TPConn:
@@ -935,16 +935,16 @@ def _tp_translate(exc: BaseException, state: _TPState) -> APIConnectionError:
         return APIConnectionError(msg, cause=exc)
     if ssl is not None and isinstance(exc, ssl.SSLError):
         if phase == "body":
-            return IncompleteStreamError("TLS error from %s in the middle of the response: %s" % (where, exc), cause=exc)
+            return IncompleteStreamError(
+                "TLS error from %s in the middle of the response: %s" % (where, exc), cause=exc
+            )
         return APIConnectionError("TLS error with %s: %s" % (where, exc), cause=exc)
     if isinstance(exc, ConnectionRefusedError):
         return APIConnectionError(
             "Connection refused by %s: nothing is listening there (is the server running?)." % where, cause=exc
         )
     if isinstance(exc, http.client.IncompleteRead):
-        return IncompleteStreamError(
-            "The connection to %s closed before the response was complete." % where, cause=exc
-        )
+        return IncompleteStreamError("The connection to %s closed before the response was complete." % where, cause=exc)
     if isinstance(exc, http.client.RemoteDisconnected):
         return APIConnectionError("%s closed the connection without answering." % where, cause=exc)
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
@@ -992,7 +992,7 @@ class HTTPResponse:
     ) -> None:
         self.status: int = raw.status
         self.reason: str = raw.reason
-        headers: Dict[str, str] = {}
+        headers: dict[str, str] = {}
         for name, value in raw.getheaders():
             name = name.lower()
             headers[name] = headers[name] + ", " + value if name in headers else value
@@ -1154,7 +1154,7 @@ class HTTPResponse:
             self._tp_cancel._tp_detach(conn)
         try:
             self._tp_raw.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: S110, BLE001
             pass
         conn.close()
 

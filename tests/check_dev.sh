@@ -6,8 +6,10 @@
 #   ruff format --check openai2       formatting (`make format` applies it)
 #   mypy --strict openai2             types, for Python 3.8
 #   vermin -t=3.8- openai2            nothing newer than Python 3.8 is used
-#   pip install . (fresh venv)        then `openai2 --version` and `python -m openai2 --version`
-#   pip wheel . --no-deps             a wheel with no Requires-Dist, with py.typed
+#   wheel from setup.cfg, then pip install it into a fresh venv: `openai2 --version` and
+#                                     `python -m openai2 --version`; the wheel has no Requires-Dist
+#   (pip cannot install the folder itself: it wants a setup.py or pyproject.toml, which the
+#   design card excludes; tests/build_wheel.py builds the wheel from setup.cfg instead)
 #
 # Every gate runs even when an earlier one fails; the exit status is 1 if any failed.
 # `tests/check_dev.sh --format` (make format) applies ruff's formatting to openai2/ instead.
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${DEV_VENV:-.venv-dev}"
 # mypy 1.16 is the last release that still checks for --python-version 3.8.
-PINS="ruff==0.17.5 mypy==1.16.1 vermin==1.9.2"
+PINS="ruff==0.17.5 mypy==1.16.1 vermin==1.9.2 setuptools==75.3.0 wheel==0.45.1"
 RUFF_CONFIG=tests/ruff.toml
 
 stamp="$VENV/.installed-$(echo "$PINS" | cksum | cut -d' ' -f1)"
@@ -58,9 +60,15 @@ trap 'rm -rf "$tmp"' EXIT
 version="$("$PYTHON" -c 'import sys; sys.path.insert(0, "tests"); import build_single as b; print(b._read_version("openai2/common.py"))')"
 root="$(pwd)"
 
+build_wheel() {
+    [ -n "$(ls "$tmp"/wheel/openai2-*.whl 2>/dev/null)" ] && return 0
+    "$VENV/bin/python" tests/build_wheel.py "$tmp/wheel" >/dev/null
+}
+
 install_and_run() {
+    build_wheel || return 1
     "$PYTHON" -m venv "$tmp/venv" || return 1
-    "$tmp/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$root" || return 1
+    "$tmp/venv/bin/python" -m pip install --quiet --disable-pip-version-check "$tmp"/wheel/openai2-*.whl || return 1
     (
         cd "$tmp" || exit 1
         ./venv/bin/python - "$root" <<'PY' || exit 1
@@ -83,10 +91,10 @@ PY
         case "$out" in *"$version"*) ;; *) echo "expected version $version"; exit 1 ;; esac
     )
 }
-gate "pip install" install_and_run
+gate "pip install (wheel from setup.cfg)" install_and_run
 
 wheel_has_no_deps() {
-    "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$tmp/wheel" "$root" || return 1
+    build_wheel || return 1
     "$PYTHON" - "$tmp"/wheel/*.whl <<'PY'
 import sys, zipfile
 path = sys.argv[1]

@@ -10,26 +10,35 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
+#: subpackages with their own runners and requirements (make integration, make bench)
+EXCLUDED_PREFIXES = ("tests.integration.", "tests.bench.")
+
+
+def flatten(suite, names=(), exclude=EXCLUDED_PREFIXES):
+    """The tests of ``suite`` whose id contains one of ``names`` (all when empty), minus ``exclude``."""
+    flat = unittest.TestSuite()
+    stack = [suite]
+    while stack:
+        s = stack.pop()
+        for t in s:
+            if isinstance(t, unittest.TestSuite):
+                stack.append(t)
+                continue
+            test_id = t.id()
+            if test_id.startswith(exclude):
+                continue
+            if not names or any(n in test_id for n in names):
+                flat.addTest(t)
+    return flat
+
+
 def main(argv):
     verbosity = 2 if "-v" in argv else 1
     names = [a for a in argv if not a.startswith("-")]
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
     loader = unittest.TestLoader()
-    suite = loader.discover(HERE, pattern="test_*.py", top_level_dir=ROOT)
-    if names:
-        def keep(test):
-            return any(n in test.id() for n in names)
-        flat = unittest.TestSuite()
-        stack = [suite]
-        while stack:
-            s = stack.pop()
-            for t in s:
-                if isinstance(t, unittest.TestSuite):
-                    stack.append(t)
-                elif keep(t):
-                    flat.addTest(t)
-        suite = flat
+    suite = flatten(loader.discover(HERE, pattern="test_*.py", top_level_dir=ROOT), names)
     result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
     # subTest failures are reported once per subtest: count each failing test once
     failed_ids = {getattr(test, "test_case", test).id() for test, _ in result.failures + result.errors}

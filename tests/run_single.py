@@ -136,17 +136,9 @@ def main(argv):
 
         loader = unittest.TestLoader()
         suite = loader.discover(os.path.join(tree, "tests"), pattern="test_*.py", top_level_dir=tree)
-        if names:
-            flat = unittest.TestSuite()
-            stack = [suite]
-            while stack:
-                s = stack.pop()
-                for t in s:
-                    if isinstance(t, unittest.TestSuite):
-                        stack.append(t)
-                    elif any(n in t.id() for n in names):
-                        flat.addTest(t)
-            suite = flat
+        from tests.run import flatten  # the same selection as make test (no integration/bench)
+
+        suite = flatten(suite, names)
         result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
         leaked = sorted(
             m for m, mod in list(sys.modules.items()) if m.startswith(PACKAGE) and mod is not None and mod is not module

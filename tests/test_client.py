@@ -94,7 +94,7 @@ class TestResponses(ClientCase):
 
     def test_json_body_is_utf8_not_escaped(self):
         self.create(messages=[{"role": "user", "content": "你好"}])
-        self.assertIn("你好".encode("utf-8"), self.server.requests[-1].body)
+        self.assertIn("你好".encode(), self.server.requests[-1].body)
 
     def test_no_key_is_allowed(self):
         saved = os.environ.pop("OPENAI_API_KEY", None)

@@ -162,7 +162,7 @@ class TestSeedExample(GroupCase):
         g.request(TURNS)
         messages = self.sent()
         self.assertEqual([m["role"] for m in messages], ["system", "user"])
-        for name, description in SEED_ROLES.items():
+        for description in SEED_ROLES.values():
             self.assertIn(description, messages[1]["content"])
         self.assertEqual(messages[1]["content"], SEED_USER_MESSAGE)
         self.assertIn("JSON", messages[0]["content"])
@@ -317,8 +317,8 @@ class TestNames(GroupCase):
     def test_unknown_names_in_add_dialog(self):
         g = self.seed_group()
         for kwargs, named in (
-            (dict(speaker="王安石", audiences=["苏轼"], remark="hi"), "王安石"),
-            (dict(speaker="苏轼", audiences=["李清照", "陶渊明"], remark="hi"), "陶渊明"),
+            ({"speaker": "王安石", "audiences": ["苏轼"], "remark": "hi"}, "王安石"),
+            ({"speaker": "苏轼", "audiences": ["李清照", "陶渊明"], "remark": "hi"}, "陶渊明"),
         ):
             with self.subTest(named=named):
                 with self.assertRaises(ValueError) as caught:
@@ -422,7 +422,7 @@ class TestDialog(GroupCase):
         with open(path, "rb") as f:
             raw = f.read()
         data = json.loads(raw.decode("utf-8"))
-        self.assertIn("李清照".encode("utf-8"), raw)  # readable UTF-8, not \\u escapes
+        self.assertIn("李清照".encode(), raw)  # readable UTF-8, not \\u escapes
         self.assertEqual(data["roles"], SEED_ROLES)
         self.assertEqual(data["dialogs"], g.export_dialogs())
         self.assertEqual(sorted(os.listdir(self.tmp)), ["scene.json"])  # no temporary file left

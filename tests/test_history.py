@@ -412,7 +412,7 @@ class LinearCostTest(unittest.TestCase):
     def test_ten_thousand(self):
         buf = self.build(10000, 1000)
         everything = buf.messages()
-        pinned = set(everything[i]["content"] for i in buf.pinned_indexes())
+        pinned = {everything[i]["content"] for i in buf.pinned_indexes()}
         self.assertEqual(len(pinned), 200)
         sent = buf.payload([u("new")])
         self.assertEqual(len(sent), 1000)
@@ -454,8 +454,8 @@ class LinearCostTest(unittest.TestCase):
         costs = {}
         for n in (2000, 4000):
             buf = self.build(n, n // 2)
-            payload_cost = self.count_lines(lambda: buf.payload([u("x")]))
-            commit_cost = self.count_lines(lambda: buf.commit([u("x"), a("y")]))
+            payload_cost = self.count_lines(lambda buf=buf: buf.payload([u("x")]))
+            commit_cost = self.count_lines(lambda buf=buf: buf.commit([u("x"), a("y")]))
             costs[n] = (payload_cost, commit_cost)
         for small, big in zip(costs[2000], costs[4000]):
             self.assertGreater(small, 0)
@@ -483,7 +483,7 @@ class RandomPropertyTest(unittest.TestCase):
 
         def check_pins():
             current = ids()
-            self.assertEqual(set(current[i] for i in buf.pinned_indexes()), pinned_ids & set(current))
+            self.assertEqual({current[i] for i in buf.pinned_indexes()}, pinned_ids & set(current))
             self.assertEqual(current, sorted(current))  # order preserved
 
         for _ in range(200):

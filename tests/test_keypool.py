@@ -183,7 +183,7 @@ class ValidationTest(unittest.TestCase):
 class MaskingTest(unittest.TestCase):
     def test_repr_and_str_masked(self):
         pool = AKPool(KEYS + ["sk-test-dddddddddddddddd4444"])
-        for text in (repr(pool), str(pool), "%s" % pool, "{!r}".format([pool])):
+        for text in (repr(pool), str(pool), "%s" % pool, f"{[pool]!r}"):
             for key in pool.keys():
                 self.assertNotIn(key, text)
         self.assertEqual(repr(pool), "AKPool(4 keys: sk-…1111, sk-…2222, sk-…3333, …)")

@@ -641,7 +641,7 @@ class TestTLS(ServerCase):
         proc = subprocess.run(
             [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
              "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+            capture_output=True, timeout=30)
         if proc.returncode != 0:
             self.skipTest("openssl could not make a certificate: %s" % proc.stderr[-200:])
         server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -806,8 +806,7 @@ class TestBuildersAndImport(unittest.TestCase):
     def test_import_adds_no_heavy_modules(self):
         code = ("import sys; import openai2; before = set(sys.modules); import openai2.testing; "
                 "print(sorted(set(sys.modules) - before))")
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             timeout=60, universal_newlines=True)
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, text=True)
         self.assertEqual(out.returncode, 0, out.stderr)
         added = json.loads(out.stdout.replace("'", '"'))
         self.assertIn("openai2.testing", added)

@@ -1,6 +1,5 @@
 """Transport tests against loopback servers: keep-alive, stale connections, timeouts, resets,
 redirects, size caps, TLS, cancellation, error translation, logging and lazy imports."""
-import logging
 import os
 import socket
 import subprocess
