@@ -23,7 +23,7 @@ from .streaming import accumulator_from_completion
 from .transport import CancelScope
 
 if TYPE_CHECKING:
-    from typing import Any, Iterator, Sequence
+    from typing import Any, Callable, Iterable, Iterator, Sequence
 
 
 def system_msg(content: str) -> dict[str, Any]:
@@ -123,6 +123,18 @@ def _chat_assistant_from_message(message: dict[str, Any] | None) -> dict[str, An
     if kept.get("tool_calls") == []:
         del kept["tool_calls"]
     return kept
+
+
+def _chat_reasoning_delta(chunk: dict[str, Any]) -> str:
+    """Reasoning text carried by a chunk's first choice (``reasoning_content`` or ``reasoning``)."""
+    choices = chunk.get("choices")
+    if not choices or not isinstance(choices[0], dict):
+        return ""
+    delta = choices[0].get("delta")
+    if not isinstance(delta, dict):
+        return ""
+    text = delta.get("reasoning_content") or delta.get("reasoning")
+    return text if isinstance(text, str) else ""
 
 
 def _chat_add_usage(total: dict[str, int], usage: object) -> None:
@@ -280,18 +292,52 @@ class Chat:
                 self._buffer.extend([self._system])
                 self._buffer.pin(0)
 
-    def dump(self, path: str | os.PathLike[str]) -> None:
+    def to_archive(self) -> dict[str, Any]:
+        """The history as archive data: ``{"format", "version", "messages", "pinned"}`` (a copy)."""
+        with self._lock:
+            return self._buffer.to_archive()
+
+    def dump(self, path: str | os.PathLike[str], *, private: bool = False) -> None:
         """Save the history (and pins) to ``path`` as UTF-8 JSON, atomically.
 
         The file is written to a temporary file in the same folder, fsynced and renamed, so a
         crash never leaves a half-written archive.
+
+        :param private: create the file readable by its owner only (0600)
         """
         import json
 
+        text = json.dumps(self.to_archive(), ensure_ascii=False, indent=2) + "\n"
+        atomic_write(os.fspath(path), text.encode("utf-8"), private=private)
+
+    def replace_messages(self, messages: Iterable[dict[str, Any]], pinned: Iterable[int] = ()) -> None:
+        """Replace the whole history (``pinned``: indexes into ``messages``), then trim.
+
+        :raises ValueError: a message is invalid; :raises IndexError: a pin is out of range.
+            Either way the history is unchanged.
+        """
+        checked = [validate_message(m, "message %d" % i) for i, m in enumerate(messages)]
+        pins = list(pinned)
+        trial = MessageBuffer()
+        trial.extend(checked, pinned=pins)  # validates the pins before anything changes
         with self._lock:
-            data = self._buffer.to_archive()
-        text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-        atomic_write(os.fspath(path), text.encode("utf-8"))
+            self._buffer.clear()
+            self._buffer.extend(checked, pinned=pins)
+            self._buffer.trim()
+
+    def set_system(self, text: str | None) -> None:
+        """Make ``text`` the pinned system prompt at the start (replacing one there); None removes it."""
+        with self._lock:
+            messages = self._buffer.messages()
+            pins = self._buffer.pinned_indexes()
+        if messages and messages[0].get("role") == "system":
+            messages.pop(0)
+            pins = [p - 1 for p in pins if p != 0]
+        if text is not None:
+            messages.insert(0, system_msg(text))
+            pins = [0] + [p + 1 for p in pins]
+        self._system = validate_message(system_msg(text), "system") if text is not None else None
+        self.replace_messages(messages, pins)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Append the messages archived in ``path`` (written by ``dump``, or a JSON list of messages).
@@ -377,15 +423,25 @@ class Chat:
         result = self._client._complete(body)
         return self._finish_complete(user, body, result)
 
-    def stream_request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> ChatTextStream:
+    def stream_request(
+        self,
+        text: Any,
+        *,
+        images: Sequence[str] | str | None = None,
+        on_reasoning: Callable[[str], object] | None = None,
+        **params: Any,
+    ) -> ChatTextStream:
         """Send ``text`` and iterate over the answer's text pieces as they arrive.
 
         Pieces are never empty; reasoning text is not mixed in (see :attr:`last_reasoning`).
         Stopping early (``break`` then dropping it, or ``close()``) keeps the user message and the
         partial answer; a stream that breaks with an error keeps nothing and raises.
+
+        :param on_reasoning: called with each piece of reasoning text as it arrives (thinking
+            models), in the iterating thread
         """
         user, body = self._prepare(text, images, params)
-        return ChatTextStream(self, user, body)
+        return ChatTextStream(self, user, body, on_reasoning)
 
     async def async_request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> str:
         """``request`` as a coroutine: the network part runs in a worker thread.
@@ -407,39 +463,65 @@ class Chat:
 
 
 class ChatTextStream:
-    """The iterator returned by :meth:`Chat.stream_request` (text pieces, in order)."""
+    """The iterator returned by :meth:`Chat.stream_request` (text pieces, in order).
 
-    def __init__(self, chat: Chat, user: dict[str, Any], body: dict[str, Any]) -> None:
+    ``close()``, a ``with`` block, or Ctrl-C (``KeyboardInterrupt``) while it waits for the
+    server stop it early: the user message and the partial answer join the history.
+    """
+
+    def __init__(
+        self,
+        chat: Chat,
+        user: dict[str, Any],
+        body: dict[str, Any],
+        on_reasoning: Callable[[str], object] | None = None,
+    ) -> None:
         self._chat = chat
         self._user = user
         self._body = body
+        self._on_reasoning = on_reasoning
         self._stream: ChatCompletionStream | None = None
-        self._pieces: Iterator[str] | None = None
+        self._pairs: Iterator[tuple[dict[str, Any], str]] | None = None
         self._state = "new"  # new -> open -> done
 
     def __iter__(self) -> ChatTextStream:
         return self
 
+    @property
+    def reasoning(self) -> str:
+        """The reasoning text received so far (never part of the pieces)."""
+        return self._stream.accumulator.reasoning if self._stream is not None else ""
+
     def __next__(self) -> str:
         if self._state == "done":
             raise StopIteration
-        if self._pieces is None:
+        if self._pairs is None:
             self._state = "open"
             try:
                 self._stream = self._chat._client._stream(dict(self._body, stream=True))
             except BaseException:
                 self._state = "done"
                 raise
-            self._pieces = self._stream.iter_text()
+            self._pairs = self._stream._pairs()
+        on_reasoning = self._on_reasoning
         try:
-            return next(self._pieces)
-        except StopIteration:
+            for chunk, piece in self._pairs:
+                if on_reasoning is not None:
+                    thought = _chat_reasoning_delta(chunk)
+                    if thought:
+                        on_reasoning(thought)
+                if piece:
+                    return piece
+        except Exception:
             self._state = "done"
-            self._commit(complete=True)
             raise
         except BaseException:
-            self._state = "done"
+            # KeyboardInterrupt (or SystemExit) while waiting for the server: like close()
+            self.close()
             raise
+        self._state = "done"
+        self._commit(complete=True)
+        raise StopIteration
 
     def _commit(self, complete: bool) -> None:
         stream = self._stream

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from .chat import Chat, assistant_msg, user_msg
+from .chat import Chat
 from .common import TYPE_CHECKING, __version__, mask_key, redact
 from .errors import APIConnectionError, APIError, APIStatusError, OpenAIError
 from .history import format_round
@@ -310,29 +310,11 @@ class _CliContext:
 
 def _cli_set_system(chat: Chat, text: str) -> None:
     """Make ``text`` the pinned system prompt at index 0 (replacing one already there)."""
-    messages = chat.fetch_messages()
-    pins = chat.pinned_indexes()
-    if messages and messages[0].get("role") == "system":
-        messages[0] = {"role": "system", "content": text}
-    else:
-        messages.insert(0, {"role": "system", "content": text})
-        pins = [p + 1 for p in pins]
-    if 0 not in pins:
-        pins.insert(0, 0)
-    _cli_replace_history(chat, messages, pins)
+    chat.set_system(text)
 
 
 def _cli_replace_history(chat: Chat, messages: list[dict[str, Any]], pins: list[int]) -> None:
-    limit = chat.MsgMaxCount
-    chat.MsgMaxCount = None  # pin before trimming, or trimming could drop what is to be pinned
-    try:
-        chat.clear()
-        if messages:
-            chat.add_dialogs(*messages)
-        if pins:
-            chat.pin_messages(*pins)
-    finally:
-        chat.MsgMaxCount = limit
+    chat.replace_messages(messages, pins)
 
 
 def _cli_error_text(exc: BaseException, base_url: str = "") -> str:
@@ -402,31 +384,21 @@ class _CliConversation:
             out.end_line()
             self.save()
             return True
-        ts = self.chat.stream_request(text)
+        ts = self.chat.stream_request(text, on_reasoning=self._reasoning)
         pieces: list[str] = []
-        shown = 0
         try:
             for piece in ts:
-                acc = ts._stream.accumulator if ts._stream is not None else None
-                if acc is not None and len(acc.reasoning) > shown:
-                    self._reasoning(acc.reasoning[shown:] + "\n")
-                    shown = len(acc.reasoning)
                 pieces.append(piece)
                 out.write(piece)
                 if self.piece_delay:
                     time.sleep(self.piece_delay)
-            acc = ts._stream.accumulator if ts._stream is not None else None
-            if acc is not None and len(acc.reasoning) > shown:
-                self._reasoning(acc.reasoning[shown:] + "\n")
+            if ts.reasoning:
+                self._reasoning("\n")
         except KeyboardInterrupt:
-            body = ts._body
-            ts.close()  # keeps the partial answer when the stream was between pieces
-            if self.chat.last_request is not body and pieces:
-                # Ctrl-C landed inside the network read: ChatTextStream gave up on the exchange,
-                # so keep the user message and what was shown ourselves ("stop generating").
-                self.chat.add_dialogs(user_msg(text), assistant_msg("".join(pieces)))
+            # ChatTextStream keeps the question and the partial answer ("stop generating")
+            ts.close()
             out.end_line()
-            if self.chat.last_request is body or pieces:
+            if self.chat.last_request is ts._body:
                 out.note("[stopped: the partial answer is kept]")
             else:
                 out.note("[stopped before the answer began: nothing kept]")

@@ -351,6 +351,69 @@ class TestFailureSemantics(SeedCase):
         # the next request still works on the same connection pool
         self.assertEqual(c2.request("自然数1的后面是几?"), "2")
 
+    @unittest.skipUnless(hasattr(__import__("signal"), "pthread_kill"), "needs signal.pthread_kill")
+    def test_ctrl_c_inside_the_network_read_keeps_partial(self):
+        import signal
+
+        c = self.chat(timeout=(5, 10))
+        self.server.replies.append(Reply(content="abcdefgh", stall_after=4, stall_seconds=5))
+        stream = c.stream_request("q")
+        got = [next(stream), next(stream)]
+        main = threading.main_thread().ident
+        # a real SIGINT to the main thread while it is blocked in recv() on the stalled stream
+        timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+        timer.start()
+        try:
+            with self.assertRaises(KeyboardInterrupt):
+                for piece in stream:
+                    got.append(piece)
+        finally:
+            timer.cancel()
+        self.assertEqual(c.fetch_messages(), [{"role": "user", "content": "q"}, {"role": "assistant", "content": "".join(got)}])
+        self.assertIs(c.last_request, stream._body)
+        stream.close()  # nothing more happens
+        self.assertEqual(len(c.fetch_messages()), 2)
+
+    def test_on_reasoning_callback_and_property(self):
+        self.server.replies.append(Reply(content="ok", reasoning=["thinking ", "hard"]))
+        c = self.chat()
+        thoughts = []
+        stream = c.stream_request("q", on_reasoning=thoughts.append)
+        self.assertEqual(list(stream), ["o", "k"])
+        self.assertEqual(thoughts, ["thinking ", "hard"])
+        self.assertEqual(stream.reasoning, "thinking hard")
+        self.assertNotIn("thinking", json.dumps(c.fetch_messages()))
+
+    def test_archive_private_dump_system_and_replace(self):
+        c = self.chat(system="first")
+        c.add_dialogs(user_msg("a"), assistant_msg("b"))
+        c.pin_messages(-1)
+        data = c.to_archive()
+        self.assertEqual((data["format"], data["version"], data["pinned"]), ("openai2.chat", 1, [0, 2]))
+        data["messages"][0]["content"] = "changed"
+        self.assertEqual(c.fetch_messages()[0]["content"], "first")  # a copy
+        path = os.path.join(self.tmp, "private.json")
+        old = os.umask(0)
+        try:
+            c.dump(path, private=True)
+        finally:
+            os.umask(old)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        c.set_system("second")
+        self.assertEqual(c.fetch_messages()[0], {"role": "system", "content": "second"})
+        self.assertEqual(c.pinned_indexes(), [0, 2])
+        c.set_system(None)
+        self.assertEqual(c.fetch_messages()[0]["role"], "user")
+        self.assertEqual(c.pinned_indexes(), [1])
+        before = c.fetch_messages()
+        with self.assertRaises(ValueError):
+            c.replace_messages([user_msg("x"), {"role": "nobody", "content": "y"}])
+        with self.assertRaises(IndexError):
+            c.replace_messages([user_msg("x")], pinned=[5])
+        self.assertEqual(c.fetch_messages(), before)
+        c.replace_messages([user_msg("x"), assistant_msg("y")], pinned=[0])
+        self.assertEqual((len(c.fetch_messages()), c.pinned_indexes()), (2, [0]))
+
     def test_stream_broken_keeps_nothing(self):
         c = self.chat(max_retries=0)
         self.server.replies.append(Reply(content="abcdefgh", disconnect_after=4))
