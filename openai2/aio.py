@@ -77,7 +77,7 @@ async def offload(func: Callable[[], Any], scope: CancelScope) -> Any:
 class PieceChannel:
     """A one-producer (worker thread), one-consumer (event loop) hand-off of stream pieces.
 
-    The producer calls :meth:`put` for each piece and :meth:`finish` once (with an exception or
+    The producer calls :meth:`put_many` for each batch of pieces and :meth:`finish` once (with an exception or
     None).  The consumer awaits :meth:`get_batch`, which returns every piece buffered so far, and
     an empty list once the producer has finished (raising its exception, if any).
     """
@@ -98,10 +98,10 @@ class PieceChannel:
             except RuntimeError:
                 pass
 
-    def put(self, piece: Any) -> None:
-        """Producer side: hand over one piece (wakes the consumer only if it is waiting)."""
+    def put_many(self, pieces: list[Any]) -> None:
+        """Producer side: hand over several pieces at once (one wake-up at most)."""
         with self._lock:
-            self._pieces.append(piece)
+            self._pieces.extend(pieces)
             if self._waiter is not None:
                 self._wake()
 

@@ -591,10 +591,10 @@ class AsyncChatTextStream:
             try:
                 stream = client._stream(body, cancel=scope)
                 holder._final = stream
-                for piece in stream.iter_text():
+                for pieces in stream.iter_text_batches():
                     if scope.cancelled:
                         break
-                    channel.put(piece)
+                    channel.put_many(pieces)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 error = exc
             finally:

@@ -24,7 +24,6 @@ from .history import format_round
 from .keypool import AKPool
 from .portable import DeferInterrupt, LineEditor, supports_color, terminal_width
 from .store import DEFAULT_SESSION, SessionLock, Store, StoreError, check_session_name
-from .testing import DemoBrain, FakeServer
 
 if TYPE_CHECKING:
     from typing import IO, Any, Sequence
@@ -957,6 +956,10 @@ def _cli_cmd_demo(ctx: _CliContext) -> int:
     out.line("openai2 demo: a conversation with a tiny scripted model on a local fake server.", "bold")
     out.line("No key, no network, nothing saved. Answers stream in piece by piece, /undo rolls a", "dim")
     out.line("round back, and a pinned message survives a 4-message history limit (MsgMaxCount).", "dim")
+    # Deliberately lazy: only `demo` needs the fake server, and `openai2 --help` should not
+    # load it. (In the single-file build the names are already defined and this line is cut.)
+    from .testing import DemoBrain, FakeServer
+
     with FakeServer(handler=DemoBrain()) as server:
         chat = Chat("", base_url=server.base_url, model="demo", system="You are the openai2 demo.")
         conv = _CliConversation(ctx, chat, None, interactive=True)

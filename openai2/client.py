@@ -9,6 +9,7 @@ through :class:`HTTPTransport`; SSE is decoded by :class:`SSEDecoder`; chunks ar
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -141,15 +142,29 @@ class ChatCompletionStream:
         self._secrets = secrets
         self._closed = False
         self._iterator: Iterator[tuple[dict[str, Any], str]] | None = None
+        self._block_iterator: Iterator[list[tuple[dict[str, Any], str]]] | None = None
 
     def __repr__(self) -> str:
         return "<ChatCompletionStream status=%d closed=%s>" % (self.response.status, self._closed)
 
+    def _blocks(self) -> Iterator[list[tuple[dict[str, Any], str]]]:
+        """The one reading loop, one list of ``(chunk, choice-0 content delta)`` per network read."""
+        if self._block_iterator is None:
+            self._block_iterator = self._read()
+        return self._block_iterator
+
     def _pairs(self) -> Iterator[tuple[dict[str, Any], str]]:
-        """The one reading loop: yields ``(chunk, choice-0 content delta)`` and feeds the accumulator."""
+        """``(chunk, choice-0 content delta)`` one by one (the accumulator is fed as they are read)."""
         if self._iterator is None:
-            self._iterator = self._read()
+            self._iterator = itertools.chain.from_iterable(self._blocks())
         return self._iterator
+
+    def iter_text_batches(self) -> Iterator[list[str]]:
+        """The answer's text pieces, one list per network read (for handing over between threads)."""
+        for block in self._blocks():
+            pieces = [piece for _, piece in block if piece]
+            if pieces:
+                yield pieces
 
     def iter_dicts(self) -> Iterator[dict[str, Any]]:
         """Yield each chunk as a plain dict (no attribute wrapping)."""
@@ -162,7 +177,7 @@ class ChatCompletionStream:
             if piece:
                 yield piece
 
-    def _read(self) -> Iterator[tuple[dict[str, Any], str]]:
+    def _read(self) -> Iterator[list[tuple[dict[str, Any], str]]]:
         acc = self.accumulator
         response = self.response
         try:
@@ -180,20 +195,20 @@ class ChatCompletionStream:
                     )
                 whole = accumulator_from_completion(body)
                 self.accumulator = whole
-                yield _client_chunk_from_completion(body), whole.content
+                yield [(_client_chunk_from_completion(body), whole.content)]
                 return
             decoder = SSEDecoder()
             add = acc.add
             for data in response.iter_bytes():
                 events = decoder.feed(data)
                 if events:
-                    for chunk in iter_chunk_dicts(events, acc):
-                        yield chunk, add(chunk)
+                    yield _client_block(events, acc, add)
                     if acc.done:
                         break
             else:
-                for chunk in iter_chunk_dicts(decoder.close(), acc):
-                    yield chunk, add(chunk)
+                block = _client_block(decoder.close(), acc, add)
+                if block:
+                    yield block
             if not acc.complete:
                 raise IncompleteStreamError(
                     "The stream ended before the answer was complete (no [DONE] and no finish_reason); "
@@ -236,6 +251,13 @@ class ChatCompletionStream:
             self.close()
         except Exception:  # noqa: S110 - pragma: no cover - interpreter shutdown
             pass
+
+
+def _client_block(
+    events: list[Any], acc: ChatAccumulator, add: Callable[[dict[str, Any]], str]
+) -> list[tuple[dict[str, Any], str]]:
+    """Parse and accumulate the events of one network read (an error event raises)."""
+    return [(chunk, add(chunk)) for chunk in iter_chunk_dicts(events, acc)]
 
 
 def _client_chunk_from_completion(body: dict[str, Any]) -> dict[str, Any]:
