@@ -454,6 +454,47 @@ def _tp_handler_class() -> Any:
     return cls
 
 
+#: Largest request body sent in the same write as the headers (see _tp_connection_class).
+_TP_COALESCE_BODY = 262144
+
+
+def _tp_connection_class() -> Any:
+    """``http.client.HTTPConnection`` that sends the headers and a bytes body in one write.
+
+    ``http.client`` (3.8 to 3.13 alike) writes the header block and the body with two
+    ``sendall`` calls; with ``TCP_NODELAY`` each becomes its own packet and wakes the server
+    twice per request.  Here :meth:`endheaders` keeps a bytes body of up to
+    ``_TP_COALESCE_BODY`` bytes back and :meth:`send` appends it to the header block, which is
+    the only thing ``endheaders`` sends then.  Only public ``http.client`` methods are overridden.
+    """
+    cls = _tp_lazy_classes.get("connection")
+    if cls is None:
+        import http.client
+
+        class _TPHTTPConnection(http.client.HTTPConnection):
+            _tp_body: bytes | None = None
+
+            def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
+                if message_body.__class__ is bytes and not encode_chunked and len(message_body) <= _TP_COALESCE_BODY:
+                    self._tp_body = message_body
+                    try:
+                        super().endheaders()
+                    finally:
+                        self._tp_body = None
+                else:
+                    super().endheaders(message_body, encode_chunked=encode_chunked)
+
+            def send(self, data: Any) -> None:
+                body = self._tp_body
+                if body is not None:
+                    self._tp_body = None
+                    data = data + body
+                super().send(data)
+
+        cls = _tp_lazy_classes["connection"] = _TPHTTPConnection
+    return cls
+
+
 class HTTPTransport:
     """Sends requests through urllib.request with keep-alive, proxies, TLS and cancellation.
 
@@ -735,12 +776,10 @@ class HTTPTransport:
         state: _TPState,
     ) -> _TPConn:
         """A new connection to the origin, directly or through the proxy, TLS included."""
-        import http.client
-
         cancel = state.cancel
         ct = state.timeout.connect
         state.phase = "connect"
-        http_conn = http.client.HTTPConnection(host, port, timeout=ct)
+        http_conn: http.client.HTTPConnection = _tp_connection_class()(host, port, timeout=ct)
         http_conn.auto_open = 0  # never let http.client reconnect around the proxy
         conn = _TPConn(http_conn, key, where)
         if cancel is not None:

@@ -196,6 +196,58 @@ class KeepAliveTests(unittest.TestCase):
             self.assertEqual(o.connections, 3)
 
 
+class _RecordingSocket:
+    """Stands in for a connected socket: records each sendall()."""
+
+    def __init__(self):
+        self.writes = []
+
+    def sendall(self, data):
+        self.writes.append(bytes(data))
+
+    def close(self):
+        pass
+
+
+class OneWriteTests(unittest.TestCase):
+    """Headers and a small body leave in one write (http.client alone makes two)."""
+
+    def writes(self, body, **kw):
+        from openai2.transport import _tp_connection_class
+
+        conn = _tp_connection_class()("example.invalid", 80)
+        conn.sock = _RecordingSocket()
+        conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"}, **kw)
+        return conn.sock.writes
+
+    def test_small_body_goes_with_the_headers(self):
+        body = b'{"model": "m", "messages": []}'
+        writes = self.writes(body)
+        self.assertEqual(len(writes), 1)
+        head, sep, rest = writes[0].partition(b"\r\n\r\n")
+        self.assertEqual((sep, rest), (b"\r\n\r\n", body))
+        self.assertTrue(head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n"))
+        self.assertIn(b"\r\nContent-Length: %d" % len(body), head)
+        # an empty body: one write, nothing after the header block
+        writes = self.writes(b"")
+        self.assertEqual(len(writes), 1)
+        self.assertIn(b"\r\nContent-Length: 0\r\n", writes[0])
+        self.assertTrue(writes[0].endswith(b"\r\n\r\n"))
+
+    def test_large_or_streamed_bodies_are_sent_as_before(self):
+        from openai2.transport import _TP_COALESCE_BODY
+
+        big = b"x" * (_TP_COALESCE_BODY + 1)
+        writes = self.writes(big)
+        self.assertEqual(len(writes), 2)
+        self.assertEqual(writes[1], big)
+        self.assertTrue(writes[0].endswith(b"\r\n\r\n"))
+        writes = self.writes(iter([b"ab", b"cd"]), encode_chunked=True)
+        self.assertEqual(b"".join(writes).partition(b"\r\n\r\n")[2], b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n")
+        writes = self.writes(bytearray(b"abc"))
+        self.assertEqual(b"".join(writes).partition(b"\r\n\r\n")[2], b"abc")
+
+
 class FailureTests(unittest.TestCase):
     def test_read_timeout_mid_stream(self):
         release = threading.Event()

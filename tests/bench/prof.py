@@ -14,7 +14,6 @@ import os
 import pstats
 import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,7 +58,8 @@ def case_seq(root, top):
 
     def run():
         for _ in range(SEQ_REQUESTS):
-            create(model="bench-model", messages=MESSAGES).choices[0].message.content
+            if not create(model="bench-model", messages=MESSAGES).choices[0].message.content:
+                raise SystemExit("empty answer")
 
     return profile_call(run, top, "seq: %d non-streaming create() calls" % SEQ_REQUESTS)
 

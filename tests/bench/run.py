@@ -203,7 +203,7 @@ def fmt(value, unit):
         return "%.1f %s" % (value, unit)
     if unit == "s":
         return "%.3f s" % value
-    return "{:,.0f} {}".format(value, unit)
+    return f"{value:,.0f} {unit}"
 
 
 def ratio(a, b):
