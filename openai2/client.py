@@ -17,11 +17,13 @@ import time
 from .common import TYPE_CHECKING, USER_AGENT, get_logger, mask_key
 from .errors import (
     APIConnectionError,
+    APIError,
     APIStatusError,
     IncompleteStreamError,
     OpenAIError,
     RequestCancelledError,
     make_status_error,
+    redact_error,
 )
 from .keypool import AKPool
 from .objects import AttrDict, to_attr
@@ -215,7 +217,11 @@ class ChatCompletionStream:
                     "%d characters had arrived." % len(acc.content),
                     partial=acc.content,
                 )
-        except (IncompleteStreamError, RequestCancelledError):
+        except RequestCancelledError:
+            raise
+        except IncompleteStreamError as exc:
+            if not exc.partial:
+                exc.partial = acc.content
             raise
         except APIConnectionError as exc:
             if type(exc) is APIConnectionError:
@@ -223,6 +229,9 @@ class ChatCompletionStream:
                     "The stream broke off: %s" % exc.message, partial=acc.content, cause=exc
                 ) from exc
             raise
+        except APIError as exc:
+            # an error event inside the stream: the server may have echoed the key
+            raise redact_error(exc, self._secrets)
         finally:
             self.close()
 

@@ -196,6 +196,34 @@ NO_KEY_HINT = (
 )
 
 
+def redact_value(value: object, secrets: Iterable[str | None]) -> Any:
+    """``value`` (text or parsed JSON) with every secret masked; the same object if none occurs."""
+    secrets = tuple(s for s in secrets if s)
+    if not secrets or value is None:
+        return value
+    if isinstance(value, str):
+        return redact(value, secrets)
+    import json
+
+    try:
+        dumped = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return value
+    if any(s in dumped for s in secrets):
+        return json.loads(redact(dumped, secrets))
+    return value
+
+
+def redact_error(error: APIError, secrets: Iterable[str | None]) -> APIError:
+    """Mask secrets in an error's message and body, in place (a server may echo the key)."""
+    secrets = tuple(s for s in secrets if s)
+    if secrets:
+        error.message = redact(error.message, secrets)
+        error.args = (error.message,)
+        error.body = redact_value(error.body, secrets)
+    return error
+
+
 def status_error_class(status: int) -> type[APIStatusError]:
     """The ``APIStatusError`` subclass for an HTTP status."""
     if status >= 500:
@@ -283,14 +311,7 @@ def make_status_error(
                 _excerpt(json.dumps(body, ensure_ascii=False)),
             )
     message = redact(message, secrets)
-    if secrets and isinstance(body, str):
-        body = redact(body, secrets)
-    elif secrets and body is not None:
-        import json
-
-        dumped = json.dumps(body, ensure_ascii=False)
-        if any(s and s in dumped for s in secrets):
-            body = json.loads(redact(dumped, secrets))
+    body = redact_value(body, secrets)
     hint = None
     if status in (401, 403) and not sent_key:
         hint = NO_KEY_HINT

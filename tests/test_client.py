@@ -143,6 +143,15 @@ class TestResponses(ClientCase):
             list(self.create(stream=True))
         self.assertEqual(cm.exception.partial, "abc")
 
+    def test_stream_broken_partial_holds_what_arrived(self):
+        self.server.replies.append(Reply(content="abcdefghij", disconnect_after=4))
+        got = []
+        with self.assertRaises(openai2.IncompleteStreamError) as cm:
+            for chunk in self.create(stream=True):
+                got.append(chunk.choices[0].delta.content or "")
+        self.assertEqual(cm.exception.partial, "".join(got))
+        self.assertTrue(cm.exception.partial)
+
     def test_stream_reset_mid_body(self):
         self.server.replies.append(Reply(content="abcdefghij", disconnect_after=3))
         with self.assertRaises(openai2.IncompleteStreamError):
@@ -212,6 +221,15 @@ class TestErrors(ClientCase):
         self.assertNotIn(KEY, str(cm.exception))
         self.assertNotIn(KEY, repr(cm.exception.body))
         self.assertIn(openai2.mask_key(KEY), cm.exception.message)
+
+    def test_key_echoed_in_stream_error_event_is_masked(self):
+        self.server.replies.append(Reply(events=[{"error": {"message": "Incorrect API key provided: %s" % KEY}}], done=False))
+        with self.assertRaises(openai2.APIError) as cm:
+            list(self.create(stream=True))
+        e = cm.exception
+        for text in (str(e), repr(e), e.message, repr(e.body)):
+            self.assertNotIn(KEY, text)
+        self.assertIn(openai2.mask_key(KEY), e.message)
 
     def test_connection_refused_is_wrapped(self):
         import socket
