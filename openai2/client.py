@@ -231,7 +231,8 @@ class ChatCompletionStream:
             raise
         except APIError as exc:
             # an error event inside the stream: the server may have echoed the key
-            raise redact_error(exc, self._secrets)
+            redact_error(exc, self._secrets)
+            raise
         finally:
             self.close()
 

@@ -198,29 +198,29 @@ NO_KEY_HINT = (
 
 def redact_value(value: object, secrets: Iterable[str | None]) -> Any:
     """``value`` (text or parsed JSON) with every secret masked; the same object if none occurs."""
-    secrets = tuple(s for s in secrets if s)
-    if not secrets or value is None:
+    known = [s for s in secrets if s]
+    if not known or value is None:
         return value
     if isinstance(value, str):
-        return redact(value, secrets)
+        return redact(value, known)
     import json
 
     try:
         dumped = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         return value
-    if any(s in dumped for s in secrets):
-        return json.loads(redact(dumped, secrets))
+    if any(s in dumped for s in known):
+        return json.loads(redact(dumped, known))
     return value
 
 
 def redact_error(error: APIError, secrets: Iterable[str | None]) -> APIError:
     """Mask secrets in an error's message and body, in place (a server may echo the key)."""
-    secrets = tuple(s for s in secrets if s)
-    if secrets:
-        error.message = redact(error.message, secrets)
+    known = [s for s in secrets if s]
+    if known:
+        error.message = redact(error.message, known)
         error.args = (error.message,)
-        error.body = redact_value(error.body, secrets)
+        error.body = redact_value(error.body, known)
     return error
 
 
