@@ -49,8 +49,21 @@ def _compat_client() -> OpenAI:
         if client is None:
             api_key, base, org, proxy = settings
             client = OpenAI(api_key=api_key, base_url=base, organization=org, proxy=proxy)
+            if not _compat_clients:
+                import atexit
+
+                atexit.register(_compat_close_all)
             _compat_clients[settings] = client
         return client
+
+
+def _compat_close_all() -> None:
+    """Close the cached clients' connections (at exit, so no socket is left to the collector)."""
+    with _compat_lock:
+        clients = list(_compat_clients.values())
+        _compat_clients.clear()
+    for client in clients:
+        client.close()
 
 
 class ChatCompletion:
