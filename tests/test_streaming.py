@@ -102,6 +102,25 @@ class IterChunkDictsTest(unittest.TestCase):
     def test_leading_whitespace_object_is_parsed(self):
         self.assertEqual(list(iter_chunk_dicts(events_of(' \n{"a": 1}'))), [{"a": 1}])
 
+    def test_parses_exactly_like_json_loads(self):
+        # the fast path (the C scanner on CPython) must agree with json.loads on every edge
+        for data in ('{"a": 1}  ', '{"a": 1}\n', '{"a": NaN, "b": -Infinity}', '{"t": "\\u00e9\u00e8 \\ud83d\\ude00"}',
+                     '{"a": {"b": [1, 2.5, true, null]}, "a": 2}', '{"n": 12345678901234567890, "f": 1e400}'):
+            with self.subTest(data=data):
+                got = list(iter_chunk_dicts(events_of(data)))
+                self.assertEqual(repr(got), repr([json.loads(data)]))
+        for data in ('{"a": 1} {"b": 2}', '{"a": 1}x', '{"a": }', '{"a": 1', "{'a': 1}", '{"a": 1}]'):
+            with self.subTest(data=data):
+                with self.assertRaises(APIError) as cm:
+                    list(iter_chunk_dicts(events_of(data)))
+                self.assertIn("not JSON", cm.exception.message)
+
+    def test_many_chunks_with_distinct_keys_parse_independently(self):
+        # the scanner memoises keys within one document; nothing may carry over between chunks
+        datas = ['{"k%d": %d, "choices": []}' % (i, i) for i in range(2000)]
+        out = list(iter_chunk_dicts(events_of(*datas)))
+        self.assertEqual(out, [json.loads(d) for d in datas])
+
 
 class AccumulatorTextTest(unittest.TestCase):
     def test_content_and_deltas(self):
