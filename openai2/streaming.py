@@ -289,6 +289,7 @@ class ChatAccumulator:
         self.system_fingerprint: str | None = None
         self.done = False
         self.chunks = 0
+        self._meta_missing = True
 
     def __repr__(self) -> str:
         return "<ChatAccumulator chunks=%d content=%d chars finish_reason=%r done=%s>" % (
@@ -305,19 +306,24 @@ class ChatAccumulator:
         :returns: the content text this chunk added to choice 0 (``""`` if none)
         """
         self.chunks += 1
-        if not self.id:
-            value = chunk.get("id")
-            if value:
-                self.id = value
-                self.created = chunk.get("created", self.created)
-        if not self.model:
-            value = chunk.get("model")
-            if value:
-                self.model = value
-        if not self.system_fingerprint:
-            value = chunk.get("system_fingerprint")
-            if value:
-                self.system_fingerprint = value
+        if self._meta_missing:
+            # The first non-empty id (with its created), model and system_fingerprint; not
+            # looked for any more once all three are known (a server may never send a
+            # fingerprint: then the three checks stay, as cheap as before).
+            if not self.id:
+                value = chunk.get("id")
+                if value:
+                    self.id = value
+                    self.created = chunk.get("created", self.created)
+            if not self.model:
+                value = chunk.get("model")
+                if value:
+                    self.model = value
+            if not self.system_fingerprint:
+                value = chunk.get("system_fingerprint")
+                if value:
+                    self.system_fingerprint = value
+            self._meta_missing = not (self.id and self.model and self.system_fingerprint)
         usage = chunk.get("usage")
         if usage is None:
             extra = chunk.get("x_groq")
@@ -328,8 +334,31 @@ class ChatAccumulator:
         choices = chunk.get("choices")
         if not choices:
             return ""
-        out = ""
         main = self._choice
+        if len(choices) == 1:
+            # The common chunk: one choice 0 whose delta holds content and maybe role.
+            choice = choices[0]
+            if choice.__class__ is dict and not choice.get("index"):
+                delta = choice.get("delta")
+                if delta.__class__ is dict:
+                    size = len(delta)
+                    content = delta.get("content")
+                    if (content is None or content.__class__ is str) and (
+                        size == (content is not None) + ("role" in delta) or size == 0
+                    ):
+                        role = delta.get("role")
+                        if role:
+                            main.role = role
+                        reason = choice.get("finish_reason")
+                        if reason:
+                            main.finish_reason = reason
+                            self._finished = True
+                        if content:
+                            piece: str = content
+                            main.content.append(piece)
+                            return piece
+                        return ""
+        out = ""
         for choice in choices:
             index = choice.get("index", 0)
             if not index:

@@ -122,6 +122,53 @@ class IterChunkDictsTest(unittest.TestCase):
         self.assertEqual(out, [json.loads(d) for d in datas])
 
 
+class AccumulatorFastPathTest(unittest.TestCase):
+    """The common one-choice content/role chunk has a fast path in add(); it must merge exactly
+    like the general loop, which a delta with an extra null key always takes."""
+
+    def shapes(self):
+        return [
+            chunk({"role": "assistant", "content": ""}),
+            chunk({"content": "Hel"}),
+            chunk({"content": "lo"}, system_fingerprint="fp_1", created=7),
+            chunk({"role": "assistant"}),
+            chunk({"content": ""}),
+            chunk({}),
+            chunk({"content": " there", "role": "assistant"}),
+            chunk({"content": "!"}, index=None),
+            chunk({"content": "?"}, index=1),
+            chunk({"content": ["x"]}),
+            chunk({"content": 5}),
+            {"id": "late", "choices": [{"delta": {"content": " no index"}}]},
+            {"choices": [{"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {"content": "b"}}]},
+            {"choices": [{"index": 0, "delta": {"role": "", "content": "c"}, "finish_reason": None}], "usage": {"total_tokens": 3}},
+            chunk({}, "stop"),
+        ]
+
+    def test_fast_path_merges_like_the_general_loop(self):
+        fast, fast_deltas = accumulate(self.shapes())
+        slow_chunks = self.shapes()
+        for c in slow_chunks:
+            for choice in c["choices"]:
+                choice["delta"]["refusal"] = None  # an ignored key: forces the general loop
+        slow, slow_deltas = accumulate(slow_chunks)
+        self.assertEqual(fast_deltas, slow_deltas)
+        self.assertEqual(fast.completion(), slow.completion())
+        self.assertEqual(fast.other_choices, slow.other_choices)
+        self.assertEqual((fast.role, fast.finish_reason, fast.complete, fast.chunks), (slow.role, slow.finish_reason, slow.complete, slow.chunks))
+        self.assertEqual(fast.content, "Hello there!x no indexac")
+        self.assertEqual((fast.id, fast.model, fast.system_fingerprint, fast.created), ("chatcmpl-1", "m", "fp_1", None))
+
+    def test_metadata_keeps_being_looked_for_until_known(self):
+        acc = ChatAccumulator()
+        acc.add({"choices": [{"index": 0, "delta": {"content": "a"}}]})
+        acc.add({"id": "", "model": "m1", "choices": []})
+        acc.add({"id": "c1", "created": 5, "choices": []})
+        acc.add({"id": "c2", "model": "m2", "system_fingerprint": "fp", "choices": []})
+        acc.add({"id": "c3", "model": "m3", "system_fingerprint": "fp3", "created": 9, "choices": []})
+        self.assertEqual((acc.id, acc.model, acc.system_fingerprint, acc.created), ("c1", "m1", "fp", 5))
+
+
 class AccumulatorTextTest(unittest.TestCase):
     def test_content_and_deltas(self):
         acc, deltas = accumulate([chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), chunk({"content": "lo"}), chunk({}, "stop")])
