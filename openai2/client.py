@@ -201,11 +201,13 @@ class ChatCompletionStream:
                 return
             decoder = SSEDecoder()
             add = acc.add
-            for data in response.iter_bytes():
+            reads = response.iter_bytes()
+            for data in reads:
                 events = decoder.feed(data)
                 if events:
                     yield _client_block(events, acc, add)
                     if acc.done:
+                        _client_finish_body(response, reads)
                         break
             else:
                 block = _client_block(decoder.close(), acc, add)
@@ -261,6 +263,19 @@ class ChatCompletionStream:
             self.close()
         except Exception:  # noqa: S110 - pragma: no cover - interpreter shutdown
             pass
+
+
+def _client_finish_body(response: HTTPResponse, reads: Iterator[bytes]) -> None:
+    """After ``[DONE]``: read the end of the body (normally already there: the chunked
+    terminator) so the kept-alive connection goes back to the pool instead of being discarded.
+    Whatever comes after ``[DONE]`` is ignored; a server that does not end the body within a
+    second only costs its connection."""
+    response.limit_read_timeout(1.0)
+    try:
+        for _ in reads:
+            pass
+    except OpenAIError:  # noqa: S110 - the transport discarded the connection; the answer is complete
+        pass
 
 
 def _client_block(

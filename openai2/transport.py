@@ -829,8 +829,11 @@ class HTTPTransport:
             try:
                 if cancel is not None and cancel.cancelled:
                     raise RequestCancelledError()
-                sock.settimeout(ct)
-                sock.connect(addr)
+                if cancel is None:
+                    sock.settimeout(ct)
+                    sock.connect(addr)
+                else:
+                    _tp_cancellable_connect(sock, addr, ct, cancel)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 return sock
             except OSError as exc:
@@ -852,6 +855,43 @@ class HTTPTransport:
             raise RequestCancelledError()
         tls.do_handshake()
         return tls
+
+
+def _tp_cancellable_connect(sock: Any, addr: Any, timeout: float, cancel: CancelScope) -> None:
+    """Connect so that ``cancel()`` always interrupts it.
+
+    A blocking ``connect()`` can only be woken by ``shutdown()`` once it is under way; a cancel
+    that lands between the last check and the call would be missed and the caller would wait the
+    whole connect timeout.  So the connect is started without blocking, the flag is checked once
+    it is under way, and the wait for the handshake is one that ``shutdown()`` does wake.
+    """
+    import errno
+    import socket
+
+    sock.setblocking(False)
+    err = sock.connect_ex(addr)
+    in_progress = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, getattr(errno, "WSAEWOULDBLOCK", -1))
+    if err in in_progress:
+        if cancel.cancelled:
+            raise RequestCancelledError()
+        import select
+
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT | select.POLLERR | select.POLLHUP)
+            ready = bool(poller.poll(max(0.0, timeout) * 1000.0))
+        else:  # pragma: no cover - Windows
+            _, writable, failed = select.select([], [sock], [sock], max(0.0, timeout))
+            ready = bool(writable or failed)
+        if cancel.cancelled:
+            raise RequestCancelledError()
+        if not ready:
+            raise socket.timeout("timed out")
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err not in (0, errno.EISCONN):
+        raise OSError(err, os.strerror(err))
+    sock.getpeername()  # ENOTCONN if the handshake did not complete
+    sock.settimeout(timeout)
 
 
 def _tp_tunnel(sock: Any, host: str, port: int, proxy: _TPProxy) -> None:
@@ -1161,6 +1201,16 @@ class HTTPResponse:
                 self._tp_release()
             else:
                 self._tp_discard()
+
+    def limit_read_timeout(self, seconds: float) -> None:
+        """Allow at most ``seconds`` of silence from now on (used to read the end of a stream
+        after ``[DONE]``: a server that never ends the body must not hold the caller long).
+        The next request on this connection gets its own read timeout again."""
+        conn = self._tp_conn
+        sock = conn.http.sock if conn is not None else None
+        if sock is not None:
+            current = sock.gettimeout()
+            sock.settimeout(seconds if current is None else min(current, seconds))
 
     def close(self) -> None:
         """Release the connection: back to the pool if the body was read, else discarded."""

@@ -122,6 +122,25 @@ class TestResponses(ClientCase):
         self.assertEqual(stream.accumulator.content, "abc")
         self.assertEqual(stream.accumulator.finish_reason, "stop")
 
+    def test_completed_stream_returns_its_connection_to_the_pool(self):
+        c = self.client()
+        for _ in range(3):
+            self.server.replies.append(Reply(content="abc"))
+            self.assertEqual(len(list(self.create(c, stream=True))), 5)
+            self.create(c)
+        self.assertEqual(self.server.connection_count, 1)
+
+    def test_server_that_never_ends_the_body_after_done(self):
+        # role, 3 content chunks, finish chunk, [DONE]: then the server holds the body open
+        self.server.replies.append(Reply(content="abc", stall_after=6, stall_seconds=20))
+        c = self.client(timeout=(5, 30))
+        started = time.monotonic()
+        stream = self.create(c, stream=True)
+        list(stream)
+        self.assertLess(time.monotonic() - started, 5)  # one second of grace, not the read timeout
+        self.assertEqual(stream.accumulator.content, "abc")
+        self.assertEqual(self.create(c).choices[0].message.content, "(demo) You said: hi")
+
     def test_stream_closed_early_then_next_request_ok(self):
         self.server.replies.append(Reply(content="x" * 200))
         stream = self.create(stream=True)

@@ -607,6 +607,48 @@ class CancelTests(unittest.TestCase):
             listener.close()
             silent.close()
 
+    def test_cancel_just_before_connect_is_not_missed(self):
+        # A blocking connect() cannot be woken by shutdown() before it is under way: a cancel
+        # landing between the last check and the call used to cost the whole connect timeout.
+        from openai2.transport import _tp_cancellable_connect
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(5):  # fill the backlog so a new connect() hangs
+                c = socket.socket()
+                c.setblocking(False)
+                try:
+                    c.connect(("127.0.0.1", port))
+                except BlockingIOError:
+                    pass
+                fillers.append(c)
+            scope = CancelScope()
+            scope.cancel()  # already cancelled: nothing is registered to shut down
+            sock = socket.socket()
+            start = time.monotonic()
+            try:
+                with self.assertRaises(RequestCancelledError):
+                    _tp_cancellable_connect(sock, ("127.0.0.1", port), 5.0, scope)
+            finally:
+                sock.close()
+            self.assertLess(time.monotonic() - start, 1.0)
+            # and an uncancelled connect still completes
+            with OriginServer() as o:
+                sock = socket.socket()
+                try:
+                    _tp_cancellable_connect(sock, ("127.0.0.1", o.port), 5.0, CancelScope())
+                    self.assertEqual(sock.getpeername()[1], o.port)
+                finally:
+                    sock.close()
+        finally:
+            for c in fillers:
+                c.close()
+            listener.close()
+
     def test_cancelled_scope_refuses_new_request(self):
         with OriginServer() as o:
             scope = CancelScope()
