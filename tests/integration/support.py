@@ -142,7 +142,7 @@ class Tinyproxy(_Process):
 
     def log_text(self) -> str:
         try:
-            with open(self.log, "r", errors="replace") as fh:
+            with open(self.log, errors="replace") as fh:
                 return fh.read()
         except FileNotFoundError:
             return ""
@@ -170,7 +170,7 @@ class Microsocks(_Process):
 
     def log_text(self) -> str:
         self.out.flush()
-        with open(self.out_path, "r", errors="replace") as fh:
+        with open(self.out_path, errors="replace") as fh:
             return fh.read()
 
     def stop(self) -> None:

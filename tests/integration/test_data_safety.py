@@ -16,12 +16,20 @@ import threading
 import time
 import unittest
 
-from tests.integration.support import (REPO, TempDir, cli_cmd, cli_env, figure, read_json, run_cli, strace_prefix,
-                                       strace_usable, wait_for)
-
 from openai2 import Chat
 from openai2.portable import atomic_write
 from openai2.testing import FakeServer, Reply
+from tests.integration.support import (
+    REPO,
+    TempDir,
+    cli_cmd,
+    cli_env,
+    figure,
+    read_json,
+    run_cli,
+    strace_prefix,
+    strace_usable,
+)
 
 STRACE = strace_usable()
 KEY = "sk-safety-0123456789abcdef"
@@ -70,7 +78,7 @@ class AtomicWrites(unittest.TestCase):
         with open(path, "rb") as fh:
             before = fh.read()
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        for action, expect_rc in (("error=EIO", 1), ("signal=KILL", -signal.SIGKILL)):
+        for action in ("error=EIO", "signal=KILL"):
             with self.subTest(action=action):
                 r = subprocess.run(strace_prefix(action) + [sys.executable, "-c", self._chat_dump_script(path)],
                                    capture_output=True, text=True, env=env, timeout=60)

@@ -2,18 +2,22 @@
 correct recovery (the exchange recorded once), and the same client's next request succeeds."""
 from __future__ import annotations
 
-import os
 import time
 import unittest
 import warnings
 
-from tests.integration.support import CA, figure, free_port, server_tls_context, wait_for
-
 from openai2 import AKPool, Chat, OpenAI
-from openai2.errors import (APIConnectionError, APIStatusError, APITimeoutError, IncompleteStreamError,
-                            InternalServerError, ResponseTooLargeError)
+from openai2.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    IncompleteStreamError,
+    InternalServerError,
+    ResponseTooLargeError,
+)
 from openai2.testing import FakeServer, Reply
 from openai2.transport import HTTPTransport
+from tests.integration.support import CA, figure, free_port, server_tls_context, wait_for
 
 KEY = "sk-faults-0123456789abcdef"
 

@@ -12,11 +12,10 @@ import random
 import unittest
 import warnings
 
-from tests.integration.oracle import corpus_streams, random_stream, run_openai2, run_sdk
-from tests.integration.support import CORPUS, figure
-
 from openai2 import OpenAI
 from openai2.testing import FakeServer, Reply
+from tests.integration.oracle import corpus_streams, random_stream, run_openai2, run_sdk
+from tests.integration.support import CORPUS, figure
 
 try:
     import openai

@@ -9,11 +9,10 @@ import os
 import tempfile
 import unittest
 
-from tests.integration.support import figure
-
 from openai2 import Chat
 from openai2.history import MessageBuffer, from_archive
 from openai2.sse import SSEDecoder
+from tests.integration.support import figure
 
 # hypothesis keeps caches in ./.hypothesis unless told otherwise; keep the work tree clean.
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "openai2-hypothesis"))

@@ -8,12 +8,20 @@ import shutil
 import unittest
 from unittest import mock
 
-from tests.integration.support import (CA, Microsocks, TempDir, Tinyproxy, figure, free_port, run_cli,
-                                       server_tls_context, wait_for)
-
 from openai2 import Chat, OpenAI
 from openai2.errors import APIConnectionError
 from openai2.testing import FakeServer
+from tests.integration.support import (
+    CA,
+    Microsocks,
+    TempDir,
+    Tinyproxy,
+    figure,
+    free_port,
+    run_cli,
+    server_tls_context,
+    wait_for,
+)
 
 MISSING = [tool for tool in ("tinyproxy", "microsocks") if shutil.which(tool) is None]
 KEY = "sk-proxytest-0123456789abcdef"

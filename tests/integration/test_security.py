@@ -13,12 +13,11 @@ import sys
 import unittest
 import warnings
 
-from tests.integration.support import (CA, REPO, TempDir, cli_env, figure, free_port, run_cli, server_tls_context)
-
 from openai2 import AKPool, Chat, OpenAI
 from openai2.errors import APIConnectionError, APIError
 from openai2.testing import FakeServer, Reply
 from openai2.transport import HTTPTransport
+from tests.integration.support import CA, REPO, TempDir, cli_env, figure, free_port, run_cli, server_tls_context
 
 KEY = "sk-integ-" + secrets.token_hex(16)
 KEY2 = "sk-integ-" + secrets.token_hex(16)
@@ -87,7 +86,7 @@ class KeyNeverShown(unittest.TestCase):
                 self.note(repr(stream), list(stream))
                 srv.add_replies(Reply(status=401, content=echo, error_code="invalid_api_key"))
                 srv.add_replies(Reply(status=401, content=echo, error_code="invalid_api_key"))
-                for attempt in range(2):
+                for _ in range(2):
                     try:
                         chat.request("refused")
                     except APIError as exc:
