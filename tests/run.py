@@ -39,7 +39,14 @@ def main(argv):
         sys.path.insert(0, ROOT)
     loader = unittest.TestLoader()
     suite = flatten(loader.discover(HERE, pattern="test_*.py", top_level_dir=ROOT), names)
-    result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
+    from tests.support.keyscan import KeyScan
+
+    with KeyScan() as scan:  # every openai2 log record of the run is searched for a whole key
+        result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
+    if scan.found:
+        print("API keys reached the openai2 log unmasked: %s" % sorted(set(scan.found)), file=sys.stderr)
+        return 1
+    print("openai2 log records scanned for keys: %d, none unmasked" % scan.records)
     # subTest failures are reported once per subtest: count each failing test once
     failed_ids = {getattr(test, "test_case", test).id() for test, _ in result.failures + result.errors}
     failed = len(failed_ids) + len(result.unexpectedSuccesses)

@@ -139,16 +139,25 @@ def main(argv):
         from tests.run import flatten  # the same selection as make test (no integration/bench)
 
         suite = flatten(suite, names)
-        result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
+        from tests.support.keyscan import KeyScan
+
+        with KeyScan() as scan:  # as in tests/run.py: no key may reach the openai2 log
+            result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
+        key_leaks = sorted(set(scan.found))
         leaked = sorted(
             m for m, mod in list(sys.modules.items()) if m.startswith(PACKAGE) and mod is not None and mod is not module
         )
     finally:
         os.chdir(old_cwd)
         shutil.rmtree(base, ignore_errors=True)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    # subTest failures are reported once per subtest: count each failing test once (as run.py)
+    failed_ids = {getattr(t, "test_case", t).id() for t, _ in result.failures + result.errors}
+    failed = len(failed_ids) + len(result.unexpectedSuccesses)
     skipped = len(result.skipped)
     passed = result.testsRun - failed - skipped
+    if key_leaks:
+        print("API keys reached the openai2 log unmasked: %s" % key_leaks, file=sys.stderr)
+        failed += 1
     if leaked:
         # A test imported the package folder after all: its results do not count for the file.
         print("run_single: modules not from the single file were imported: %s" % ", ".join(leaked), file=sys.stderr)

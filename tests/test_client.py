@@ -402,6 +402,20 @@ class TestKeyNeverLeaks(ClientCase):
         self.assertNotIn(KEY[::-1], blob)
         self.assertIn("…", blob)
 
+    def test_run_wide_key_scan_can_fail(self):
+        from tests.support.keyscan import KeyScan
+
+        scan = KeyScan()
+        # outside the "openai2" tree, so the deliberate leak does not reach the run-wide scan
+        logger = logging.getLogger("keyscan-selftest")
+        logger.propagate = False
+        logger.addHandler(scan)
+        self.addCleanup(logger.removeHandler, scan)
+        logger.warning("masked %s is fine", openai2.mask_key(KEY))
+        self.assertEqual(scan.found, [])
+        logger.warning("leaked %s", KEY)
+        self.assertEqual(scan.found, [("keyscan-selftest", KEY)])
+
     def test_plain_http_to_remote_host_warns_once(self):
         c = OpenAI(api_key=KEY, base_url="http://api.example.invalid/v1", max_retries=0, timeout=0.5)
         self.addCleanup(c.close)
