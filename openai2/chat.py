@@ -13,7 +13,7 @@ import os
 import threading
 
 from .aio import PieceChannel, offload, start_producer
-from .client import _CLIENT_OPTION_NAMES, ChatCompletionStream, OpenAI
+from .client import ChatCompletionStream, OpenAI, add_usage, client_from_options, reset_client_key
 from .common import TYPE_CHECKING
 from .history import MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
@@ -137,14 +137,6 @@ def _chat_reasoning_delta(chunk: dict[str, Any]) -> str:
     return text if isinstance(text, str) else ""
 
 
-def _chat_add_usage(total: dict[str, int], usage: object) -> None:
-    if isinstance(usage, dict):
-        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                total[name] = total.get(name, 0) + value
-
-
 class Chat:
     """A continuous conversation: each request sends the history plus the new user message.
 
@@ -173,16 +165,7 @@ class Chat:
     ) -> None:
         if MsgMaxCount is not None and msg_max_count is not None and MsgMaxCount != msg_max_count:
             raise ValueError("give MsgMaxCount or msg_max_count, not both")
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in _CLIENT_OPTION_NAMES}
-        if client is not None:
-            if options or api_key is not None:
-                raise TypeError("pass either client=... or client options (api_key, base_url, …), not both")
-            self._client = client
-        else:
-            self._client = OpenAI(api_key, **options)
-        for reserved in ("messages", "stream"):
-            if reserved in kwargs:
-                raise TypeError("%s= is managed by Chat and cannot be a default parameter" % reserved)
+        self._client = client_from_options(api_key, client, kwargs, "Chat")
         self.params: dict[str, Any] = kwargs
         self._buffer = MessageBuffer(MsgMaxCount if MsgMaxCount is not None else msg_max_count)
         self._lock = threading.Lock()
@@ -217,9 +200,7 @@ class Chat:
 
     def reset_api_key(self, api_key: str | AKPool) -> None:
         """Use another key or :class:`AKPool` from the next request on."""
-        if not isinstance(api_key, (str, AKPool)) or (isinstance(api_key, str) and not api_key):
-            raise ValueError("reset_api_key needs a non-empty key string or an AKPool")
-        self._client.api_key = api_key
+        reset_client_key(self._client, api_key)
 
     @property
     def recently_request_data(self) -> dict[str, Any] | None:
@@ -402,7 +383,7 @@ class Chat:
             self.last_response = response
             self.last_reasoning = reasoning
             self.last_usage = usage if isinstance(usage, dict) else None
-            _chat_add_usage(self.total_usage, usage)
+            add_usage(self.total_usage, usage)
 
     def _finish_complete(self, user: dict[str, Any], body: dict[str, Any], result: dict[str, Any]) -> str:
         acc = accumulator_from_completion(result)

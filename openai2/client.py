@@ -58,6 +58,41 @@ _CLIENT_OPTION_NAMES = frozenset(
 )
 
 
+def client_from_options(
+    api_key: str | AKPool | None, client: OpenAI | None, kwargs: dict[str, Any], owner: str
+) -> OpenAI:
+    """The client for a ``Chat``/``GroupChat``: ``client``, or a new one from the client options
+    popped out of ``kwargs`` (what stays in ``kwargs`` are default request parameters).
+
+    :raises TypeError: both ``client=`` and client options, or ``messages``/``stream`` as defaults
+    """
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in _CLIENT_OPTION_NAMES}
+    for reserved in ("messages", "stream"):
+        if reserved in kwargs:
+            raise TypeError("%s= is managed by %s and cannot be a default parameter" % (reserved, owner))
+    if client is None:
+        return OpenAI(api_key, **options)
+    if options or api_key is not None:
+        raise TypeError("pass either client=... or client options (api_key, base_url, …), not both")
+    return client
+
+
+def reset_client_key(client: OpenAI, api_key: str | AKPool) -> None:
+    """``reset_api_key`` of Chat/GroupChat: another key or pool from the next request on."""
+    if not isinstance(api_key, (str, AKPool)) or (isinstance(api_key, str) and not api_key):
+        raise ValueError("reset_api_key needs a non-empty key string or an AKPool")
+    client.api_key = api_key
+
+
+def add_usage(total: dict[str, int], usage: object) -> None:
+    """Add a response's ``usage`` token counts to a running ``total`` (ignores what is not a count)."""
+    if isinstance(usage, dict):
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            value = usage.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[name] = total.get(name, 0) + value
+
+
 def _client_default_sleep(seconds: float, cancel: CancelScope | None) -> None:
     if cancel is not None:
         if cancel.wait(seconds):

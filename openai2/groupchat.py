@@ -18,7 +18,7 @@ import os
 import threading
 
 from .aio import offload
-from .client import _CLIENT_OPTION_NAMES, OpenAI
+from .client import OpenAI, add_usage, client_from_options, reset_client_key
 from .common import TYPE_CHECKING
 from .keypool import AKPool
 from .objects import to_attr
@@ -414,14 +414,6 @@ def parse_groupchat_reply(
     return [{"speaker": s, "audiences": list(a), "remark": r} for (s, a), r in zip(turns, remarks)]
 
 
-def _gc_add_usage(total: dict[str, int], usage: object) -> None:
-    if isinstance(usage, dict):
-        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                total[name] = total.get(name, 0) + value
-
-
 def _gc_check_max(value: object) -> int | None:
     if value is None:
         return None
@@ -463,16 +455,7 @@ class GroupChat:
     ) -> None:
         if MaxRemarks is not None and max_remarks is not None and MaxRemarks != max_remarks:
             raise ValueError("give MaxRemarks or max_remarks, not both")
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in _CLIENT_OPTION_NAMES}
-        if client is not None:
-            if options or api_key is not None:
-                raise TypeError("pass either client=... or client options (api_key, base_url, …), not both")
-            self._client = client
-        else:
-            self._client = OpenAI(api_key, **options)
-        for reserved in ("messages", "stream"):
-            if reserved in kwargs:
-                raise TypeError("%s= is managed by GroupChat and cannot be a default parameter" % reserved)
+        self._client = client_from_options(api_key, client, kwargs, "GroupChat")
         if language not in (None, "zh", "en"):
             raise ValueError("language must be 'zh', 'en' or None (automatic), not %r" % (language,))
         self.params: dict[str, Any] = kwargs
@@ -508,9 +491,7 @@ class GroupChat:
 
     def reset_api_key(self, api_key: str | AKPool) -> None:
         """Use another key or :class:`AKPool` from the next request on."""
-        if not isinstance(api_key, (str, AKPool)) or (isinstance(api_key, str) and not api_key):
-            raise ValueError("reset_api_key needs a non-empty key string or an AKPool")
-        self._client.api_key = api_key
+        reset_client_key(self._client, api_key)
 
     def __repr__(self) -> str:
         return "<GroupChat model=%r roles=%d remarks=%d client=%r>" % (
@@ -672,7 +653,7 @@ class GroupChat:
             self.last_request = body
             self.last_response = to_attr(result)
             self.last_usage = usage if isinstance(usage, dict) else None
-            _gc_add_usage(self.total_usage, usage)
+            add_usage(self.total_usage, usage)
         return acc.content
 
     def _record(self, remarks: list[dict[str, Any]]) -> None:

@@ -32,6 +32,14 @@ def flatten(suite, names=(), exclude=EXCLUDED_PREFIXES):
     return flat
 
 
+def count_results(result):
+    """(passed, failed, skipped), counting a test whose subtests failed once."""
+    failed_ids = {getattr(test, "test_case", test).id() for test, _ in result.failures + result.errors}
+    failed = len(failed_ids) + len(result.unexpectedSuccesses)
+    skipped = len(result.skipped)
+    return result.testsRun - failed - skipped, failed, skipped
+
+
 def main(argv):
     verbosity = 2 if "-v" in argv else 1
     names = [a for a in argv if not a.startswith("-")]
@@ -47,11 +55,7 @@ def main(argv):
         print("API keys reached the openai2 log unmasked: %s" % sorted(set(scan.found)), file=sys.stderr)
         return 1
     print("openai2 log records scanned for keys: %d, none unmasked" % scan.records)
-    # subTest failures are reported once per subtest: count each failing test once
-    failed_ids = {getattr(test, "test_case", test).id() for test, _ in result.failures + result.errors}
-    failed = len(failed_ids) + len(result.unexpectedSuccesses)
-    skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
+    passed, failed, skipped = count_results(result)
     print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
     if result.testsRun == 0:
         print("no tests ran", file=sys.stderr)

@@ -136,7 +136,7 @@ def main(argv):
 
         loader = unittest.TestLoader()
         suite = loader.discover(os.path.join(tree, "tests"), pattern="test_*.py", top_level_dir=tree)
-        from tests.run import flatten  # the same selection as make test (no integration/bench)
+        from tests.run import count_results, flatten  # the same selection and counting as make test
 
         suite = flatten(suite, names)
         from tests.support.keyscan import KeyScan
@@ -150,11 +150,7 @@ def main(argv):
     finally:
         os.chdir(old_cwd)
         shutil.rmtree(base, ignore_errors=True)
-    # subTest failures are reported once per subtest: count each failing test once (as run.py)
-    failed_ids = {getattr(t, "test_case", t).id() for t, _ in result.failures + result.errors}
-    failed = len(failed_ids) + len(result.unexpectedSuccesses)
-    skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
+    passed, failed, skipped = count_results(result)
     if key_leaks:
         print("API keys reached the openai2 log unmasked: %s" % key_leaks, file=sys.stderr)
         failed += 1
