@@ -2,34 +2,59 @@
 
 Usage: python tests/run.py [-v] [pattern...]   (patterns select test modules by name, e.g. sse)
 """
+import importlib
 import os
 import sys
+import traceback
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-#: subpackages with their own runners and requirements (make integration, make bench)
-EXCLUDED_PREFIXES = ("tests.integration.", "tests.bench.")
+class ImportFailure(unittest.TestCase):
+    """Stands for a test module that cannot be imported: it fails with the traceback."""
+
+    def __init__(self, module, text):
+        super().__init__("runTest")
+        self._module = module
+        self._text = text
+
+    def id(self):
+        return self._module
+
+    def runTest(self):
+        self.fail("cannot import %s:\n%s" % (self._module, self._text))
 
 
-def flatten(suite, names=(), exclude=EXCLUDED_PREFIXES):
-    """The tests of ``suite`` whose id contains one of ``names`` (all when empty), minus ``exclude``."""
+def load_suite(tests_dir, names=()):
+    """The tests of the top-level ``tests/test_*.py`` modules only (tests/integration and
+    tests/bench have their own runners and requirements), whose id contains one of ``names``."""
+    loader = unittest.TestLoader()
     flat = unittest.TestSuite()
-    stack = [suite]
-    while stack:
-        s = stack.pop()
-        for t in s:
-            if isinstance(t, unittest.TestSuite):
-                stack.append(t)
-                continue
-            test_id = t.id()
-            if test_id.startswith(exclude):
-                continue
-            if not names or any(n in test_id for n in names):
-                flat.addTest(t)
+    for filename in sorted(os.listdir(tests_dir)):
+        if not (filename.startswith("test_") and filename.endswith(".py")):
+            continue
+        module_name = "tests." + filename[:-3]
+        try:
+            module = importlib.import_module(module_name)
+        except Exception:
+            found = [ImportFailure(module_name, traceback.format_exc())]
+        else:
+            found = [loader.loadTestsFromModule(module)]
+        for test in _leaves(found):
+            if not names or any(n in test.id() for n in names):
+                flat.addTest(test)
     return flat
+
+
+def _leaves(tests):
+    """The test cases inside (nested) suites, in order."""
+    for item in tests:
+        if isinstance(item, unittest.TestSuite):
+            yield from _leaves(item)
+        else:
+            yield item
 
 
 def count_results(result):
@@ -45,8 +70,7 @@ def main(argv):
     names = [a for a in argv if not a.startswith("-")]
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
-    loader = unittest.TestLoader()
-    suite = flatten(loader.discover(HERE, pattern="test_*.py", top_level_dir=ROOT), names)
+    suite = load_suite(HERE, names)
     from tests.support.keyscan import KeyScan
 
     with KeyScan() as scan:  # every openai2 log record of the run is searched for a whole key

@@ -134,11 +134,9 @@ def main(argv):
         module = _import_single(tree)
         print("testing %s (openai2 %s)" % (module.__file__, getattr(module, "__version__", "?")))
 
-        loader = unittest.TestLoader()
-        suite = loader.discover(os.path.join(tree, "tests"), pattern="test_*.py", top_level_dir=tree)
-        from tests.run import count_results, flatten  # the same selection and counting as make test
+        from tests.run import count_results, load_suite  # the same selection and counting as make test
 
-        suite = flatten(suite, names)
+        suite = load_suite(os.path.join(tree, "tests"), names)
         from tests.support.keyscan import KeyScan
 
         with KeyScan() as scan:  # as in tests/run.py: no key may reach the openai2 log
