@@ -965,12 +965,34 @@ def _tp_is_stale(exc: BaseException) -> bool:
     )
 
 
+def _tp_clear_tls_errors() -> None:
+    """Empty OpenSSL's per-thread error queue after a TLS failure, on PyPy.
+
+    PyPy's ``ssl`` (cffi) leaves a failed handshake's error in the queue and reports it again on
+    a later TLS read in the same thread, so a good request after a failed one raised
+    "certificate verify failed: ok". CPython clears the queue itself. ``_pypy_openssl`` ships
+    with PyPy (its standard library's OpenSSL binding); it is looked up by name because it does
+    not exist on CPython.
+    """
+    if sys.implementation.name != "pypy":
+        return
+    try:
+        import importlib
+
+        importlib.import_module("_pypy_openssl").lib.ERR_clear_error()
+    except Exception:  # noqa: S110, BLE001 - another PyPy layout: nothing to clear this way
+        pass
+
+
 def _tp_translate(exc: BaseException, state: _TPState) -> APIConnectionError:
     """The one place where socket/ssl/http.client/urllib exceptions become openai2 errors.
 
     :param state: where the failure happened (``where``/``host``), in which phase
         (``connect``, ``response``, ``body``), with which timeout and cancel scope
     """
+    ssl_module = sys.modules.get("ssl")
+    if ssl_module is not None and isinstance(exc, ssl_module.SSLError):
+        _tp_clear_tls_errors()
     if state.cancel is not None and state.cancel.cancelled:
         return RequestCancelledError(cause=exc)
     if isinstance(exc, APIConnectionError):

@@ -2,6 +2,7 @@
 redirects, size caps, TLS, cancellation, error translation, logging and lazy imports."""
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -648,6 +649,21 @@ class CancelTests(unittest.TestCase):
             for c in fillers:
                 c.close()
             listener.close()
+
+    def test_good_tls_request_after_a_failed_verification_in_the_same_thread(self):
+        # PyPy reported the failed handshake's error again on the next TLS read in the thread
+        # ("certificate verify failed: ok") until the transport cleared OpenSSL's error queue.
+        from openai2.testing import FakeServer
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(CERTS, "server.pem"), os.path.join(CERTS, "server.key"))
+        with FakeServer(ssl_context=ctx) as srv:
+            good, bad = transport(ca_file=CA), transport(ca_file=os.path.join(CERTS, "other-ca.pem"))
+            for _ in range(4):
+                with self.assertRaises(APIConnectionError):
+                    get(bad, srv.base_url + "/chat/completions", method="POST", body=b"{}").read()
+                body = get(good, srv.base_url + "/chat/completions", method="POST", body=b"{}").read()
+                self.assertIn(b"chat.completion", body)
 
     def test_cancelled_scope_refuses_new_request(self):
         with OriginServer() as o:
