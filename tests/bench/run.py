@@ -362,6 +362,12 @@ def main(argv=None):
         sys.stderr.write("bench: %s\n" % message)
         sys.stderr.flush()
 
+    # Measure what an installed user runs: byte-compiled modules (pip compiles them on install).
+    # With PYTHONDONTWRITEBYTECODE set (some shells and tools set it), every fresh process would
+    # recompile each module whose .pyc is stale, inflating import and start-up figures.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([PY, "-m", "compileall", "-q", os.path.join(ROOT, "openai2")], check=False)
+
     info = machine()
     log("%s, %s cores, %s" % (info["cpu"], info["cores"], info["python"]))
     load_before = loadavg()
