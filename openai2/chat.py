@@ -13,13 +13,22 @@ import os
 import threading
 
 from .aio import PieceChannel, offload, start_producer
-from .client import ChatCompletionStream, OpenAI, add_usage, client_from_options, reset_client_key
+from .client import (
+    ChatCompletionStream,
+    OpenAI,
+    add_usage,
+    client_from_options,
+    no_answer_error,
+    require_choices,
+    reset_client_key,
+    split_request_options,
+)
 from .common import TYPE_CHECKING
 from .history import MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
 from .objects import to_attr
 from .portable import atomic_write
-from .streaming import accumulator_from_completion
+from .streaming import ChatAccumulator, accumulator_from_completion
 from .transport import CancelScope
 
 if TYPE_CHECKING:
@@ -125,6 +134,12 @@ def _chat_assistant_from_message(message: dict[str, Any] | None) -> dict[str, An
     return kept
 
 
+def _chat_require_answer(acc: ChatAccumulator) -> None:
+    """Raise unless a stream carried an answer: text, tool calls, a refusal or a finish reason."""
+    if not (acc.content or acc.tool_calls or acc.refusal or acc.finish_reason):
+        raise no_answer_error(acc.completion())
+
+
 def _chat_reasoning_delta(chunk: dict[str, Any]) -> str:
     """Reasoning text carried by a chunk's first choice (``reasoning_content`` or ``reasoning``)."""
     choices = chunk.get("choices")
@@ -219,12 +234,14 @@ class Chat:
     def add_dialogs(self, *messages: dict[str, Any]) -> None:
         """Append messages (dicts or ``user_msg``/``assistant_msg``/``system_msg``) to the history.
 
+        ``MsgMaxCount`` applies at the next exchange (to its request and after it), so a forged
+        pair is never cut in half here.
+
         :raises ValueError: a message is invalid (the error names which argument); nothing is added
         """
         checked = [validate_message(m, "argument %d" % (i + 1)) for i, m in enumerate(messages)]
         with self._lock:
             self._buffer.extend(checked)
-            self._buffer.trim()
 
     forge = add_dialogs
 
@@ -261,6 +278,10 @@ class Chat:
         """
         with self._lock:
             last = self._buffer.rollback(n)
+            if n and not self._buffer.rounds():
+                # every round is gone: so are forged messages before the first one (a system=
+                # prompt stays), so that "more rounds than there are" empties the conversation
+                self._clear_locked()
         shown = Round(format_round(last))
         shown.messages = last
         return shown
@@ -268,10 +289,12 @@ class Chat:
     def clear(self) -> None:
         """Forget the whole history, except a ``system=`` prompt given to the constructor."""
         with self._lock:
-            self._buffer.clear()
-            if self._system is not None:
-                self._buffer.extend([self._system])
-                self._buffer.pin(0)
+            self._clear_locked()
+
+    def _clear_locked(self) -> None:
+        self._buffer.clear()
+        if self._system is not None:
+            self._buffer.extend([self._system], pinned=[0])
 
     def to_archive(self) -> dict[str, Any]:
         """The history as archive data: ``{"format", "version", "messages", "pinned"}`` (a copy)."""
@@ -292,33 +315,33 @@ class Chat:
         atomic_write(os.fspath(path), text.encode("utf-8"), private=private)
 
     def replace_messages(self, messages: Iterable[dict[str, Any]], pinned: Iterable[int] = ()) -> None:
-        """Replace the whole history (``pinned``: indexes into ``messages``), then trim.
+        """Replace the whole history (``pinned``: indexes into ``messages``).
 
         :raises ValueError: a message is invalid; :raises IndexError: a pin is out of range.
             Either way the history is unchanged.
         """
         checked = [validate_message(m, "message %d" % i) for i, m in enumerate(messages)]
         pins = list(pinned)
-        trial = MessageBuffer()
-        trial.extend(checked, pinned=pins)  # validates the pins before anything changes
+        MessageBuffer().extend(checked, pinned=pins)  # validates the pins before anything changes
         with self._lock:
             self._buffer.clear()
             self._buffer.extend(checked, pinned=pins)
-            self._buffer.trim()
 
     def set_system(self, text: str | None) -> None:
         """Make ``text`` the pinned system prompt at the start (replacing one there); None removes it."""
-        with self._lock:
+        system = validate_message(system_msg(text), "system") if text is not None else None
+        with self._lock:  # one read-modify-write: an exchange completing meanwhile is not lost
             messages = self._buffer.messages()
             pins = self._buffer.pinned_indexes()
-        if messages and messages[0].get("role") == "system":
-            messages.pop(0)
-            pins = [p - 1 for p in pins if p != 0]
-        if text is not None:
-            messages.insert(0, system_msg(text))
-            pins = [0] + [p + 1 for p in pins]
-        self._system = validate_message(system_msg(text), "system") if text is not None else None
-        self.replace_messages(messages, pins)
+            if messages and messages[0].get("role") == "system":
+                messages.pop(0)
+                pins = [p - 1 for p in pins if p != 0]
+            if system is not None:
+                messages.insert(0, system)
+                pins = [0] + [p + 1 for p in pins]
+            self._buffer.clear()
+            self._buffer.extend(messages, pinned=pins)
+            self._system = system
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Append the messages archived in ``path`` (written by ``dump``, or a JSON list of messages).
@@ -348,25 +371,28 @@ class Chat:
             raise ValueError("%s: %s" % (path, exc)) from None
         with self._lock:
             self._buffer.extend(messages, pinned=pins)
-            self._buffer.trim()
 
     def __len__(self) -> int:
         return len(self._buffer)
 
     # -- exchanges ----------------------------------------------------------------------------
-    def _prepare(self, text: Any, images: Any, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _prepare(
+        self, text: Any, images: Any, params: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """(user message, request body, client options of this call: timeout, extra_headers)."""
         user = _chat_user_message(text, images)
-        for reserved in ("messages",):
-            if reserved in params:
-                raise TypeError("%s= is managed by Chat; use add_dialogs() to change the history" % reserved)
+        if "messages" in params:
+            raise TypeError("messages= is managed by Chat; use add_dialogs() to change the history")
         params.pop("stream", None)
+        options = split_request_options(params)
         body = dict(self.params)
         body.update(params)
         if not body.get("model"):
             raise ValueError("no model given: use Chat(model='gpt-4o-mini', ...) or request(..., model=...)")
         with self._lock:
-            body["messages"] = self._buffer.payload([user])
-        return user, body
+            # copies: last_request must not alias the stored history
+            body["messages"] = [dict(m) for m in self._buffer.payload([user])]
+        return user, body, options
 
     def _commit(
         self,
@@ -386,9 +412,9 @@ class Chat:
             add_usage(self.total_usage, usage)
 
     def _finish_complete(self, user: dict[str, Any], body: dict[str, Any], result: dict[str, Any]) -> str:
+        require_choices(result)
         acc = accumulator_from_completion(result)
-        choices = result.get("choices") or [{}]
-        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        message = result["choices"][0].get("message")
         assistant = _chat_assistant_from_message(message)
         self._commit(user, assistant, body, to_attr(result), acc.reasoning, result.get("usage"))
         return acc.content
@@ -400,8 +426,8 @@ class Chat:
         :param params: request parameters for this call (override the Chat's defaults)
         :raises APIError: the request failed (after retries); the history is unchanged
         """
-        user, body = self._prepare(text, images, params)
-        result = self._client._complete(body)
+        user, body, options = self._prepare(text, images, params)
+        result = self._client._complete(body, **options)
         return self._finish_complete(user, body, result)
 
     def stream_request(
@@ -421,26 +447,26 @@ class Chat:
         :param on_reasoning: called with each piece of reasoning text as it arrives (thinking
             models), in the iterating thread
         """
-        user, body = self._prepare(text, images, params)
-        return ChatTextStream(self, user, body, on_reasoning)
+        user, body, options = self._prepare(text, images, params)
+        return ChatTextStream(self, user, body, on_reasoning, options)
 
     async def async_request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> str:
         """``request`` as a coroutine: the network part runs in a worker thread.
 
         Cancelling the awaiting task closes the connection at once and leaves the history unchanged.
         """
-        user, body = self._prepare(text, images, params)
+        user, body, options = self._prepare(text, images, params)
         scope = CancelScope()
         client = self._client
-        result = await offload(lambda: client._complete(body, cancel=scope), scope)
+        result = await offload(lambda: client._complete(body, cancel=scope, **options), scope)
         return self._finish_complete(user, body, result)
 
     def async_stream_request(
         self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any
     ) -> AsyncChatTextStream:
         """``stream_request`` as an async iterator (``async for piece in chat.async_stream_request(...)``)."""
-        user, body = self._prepare(text, images, params)
-        return AsyncChatTextStream(self, user, body)
+        user, body, options = self._prepare(text, images, params)
+        return AsyncChatTextStream(self, user, body, options)
 
 
 class ChatTextStream:
@@ -456,10 +482,12 @@ class ChatTextStream:
         user: dict[str, Any],
         body: dict[str, Any],
         on_reasoning: Callable[[str], object] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         self._chat = chat
         self._user = user
         self._body = body
+        self._options = options or {}
         self._on_reasoning = on_reasoning
         self._stream: ChatCompletionStream | None = None
         self._pairs: Iterator[tuple[dict[str, Any], str]] | None = None
@@ -479,7 +507,7 @@ class ChatTextStream:
         if self._pairs is None:
             self._state = "open"
             try:
-                self._stream = self._chat._client._stream(dict(self._body, stream=True))
+                self._stream = self._chat._client._stream(dict(self._body, stream=True), **self._options)
             except BaseException:
                 self._state = "done"
                 raise
@@ -501,6 +529,8 @@ class ChatTextStream:
             self.close()
             raise
         self._state = "done"
+        if self._stream is not None:
+            _chat_require_answer(self._stream.accumulator)
         self._commit(complete=True)
         raise StopIteration
 
@@ -509,6 +539,8 @@ class ChatTextStream:
         if stream is None:
             return
         acc = stream.accumulator
+        if not complete and not acc.content:
+            return  # stopped before any text arrived: nothing to keep
         assistant = acc.message() if complete else {"role": "assistant", "content": acc.content}
         response = to_attr(acc.completion())
         self._chat._commit(self._user, assistant, self._body, response, acc.reasoning, acc.usage)
@@ -538,20 +570,26 @@ class ChatTextStream:
 class AsyncChatTextStream:
     """The async iterator returned by :meth:`Chat.async_stream_request`.
 
-    One worker thread reads the whole stream and hands pieces over in batches.  ``aclose()`` (or
-    ``break`` followed by dropping the iterator) stops the worker and keeps the partial answer;
-    cancelling the consuming task does the same.
+    One worker thread reads the whole stream and hands pieces over in batches, one per network
+    read.  ``aclose()``, leaving an ``async with`` block, ``break`` followed by dropping the
+    iterator, or cancelling the consuming task stop the worker at once; the user message and the
+    pieces already yielded are kept (nothing, if no text had arrived).
     """
 
-    def __init__(self, chat: Chat, user: dict[str, Any], body: dict[str, Any]) -> None:
+    def __init__(
+        self, chat: Chat, user: dict[str, Any], body: dict[str, Any], options: dict[str, Any] | None = None
+    ) -> None:
         self._chat = chat
         self._user = user
         self._body = body
+        self._options = options or {}
         self._channel: PieceChannel | None = None
         self._scope = CancelScope()
         self._batch: list[Any] = []
         self._seen: list[str] = []
-        self._final: ChatCompletionStream | None = None
+        # The worker writes the ChatCompletionStream here. It must not hold a reference to this
+        # iterator: dropping the iterator has to run __del__ (stop) while the worker still runs.
+        self._box: list[ChatCompletionStream] = []
         self._state = "new"
 
     def __aiter__(self) -> AsyncChatTextStream:
@@ -564,14 +602,15 @@ class AsyncChatTextStream:
         self._channel = channel
         client = self._chat._client
         body = dict(self._body, stream=True)
+        options = self._options
         scope = self._scope
-        holder = self
+        box = self._box
 
         def produce() -> None:
             error: BaseException | None = None
             try:
-                stream = client._stream(body, cancel=scope)
-                holder._final = stream
+                stream = client._stream(body, cancel=scope, **options)
+                box.append(stream)
                 for pieces in stream.iter_text_batches():
                     if scope.cancelled:
                         break
@@ -579,8 +618,8 @@ class AsyncChatTextStream:
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 error = exc
             finally:
-                if holder._final is not None:
-                    holder._final.close()
+                if box:
+                    box[0].close()
             channel.finish(error)
 
         self._state = "open"
@@ -605,9 +644,9 @@ class AsyncChatTextStream:
                 raise
             if not batch:
                 self._state = "done"
-                final = self._final
-                if final is not None:
-                    acc = final.accumulator
+                if self._box:
+                    acc = self._box[0].accumulator
+                    _chat_require_answer(acc)
                     self._chat._commit(
                         self._user, acc.message(), self._body, to_attr(acc.completion()), acc.reasoning, acc.usage
                     )
@@ -624,10 +663,10 @@ class AsyncChatTextStream:
             return
         self._state = "done"
         self._scope.cancel()
-        final = self._final
-        reasoning = final.accumulator.reasoning if final is not None else ""
-        content = "".join(self._seen)
-        assistant = {"role": "assistant", "content": content}
+        if not self._seen:
+            return  # stopped before any text arrived: the history stays as it was
+        reasoning = self._box[0].accumulator.reasoning if self._box else ""
+        assistant = {"role": "assistant", "content": "".join(self._seen)}
         self._chat._commit(self._user, assistant, self._body, None, reasoning, None)
 
     async def aclose(self) -> None:

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from .common import TYPE_CHECKING, USER_AGENT, get_logger, mask_key
+from .common import TYPE_CHECKING, USER_AGENT, get_logger, mask_key, redact
 from .errors import (
     APIConnectionError,
     APIError,
@@ -56,6 +56,42 @@ _CLIENT_OPTION_NAMES = frozenset(
         "sleep",
     )
 )
+
+
+def no_answer_error(result: object) -> APIError:
+    """The error for a 200 answer without any choice (a relay reporting an error as 200, say)."""
+    import json
+
+    try:
+        excerpt = json.dumps(result, ensure_ascii=False)[:200]
+    except (TypeError, ValueError):
+        excerpt = repr(result)[:200]
+    return APIError("The server answered without any choice (an error reported as 200?): %s" % excerpt, body=result)
+
+
+def require_choices(result: object) -> None:
+    """Raise :func:`no_answer_error` unless ``result`` is a completion with a first choice."""
+    choices = result.get("choices") if isinstance(result, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise no_answer_error(result)
+
+
+def split_request_options(params: dict[str, Any]) -> dict[str, Any]:
+    """Pop the SDK's per-call options out of ``params`` (in place): ``timeout`` and
+    ``extra_headers`` are returned (for ``post``), ``extra_body`` is merged into ``params``.
+
+    :raises TypeError: ``extra_query`` (put query parameters in ``base_url``)
+    """
+    options: dict[str, Any] = {
+        "timeout": params.pop("timeout", None),
+        "extra_headers": params.pop("extra_headers", None),
+    }
+    extra_body = params.pop("extra_body", None)
+    if params.pop("extra_query", None):
+        raise TypeError("extra_query is not supported by openai2; put query parameters in base_url")
+    if extra_body:
+        params.update(extra_body)
+    return options
 
 
 def client_from_options(
@@ -104,13 +140,13 @@ def _client_default_sleep(seconds: float, cancel: CancelScope | None) -> None:
 def retry_delay(attempt: int, headers: Mapping[str, str] | None = None, *, now: float | None = None) -> float:
     """Seconds to wait before retry number ``attempt`` (0-based).
 
-    ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date) win when they ask for 0 to 60
-    seconds; otherwise exponential backoff: 0.5 s doubling, capped at 8 s, minus up to 25 % jitter.
+    ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date) win, capped at 60 seconds;
+    otherwise exponential backoff: 0.5 s doubling, capped at 8 s, minus up to 25 % jitter.
     """
     if headers:
         wait = _client_parse_retry_after(headers, now)
-        if wait is not None and 0 <= wait <= 60:
-            return wait
+        if wait is not None and wait >= 0:
+            return min(wait, 60.0)
     import random
 
     base = min(0.5 * (2.0**attempt), 8.0)
@@ -139,6 +175,10 @@ def _client_parse_retry_after(headers: Mapping[str, str], now: float | None) -> 
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # asctime form, or "-0000": HTTP dates are in GMT (RFC 9110)
+        from datetime import timezone
+
+        when = when.replace(tzinfo=timezone.utc)
     return when.timestamp() - (time.time() if now is None else now)
 
 
@@ -173,8 +213,11 @@ class ChatCompletionStream:
     :raises APIError: the server sent an error event inside the stream
     """
 
-    def __init__(self, response: HTTPResponse, *, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, response: HTTPResponse, *, secrets: tuple[str, ...] = (), max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> None:
         self.response = response
+        self._max_bytes = max_bytes
         self.accumulator = ChatAccumulator()
         self._secrets = secrets
         self._closed = False
@@ -222,7 +265,7 @@ class ChatCompletionStream:
             if "json" in ctype and "event-stream" not in ctype:
                 import json
 
-                body = json.loads(response.read())
+                body = _client_parse_body(response.read(limit=self._max_bytes), response, self._secrets)
                 if isinstance(body, dict) and "error" in body and "choices" not in body:
                     raise make_status_error(
                         response.status if response.status >= 400 else 500,
@@ -311,6 +354,23 @@ def _client_finish_body(response: HTTPResponse, reads: Iterator[bytes]) -> None:
             pass
     except OpenAIError:  # noqa: S110 - the transport discarded the connection; the answer is complete
         pass
+
+
+def _client_parse_body(raw: bytes, response: HTTPResponse, secrets: tuple[str, ...]) -> Any:
+    """Parse a whole JSON answer; a body that is not JSON (or absurdly nested) is an
+    ``APIStatusError`` quoting a short excerpt, with any key the server echoed masked."""
+    import json
+
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        excerpt = redact(raw[:200].decode("utf-8", "replace"), secrets)
+        raise APIStatusError(
+            "The server answered %d with a body that is not usable JSON: %r" % (response.status, excerpt),
+            status_code=response.status,
+            headers=response.headers,
+            request_id=response.headers.get("x-request-id"),
+        ) from None
 
 
 def _client_block(
@@ -530,8 +590,8 @@ class OpenAI:
                 )
             except RequestCancelledError:
                 raise
-            except APIConnectionError:
-                if attempt >= self.max_retries:
+            except APIConnectionError as exc:
+                if attempt >= self.max_retries or not getattr(exc, "retryable", True):
                     raise
                 delay = retry_delay(attempt)
                 attempt += 1
@@ -559,7 +619,7 @@ class OpenAI:
                     raise _client_pool_exhausted(pool, error)
                 if status == 429:
                     wait = _client_parse_retry_after(response.headers, None)
-                    pool.mark_rate_limited(key, wait if wait is not None and 0 < wait <= 60 else None)
+                    pool.mark_rate_limited(key, min(wait, 3600.0) if wait is not None and wait >= 0 else None)
                     if failovers < len(pool) - 1 and pool.seconds_until_available() == 0:
                         failovers += 1
                         log.info("openai2: key %s rate limited; moving to the next key", mask_key(key))
@@ -582,22 +642,12 @@ class OpenAI:
         extra_headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Non-streaming chat completion as a plain dict."""
-        import json
-
         response = self.post("/chat/completions", body, cancel=cancel, timeout=timeout, extra_headers=extra_headers)
         try:
             raw = response.read(limit=self.max_response_bytes)
         finally:
             response.close()
-        try:
-            result = json.loads(raw)
-        except ValueError:
-            raise APIStatusError(
-                "The server answered %d with a body that is not JSON: %r" % (response.status, raw[:200]),
-                status_code=response.status,
-                headers=response.headers,
-                request_id=response.headers.get("x-request-id"),
-            ) from None
+        result = _client_parse_body(raw, response, self._secrets())
         if isinstance(result, dict) and "error" in result and "choices" not in result:
             raise make_status_error(
                 500 if response.status < 400 else response.status, response.headers, raw, secrets=self._secrets()
@@ -615,7 +665,7 @@ class OpenAI:
         response = self.post(
             "/chat/completions", body, stream=True, cancel=cancel, timeout=timeout, extra_headers=extra_headers
         )
-        return ChatCompletionStream(response, secrets=self._secrets())
+        return ChatCompletionStream(response, secrets=self._secrets(), max_bytes=self.max_response_bytes)
 
 
 class _ClientCompletions:
@@ -634,19 +684,13 @@ class _ClientCompletions:
         :returns: an :class:`AttrDict` (``r.choices[0].message.content``) or, with
             ``stream=True``, a :class:`ChatCompletionStream` of chunks
         """
-        extra_headers = params.pop("extra_headers", None)
-        extra_body = params.pop("extra_body", None)
-        timeout = params.pop("timeout", None)
-        if params.pop("extra_query", None):
-            raise TypeError("extra_query is not supported by openai2; put query parameters in base_url")
-        if "messages" in params and not isinstance(params["messages"], (list, tuple)):
-            raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
         body = dict(params)
-        if extra_body:
-            body.update(extra_body)
+        options = split_request_options(body)
+        if "messages" in body and not isinstance(body["messages"], (list, tuple)):
+            raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
         if body.get("stream"):
-            return self._client._stream(body, timeout=timeout, extra_headers=extra_headers)
-        return to_attr(self._client._complete(body, timeout=timeout, extra_headers=extra_headers))
+            return self._client._stream(body, **options)
+        return to_attr(self._client._complete(body, **options))
 
 
 class _ClientChat:

@@ -18,7 +18,7 @@ import os
 import threading
 
 from .aio import offload
-from .client import OpenAI, add_usage, client_from_options, reset_client_key
+from .client import OpenAI, add_usage, client_from_options, require_choices, reset_client_key, split_request_options
 from .common import TYPE_CHECKING
 from .keypool import AKPool
 from .objects import to_attr
@@ -629,12 +629,13 @@ class GroupChat:
 
     def _prepare(
         self, turns: Sequence[_GCTurn], params: dict[str, Any]
-    ) -> tuple[dict[str, Any], list[tuple[str, list[str]]], dict[str, str]]:
+    ) -> tuple[dict[str, Any], list[tuple[str, list[str]]], dict[str, str], dict[str, Any]]:
         if "messages" in params:
             raise TypeError("messages= is managed by GroupChat; use add_dialog() to change the dialog")
         if params.get("stream"):
             raise TypeError("GroupChat does not stream: its answer is only usable once complete")
         params.pop("stream", None)
+        options = split_request_options(params)
         roles = self._roles()
         checked = _gc_check_turns(turns, roles)
         body = dict(self.params)
@@ -644,9 +645,10 @@ class GroupChat:
         with self._lock:
             dialogs = list(self._dialogs)
         body["messages"] = build_groupchat_messages(roles, dialogs, checked, self.language)
-        return body, checked, roles
+        return body, checked, roles, options
 
     def _finish(self, body: dict[str, Any], result: dict[str, Any]) -> str:
+        require_choices(result)
         acc = accumulator_from_completion(result)
         usage = result.get("usage")
         with self._lock:
@@ -675,8 +677,8 @@ class GroupChat:
         :raises ValueError: a turn names an unknown role (nothing is sent)
         :raises APIError: the request failed (after retries)
         """
-        body, _, _ = self._prepare(turns, params)
-        return self._finish(body, self._client._complete(body))
+        body, _, _, options = self._prepare(turns, params)
+        return self._finish(body, self._client._complete(body, **options))
 
     def request_remarks(self, turns: Sequence[_GCTurn], *, record: bool = False, **params: Any) -> list[dict[str, Any]]:
         """``request``, then parse and check the answer: one remark per requested turn.
@@ -688,8 +690,8 @@ class GroupChat:
             text and nothing is recorded
         :raises APIError: the request failed (after retries)
         """
-        body, checked, roles = self._prepare(turns, params)
-        raw = self._finish(body, self._client._complete(body))
+        body, checked, roles, options = self._prepare(turns, params)
+        raw = self._finish(body, self._client._complete(body, **options))
         remarks = parse_groupchat_reply(raw, checked, roles)
         if record:
             self._record(remarks)
@@ -700,23 +702,23 @@ class GroupChat:
 
         Cancelling the awaiting task closes the connection at once.
         """
-        body, _, _ = self._prepare(turns, params)
-        result = await self._offload(body)
+        body, _, _, options = self._prepare(turns, params)
+        result = await self._offload(body, options)
         return self._finish(body, result)
 
     async def async_request_remarks(
         self, turns: Sequence[_GCTurn], *, record: bool = False, **params: Any
     ) -> list[dict[str, Any]]:
         """``request_remarks`` as a coroutine (a cancelled request records nothing)."""
-        body, checked, roles = self._prepare(turns, params)
-        result = await self._offload(body)
+        body, checked, roles, options = self._prepare(turns, params)
+        result = await self._offload(body, options)
         remarks = parse_groupchat_reply(self._finish(body, result), checked, roles)
         if record:
             self._record(remarks)
         return remarks
 
-    async def _offload(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _offload(self, body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         scope = CancelScope()
         client = self._client
-        result: dict[str, Any] = await offload(lambda: client._complete(body, cancel=scope), scope)
+        result: dict[str, Any] = await offload(lambda: client._complete(body, cancel=scope, **options), scope)
         return result

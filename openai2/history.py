@@ -22,7 +22,7 @@ MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 #: Keys never stored for sending: servers return the model's reasoning next to the answer,
 #: but it is not part of the conversation and must not be sent back.
-_HIST_NOT_SENT = frozenset(("reasoning_content", "reasoning"))
+_HIST_NOT_SENT = frozenset(("reasoning_content", "reasoning", "reasoning_details"))
 
 ARCHIVE_FORMAT = "openai2.chat"
 ARCHIVE_VERSION = 1
@@ -95,6 +95,13 @@ def validate_message(msg: object, where: str) -> dict[str, Any]:
                     "%s: content part %d must be a dict with a 'type', such as "
                     "{'type': 'text', 'text': 'Hi'}, not %s" % (where, i, what)
                 )
+            if part["type"] == "text" and not isinstance(part.get("text"), str):
+                raise ValueError("%s: text part %d needs 'text' as a string" % (where, i))
+            if part["type"] == "image_url":
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, dict) else image
+                if not isinstance(url, str) or not url:
+                    raise ValueError("%s: image part %d needs 'image_url': {'url': '...'}" % (where, i))
     elif not isinstance(content, str):
         raise ValueError(
             "%s: 'content' must be a string or a list of content parts, not %s; "
@@ -114,6 +121,12 @@ def validate_message(msg: object, where: str) -> dict[str, Any]:
         calls = out["tool_calls"]
         if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
             raise ValueError("%s: 'tool_calls' must be a list of dicts" % where)
+    import json
+
+    try:  # it will be sent and archived as JSON: refuse what cannot be (bytes, sets, objects)
+        json.dumps(out, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("%s: the message cannot be sent as JSON (%s)" % (where, exc)) from None
     return out
 
 
@@ -319,17 +332,24 @@ class MessageBuffer:
         """
         limit = self._max_count
         msgs = self._msgs
+        pins = self._pins
         excess = len(msgs) + len(new_messages) - limit if limit else 0
-        if excess <= 0:
-            out = list(msgs)
-        else:
-            pins = self._pins
-            out = []
-            for i, m in enumerate(msgs):
-                if excess and not pins[i]:
-                    excess -= 1
-                    continue
-                out.append(m)
+        out: list[dict[str, Any]] = []
+        # A tool answer whose assistant tool_calls message is not sent would be refused by the
+        # API ("messages with role 'tool' must be a response to a preceding message with
+        # 'tool_calls'"), every time: unpinned answers of a call that was left out go too.
+        call_left_out = True  # nothing sent yet: a tool answer here would have no call before it
+        for i, m in enumerate(msgs):
+            role = m.get("role")
+            if excess > 0 and not pins[i]:
+                excess -= 1
+                call_left_out = True if role == "assistant" else call_left_out
+                continue
+            if role in ("tool", "function") and call_left_out and not pins[i]:
+                continue
+            out.append(m)
+            if role != "tool" and role != "function":
+                call_left_out = False
         out.extend(new_messages)
         return out
 

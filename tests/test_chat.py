@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import unittest
 
 import openai2
@@ -90,9 +91,15 @@ class TestSeedConversation(SeedCase):
         self.assertEqual(repr(Anna.rollback()), "[user]:a")
         with self.assertRaises(ValueError):
             Anna.rollback(-1)
+        # messages before the first user message belong to no round: one round back leaves them
+        self.assertEqual([m["content"] for m in Anna.fetch_messages()], ["sys", "hello first", "a"])
+        # more rounds than there are empties the conversation (only a system= prompt would stay)
         Anna.rollback(100)
-        # messages before the first user message belong to no round
-        self.assertEqual([m["content"] for m in Anna.fetch_messages()], ["sys", "hello first"])
+        self.assertEqual(Anna.fetch_messages(), [])
+        Sys = self.chat(system="kept")
+        Sys.add_dialogs(assistant_msg("forged opener"), user_msg("q"), assistant_msg("a"))
+        Sys.rollback(5)
+        self.assertEqual(Sys.fetch_messages(), [{"role": "system", "content": "kept"}])
 
     def test_fetch_messages_is_a_copy(self):
         Ariel = self.chat()
@@ -414,6 +421,78 @@ class TestFailureSemantics(SeedCase):
         c.replace_messages([user_msg("x"), assistant_msg("y")], pinned=[0])
         self.assertEqual((len(c.fetch_messages()), c.pinned_indexes()), (2, [0]))
 
+    def test_per_call_client_options_are_applied_not_sent(self):
+        c = self.chat(max_retries=0)
+        c.request("hi", extra_headers={"X-Test": "1"}, extra_body={"top_k": 3})
+        req = self.server.requests[-1]
+        self.assertEqual(req.headers.get("x-test"), "1")
+        self.assertEqual(req.json["top_k"], 3)
+        for name in ("extra_headers", "extra_body", "timeout"):
+            self.assertNotIn(name, req.json)
+        self.server.replies.append(Reply(content="slow", delay=3))
+        started = time.monotonic()
+        with self.assertRaises(openai2.APITimeoutError):
+            c.request("hi", timeout=(2, 0.3))
+        self.assertLess(time.monotonic() - started, 2.5)
+        list(c.stream_request("hi", extra_headers={"X-Test": "2"}))
+        self.assertEqual(self.server.requests[-1].headers.get("x-test"), "2")
+
+    def test_answer_without_choices_is_an_error_and_keeps_nothing(self):
+        c = self.chat(max_retries=0)
+        for reply, streamed in ((Reply(body={"code": 500, "msg": "upstream busy"}), False),
+                                (Reply(body={"choices": []}), False),
+                                (Reply(events=[]), True)):
+            self.server.replies.append(reply)
+            with self.assertRaises(openai2.APIError):
+                if streamed:
+                    list(c.stream_request("q"))
+                else:
+                    c.request("q")
+            self.assertEqual(c.fetch_messages(), [])
+
+    def test_orphaned_tool_answer_is_not_sent(self):
+        call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        c = self.chat(MsgMaxCount=4)
+        self.server.replies.append(Reply(content=None, tool_calls=[call], finish_reason="tool_calls"))
+        c.request("use the tool")
+        c.add_dialogs({"role": "tool", "tool_call_id": "call_1", "content": "42"})
+        c.request("thanks")
+        c.request("next")
+        roles = [m["role"] for m in self.sent_messages()]
+        self.assertNotEqual(roles[0], "tool")
+        self.assertEqual(roles[-1], "user")
+
+    def test_set_system_does_not_lose_concurrent_exchanges(self):
+        c = self.chat()
+        done = threading.Event()
+
+        def talk():
+            for i in range(40):
+                c.request("q%d" % i)
+            done.set()
+
+        worker = threading.Thread(target=talk)
+        worker.start()
+        n = 0
+        while not done.is_set():
+            c.set_system("S%d" % n)
+            n += 1
+        worker.join(30)
+        msgs = c.fetch_messages()
+        self.assertEqual(msgs[0]["role"], "system")
+        self.assertEqual(len(msgs), 81)
+
+    def test_messages_that_cannot_be_sent_as_json_are_refused(self):
+        c = self.chat()
+        for bad in (user_msg([{"type": "text", "text": b"hi"}]), user_msg([{"type": "text"}]),
+                    user_msg([{"type": "image_url", "image_url": 5}]),
+                    {"role": "user", "content": "x", "metadata": {1, 2}}):
+            with self.assertRaises(ValueError):
+                c.add_dialogs(bad)
+        self.assertEqual(c.fetch_messages(), [])
+        c.add_dialogs({"role": "assistant", "content": "hi", "reasoning_details": [{"type": "x"}]})
+        self.assertNotIn("reasoning_details", c.fetch_messages()[0])
+
     def test_stream_broken_keeps_nothing(self):
         c = self.chat(max_retries=0)
         self.server.replies.append(Reply(content="abcdefgh", disconnect_after=4))
@@ -512,6 +591,40 @@ class TestFailureSemantics(SeedCase):
 
         got = asyncio.run(main())
         self.assertEqual(c.fetch_messages()[-1], {"role": "assistant", "content": "".join(got)})
+
+    def test_async_stream_break_and_drop_stops_the_worker_at_once(self):
+        c = self.chat()
+        self.server.replies.append(Reply(content="abcdef", stall_after=3, stall_seconds=10))
+
+        async def main():
+            async for _ in c.async_stream_request("hi"):
+                break  # the iterator is dropped here
+            # the partial answer is kept right away, not when the server finishes
+            return c.fetch_messages()
+
+        started = time.monotonic()
+        msgs = asyncio.run(main())
+        self.assertEqual(msgs, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}])
+        self.assertLess(time.monotonic() - started, 5)
+        for _ in range(50):
+            if not any(t.name == "openai2-worker" for t in threading.enumerate()):
+                break
+            time.sleep(0.05)
+        self.assertFalse(any(t.name == "openai2-worker" for t in threading.enumerate()))
+
+    def test_async_stream_cancelled_before_any_text_keeps_nothing(self):
+        c = self.chat()
+        self.server.replies.append(Reply(content="abc", delay=3))
+
+        async def consume():
+            return [p async for p in c.async_stream_request("hi")]
+
+        async def main():
+            with self.assertRaises(asyncio.TimeoutError):
+                await asyncio.wait_for(consume(), 0.3)
+
+        asyncio.run(main())
+        self.assertEqual(c.fetch_messages(), [])
 
     def test_async_twins_exist(self):
         for name in ("request", "stream_request"):

@@ -148,6 +148,27 @@ class TestResponses(ClientCase):
         stream.close()
         self.assertEqual(self.create().choices[0].message.content, "(demo) You said: hi")
 
+    def test_body_that_is_not_json_masks_an_echoed_key(self):
+        self.server.replies.append(Reply(body="<pre>Authorization: Bearer %s</pre>" % KEY, content_type="text/html"))
+        with self.assertRaises(openai2.APIStatusError) as cm:
+            self.create()
+        self.assertNotIn(KEY, str(cm.exception))
+        self.assertNotIn(KEY, repr(cm.exception))
+        self.assertIn(openai2.mask_key(KEY), str(cm.exception))
+
+    def test_json_body_for_a_stream_is_capped_and_wrapped(self):
+        big = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * 5000}, "finish_reason": "stop"}]}
+        self.server.replies.append(Reply(body=big))
+        with self.assertRaises(openai2.ResponseTooLargeError):
+            list(self.create(self.client(max_response_bytes=1000), stream=True))
+        for raw in ("<html>oops</html>", "[" * 100000):
+            self.server.replies.append(Reply(body=raw, content_type="application/json"))
+            with self.assertRaises(openai2.APIStatusError):
+                list(self.create(stream=True))
+            self.server.replies.append(Reply(body=raw, content_type="application/json"))
+            with self.assertRaises(openai2.APIStatusError):
+                self.create()
+
     def test_json_answer_to_stream_request(self):
         body = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}]}
         self.server.replies.append(Reply(body=body))
@@ -280,10 +301,13 @@ class TestRetries(ClientCase):
         self.create()
         self.assertEqual(self.sleeps.delays, [0.15])
         self.assertAlmostEqual(retry_delay(0, {"retry-after": formatdate(1000.0 + 30, usegmt=True)}, now=1000.0), 30.0, delta=1)
-        # beyond 60 s (or negative): ignored, exponential backoff instead
-        for value in ("3600", "-5"):
-            d = retry_delay(1, {"retry-after": value})
-            self.assertTrue(0.75 <= d <= 1.0, d)
+        # beyond 60 s: capped at 60; negative: ignored, exponential backoff instead
+        self.assertEqual(retry_delay(1, {"retry-after": "3600"}), 60.0)
+        d = retry_delay(1, {"retry-after": "-5"})
+        self.assertTrue(0.75 <= d <= 1.0, d)
+        # the asctime form carries no zone: it is GMT, whatever the local time zone
+        asctime = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(1000.0 + 20))
+        self.assertAlmostEqual(retry_delay(0, {"retry-after": asctime}, now=1000.0), 20.0, delta=1)
 
     def test_backoff_doubles_with_cap(self):
         for attempt, (low, high) in enumerate([(0.375, 0.5), (0.75, 1), (1.5, 2), (3, 4), (6, 8), (6, 8)]):
@@ -334,6 +358,19 @@ class TestKeyPool(ClientCase):
         self.create(c)
         used = [r.headers["authorization"][7:] for r in self.server.requests[2:]]
         self.assertNotIn(keys[0], used)
+
+    def test_429_cool_down_follows_a_long_retry_after(self):
+        clock = [1000.0]
+        keys = ["sk-long-aaaa-000000000001", "sk-long-bbbb-000000000002"]
+        pool = AKPool(keys, clock=lambda: clock[0])
+        self.server.replies.extend([Reply(status=429, headers={"Retry-After": "120"}), "ok", "ok", "ok"])
+        c = self.client(api_key=pool)
+        self.create(c)
+        clock[0] += 10  # beyond the 5 s default, well within the server's 120 s
+        self.create(c)
+        self.create(c)
+        used = [r.headers["authorization"][7:] for r in self.server.requests]
+        self.assertEqual(used, [keys[0], keys[1], keys[1], keys[1]])
 
     def test_401_sets_key_aside_and_reports_when_all_fail(self):
         keys = ["sk-bad1-xxxxxxxxxxxx1111", "sk-good-xxxxxxxxxxxx2222"]

@@ -9,6 +9,7 @@ import tempfile
 import threading
 import unittest
 
+import openai2
 from openai2 import AKPool
 from openai2.groupchat import GroupChat, GroupChatReplyError, build_groupchat_messages, parse_groupchat_reply
 from openai2.testing import FakeServer, Reply
@@ -189,6 +190,25 @@ class TestSeedExample(GroupCase):
             {"speaker": "苏轼", "audiences": ["杜甫"], "remark": SEED_REPLY[1]["remark"]},
         ])
         self.assertEqual(len(g), 3)
+
+
+class TestRequestOptions(GroupCase):
+    def test_per_call_options_are_applied_not_sent(self):
+        self.serve(Reply(content=as_json(SEED_REPLY)))
+        g = self.seed_group()
+        g.request(TURNS, extra_headers={"X-Trace": "t1"}, extra_body={"top_k": 2}, timeout=(5, 30))
+        req = self.server.requests[-1]
+        self.assertEqual(req.headers.get("x-trace"), "t1")
+        self.assertEqual(req.json["top_k"], 2)
+        for name in ("extra_headers", "extra_body", "timeout"):
+            self.assertNotIn(name, req.json)
+
+    def test_answer_without_choices_is_an_error(self):
+        self.serve(Reply(body={"code": 500, "msg": "busy"}))
+        g = self.seed_group()
+        with self.assertRaises(openai2.APIError):
+            g.request_remarks(TURNS, record=True)
+        self.assertEqual(len(g.export_dialogs()), 3)
 
 
 class TestPromptLanguage(GroupCase):
