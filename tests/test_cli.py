@@ -528,6 +528,8 @@ def _subprocess_env(home, base_url, **extra):
 # was started with SIGINT ignored (a background job), which the child would inherit.
 _MODULE_RUNNER = (
     "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    # SIGUSR1 dumps every thread's stack to stderr: a test whose child hangs reports where
+    "import faulthandler; hasattr(signal, 'SIGUSR1') and faulthandler.register(signal.SIGUSR1, all_threads=True); "
     "sys.argv = ['openai2'] + sys.argv[1:]; runpy.run_module('openai2', run_name='__main__', alter_sys=True)"
 )
 
@@ -606,7 +608,15 @@ class SubprocessTest(CLITestCase):
             while b"answer" not in seen and time.monotonic() < deadline:
                 seen += proc.stdout.read1(100) if hasattr(proc.stdout, "read1") else proc.stdout.read(1)
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=15)
+            try:
+                out, err = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                # seen once under heavy load: fail with the child's stacks to show where it hung
+                proc.send_signal(signal.SIGUSR1)
+                time.sleep(1)
+                proc.kill()
+                out, err = proc.communicate(timeout=15)
+                self.fail("no exit 15 s after Ctrl-C (read %r first); child stacks:\n%s" % (seen, err.decode(errors="replace")))
         finally:
             if proc.poll() is None:
                 proc.kill()

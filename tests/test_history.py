@@ -459,7 +459,7 @@ class LinearCostTest(unittest.TestCase):
             costs[n] = (payload_cost, commit_cost)
         for small, big in zip(costs[2000], costs[4000]):
             self.assertGreater(small, 0)
-            self.assertLess(big, small * 2.2)
+            self.assertLess(big, small * 3)  # linear: about 2; quadratic would be about 4
 
 
 class RandomPropertyTest(unittest.TestCase):
