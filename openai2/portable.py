@@ -95,11 +95,29 @@ def atomic_write(
 
 
 def make_private_dir(path: str) -> None:
-    """Create ``path`` (and parents) with mode 0700, and tighten it to 0700 if it exists."""
-    if not os.path.isdir(path):
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    if not _IS_WINDOWS:
-        os.chmod(path, 0o700)
+    """Create ``path`` and any missing parents, each with mode 0700 whatever the umask.
+
+    Only folders created here are given 0700: a folder that already exists (an ``OPENAI2_HOME``
+    the user made, ``~/.config``) keeps the permissions its owner chose.
+    """
+    path = os.path.abspath(path)
+    missing = []
+    current = path
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            if not os.path.isdir(folder):
+                raise
+            continue  # made by someone else meanwhile: theirs, leave its mode alone
+        if not _IS_WINDOWS:
+            os.chmod(folder, 0o700)  # os.mkdir's mode is filtered by the umask; never widened
 
 
 class FileLock:
@@ -173,8 +191,10 @@ class FileLock:
 
 
 def supports_color(stream: object) -> bool:
-    """True when ``stream`` is a terminal that should get ANSI colour (honours ``NO_COLOR``)."""
-    if os.environ.get("NO_COLOR") is not None or os.environ.get("TERM") == "dumb":
+    """True when ``stream`` is a terminal that should get ANSI colour (a non-empty ``NO_COLOR``
+    turns it off)."""
+    # no-color.org: only a non-empty NO_COLOR disables colour
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
     isatty = getattr(stream, "isatty", None)
     try:

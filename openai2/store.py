@@ -6,15 +6,19 @@ This is the only code that decides paths.  Layout (everything under one folder, 
     <home>/                      0700   $OPENAI2_HOME, else %APPDATA%\\openai2 (Windows),
                                         else $XDG_CONFIG_HOME/openai2 or ~/.config/openai2
     <home>/keys.json             0600   {"format": "openai2.keys", "version": 1, "keys": [...]}
+    <home>/keys.lock             0600   held (flock) while the key file is read and rewritten
     <home>/input_history         0600   the interactive prompt's line history (no key lines)
     <home>/sessions/NAME.json    0600   one conversation, in Chat.dump's archive format
     <home>/sessions/NAME.lock    0600   held (flock) while a process uses the session
     <home>/sessions/archive/     0700   conversations put aside by ``newchat`` / ``/new``
 
 Nothing is created on import or by merely building a :class:`Store`: folders and files appear
-only when something is saved.  Every write is atomic (temporary file, fsync, rename).  A file
+only when something is saved (a session lock taken before its folder exists is taken at the first
+save).  Folders created here are 0700 (each missing component); existing ones keep their mode.
+Every write is atomic (temporary file, fsync, rename).  A file
 that cannot be read back is never overwritten: it is moved aside to
-``<file>.corrupt-<timestamp>`` and a :class:`StoreError` names both paths.
+``<file>.corrupt-<timestamp>`` and a :class:`StoreError` names both paths.  A file written by a
+newer openai2 (a higher ``version``) is refused and left where it is.
 """
 
 from __future__ import annotations
@@ -116,15 +120,28 @@ class SessionInfo:
 
 
 class SessionLock:
-    """A held session lock; ``release()`` (or the end of the process) frees it."""
+    """A session lock; ``release()`` (or the end of the process) frees it.
 
-    def __init__(self, lock: FileLock) -> None:
+    When the sessions folder did not exist yet, the lock is *deferred*: nothing is created until
+    the session is first saved, and :meth:`Store.write_session` takes it then (``held`` False
+    until that moment).
+    """
+
+    def __init__(self, lock: FileLock, *, held: bool = True, on_release: Any = None) -> None:
         self._lock = lock
         self.path = lock.path
+        self.held = held
+        self.released = False
+        self._on_release = on_release
 
     def release(self) -> None:
         """Free the lock (safe to call twice)."""
+        self.released = True
+        self.held = False
         self._lock.release()
+        callback, self._on_release = self._on_release, None
+        if callback is not None:
+            callback()
 
     def __enter__(self) -> SessionLock:
         return self
@@ -140,9 +157,11 @@ class Store:
     :param clock: ``time.time``-like, for the timestamps of archived and corrupt files (tests)
     """
 
-    def __init__(self, home: str | None = None, *, clock: Any = None) -> None:
+    def __init__(self, home: str | None = None, *, clock: Any = None, lock_wait: float = 5.0) -> None:
         self.home = os.path.abspath(home) if home else config_home()
         self._clock = clock
+        self._lock_wait = lock_wait
+        self._deferred: dict[str, SessionLock] = {}
 
     def __repr__(self) -> str:
         return "Store(%r)" % self.home
@@ -184,6 +203,16 @@ class Store:
     def _stamp(self) -> str:
         return _store_stamp(self._clock() if self._clock is not None else None)
 
+    def _newer_error(self, path: str, data: object, version: int) -> StoreError | None:
+        """A :class:`StoreError` when ``data`` says it was written by a newer openai2, else None."""
+        found = data.get("version") if isinstance(data, dict) else None
+        if isinstance(found, int) and not isinstance(found, bool) and found > version:
+            return StoreError(
+                "%s was written by a newer openai2 (format version %d; this one reads up to %d); "
+                "it was left untouched: upgrade openai2 to use it" % (path, found, version)
+            )
+        return None
+
     def _move_aside(self, path: str, why: str) -> StoreError:
         """Rename an unreadable file to ``<path>.corrupt-<stamp>``; return the error to raise."""
         aside = _store_free_path(path + ".corrupt-" + self._stamp())
@@ -215,6 +244,9 @@ class Store:
             raise StoreError("cannot read %s: %s" % (self.keys_path, exc.strerror or exc)) from None
         try:
             data = json.loads(raw.decode("utf-8"))
+            newer = self._newer_error(self.keys_path, data, KEYS_VERSION)
+            if newer is not None:
+                raise newer
             keys = data.get("keys") if isinstance(data, dict) else None
             if not isinstance(keys, list) or not all(isinstance(k, str) and k.strip() for k in keys):
                 raise ValueError('expected {"keys": ["sk-...", ...]}')
@@ -247,26 +279,41 @@ class Store:
             if any(c.isspace() or ord(c) < 32 for c in key):
                 raise ValueError("the key contains whitespace or a control character")
             cleaned.append(key)
-        stored = self.load_keys()
-        added: list[str] = []
-        skipped: list[str] = []
-        for key in cleaned:
-            if key in stored or key in added:
-                skipped.append(key)
-            else:
-                added.append(key)
-        if added:
-            self.save_keys(stored + added)
+        self.ensure_home()
+        with self._keys_lock():
+            stored = self.load_keys()
+            added: list[str] = []
+            skipped: list[str] = []
+            for key in cleaned:
+                if key in stored or key in added:
+                    skipped.append(key)
+                else:
+                    added.append(key)
+            if added:
+                self.save_keys(stored + added)
         return added, skipped
+
+    def _keys_lock(self) -> FileLock:
+        """``<home>/keys.lock``, held (waiting up to ``lock_wait`` seconds) around a
+        read-modify-write of the key file, so parallel ``add_apikey`` runs lose no key."""
+        lock = FileLock(os.path.join(self.home, "keys.lock"))
+        deadline = time.monotonic() + self._lock_wait
+        while not lock.acquire():
+            if time.monotonic() >= deadline:
+                raise StoreError("the key file is busy (%s is held by another process); try again" % lock.path)
+            time.sleep(0.02)
+        return lock
 
     def clear_keys(self) -> list[str]:
         """Remove the key file and any moved-aside copies of it.
 
         :returns: the paths removed
         """
-        removed = []
-        if os.path.isdir(self.home):
-            base = os.path.basename(self.keys_path)
+        removed: list[str] = []
+        if not os.path.isdir(self.home):
+            return removed
+        base = os.path.basename(self.keys_path)
+        with self._keys_lock():
             for entry in sorted(os.listdir(self.home)):
                 if entry == base or entry.startswith(base + ".corrupt-"):
                     path = os.path.join(self.home, entry)
@@ -276,13 +323,20 @@ class Store:
 
     # -- sessions -------------------------------------------------------------------------------
     def lock_session(self, name: str) -> SessionLock:
-        """Take the session's lock (creating the folders), or refuse.
+        """Take the session's lock, or refuse.  When the sessions folder does not exist yet,
+        nothing is created: the lock is deferred and taken by the first :meth:`write_session`.
 
         :raises SessionLockedError: another process holds it (the message names the lock file
             and, where it could be read, that process's id)
         """
-        self._ensure_sessions()
         path = os.path.join(self.sessions_dir, check_session_name(name) + ".lock")
+        if not os.path.isdir(self.sessions_dir):
+            deferred = SessionLock(FileLock(path), held=False, on_release=lambda: self._deferred.pop(name, None))
+            self._deferred[name] = deferred
+            return deferred
+        return SessionLock(self._take_session_lock(name, path))
+
+    def _take_session_lock(self, name: str, path: str) -> FileLock:
         lock = FileLock(path)
         if not lock.acquire():
             owner = FileLock.read_note(path)
@@ -292,13 +346,15 @@ class Store:
                 "--session OTHER_NAME" % (name, who, path)
             )
         lock.write_note(str(os.getpid()))
-        return SessionLock(lock)
+        return lock
 
-    def read_session(self, name: str) -> dict[str, Any] | None:
+    def read_session(self, name: str, *, move_aside: bool = True) -> dict[str, Any] | None:
         """The archive data of a session (``{"format", "version", "messages", "pinned"}``), or
         None when it was never saved.
 
-        :raises StoreError: the file is not a valid archive; it is moved aside first
+        :param move_aside: False: report a corrupt file without moving it (``--no-save``)
+        :raises StoreError: the file is not a valid archive (it is moved aside first, unless
+            ``move_aside`` is False), or it was written by a newer openai2 (left untouched)
         """
         import json
 
@@ -312,9 +368,15 @@ class Store:
             raise StoreError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
         try:
             data = json.loads(raw.decode("utf-8-sig"))
+            newer = self._newer_error(path, data, ARCHIVE_VERSION)
+            if newer is not None:
+                raise newer
             messages, pins = from_archive(data)
         except ValueError as exc:
-            raise self._move_aside(path, str(exc) if not isinstance(exc, UnicodeDecodeError) else "not UTF-8") from None
+            why = str(exc) if not isinstance(exc, UnicodeDecodeError) else "not UTF-8"
+            if not move_aside:
+                raise StoreError("%s is corrupted (%s); it was left as it is" % (path, why)) from None
+            raise self._move_aside(path, why) from None
         return {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pins}
 
     def write_session(self, name: str, messages: list[dict[str, Any]], pinned: list[int]) -> str:
@@ -323,6 +385,11 @@ class Store:
 
         path = self.session_path(name)
         self._ensure_sessions()
+        deferred = self._deferred.get(name)
+        if deferred is not None and not deferred.held and not deferred.released:
+            # the first save of a session locked before its folder existed: take the lock now
+            deferred._lock = self._take_session_lock(name, deferred.path)
+            deferred.held = True
         data = {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pinned}
         text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
         atomic_write(path, text.encode("utf-8"), private=True)

@@ -4,6 +4,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 import unittest
 
 from openai2 import Chat
@@ -168,6 +169,7 @@ class SessionTest(StoreTestCase):
         self.assertEqual(os.path.dirname(a1), self.store.archive_dir)
 
     def test_lock_refuses_second_holder_and_names_it(self):
+        self.store.write_session("other", self.MESSAGES, [])  # the folder exists: locks are taken at once
         lock = self.store.lock_session("s")
         with self.assertRaises(SessionLockedError) as caught:
             self.store.lock_session("s")
@@ -198,3 +200,76 @@ class SessionTest(StoreTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReviewRegressionTest(StoreTestCase):
+    @unittest.skipUnless(POSIX, "POSIX permissions")
+    def test_every_created_parent_is_private_with_umask_000(self):
+        old = os.umask(0)
+        try:
+            self.store.save_keys(["sk-store-0123456789abcdef"])
+        finally:
+            os.umask(old)
+        self.assertEqual(mode(os.path.join(self.tmp, "cfg")), 0o700)
+        self.assertEqual(mode(self.home), 0o700)
+
+    @unittest.skipUnless(POSIX, "POSIX permissions")
+    def test_an_existing_folder_keeps_its_mode(self):
+        os.makedirs(self.home)
+        os.chmod(self.home, 0o750)
+        self.store.write_session("s", [{"role": "user", "content": "x"}], [])
+        self.assertEqual(mode(self.home), 0o750)
+        self.assertEqual(mode(self.store.sessions_dir), 0o700)
+
+    def test_parallel_add_keys_lose_nothing(self):
+        keys = ["sk-parallel-%02d-0123456789" % i for i in range(20)]
+        barrier = threading.Barrier(len(keys))
+        errors = []
+
+        def add(key):
+            try:
+                barrier.wait(5)
+                Store(self.home).add_keys([key])
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=add, args=(k,)) for k in keys]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(self.store.load_keys()), keys)
+
+    def test_lock_taken_before_the_folder_exists_creates_nothing(self):
+        first = self.store.lock_session("s")
+        other = Store(self.home)
+        second = other.lock_session("s")
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "cfg")))
+        self.store.write_session("s", [{"role": "user", "content": "x"}], [])  # takes the lock now
+        self.assertTrue(first.held)
+        with self.assertRaises(SessionLockedError):
+            other.write_session("s", [], [])  # the process that saves second is refused
+        second.release()
+        first.release()
+        first.release()
+        self.store.lock_session("s").release()
+
+    def test_newer_version_refused_and_left_in_place(self):
+        self.store.write_session("s", [], [])
+        path = self.store.session_path("s")
+        with open(path, "w") as handle:
+            json.dump({"format": "openai2.chat", "version": 99, "messages": []}, handle)
+        with self.assertRaises(StoreError) as caught:
+            self.store.read_session("s")
+        self.assertIn("newer openai2", str(caught.exception))
+        self.assertEqual(os.listdir(self.store.sessions_dir), ["s.json"])
+
+    def test_corrupt_session_not_moved_when_asked(self):
+        self.store.write_session("s", [], [])
+        with open(self.store.session_path("s"), "w") as handle:
+            handle.write("[")
+        with self.assertRaises(StoreError) as caught:
+            self.store.read_session("s", move_aside=False)
+        self.assertIn("corrupted", str(caught.exception))
+        self.assertEqual(os.listdir(self.store.sessions_dir), ["s.json"])
