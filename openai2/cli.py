@@ -81,7 +81,11 @@ class _CliOutput:
         self.color_out = supports_color(out)
         self.color_err = supports_color(err)
         self.secrets: list[str] = []
+        #: keys found on the command line, masked in argparse's messages
+        self.argv_secrets: list[str] = []
         self._fresh = {id(out): True, id(err): True}
+        self._held = {False: "", True: ""}  # streamed text held back: it may begin a key
+        self._held_style: dict[bool, str | None] = {False: None, True: None}
 
     def _style(self, text: str, style: str | None, stream: IO[str]) -> str:
         colour = self.color_err if stream is self.err else self.color_out
@@ -99,6 +103,26 @@ class _CliOutput:
         stream.write(self._style(text, style, stream))
         stream.flush()
         self._fresh[id(stream)] = text.endswith("\n")
+
+    def piece(self, text: str, style: str | None = None, *, err: bool = False) -> None:
+        """Write one piece of a streamed text.  A key split across pieces must still be masked,
+        so the end of the text that could be the start of a key is held back until the next
+        piece (or :meth:`flush_pieces`) shows whether it is one."""
+        pending = self._held[err] + text
+        hold = 0
+        for secret in self.secrets:
+            for k in range(min(len(secret) - 1, len(pending)), hold, -1):
+                if pending.endswith(secret[:k]):
+                    hold = k
+                    break
+        self._held[err] = pending[len(pending) - hold :] if hold else ""
+        self._held_style[err] = style
+        self.write(pending[: len(pending) - hold], style, err=err)
+
+    def flush_pieces(self, *, err: bool = False) -> None:
+        """Write what :meth:`piece` held back (the streamed text has ended)."""
+        held, self._held[err] = self._held[err], ""
+        self.write(held, self._held_style[err], err=err)
 
     def line(self, text: str = "", style: str | None = None, *, err: bool = False) -> None:
         """Write ``text`` and a newline."""
@@ -121,6 +145,29 @@ class _CliOutput:
         self.line(message, "note", err=True)
 
 
+def _cli_argv_secrets(argv: Sequence[str]) -> list[str]:
+    """Keys on the command line: ``--api-key`` values and key-shaped ``sk-…`` tokens, longest
+    first (so a key containing another is masked whole)."""
+    found: list[str] = []
+    take_next = False
+    for token in argv:
+        if take_next:
+            found.append(token.strip())
+            take_next = False
+            continue
+        name, eq, value = token.partition("=")
+        if len(name) > 5 and "--api-key".startswith(name):  # argparse accepts unique prefixes
+            if eq:
+                found.append(value.strip())
+            else:
+                take_next = True
+            continue
+        for word in token.replace("=", " ").split():
+            if word.startswith("sk-") and len(word) >= 11:
+                found.append(word)
+    return sorted({k for k in found if k}, key=len, reverse=True)
+
+
 def _cli_isatty(stream: object) -> bool:
     try:
         return bool(stream.isatty())  # type: ignore[attr-defined]
@@ -139,7 +186,12 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     class _CliParser(argparse.ArgumentParser):
         def _print_message(self, message: str, file: Any = None) -> None:
             if message:
-                out.write(message, err=file is sys.stderr)
+                out.write(redact(message, out.argv_secrets), err=file is sys.stderr)
+
+        def error(self, message: str) -> Any:
+            """One line, ``openai2: error: ...`` (keys masked), then exit status 2."""
+            one = " ".join(redact(message, out.argv_secrets).split())
+            self.exit(EXIT_USAGE, "openai2: error: %s (see `%s --help`)\n" % (one, self.prog))
 
     common = _CliParser(add_help=False)
     S = argparse.SUPPRESS
@@ -267,9 +319,10 @@ class _CliContext:
         stored: list[str] = []
         try:
             stored = self.store.load_keys()
-        except StoreError:
+        except StoreError as exc:
             if self.opt("api_key") is None and not os.environ.get("OPENAI_API_KEY", "").strip():
                 raise
+            self.out.note("openai2: note: %s" % exc)
         self.out.secrets.extend(stored)
         flag = self.opt("api_key")
         env = os.environ.get("OPENAI_API_KEY", "").strip()
@@ -356,6 +409,7 @@ class _CliConversation:
         self.stream = not ctx.opt("no_stream", False)
         self.show_reasoning = not ctx.opt("hide_reasoning", False)
         self.piece_delay = 0.0  # the demo slows pieces down a little on a terminal
+        self._reasoning_open = False  # reasoning written on stderr, its line not ended yet
 
     def save(self) -> None:
         if self.name is None:
@@ -365,13 +419,32 @@ class _CliConversation:
 
     def _reasoning(self, text: str) -> None:
         if self.show_reasoning and text:
-            self.out.write(text, "dim", err=True)
+            self.out.piece(text, "dim", err=True)
+            self._reasoning_open = True
 
-    def ask(self, text: Any) -> bool:
+    def _end_reasoning(self) -> None:
+        """End the reasoning line on stderr (before the answer, or at the end)."""
+        if self._reasoning_open:
+            self._reasoning_open = False
+            self.out.flush_pieces(err=True)
+            if not self.out._fresh.get(id(self.out.err), True):
+                self.out.write("\n", err=True)
+
+    def ask(self, text: Any, restore: tuple[list[dict[str, Any]], list[int]] | None = None) -> bool:
         """Answer ``text``; True if complete, False if stopped with Ctrl-C (partial kept, saved).
 
-        :raises APIError: the request failed; the history is unchanged
+        :param restore: ``(messages, pins)`` to put back when no answer is kept (a failed or
+            interrupted request), before anything is saved (``/retry``)
+        :raises APIError: the request failed; the history is unchanged (or ``restore``d)
         """
+        try:
+            return self._ask(text, restore)
+        except BaseException:
+            if restore is not None:
+                _cli_replace_history(self.chat, restore[0], restore[1])
+            raise
+
+    def _ask(self, text: Any, restore: tuple[list[dict[str, Any]], list[int]] | None) -> bool:
         out = self.out
         if self.interactive:
             out.write("Assistant: ", "assistant")
@@ -383,27 +456,34 @@ class _CliConversation:
             out.end_line()
             self.save()
             return True
+        self._reasoning_open = False
         ts = self.chat.stream_request(text, on_reasoning=self._reasoning)
-        pieces: list[str] = []
         try:
             for piece in ts:
-                pieces.append(piece)
-                out.write(piece)
+                if piece:
+                    self._end_reasoning()
+                out.piece(piece)
                 if self.piece_delay:
                     time.sleep(self.piece_delay)
-            if ts.reasoning:
-                self._reasoning("\n")
+            self._end_reasoning()
+            out.flush_pieces()
         except KeyboardInterrupt:
             # ChatTextStream keeps the question and the partial answer ("stop generating")
             ts.close()
+            self._end_reasoning()
+            out.flush_pieces()
             out.end_line()
             if self.chat.last_request is ts._body:
                 out.note("[stopped: the partial answer is kept]")
             else:
                 out.note("[stopped before the answer began: nothing kept]")
+                if restore is not None:
+                    _cli_replace_history(self.chat, restore[0], restore[1])
             self.save()
             return False
         except BaseException:
+            self._end_reasoning()
+            out.flush_pieces()
             out.end_line()
             raise
         out.end_line()
@@ -568,14 +648,28 @@ class _CliRepl:
         return None
 
     def _cmd_undo(self, rest: str) -> None:
-        n = int(rest) if rest else 1
+        try:
+            n = int(rest) if rest else 1
+        except ValueError:
+            raise ValueError("give a whole number of rounds, e.g. /undo 2 (not %r)" % rest) from None
         if n < 1:
             raise ValueError("give a number of rounds, 1 or more")
+        rounds = sum(1 for m in self.chat.fetch_messages() if m.get("role") == "user")
+        if not rounds:
+            self.out.line("Nothing to undo: no question has been asked yet.")
+            return
+        done = min(n, rounds)
         shown = self.chat.rollback(n)
         self.conv.save()
+        if str(shown):
+            end = "Now last: %s" % shown
+        elif self.chat.fetch_messages():
+            end = "No rounds are left (the system prompt stays)."
+        else:
+            end = "The conversation is now empty."
         self.out.line(
-            "Rolled back %d round%s. Now last: %s"
-            % (n, "" if n == 1 else "s", str(shown) or "(nothing: the conversation is empty)")
+            "Rolled back %d round%s%s. %s"
+            % (done, "" if done == 1 else "s", " (all there were)" if n > done else "", end)
         )
 
     def _cmd_retry(self, rest: str) -> None:
@@ -584,11 +678,13 @@ class _CliRepl:
         if last_user is None:
             self.out.line("Nothing to retry: no question has been asked yet.")
             return
+        # Nothing is saved until the new answer is in: a failed or interrupted retry puts the
+        # round back (memory and file), so the last answer is never lost.
+        snapshot = (messages, self.chat.pinned_indexes())
         self.chat.rollback(1)
-        self.conv.save()
         content = last_user.get("content")
         self.out.line("Retrying: %s" % format_round([last_user]), "dim")
-        self.conv.ask(content)
+        self.conv.ask(content, restore=snapshot)
 
     def _cmd_system(self, rest: str) -> None:
         if not rest:
@@ -695,7 +791,10 @@ class _CliRepl:
         if not rest:
             raise ValueError("give a file name: /save FILE")
         path = os.path.expanduser(rest)
-        self.chat.dump(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ValueError("cannot write %s: the folder %s does not exist" % (path, folder))
+        self.chat.dump(path, private=True)  # conversations are private: 0600
         self.out.line("Saved %d messages to %s" % (len(self.chat), path))
 
     def _cmd_load(self, rest: str) -> None:
@@ -745,6 +844,9 @@ def _cli_cmd_add_apikey(ctx: _CliContext) -> int:
             keys = [getpass.getpass("API key (input hidden): ", stream=ctx.out.err)]  # type: ignore[arg-type]
         except EOFError:
             keys = []
+        except KeyboardInterrupt:
+            ctx.out.write("\n", err=True)  # getpass leaves the cursor after the prompt
+            raise
     else:
         keys = [line for line in ctx.stdin.read().splitlines() if line.strip()]
     keys = [k.strip() for k in keys]
@@ -769,11 +871,13 @@ def _cli_cmd_add_apikey(ctx: _CliContext) -> int:
 
 def _cli_cmd_read_apikey(ctx: _CliContext) -> int:
     out = ctx.out
+    failed = False
     try:
         stored = ctx.store.load_keys()
     except StoreError as exc:
         out.error(str(exc))
         stored = []
+        failed = True
     out.secrets.extend(stored)
     if stored:
         out.line("Stored keys (%s):" % ctx.store.keys_path)
@@ -793,7 +897,7 @@ def _cli_cmd_read_apikey(ctx: _CliContext) -> int:
     shown = repr(active) if isinstance(active, AKPool) else mask_key(active) if active else "none"
     out.line("Active key: %s, from %s." % (shown, source))
     out.line("Precedence: the --api-key option, then OPENAI_API_KEY, then the stored keys.")
-    return EXIT_OK
+    return EXIT_STORAGE if failed else EXIT_OK
 
 
 def _cli_cmd_clear_apikey(ctx: _CliContext) -> int:
@@ -835,7 +939,7 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
         if new:
             if saving:
                 archived = ctx.store.archive_session(name)
-        elif ctx.store.read_session(name) is not None:
+        elif ctx.store.read_session(name, move_aside=saving) is not None:
             chat.load(ctx.store.session_path(name))
         system = ctx.opt("system")
         if system is not None:
@@ -930,8 +1034,9 @@ def _cli_cmd_sessions(ctx: _CliContext) -> int:
     )
     target = ctx.opt("output")
     if target:
-        with open(os.path.expanduser(target), "w", encoding="utf-8") as handle:
-            handle.write(text)
+        from .portable import atomic_write
+
+        atomic_write(os.path.expanduser(target), text.encode("utf-8"), private=True)  # conversations are private
         out.note("Exported session %s to %s" % (name, target))
     else:
         out.write(text)
@@ -1000,9 +1105,11 @@ def main(
     debug = os.environ.get("OPENAI2_DEBUG", "") not in ("", "0")
     base_url = ""
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        out.argv_secrets = _cli_argv_secrets(argv)
         parser = _cli_build_parser(out)
         try:
-            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+            args = parser.parse_args(argv)
         except SystemExit as exc:
             return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
         if getattr(args, "api_key", None):

@@ -314,6 +314,7 @@ class ChatCommandTest(CLITestCase):
         self.assertEqual(len(self.session()["messages"]), 2)
 
     def test_session_in_use_is_refused(self):
+        self.store.write_session("other", [], [])  # the folder exists: the lock is taken at once
         held = self.store.lock_session("work")
         try:
             code, out, err = self.run_cli("chat", "--session", "work", "hi")
@@ -442,6 +443,106 @@ class ReplTest(CLITestCase):
             self.assertIn(expected, out)
         self.assertIn("1 * [user]:What comes after the natural number 50?", out)
         self.assertFalse(os.path.exists(self.home))
+
+
+class ReviewRegressionTest(CLITestCase):
+    def repl(self, *lines, args=()):
+        return self.run_cli("chat", "-i", *args, stdin="".join(line + "\n" for line in lines))
+
+    def test_failed_retry_keeps_the_last_round(self):
+        self.server.add_replies(Reply("first answer"), Reply("boom", status=400))
+        code, out, err = self.repl("one", "/retry", "/history")
+        self.assertIn("HTTP 400: boom", err)
+        self.assertIn("[assistant]:first answer", out.rsplit("Retrying", 1)[1])
+        self.assertEqual([m["content"] for m in self.session()["messages"]], ["one", "first answer"])
+
+    def test_keys_masked_in_argparse_errors_one_line(self):
+        for argv in (("add_apikey", KEY, KEY2), ("chat", "--api-key", KEY, "--bogus"), ("chat", "--api-key=" + KEY, "--bogus")):
+            code, out, err = self.run_cli(*argv)
+            self.assertEqual(code, EXIT_USAGE)
+            self.assertTrue(err.startswith("openai2: error: "), err)
+            self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("sk-…xwvu", self.run_cli("add_apikey", KEY, KEY2)[2])
+
+    def test_key_split_across_streamed_pieces_is_masked(self):
+        text = "echo %s end" % KEY
+        cut = text.index(KEY) + 7
+        self.server.add_replies(Reply(text, chunks=[text[:cut], text[cut:cut + 9], text[cut + 9:]]))
+        code, out, _ = self.run_cli("chat", "--no-save", "--api-key", KEY, "hi")
+        self.assertEqual(code, EXIT_OK)
+        self.assertEqual(out, "echo sk-…cdef end\n")
+
+    def test_corrupt_key_file_noted_when_a_key_is_given(self):
+        os.makedirs(self.home)
+        with open(self.store.keys_path, "w") as handle:
+            handle.write("{")
+        code, out, err = self.run_cli("chat", "--no-save", "--api-key", KEY, "hi")
+        self.assertEqual(code, EXIT_OK)
+        self.assertIn("corrupted", err)
+
+    def test_read_apikey_on_corrupt_file_exits_3(self):
+        os.makedirs(self.home)
+        with open(self.store.keys_path, "w") as handle:
+            handle.write("{")
+        code, out, err = self.run_cli("read_apikey")
+        self.assertEqual(code, EXIT_STORAGE)
+        self.assertIn("Active key", out)
+
+    def test_reasoning_line_ends_before_the_answer(self):
+        self.server.add_replies(Reply("answer42", reasoning="thinking hard"))
+        both = io.StringIO()
+        code = main(["chat", "--no-save", "q"], stdin=io.StringIO(""), stdout=both, stderr=both)
+        self.assertEqual(code, EXIT_OK)
+        self.assertEqual(both.getvalue(), "thinking hard\nanswer42\n")
+
+    def test_nothing_created_by_an_empty_session_or_a_failed_request(self):
+        self.assertEqual(self.repl()[0], EXIT_OK)
+        self.server.add_replies(Reply("boom", status=400))
+        self.assertEqual(self.run_cli("chat", "hi")[0], EXIT_API_ERROR)
+        self.assertFalse(os.path.exists(self.home))
+
+    def test_no_save_never_moves_a_corrupt_session_and_newer_is_refused(self):
+        self.run_cli("chat", "first")
+        path = self.store.session_path("default")
+        cases = (("[", ("--no-save",)), (json.dumps({"format": "openai2.chat", "version": 99, "messages": []}), ()))
+        for content, args in cases:
+            with open(path, "w") as handle:
+                handle.write(content)
+            code, out, err = self.run_cli("chat", *args, "second")
+            self.assertEqual(code, EXIT_STORAGE)
+            self.assertEqual([n for n in os.listdir(self.store.sessions_dir) if "corrupt" in n], [])
+            with open(path) as handle:
+                self.assertEqual(handle.read(), content)
+        self.assertIn("newer openai2", err)
+
+    def test_undo_reports_what_was_done(self):
+        code, out, err = self.repl("one", "/undo 5", "/undo", "/undo x")
+        self.assertIn("Rolled back 1 round (all there were). The conversation is now empty.", out)
+        self.assertIn("Nothing to undo", out)
+        self.assertIn("whole number", err)
+
+    @unittest.skipUnless(POSIX, "POSIX permissions")
+    def test_save_and_export_are_private_and_name_the_target(self):
+        path = os.path.join(self.tmp, "saved.json")
+        code, out, err = self.repl("one", "/save " + path, "/save " + os.path.join(self.tmp, "nope", "x.json"))
+        self.assertEqual(mode(path), 0o600)
+        self.assertIn(os.path.join(self.tmp, "nope"), err)
+        self.assertNotIn(".tmp", err)
+        target = os.path.join(self.tmp, "export.md")
+        self.assertEqual(self.run_cli("sessions", "export", "--format", "md", "-o", target)[0], EXIT_OK)
+        self.assertEqual(mode(target), 0o600)
+
+    def test_empty_no_color_keeps_colour(self):
+        from openai2.portable import supports_color
+
+        class Tty(io.StringIO):
+            def isatty(self):
+                return True
+
+        with mock.patch.dict(os.environ, {"NO_COLOR": "", "TERM": "xterm"}):
+            self.assertTrue(supports_color(Tty()))
+        with mock.patch.dict(os.environ, {"NO_COLOR": "1", "TERM": "xterm"}):
+            self.assertFalse(supports_color(Tty()))
 
 
 class PortableHelpersTest(unittest.TestCase):
@@ -627,6 +728,7 @@ class SubprocessTest(CLITestCase):
         self.assertTrue(messages[1]["content"].startswith("partial answer"), messages)
 
     def test_two_processes_one_session(self):
+        self.assertEqual(self.cli("chat", "--session", "shared", "before")[0], EXIT_OK)
         first = self.popen("chat", "-i", "--session", "shared", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             banner = first.stdout.readline()  # printed once the lock is held
@@ -640,7 +742,7 @@ class SubprocessTest(CLITestCase):
             if first.poll() is None:
                 first.kill()
         self.assertEqual(first.returncode, 0, err2)
-        self.assertEqual(len(self.session("shared")["messages"]), 2)
+        self.assertEqual(len(self.session("shared")["messages"]), 4)
 
     def test_import_and_help_create_nothing_and_stay_light(self):
         code = (
