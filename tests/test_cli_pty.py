@@ -158,6 +158,27 @@ class PtySessionTest(unittest.TestCase):
             self.assertIn("natural number 50", recorded)
             self.assertNotIn(KEY, recorded)
 
+    def test_ctrl_c_before_a_retry_answers_keeps_the_last_round(self):
+        self.server.add_replies(Reply("first answer"), Reply("late", delay=30))
+        self.spawn("chat", "--session", "pty3")
+        self.read_until(b"You: ")
+        self.send(b"one\r")
+        self.read_until(b"first answer")
+        self.read_until(b"You: ")
+        self.send(b"/retry\r")
+        self.assertTrue(self.server.wait_for_requests(2))
+        self.send(b"\x03")  # Ctrl-C before the first byte of the new answer
+        self.read_until(b"nothing kept")
+        self.read_until(b"You: ")
+        self.send(b"/history\r")
+        self.read_until(b"[assistant]:first answer")
+        self.read_until(b"You: ")
+        self.send(b"\x04")
+        self.assertEqual(self.wait_exit(), 0)
+        with open(os.path.join(self.home, "sessions", "pty3.json"), encoding="utf-8") as handle:
+            messages = json.load(handle)["messages"]
+        self.assertEqual([m["content"] for m in messages], ["one", "first answer"])
+
     def test_quit_word_and_multiline(self):
         self.spawn("chat", "--session", "pty2")
         self.read_until(b"You: ")
