@@ -136,7 +136,15 @@ class InternalServerError(APIStatusError):
 
 
 class APIConnectionError(APIError):
-    """The request could not reach the server, or the connection failed before an answer."""
+    """The request could not reach the server, or the connection failed before an answer.
+
+    :ivar retryable: False when sending the same request again cannot succeed (a header with
+        characters HTTP cannot send, an unsupported URL, a proxy refusing or rejecting its
+        credentials): the client then gives up at once instead of backing off and retrying
+    """
+
+    #: Set to False on an instance for failures that a retry cannot fix.
+    retryable: bool = True
 
     def __init__(self, message: str = "Connection error.", *, cause: BaseException | None = None) -> None:
         super().__init__(message)

@@ -36,9 +36,10 @@ if TYPE_CHECKING:
     import urllib.request
     from typing import Any, Iterator
 
-#: Headers that carry credentials: dropped when a redirect leaves the origin.
-_TP_CREDENTIAL_HEADERS = frozenset(
-    ("authorization", "api-key", "openai-organization", "openai-project", "proxy-authorization", "cookie")
+#: The only request headers that follow a redirect to another origin: anything else may carry
+#: a credential (authorization, api-key, x-api-key, x-goog-api-key, cookie, ...).
+_TP_CROSS_ORIGIN_HEADERS = frozenset(
+    ("content-type", "content-length", "accept", "accept-encoding", "accept-language", "user-agent")
 )
 _TP_REDIRECTS = (301, 302, 307, 308)
 _TP_DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -186,6 +187,12 @@ class _TPProxy:
 
     def __repr__(self) -> str:
         return "<proxy %s>" % self.display
+
+
+def _tp_final(err: APIConnectionError) -> APIConnectionError:
+    """Mark ``err`` as one that retrying the same request cannot fix (``retryable = False``)."""
+    err.retryable = False
+    return err
 
 
 def _tp_mask_url(url: str) -> str:
@@ -466,13 +473,26 @@ def _tp_connection_class() -> Any:
     twice per request.  Here :meth:`endheaders` keeps a bytes body of up to
     ``_TP_COALESCE_BODY`` bytes back and :meth:`send` appends it to the header block, which is
     the only thing ``endheaders`` sends then.  Only public ``http.client`` methods are overridden.
+
+    Its responses (see ``_tp_response_class``) record in ``tp_heard[0]`` whether any byte of
+    the status line or headers arrived, so that a reused connection failing in
+    ``getresponse()`` is sent again only when the server said nothing at all.
     """
     cls = _tp_lazy_classes.get("connection")
     if cls is None:
+        import functools
         import http.client
+
+        response_class = _tp_response_class()
 
         class _TPHTTPConnection(http.client.HTTPConnection):
             _tp_body: bytes | None = None
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.tp_heard = [False]
+                # An instance attribute: http.client calls self.response_class(sock, method=...).
+                self.response_class = functools.partial(response_class, tp_heard=self.tp_heard)  # type: ignore[assignment]
 
             def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
                 if message_body.__class__ is bytes and not encode_chunked and len(message_body) <= _TP_COALESCE_BODY:
@@ -492,6 +512,70 @@ def _tp_connection_class() -> Any:
                 super().send(data)
 
         cls = _tp_lazy_classes["connection"] = _TPHTTPConnection
+    return cls
+
+
+class _TPRecordingReader:
+    """Wraps a response's ``fp`` while the status line and headers are read: notes any byte."""
+
+    def __init__(self, fp: Any, heard: list[bool]) -> None:
+        self._tp_fp = fp
+        self._tp_heard = heard
+
+    def _tp_seen(self, data: Any) -> Any:
+        if data:
+            self._tp_heard[0] = True
+        return data
+
+    def readline(self, *args: Any) -> Any:
+        return self._tp_seen(self._tp_fp.readline(*args))
+
+    def read(self, *args: Any) -> Any:
+        return self._tp_seen(self._tp_fp.read(*args))
+
+    def read1(self, *args: Any) -> Any:
+        return self._tp_seen(self._tp_fp.read1(*args))
+
+    def peek(self, *args: Any) -> Any:
+        return self._tp_seen(self._tp_fp.peek(*args))
+
+    def readinto(self, buffer: Any) -> Any:
+        n = self._tp_fp.readinto(buffer)
+        if n:
+            self._tp_heard[0] = True
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tp_fp, name)
+
+
+def _tp_response_class() -> Any:
+    """``http.client.HTTPResponse`` whose ``begin()`` notes whether any byte of the answer came.
+
+    ``fp`` is wrapped only during ``begin()`` (status line and headers); the body is read from
+    the buffered file itself, at full speed.
+    """
+    cls = _tp_lazy_classes.get("response")
+    if cls is None:
+        import http.client
+
+        class _TPHTTPResponse(http.client.HTTPResponse):
+            def __init__(self, sock: Any, *args: Any, tp_heard: list[bool], **kwargs: Any) -> None:
+                super().__init__(sock, *args, **kwargs)
+                self._tp_heard = tp_heard
+
+            def begin(self) -> None:
+                real = self.fp
+                wrapper = _TPRecordingReader(real, self._tp_heard)
+                self.fp = wrapper  # type: ignore[assignment]
+                try:
+                    super().begin()
+                finally:
+                    current: Any = self.fp  # None if begin() closed it (through the wrapper)
+                    if current is wrapper:
+                        self.fp = real
+
+        cls = _tp_lazy_classes["response"] = _TPHTTPResponse
     return cls
 
 
@@ -585,11 +669,13 @@ class HTTPTransport:
                 raise RequestCancelledError()
             scheme = url.partition(":")[0].lower()
             if scheme not in _TP_DEFAULT_PORTS or "://" not in url:
-                raise APIConnectionError("Unsupported URL %r: only http:// and https:// URLs work" % _tp_log_url(url))
+                raise _tp_final(
+                    APIConnectionError("Unsupported URL %r: only http:// and https:// URLs work" % _tp_log_url(url))
+                )
             try:
                 req = urllib.request.Request(url, data=body, headers=headers, method=method)
             except ValueError as exc:
-                raise APIConnectionError("Invalid URL %r: %s" % (_tp_log_url(url), exc)) from None
+                raise _tp_final(APIConnectionError("Invalid URL %r: %s" % (_tp_log_url(url), exc))) from None
             state = req.tp_state = _TPState(timeout, cancel)  # type: ignore[attr-defined]
             failure: APIConnectionError | None = None
             try:
@@ -614,7 +700,7 @@ class HTTPTransport:
                     )
                     raise too_many
                 if _tp_origin(new_url) != _tp_origin(url):
-                    headers = {k: v for k, v in headers.items() if k.lower() not in _TP_CREDENTIAL_HEADERS}
+                    headers = {k: v for k, v in headers.items() if k.lower() in _TP_CROSS_ORIGIN_HEADERS}
                 url = new_url
                 hops += 1
                 continue
@@ -658,10 +744,31 @@ class HTTPTransport:
             return b""
 
     def _tp_redirect_url(self, url: str, resp: HTTPResponse) -> str:
-        from urllib.parse import urljoin
+        """The absolute URL a redirect points to.
+
+        :raises APIConnectionError: (not retryable) for a ``Location`` that is no valid URL
+            (a port out of range, an unclosed IPv6 bracket, ...)
+        """
+        from urllib.parse import urljoin, urlsplit
 
         self._tp_small_body(resp)
-        new_url = urljoin(url, (resp.headers.get("location") or "").strip())
+        location = (resp.headers.get("location") or "").strip()
+        try:
+            new_url = urljoin(url, location)
+            urlsplit(new_url).port  # noqa: B018 - validates the port and the IPv6 brackets
+            _tp_origin(new_url)
+        except ValueError:
+            # No chained cause: the exception text quotes the location, which may hold secrets;
+            # the message shows it without query, fragment or user info.
+            shown = location.split("#", 1)[0].split("?", 1)[0]
+            scheme, sep, rest = shown.rpartition("://")
+            shown = scheme + sep + rest.rpartition("@")[2]
+            raise _tp_final(
+                APIConnectionError(
+                    "Redirect to an invalid URL from %s (%d, Location: %r): check the base URL."
+                    % (_tp_log_url(url), resp.status, shown[:200])
+                )
+            ) from None
         get_logger().debug("redirect %d to %s", resp.status, _tp_log_url(new_url))
         return new_url
 
@@ -710,7 +817,7 @@ class HTTPTransport:
         if bypass:
             return None
         if isinstance(proxy, str):
-            raise APIConnectionError("Unusable proxy from the environment: " + proxy)
+            raise _tp_final(APIConnectionError("Unusable proxy from the environment: " + proxy))
         return proxy
 
     def _tp_send(self, req: urllib.request.Request) -> HTTPResponse:
@@ -742,24 +849,34 @@ class HTTPTransport:
                 conn = self._tp_connect(scheme, host, port, proxy, key, where, state)
             else:
                 if cancel is not None:
-                    cancel._tp_attach(conn)
+                    try:
+                        cancel._tp_attach(conn)
+                    except BaseException:  # cancelled since pool.get(): the connection is ours to close
+                        conn.close()
+                        raise
                 conn.http.sock.settimeout(state.timeout.read)
             state.where = where
             state.phase = "response"
+            heard: list[bool] = conn.http.tp_heard  # type: ignore[attr-defined]
+            heard[0] = False
+            sending = True
             try:
                 conn.http.request(method, target, body, headers)
+                sending = False
                 raw = conn.http.getresponse()
             except Exception as exc:  # noqa: BLE001
                 if cancel is not None:
                     cancel._tp_detach(conn)
                 conn.close()
-                if reused and _tp_is_stale(exc) and not (cancel is not None and cancel.cancelled):
+                if reused and _tp_is_stale(exc, sending, heard[0]) and not (cancel is not None and cancel.cancelled):
                     get_logger().debug("kept-alive connection to %s was closed by the server; reconnecting", where)
                     continue
                 raise
             if proxy is not None and target[0] != "/" and raw.status in (403, 407):
                 refusal = _tp_proxy_refusal(raw, proxy, target)
                 if refusal is not None:
+                    if cancel is not None:
+                        cancel._tp_detach(conn)
                     conn.close()
                     raise refusal
             return HTTPResponse(self, conn, raw, req.full_url, cancel)
@@ -796,15 +913,23 @@ class HTTPTransport:
                 if proxy.scheme == "https":
                     sock = self._tp_tls(sock, proxy.host, conn, cancel)
                 if proxy.scheme in ("socks5", "socks5h"):
-                    socks5_handshake(
-                        sock,
-                        host,
-                        port,
-                        remote_dns=proxy.scheme == "socks5h",
-                        username=proxy.username,
-                        password=proxy.password,
-                        proxy_name=proxy.display,
-                    )
+                    try:
+                        socks5_handshake(
+                            sock,
+                            host,
+                            port,
+                            remote_dns=proxy.scheme == "socks5h",
+                            username=proxy.username,
+                            password=proxy.password,
+                            proxy_name=proxy.display,
+                        )
+                    except APIConnectionError as err:
+                        # The proxy's authentication step failed (credentials rejected, missing
+                        # or unacceptable): the same request cannot fare better.
+                        text = str(err).replace(proxy.display, "")
+                        if "password" in text or "authentication methods" in text:
+                            _tp_final(err)
+                        raise
                 elif scheme == "https":
                     _tp_tunnel(sock, host, port, proxy)
                 if scheme == "https":
@@ -924,10 +1049,13 @@ def _tp_tunnel(sock: Any, host: str, port: int, proxy: _TPProxy) -> None:
         hint = ""
         if code == 407:
             hint = " (proxy authentication required: check the user:password in the proxy URL)"
-        raise APIConnectionError(
+        err = APIConnectionError(
             "Proxy %s refused to open a tunnel to %s: %d %s%s"
             % (proxy.display, hostport, code, parts[2] if len(parts) > 2 else "", hint)
         )
+        if code in (403, 407):  # the proxy's policy or credentials: asking again cannot help
+            _tp_final(err)
+        raise err
 
 
 def _tp_proxy_refusal(raw: http.client.HTTPResponse, proxy: _TPProxy, target: str) -> APIConnectionError | None:
@@ -951,15 +1079,30 @@ def _tp_proxy_refusal(raw: http.client.HTTPResponse, proxy: _TPProxy, target: st
         what = "requires authentication (407 Proxy Authentication Required): check the user:password in the proxy URL"
     else:
         what = "refused the request (403 %s)" % (raw.reason or "Forbidden")
-    return APIConnectionError(
-        "Proxy %s %s for %s%s" % (proxy.display, what, _tp_log_url(target), (": " + excerpt) if excerpt else ".")
+    return _tp_final(
+        APIConnectionError(
+            "Proxy %s %s for %s%s" % (proxy.display, what, _tp_log_url(target), (": " + excerpt) if excerpt else ".")
+        )
     )
 
 
-def _tp_is_stale(exc: BaseException) -> bool:
-    """True for the errors a kept-alive connection closed by the server gives before any byte."""
+def _tp_is_stale(exc: BaseException, sending: bool, heard: bool) -> bool:
+    """True when a reused connection failed in a way that proves the server closed it idle.
+
+    Only then is the request sent again on a new connection: a reset or broken pipe while the
+    request was being sent, or a close/reset while waiting for the answer before a single byte
+    of it arrived.  Once any byte of the status line or headers came, the server was answering
+    (it may have acted on the request), so the failure is reported instead.
+
+    :param sending: the failure happened while sending the request
+    :param heard: some byte of the answer had arrived
+    """
     import http.client
 
+    if sending:
+        return isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError))
+    if heard:
+        return False
     return isinstance(
         exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
     )
@@ -984,12 +1127,33 @@ def _tp_clear_tls_errors() -> None:
         pass
 
 
+_TP_BAD_HEADER = (
+    "A request header contains characters HTTP cannot send (a line break, a non-Latin-1 character, "
+    "say); check the API key and default_headers."
+)
+
+
 def _tp_translate(exc: BaseException, state: _TPState) -> APIConnectionError:
     """The one place where socket/ssl/http.client/urllib exceptions become openai2 errors.
 
     :param state: where the failure happened (``where``/``host``), in which phase
         (``connect``, ``response``, ``body``), with which timeout and cancel scope
     """
+    # First, before anything may chain ``exc``: these quote the header line or URL being
+    # encoded ("Bearer <key>"), so they are never chained nor repeated.
+    if isinstance(exc, UnicodeEncodeError):
+        # http.client encodes header values as Latin-1 (the URL and header names as ASCII);
+        # PyPy spells the codec "latin1", CPython "latin-1".
+        if exc.encoding.replace("-", "").replace("_", "").lower() in ("latin1", "iso88591"):
+            return _tp_final(APIConnectionError(_TP_BAD_HEADER))
+        return _tp_final(
+            APIConnectionError(
+                "The URL for %s contains characters HTTP cannot send: quote them (%%XX)."
+                % (state.where or state.host or "the server")
+            )
+        )
+    if isinstance(exc, ValueError) and "header" in str(exc).lower():
+        return _tp_final(APIConnectionError(_TP_BAD_HEADER))
     ssl_module = sys.modules.get("ssl")
     if ssl_module is not None and isinstance(exc, ssl_module.SSLError):
         _tp_clear_tls_errors()
@@ -1065,12 +1229,6 @@ def _tp_translate(exc: BaseException, state: _TPState) -> APIConnectionError:
         return APIConnectionError("Request to %s failed: %s" % (where, exc.reason), cause=exc)
     if isinstance(exc, OSError):
         return APIConnectionError("Connection error with %s: %s" % (where, exc.strerror or exc), cause=exc)
-    if isinstance(exc, ValueError) and "header" in str(exc).lower():
-        # http.client quotes the offending value (maybe the API key): do not repeat or chain it.
-        return APIConnectionError(
-            "A request header contains characters HTTP forbids (a line break, say): check the API key "
-            "and default_headers."
-        )
     return APIConnectionError("Request to %s failed: %s: %s" % (where, type(exc).__name__, exc), cause=exc)
 
 

@@ -19,7 +19,7 @@ from openai2.errors import (
     ResponseTooLargeError,
 )
 from openai2.transport import CancelScope, HTTPTransport, Timeout, coerce_timeout
-from tests.support.proxies import OriginServer
+from tests.support.proxies import ConnectProxy, OriginServer, Socks5Proxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CERTS = os.path.join(HERE, "certs")
@@ -127,6 +127,37 @@ class KeepAliveTests(unittest.TestCase):
             with self.assertRaises(APIConnectionError):
                 get(t, o.url("/second"))
             self.assertEqual(len(o.requests), 2)
+
+    def test_no_resend_after_status_line_then_reset(self):
+        # A reused connection that answers part of the headers and is then reset: the server
+        # was answering (it may have acted on the POST), so the request is not sent again.
+        def app(h, rec):
+            if rec.path == "/second":
+                h.raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+                time.sleep(0.05)  # the client reads the status line before the reset comes
+                h.reset()
+                return
+            h.reply(200, b"fine")
+
+        with OriginServer(app) as o:
+            t = transport()
+            get(t, o.url("/first")).read()
+            with self.assertRaises(APIConnectionError):
+                get(t, o.url("/second"), method="POST", body=b"payload")
+            self.assertEqual([(x.path, x.conn_id) for x in o.requests], [("/first", 1), ("/second", 1)])
+
+    def test_reset_before_any_answer_byte_is_retried_once(self):
+        def app(h, rec):
+            if rec.path == "/second" and rec.conn_id == 1:
+                h.reset()
+                return
+            h.reply(200, b"fine")
+
+        with OriginServer(app) as o:
+            t = transport()
+            get(t, o.url("/first")).read()
+            self.assertEqual(get(t, o.url("/second"), method="POST", body=b"p").read(), b"fine")
+            self.assertEqual([(x.path, x.conn_id) for x in o.requests], [("/first", 1), ("/second", 1), ("/second", 2)])
 
     def test_no_retry_on_fresh_connection(self):
         def app(h, rec):
@@ -379,6 +410,64 @@ class FailureTests(unittest.TestCase):
             self.assertNotIn(KEY, str(cm.exception))
             self.assertNotIn(KEY, repr(cm.exception.__cause__) + repr(cm.exception.__context__))
 
+    def test_bad_header_value_is_not_retryable(self):
+        with OriginServer() as o:
+            with self.assertRaises(APIConnectionError) as cm:
+                get(transport(), o.url("/"), headers={"Authorization": "Bearer " + KEY + "\nX: y"})
+            self.assertIs(cm.exception.retryable, False)
+            self.assertEqual(len(o.requests), 0)
+
+    def test_non_latin1_key_is_neither_chained_nor_retryable(self):
+        key = "sk-proj-SECRET\u2019KEY-0123456789"  # pasted with a typographic apostrophe
+        with OriginServer() as o:
+            with self.assertRaises(APIConnectionError) as cm:
+                get(transport(), o.url("/"), headers={"Authorization": "Bearer " + key})
+            err = cm.exception
+            self.assertIn("check the API key and default_headers", str(err))
+            self.assertIsNone(err.cause)
+            self.assertIsNone(err.__cause__)
+            self.assertTrue(err.__suppress_context__ or err.__context__ is None)
+            shown = repr(err) + repr(err.cause) + repr(err.__context__) + repr(vars(err))
+            self.assertNotIn(key, shown)
+            self.assertIs(err.retryable, False)
+            self.assertEqual(len(o.requests), 0)
+
+    def test_unsupported_scheme_is_not_retryable_but_a_refused_connection_is(self):
+        with self.assertRaises(APIConnectionError) as cm:
+            get(transport(), "ftp://127.0.0.1/x")
+        self.assertIs(cm.exception.retryable, False)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        with self.assertRaises(APIConnectionError) as cm:
+            get(transport(), "http://127.0.0.1:%d/" % port)
+        self.assertIs(cm.exception.retryable, True)
+
+    def test_proxy_refusals_are_not_retryable(self):
+        with OriginServer() as o, ConnectProxy(refuse=True) as p:
+            scope = CancelScope()
+            with self.assertRaises(APIConnectionError) as cm:
+                get(HTTPTransport(proxy=p.url), o.url("/v1/chat"), cancel=scope)  # absolute-URI 403
+            self.assertIs(cm.exception.retryable, False)
+            self.assertEqual(scope._tp_conns, [])  # detached before the connection was closed
+        with OriginServer(certfile=SERVER_CERT[0], keyfile=SERVER_CERT[1], host="localhost") as o:
+            with ConnectProxy(auth=("u", "right")) as p:  # CONNECT answered 407
+                t = HTTPTransport(proxy="http://u:wrong@127.0.0.1:%d" % p.port, ca_file=CA)
+                with self.assertRaises(APIConnectionError) as cm:
+                    get(t, o.url("/"))
+                self.assertIn("407", str(cm.exception))
+                self.assertIs(cm.exception.retryable, False)
+        with OriginServer() as o, Socks5Proxy(auth=("alice", "right")) as s:
+            for creds in (("alice", "wrong"), None):
+                with self.assertRaises(APIConnectionError) as cm:
+                    get(HTTPTransport(proxy=s.url("socks5h", creds)), o.url("/"))
+                self.assertIs(cm.exception.retryable, False)
+        with OriginServer() as o, Socks5Proxy(reply_code=5) as s:  # the target refused: may pass
+            with self.assertRaises(APIConnectionError) as cm:
+                get(HTTPTransport(proxy=s.url("socks5h")), o.url("/"))
+            self.assertIs(cm.exception.retryable, True)
+
     def test_only_openai2_exceptions_escape(self):
         scenarios = {
             "/garbage": lambda h: (h.raw(b"NOT HTTP AT ALL\r\n\r\n"), h.hang_up()),
@@ -421,7 +510,12 @@ class RedirectTests(unittest.TestCase):
                     "OpenAI-Organization": "org-1",
                     "OpenAI-Project": "proj-1",
                     "Cookie": "a=b",
-                    "X-Custom": "kept",
+                    "x-api-key": KEY,
+                    "X-Goog-Api-Key": KEY,
+                    "X-Custom": "dropped",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    "User-Agent": "test-agent/1",
                 }
                 r = get(transport(), first.url("/v1/chat"), method="POST", body=b'{"q": 1}', headers=headers)
                 self.assertEqual(r.status, 200)
@@ -430,9 +524,22 @@ class RedirectTests(unittest.TestCase):
                 self.assertIn("authorization", first.requests[0].headers)
                 landed = other.requests[0]
                 self.assertEqual((landed.method, landed.path, landed.body), ("POST", "/landed?x=1", b'{"q": 1}'))
-                for name in ("authorization", "api-key", "openai-organization", "openai-project", "cookie"):
+                self.assertEqual(first.requests[0].headers.get("x-api-key"), KEY)
+                for name in (
+                    "authorization",
+                    "api-key",
+                    "openai-organization",
+                    "openai-project",
+                    "cookie",
+                    "x-api-key",
+                    "x-goog-api-key",
+                    "x-custom",
+                ):
                     self.assertNotIn(name, landed.headers)
-                self.assertEqual(landed.headers.get("x-custom"), "kept")
+                self.assertNotIn(KEY, repr(landed.headers))
+                self.assertEqual(landed.headers.get("content-type"), "application/json")
+                self.assertEqual(landed.headers.get("accept"), "application/json")
+                self.assertEqual(landed.headers.get("user-agent"), "test-agent/1")
 
     def test_same_origin_redirect_keeps_credentials_and_method(self):
         def app(h, rec):
@@ -447,6 +554,23 @@ class RedirectTests(unittest.TestCase):
             self.assertEqual([(x.method, x.path, x.body) for x in o.requests], [("POST", "/old", b"B"), ("POST", "/new", b"B")])
             self.assertEqual(o.requests[1].headers["authorization"], "Bearer x")
             self.assertEqual(o.connections, 1)
+
+    def test_redirect_to_an_invalid_url_is_a_connection_error(self):
+        for location in ("http://127.0.0.1:99999/v1/chat", "http://[::1/v1/chat", "http://u:pw-SECRET@[::1/x?k=SECRET"):
+
+            def app(h, rec, location=location):
+                h.reply(307, b"", headers={"Location": location})
+
+            with OriginServer(app) as o:
+                with self.assertRaises(APIConnectionError) as cm:
+                    get(transport(), o.url("/v1/chat"), method="POST", body=b"{}")
+                err = cm.exception
+                self.assertIn("Redirect to an invalid URL", str(err))
+                self.assertIsNone(err.__cause__)
+                self.assertIsNone(err.cause)
+                self.assertNotIn("SECRET", str(err))
+                self.assertIs(err.retryable, False)
+                self.assertEqual(len(o.requests), 1)
 
     def test_303_is_refused(self):
         def app(h, rec):
@@ -664,6 +788,28 @@ class CancelTests(unittest.TestCase):
                     get(bad, srv.base_url + "/chat/completions", method="POST", body=b"{}").read()
                 body = get(good, srv.base_url + "/chat/completions", method="POST", body=b"{}").read()
                 self.assertIn(b"chat.completion", body)
+
+    def test_cancel_between_pool_get_and_attach_closes_the_connection(self):
+        with OriginServer() as o:
+            t = transport()
+            get(t, o.url("/a")).read()
+            self.assertEqual(t._tp_pool.idle_count(), 1)
+            scope = CancelScope()
+            real_get = t._tp_pool.get
+            taken = []
+
+            def racing_get(key):  # another thread cancels right after the pool handed one out
+                conn = real_get(key)
+                taken.append(conn)
+                scope.cancel()
+                return conn
+
+            t._tp_pool.get = racing_get
+            with self.assertRaises(RequestCancelledError):
+                get(t, o.url("/b"), cancel=scope)
+            self.assertIsNotNone(taken[0])
+            self.assertIsNone(taken[0].http.sock)  # closed, not left for the collector
+            self.assertEqual(t._tp_pool.idle_count(), 0)
 
     def test_cancelled_scope_refuses_new_request(self):
         with OriginServer() as o:
