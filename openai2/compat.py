@@ -7,23 +7,32 @@
     r = openai.ChatCompletion.create(model="gpt-3.5-turbo", messages=[...])
     r.choices[0].message.content == r["choices"][0]["message"]["content"]
 
-Settings are read from the ``openai2`` module's attributes at each call; one client per distinct
-setting combination is kept, so connections are reused between calls.  New code should use
+Settings are read from the ``openai2`` module's attributes at each call.  One
+``HTTPTransport`` (one connection pool) is shared by every call with the same proxy setting, so
+rotating ``openai.api_key`` reuses connections instead of opening one per key; the clients built
+over it are kept in a small LRU cache (``_COMPAT_MAX_CLIENTS``).  New code should use
 ``OpenAI`` or ``Chat``.
 """
 
 from __future__ import annotations
 
+import collections
 import sys
 import threading
 
 from .client import OpenAI
 from .common import TYPE_CHECKING
+from .transport import HTTPTransport
 
 if TYPE_CHECKING:
     from typing import Any
 
-_compat_clients: dict[tuple[Any, ...], OpenAI] = {}
+#: Clients kept (least recently used evicted first); they share the transports below, so an
+#: evicted client needs no closing.
+_COMPAT_MAX_CLIENTS = 16
+_compat_clients: collections.OrderedDict[tuple[Any, ...], OpenAI] = collections.OrderedDict()
+#: One transport (connection pool) per proxy setting, closed at exit.
+_compat_transports: dict[Any, HTTPTransport] = {}
 _compat_lock = threading.Lock()
 
 
@@ -46,24 +55,33 @@ def _compat_client() -> OpenAI:
     )
     with _compat_lock:
         client = _compat_clients.get(settings)
-        if client is None:
-            api_key, base, org, proxy = settings
-            client = OpenAI(api_key=api_key, base_url=base, organization=org, proxy=proxy)
-            if not _compat_clients:
+        if client is not None:
+            _compat_clients.move_to_end(settings)
+            return client
+        api_key, base, org, proxy = settings
+        transport = _compat_transports.get(proxy)
+        if transport is None:
+            transport = HTTPTransport(proxy=proxy)
+            if not _compat_transports:
                 import atexit
 
                 atexit.register(_compat_close_all)
-            _compat_clients[settings] = client
+            _compat_transports[proxy] = transport
+        client = OpenAI(api_key=api_key, base_url=base, organization=org, transport=transport)
+        _compat_clients[settings] = client
+        while len(_compat_clients) > _COMPAT_MAX_CLIENTS:
+            _compat_clients.popitem(last=False)
         return client
 
 
 def _compat_close_all() -> None:
-    """Close the cached clients' connections (at exit, so no socket is left to the collector)."""
+    """Close the shared transports' connections (at exit, so no socket is left to the collector)."""
     with _compat_lock:
-        clients = list(_compat_clients.values())
+        transports = list(_compat_transports.values())
+        _compat_transports.clear()
         _compat_clients.clear()
-    for client in clients:
-        client.close()
+    for transport in transports:
+        transport.close()
 
 
 class ChatCompletion:
