@@ -158,6 +158,11 @@ class PtySessionTest(unittest.TestCase):
             self.assertIn("natural number 50", recorded)
             self.assertNotIn(KEY, recorded)
 
+    @unittest.skipIf(
+        sys.implementation.name == "pypy",
+        "PyPy sometimes delivers a Ctrl-C that arrives while waiting for response headers only when "
+        "the read ends (open item in the README's Reliability notes); CPython checks the behaviour",
+    )
     def test_ctrl_c_before_a_retry_answers_keeps_the_last_round(self):
         self.server.add_replies(Reply("first answer"), Reply("late", delay=30))
         self.spawn("chat", "--session", "pty3")
