@@ -27,7 +27,7 @@ from .common import TYPE_CHECKING
 from .history import MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
 from .objects import to_attr
-from .portable import atomic_write
+from .portable import atomic_write, read_json_file
 from .streaming import ChatAccumulator, accumulator_from_completion
 from .transport import CancelScope
 
@@ -349,22 +349,8 @@ class Chat:
         :raises FileNotFoundError: no such file
         :raises ValueError: the file is not valid JSON or not an archive; the history is unchanged
         """
-        import json
-
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-        except FileNotFoundError:
-            raise FileNotFoundError("no conversation archive at %s" % path) from None
-        try:
-            data = json.loads(raw.decode("utf-8-sig"))
-        except UnicodeDecodeError as exc:
-            raise ValueError(
-                "%s is not a UTF-8 text file (%s); is it a conversation archive?" % (path, exc.reason)
-            ) from None
-        except ValueError as exc:
-            raise ValueError("%s is not valid JSON (%s); the history was not changed" % (path, exc)) from None
+        data = read_json_file(path, "conversation archive")
         try:
             messages, pins = from_archive(data)
         except ValueError as exc:

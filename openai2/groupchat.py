@@ -22,7 +22,7 @@ from .client import OpenAI, add_usage, client_from_options, require_choices, res
 from .common import TYPE_CHECKING
 from .keypool import AKPool
 from .objects import to_attr
-from .portable import atomic_write
+from .portable import atomic_write, read_json_file
 from .streaming import accumulator_from_completion
 from .transport import CancelScope
 
@@ -580,22 +580,8 @@ class GroupChat:
         :raises FileNotFoundError: no such file
         :raises ValueError: the file is not valid JSON or not a group-chat archive; the group is unchanged
         """
-        import json
-
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
-        except FileNotFoundError:
-            raise FileNotFoundError("no group-chat archive at %s" % path) from None
-        try:
-            data = json.loads(raw.decode("utf-8-sig"))
-        except UnicodeDecodeError as exc:
-            raise ValueError(
-                "%s is not a UTF-8 text file (%s); is it a group-chat archive?" % (path, exc.reason)
-            ) from None
-        except ValueError as exc:
-            raise ValueError("%s is not valid JSON (%s); the group was not changed" % (path, exc)) from None
+        data = read_json_file(path, "group-chat archive")
         if not isinstance(data, dict) or data.get("format") != GROUPCHAT_ARCHIVE_FORMAT:
             raise ValueError(
                 "%s is not a group-chat archive (written by GroupChat.dump); the group was not changed" % path

@@ -94,6 +94,28 @@ def atomic_write(
             os.close(dir_fd)
 
 
+def read_json_file(path: str, what: str) -> Any:
+    """Read a UTF-8 JSON file (a BOM is fine) for a ``load``, with errors that name the file.
+
+    :param what: what the file should be, for messages ("conversation archive")
+    :raises FileNotFoundError: no such file
+    :raises ValueError: the file is not UTF-8 text or not valid JSON (nothing was changed)
+    """
+    import json
+
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise FileNotFoundError("no %s at %s" % (what, path)) from None
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ValueError("%s is not a UTF-8 text file (%s); is it a %s?" % (path, exc.reason, what)) from None
+    except ValueError as exc:
+        raise ValueError("%s is not valid JSON (%s); nothing was changed" % (path, exc)) from None
+
+
 def make_private_dir(path: str) -> None:
     """Create ``path`` and any missing parents, each with mode 0700 whatever the umask.
 
