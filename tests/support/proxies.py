@@ -151,12 +151,13 @@ class _LoopbackServer:
                     while isinstance(s, ssl.SSLSocket) and s.pending():
                         data += s.recv(s.pending())
                     other = upstream if s is client else client
-                    other.sendall(data)
+                    # counted before forwarding: once the client has the bytes, they are counted
                     with self._lock:
                         if s is client:
                             self.bytes_up += len(data)
                         else:
                             self.bytes_down += len(data)
+                    other.sendall(data)
         finally:
             try:
                 upstream.close()
