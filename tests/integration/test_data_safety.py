@@ -208,6 +208,10 @@ class CliProcesses(unittest.TestCase):
                                                               {"role": "assistant", "content": "(demo) You said: after"}])
 
     def test_two_processes_on_one_conversation(self) -> None:
+        # The CLI creates nothing before something is saved, so on a brand-new home the session
+        # lock is taken at the first save (then the later process is refused there). Create the
+        # sessions folder first: this checks the refusal at start-up; the race below checks both.
+        os.makedirs(os.path.join(self.home.path, "sessions"), mode=0o700, exist_ok=True)
         gate = threading.Event()
         self.srv.add_replies(Reply(content="held answer", gate=gate, gate_timeout=30))
         a = self.popen("from A")

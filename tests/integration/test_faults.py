@@ -236,7 +236,7 @@ class Faults(unittest.TestCase):
         exc = self.survives(chat, InternalServerError, lambda: chat.request("q"), contains=("502",))
         self.assertLess(len(str(exc)), 1000, "the whole HTML page is in the message")
         self.srv.add_replies(Reply(status=200, body=page, content_type="text/html"))
-        self.survives(chat, APIStatusError, lambda: chat.request("q"), contains=("not json",))
+        self.survives(chat, APIStatusError, lambda: chat.request("q"), contains=("not usable json",))
 
     def test_redirect_to_another_origin_drops_the_key(self) -> None:
         figure("faults tried")
