@@ -134,13 +134,13 @@ def main(argv):
         module = _import_single(tree)
         print("testing %s (openai2 %s)" % (module.__file__, getattr(module, "__version__", "?")))
 
-        from tests.run import count_results, load_suite  # the same selection and counting as make test
+        from tests.run import CountingResult, count_results, load_suite  # as make test selects and counts
 
         suite = load_suite(os.path.join(tree, "tests"), names)
         from tests.support.keyscan import KeyScan
 
         with KeyScan() as scan:  # as in tests/run.py: no key may reach the openai2 log
-            result = unittest.TextTestRunner(verbosity=verbosity).run(suite)
+            result = unittest.TextTestRunner(verbosity=verbosity, resultclass=CountingResult).run(suite)
         key_leaks = sorted(set(scan.found))
         leaked = sorted(
             m for m, mod in list(sys.modules.items()) if m.startswith(PACKAGE) and mod is not None and mod is not module
