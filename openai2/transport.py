@@ -1401,13 +1401,17 @@ class HTTPResponse:
         else:
             self._tp_discard()
 
+    def _tp_take(self) -> _TPConn | None:
+        """Take the connection away from this response (once), detached from its cancel scope."""
+        conn, self._tp_conn = self._tp_conn, None
+        if conn is not None and self._tp_cancel is not None:
+            self._tp_cancel._tp_detach(conn)
+        return conn
+
     def _tp_release(self) -> None:
-        conn = self._tp_conn
+        conn = self._tp_take()
         if conn is None:
             return
-        self._tp_conn = None
-        if self._tp_cancel is not None:
-            self._tp_cancel._tp_detach(conn)
         raw = self._tp_raw
         if raw.isclosed() and not raw.will_close and conn.http.sock is not None and not conn.aborted:
             self._tp_transport._tp_pool.put(conn)
@@ -1415,12 +1419,9 @@ class HTTPResponse:
             conn.close()
 
     def _tp_discard(self) -> None:
-        conn = self._tp_conn
+        conn = self._tp_take()
         if conn is None:
             return
-        self._tp_conn = None
-        if self._tp_cancel is not None:
-            self._tp_cancel._tp_detach(conn)
         try:
             self._tp_raw.close()
         except Exception:  # noqa: S110, BLE001

@@ -134,7 +134,7 @@ def main(argv):
         module = _import_single(tree)
         print("testing %s (openai2 %s)" % (module.__file__, getattr(module, "__version__", "?")))
 
-        from tests.run import CountingResult, count_results, load_suite  # as make test selects and counts
+        from tests.run import CountingResult, load_suite, report  # as make test selects and counts
 
         suite = load_suite(os.path.join(tree, "tests"), names)
         from tests.support.keyscan import KeyScan
@@ -148,19 +148,15 @@ def main(argv):
     finally:
         os.chdir(old_cwd)
         shutil.rmtree(base, ignore_errors=True)
-    passed, failed, skipped = count_results(result)
+    extra = 0
     if key_leaks:
         print("API keys reached the openai2 log unmasked: %s" % key_leaks, file=sys.stderr)
-        failed += 1
+        extra += 1
     if leaked:
         # A test imported the package folder after all: its results do not count for the file.
         print("run_single: modules not from the single file were imported: %s" % ", ".join(leaked), file=sys.stderr)
-        failed += 1
-    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
-    if result.testsRun == 0:
-        print("no tests ran", file=sys.stderr)
-        return 1
-    return 0 if failed == 0 else 1
+        extra += 1
+    return report(result, extra)
 
 
 if __name__ == "__main__":
