@@ -33,11 +33,14 @@ def atomic_write(
 
     The bytes go to a temporary file in the same folder, which is flushed, fsynced and renamed
     over ``path``; the folder is fsynced too where the OS allows.  A failure at any step removes
-    the temporary file and leaves the previous ``path`` untouched.
+    the temporary file and leaves the previous ``path`` untouched.  A symbolic link at ``path``
+    is replaced by the new file, never followed (its target is not touched).
 
     :param private: create the file 0600 (owner only) from the start, whatever the umask
     :param before_replace: called with the temporary path just before the rename (tests use it
-        to inject a failure there)
+        to inject a failure there; the store compares the file on disk there)
+    :raises OSError: the error names ``path`` (never the temporary file) and says what to do
+        ("the folder ... does not exist")
     """
     folder = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
@@ -57,21 +60,29 @@ def atomic_write(
             break
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise _port_write_error(exc, path, folder) from None
     if fd < 0:
-        raise OSError("could not create a temporary file beside %s" % path)
+        raise FileExistsError(0, "cannot write %s: could not create a temporary file beside it" % path)
     try:
-        if private and hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)
-        elif not private and os.path.exists(path) and hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            fd = -1
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            if private and hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o600)
+            elif not private and os.path.exists(path) and hasattr(os, "fchmod"):
+                os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                fd = -1
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise _port_write_error(exc, path, folder) from None
         if before_replace is not None:
-            before_replace(tmp)
-        os.replace(tmp, path)
+            before_replace(tmp)  # its own errors go through as they are
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _port_write_error(exc, path, folder) from None
         tmp = ""
     finally:
         if fd >= 0:
@@ -94,12 +105,35 @@ def atomic_write(
             os.close(dir_fd)
 
 
+def _port_write_error(exc: OSError, path: str, folder: str) -> OSError:
+    """``exc`` retold about ``path`` (the user's file), not the temporary file, with the fix."""
+    import errno
+
+    code = exc.errno
+    if code == errno.ENOENT and not os.path.isdir(folder):
+        why = "the folder %s does not exist; create it first or choose another path" % folder
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "%s: cannot create files in the folder %s (check its permissions, or choose another path)" % (
+            exc.strerror or "permission denied",
+            folder,
+        )
+    elif code == errno.EISDIR or os.path.isdir(path):
+        why = "it is a folder; give a file name"
+    elif code == errno.ENOSPC:
+        why = "no space left on the device; free some space and try again (the previous file is untouched)"
+    else:
+        why = "%s (the previous file, if any, is untouched)" % (exc.strerror or exc)
+    # no filename attribute: str() would repeat the path after the message that already names it
+    return type(exc)(code or 0, "cannot write %s: %s" % (path, why))
+
+
 def read_json_file(path: str, what: str) -> Any:
     """Read a UTF-8 JSON file (a BOM is fine) for a ``load``, with errors that name the file.
 
     :param what: what the file should be, for messages ("conversation archive")
     :raises FileNotFoundError: no such file
-    :raises ValueError: the file is not UTF-8 text or not valid JSON (nothing was changed)
+    :raises ValueError: the file is not UTF-8 text, not valid JSON, or nested too deeply to read
+        (nothing was changed)
     """
     import json
 
@@ -114,6 +148,10 @@ def read_json_file(path: str, what: str) -> Any:
         raise ValueError("%s is not a UTF-8 text file (%s); is it a %s?" % (path, exc.reason, what)) from None
     except ValueError as exc:
         raise ValueError("%s is not valid JSON (%s); nothing was changed" % (path, exc)) from None
+    except RecursionError:
+        raise ValueError(
+            "%s is not a usable %s (JSON nested too deeply to read); nothing was changed" % (path, what)
+        ) from None
 
 
 def make_private_dir(path: str) -> None:
@@ -142,11 +180,62 @@ def make_private_dir(path: str) -> None:
             os.chmod(folder, 0o700)  # os.mkdir's mode is filtered by the umask; never widened
 
 
+def _port_open_no_link(path: str, flags: int) -> int:
+    """``os.open(path, flags, 0o600)`` that never follows a symbolic link at ``path``
+    (``O_NOFOLLOW`` where the OS has it, else ``lstat`` before and ``fstat`` after) and refuses
+    anything but a plain file with one name (a hard link to another file would be written too).
+
+    :raises OSError: ``path`` is a link or not a plain file (the message names it and the fix)
+    """
+    import stat
+
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    before = None
+    if not nofollow:
+        try:
+            before = os.lstat(path)
+        except FileNotFoundError:
+            before = None
+        if before is not None and stat.S_ISLNK(before.st_mode):
+            raise _port_link_error(path, "a symbolic link")
+    try:
+        fd = os.open(path, flags | nofollow | getattr(os, "O_BINARY", 0), 0o600)
+    except OSError as exc:
+        if os.path.islink(path):  # ELOOP on Linux; EMLINK (FreeBSD), EFTYPE (NetBSD)
+            raise _port_link_error(path, "a symbolic link") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _port_link_error(path, "not a plain file")
+        if st.st_nlink > 1:
+            raise _port_link_error(path, "a hard link (%d names)" % st.st_nlink)
+        if not nofollow:
+            now = os.lstat(path)  # a link swapped in between lstat and open
+            if stat.S_ISLNK(now.st_mode) or (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
+                raise _port_link_error(path, "a symbolic link")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _port_link_error(path: str, what: str) -> OSError:
+    import errno
+
+    return OSError(
+        errno.ELOOP,
+        "%s is %s: openai2 never follows or writes through one for a lock file (it would overwrite "
+        "the file it points to); remove it and try again" % (path, what),
+    )
+
+
 class FileLock:
     """An advisory, non-blocking lock held on ``path`` (created 0600 if missing).
 
     ``flock`` on POSIX, ``msvcrt.locking`` on Windows; the lock dies with the process, so a
-    killed program never leaves a stale lock behind.
+    killed program never leaves a stale lock behind.  A symbolic link (or any non-plain file)
+    at ``path`` is refused, never followed.
     """
 
     def __init__(self, path: str) -> None:
@@ -154,10 +243,15 @@ class FileLock:
         self._handle: IO[bytes] | None = None
 
     def acquire(self) -> bool:
-        """Take the lock; False if another process (or another FileLock) holds it."""
+        """Take the lock; False if another process (or another FileLock) holds it.
+
+        :raises OSError: the lock file is a symbolic link, a hard link or not a plain file (it is
+            never followed nor written: a planted link would make the process id overwrite the
+            file it points to), or it cannot be created (the message names it)
+        """
         if self._handle is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _port_open_no_link(self.path, os.O_RDWR | os.O_CREAT)
         handle = os.fdopen(fd, "r+b")
         try:
             if _IS_WINDOWS:  # pragma: no cover - no Windows test machine
@@ -192,7 +286,11 @@ class FileLock:
     def read_note(path: str) -> str:
         """What the holder wrote with :meth:`write_note` ("" if unreadable: Windows locks bytes)."""
         try:
-            with open(path, "rb") as handle:
+            fd = _port_open_no_link(path, os.O_RDONLY)
+        except OSError:
+            return ""
+        try:
+            with os.fdopen(fd, "rb") as handle:
                 return handle.read(200).decode("utf-8", "replace").strip()
         except OSError:
             return ""
