@@ -10,6 +10,7 @@ This is the only code that decides paths.  Layout (everything under one folder, 
     <home>/input_history         0600   the interactive prompt's line history (no key lines)
     <home>/sessions/NAME.json    0600   one conversation, in Chat.dump's archive format
     <home>/sessions/NAME.lock    0600   held (flock) while a process uses the session
+    <home>/sessions/NAME.conflict-<time>.json  a save refused because NAME.json changed meanwhile
     <home>/sessions/archive/     0700   conversations put aside by ``newchat`` / ``/new``
 
 Nothing is created on import or by merely building a :class:`Store`: folders and files appear
@@ -19,6 +20,12 @@ Every write is atomic (temporary file, fsync, rename).  A file
 that cannot be read back is never overwritten: it is moved aside to
 ``<file>.corrupt-<timestamp>`` and a :class:`StoreError` names both paths.  A file written by a
 newer openai2 (a higher ``version``) is refused and left where it is.
+
+A session save never replaces a file that changed on disk since this :class:`Store` read it (or
+that appeared where it found none), whatever the lock timing: the content read or written last
+is remembered (a SHA-256) and compared, under the lock, just before the rename.  A refused save is
+written beside, to ``NAME.conflict-<timestamp>.json``, and :class:`SessionConflictError` names
+both files.  Lock files are never followed through a symbolic link.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ if TYPE_CHECKING:
 KEYS_FORMAT = "openai2.keys"
 KEYS_VERSION = 1
 DEFAULT_SESSION = "default"
+_STORE_TOO_DEEP = "JSON nested too deeply to read"
 _STORE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -45,6 +53,16 @@ class StoreError(Exception):
 
 class SessionLockedError(StoreError):
     """Another process is using the session (its lock file is held)."""
+
+
+class SessionConflictError(StoreError):
+    """The session file changed on disk since this process read it (or appeared where there
+    was none): the save was refused and the conversation kept in ``kept_path`` instead."""
+
+    def __init__(self, message: str, kept_path: str | None = None) -> None:
+        super().__init__(message)
+        #: where this process's conversation was written instead (None if that failed too)
+        self.kept_path = kept_path
 
 
 def config_home(environ: Mapping[str, str] | None = None, *, windows: bool | None = None) -> str:
@@ -96,6 +114,22 @@ def _store_free_path(base: str, suffix: str = "") -> str:
         path = "%s-%d%s" % (base, n, suffix)
         n += 1
     return path
+
+
+def _store_acquire(lock: FileLock) -> bool:
+    """``lock.acquire()``, its OSErrors (a symbolic link planted at the lock file, no
+    permission) told as a :class:`StoreError` naming the file."""
+    try:
+        return lock.acquire()
+    except OSError as exc:
+        text = exc.strerror or str(exc)
+        raise StoreError(text if lock.path in text else "cannot use the lock file %s: %s" % (lock.path, text)) from None
+
+
+def _store_digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
 
 
 class SessionInfo:
@@ -162,6 +196,8 @@ class Store:
         self._clock = clock
         self._lock_wait = lock_wait
         self._deferred: dict[str, SessionLock] = {}
+        #: per session: SHA-256 of the file as this Store last read or wrote it (None: no file)
+        self._seen: dict[str, str | None] = {}
 
     def __repr__(self) -> str:
         return "Store(%r)" % self.home
@@ -255,6 +291,8 @@ class Store:
             raise self._move_aside(
                 self.keys_path, type(exc).__name__ if isinstance(exc, UnicodeDecodeError) else str(exc)
             ) from None
+        except RecursionError:
+            raise self._move_aside(self.keys_path, _STORE_TOO_DEEP) from None
         return [k.strip() for k in keys]
 
     def save_keys(self, keys: list[str]) -> None:
@@ -298,7 +336,7 @@ class Store:
         read-modify-write of the key file, so parallel ``add_apikey`` runs lose no key."""
         lock = FileLock(os.path.join(self.home, "keys.lock"))
         deadline = time.monotonic() + self._lock_wait
-        while not lock.acquire():
+        while not _store_acquire(lock):
             if time.monotonic() >= deadline:
                 raise StoreError("the key file is busy (%s is held by another process); try again" % lock.path)
             time.sleep(0.02)
@@ -338,7 +376,7 @@ class Store:
 
     def _take_session_lock(self, name: str, path: str) -> FileLock:
         lock = FileLock(path)
-        if not lock.acquire():
+        if not _store_acquire(lock):
             owner = FileLock.read_note(path)
             who = "process %s" % owner if owner else "another process"
             raise SessionLockedError(
@@ -363,37 +401,109 @@ class Store:
             with open(path, "rb") as handle:
                 raw = handle.read()
         except FileNotFoundError:
+            self._seen[name] = None
             return None
         except OSError as exc:
             raise StoreError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+        self._seen[name] = _store_digest(raw)
         try:
-            data = json.loads(raw.decode("utf-8-sig"))
-            newer = self._newer_error(path, data, ARCHIVE_VERSION)
-            if newer is not None:
-                raise newer
-            messages, pins = from_archive(data)
+            try:
+                data = json.loads(raw.decode("utf-8-sig"))
+                newer = self._newer_error(path, data, ARCHIVE_VERSION)
+                if newer is not None:
+                    raise newer
+                messages, pins = from_archive(data)
+            except RecursionError:
+                raise ValueError(_STORE_TOO_DEEP) from None
         except ValueError as exc:
             why = str(exc) if not isinstance(exc, UnicodeDecodeError) else "not UTF-8"
             if not move_aside:
                 raise StoreError("%s is corrupted (%s); it was left as it is" % (path, why)) from None
-            raise self._move_aside(path, why) from None
+            error = self._move_aside(path, why)
+            if not os.path.lexists(path):
+                self._seen[name] = None
+            raise error from None
         return {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pins}
 
     def write_session(self, name: str, messages: list[dict[str, Any]], pinned: list[int]) -> str:
-        """Save a conversation (0600, atomically) in ``Chat.dump``'s format; returns the path."""
+        """Save a conversation (0600, atomically) in ``Chat.dump``'s format; returns the path.
+
+        :raises SessionConflictError: the file changed on disk since this Store read or wrote
+            it (or appeared where it found none); it is left as it is and the conversation is
+            written to ``NAME.conflict-<timestamp>.json`` instead (named in the error)
+        :raises SessionLockedError: the lock was deferred and another process holds it now
+            (the conversation is written to ``NAME.conflict-<timestamp>.json`` too)
+        """
         import json
 
         path = self.session_path(name)
+        data = {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pinned}
+        try:
+            raw = (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        except RecursionError:
+            raise StoreError("cannot save session %r: a message is nested too deeply for JSON" % name) from None
         self._ensure_sessions()
         deferred = self._deferred.get(name)
         if deferred is not None and not deferred.held and not deferred.released:
             # the first save of a session locked before its folder existed: take the lock now
-            deferred._lock = self._take_session_lock(name, deferred.path)
+            try:
+                deferred._lock = self._take_session_lock(name, deferred.path)
+            except SessionLockedError as exc:
+                kept = self._keep_conflict(name, raw)
+                raise SessionLockedError(str(exc) + "; " + self._kept_text(name, kept)) from None
             deferred.held = True
-        data = {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pinned}
-        text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-        atomic_write(path, text.encode("utf-8"), private=True)
+
+        def unchanged(tmp: str) -> None:
+            # under the lock, just before the rename: is the file still the one this Store saw?
+            if name not in self._seen:
+                return  # never read here (a library caller writing a fresh name): nothing to compare
+            expected = self._seen[name]
+            current = self._session_digest(path)
+            if current is not None and current != expected:
+                raise SessionConflictError(path)
+
+        try:
+            atomic_write(path, raw, private=True, before_replace=unchanged)
+        except SessionConflictError:
+            kept = self._keep_conflict(name, raw)
+            how = "was changed" if self._seen.get(name) is not None else "was created"
+            raise SessionConflictError(
+                "session %r %s by another process since this one read it: %s is that process's "
+                "conversation and was left as it is; %s" % (name, how, path, self._kept_text(name, kept)),
+                kept,
+            ) from None
+        self._seen[name] = _store_digest(raw)
         return path
+
+    def _session_digest(self, path: str) -> str | None:
+        try:
+            with open(path, "rb") as handle:
+                return _store_digest(handle.read())
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+
+    def _keep_conflict(self, name: str, raw: bytes) -> str | None:
+        """Write a refused save beside the session file; its path, or None if that failed too."""
+        target = _store_free_path(os.path.join(self.sessions_dir, "%s.conflict-%s" % (name, self._stamp())), ".json")
+        try:
+            atomic_write(target, raw, private=True)
+        except OSError:
+            return None
+        return target
+
+    @staticmethod
+    def _kept_text(name: str, kept: str | None) -> str:
+        if kept is None:
+            return "this conversation could not be saved anywhere (writing beside it failed too)"
+        other = os.path.basename(kept)[:-5]
+        try:
+            check_session_name(other)
+            how = "continue it with --session %s, or compare the two files" % other
+        except StoreError:
+            how = "compare the two files (Chat.load reads it)"
+        return "this conversation was saved to %s instead: %s" % (kept, how)
 
     def archive_session(self, name: str) -> str | None:
         """Move a session's file to ``archive/<name>-<timestamp>.json``.
@@ -402,11 +512,13 @@ class Store:
         """
         path = self.session_path(name)
         if not os.path.exists(path):
+            self._seen[name] = None
             return None
         self._ensure_sessions()
         make_private_dir(self.archive_dir)
         target = _store_free_path(os.path.join(self.archive_dir, "%s-%s" % (name, self._stamp())), ".json")
         os.rename(path, target)
+        self._seen[name] = None
         return target
 
     def delete_session(self, name: str) -> str:
@@ -420,6 +532,7 @@ class Store:
             raise StoreError("no session named %r (see `openai2 sessions list`)" % name)
         with self.lock_session(name):
             os.unlink(path)
+        self._seen[name] = None
         # The lock file stays: removing it could let two processes lock two different files.
         return path
 
@@ -446,5 +559,7 @@ class Store:
                     count = len(from_archive(json.loads(handle.read().decode("utf-8-sig")))[0])
             except (OSError, ValueError) as exc:
                 error = str(exc) if not isinstance(exc, UnicodeDecodeError) else "not UTF-8"
+            except RecursionError:
+                error = _STORE_TOO_DEEP
             found.append(SessionInfo(entry[:-5], path, st.st_mtime, st.st_size, count, error))
         return found

@@ -8,7 +8,7 @@ import threading
 import unittest
 
 from openai2 import Chat
-from openai2.store import SessionLockedError, Store, StoreError, check_session_name, config_home
+from openai2.store import SessionConflictError, SessionLockedError, Store, StoreError, check_session_name, config_home
 
 POSIX = os.name == "posix"
 
@@ -198,9 +198,6 @@ class SessionTest(StoreTestCase):
             self.store.delete_session("a")
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class ReviewRegressionTest(StoreTestCase):
     @unittest.skipUnless(POSIX, "POSIX permissions")
@@ -273,3 +270,199 @@ class ReviewRegressionTest(StoreTestCase):
             self.store.read_session("s", move_aside=False)
         self.assertIn("corrupted", str(caught.exception))
         self.assertEqual(os.listdir(self.store.sessions_dir), ["s.json"])
+
+
+def _can_symlink():
+    tmp = tempfile.mkdtemp(prefix="o2link-")
+    try:
+        os.symlink(os.path.join(tmp, "target"), os.path.join(tmp, "link"))
+        return True
+    except (OSError, NotImplementedError, AttributeError):
+        return False
+    finally:
+        shutil.rmtree(tmp, True)
+
+
+SYMLINKS = _can_symlink()
+DEEP = "[" * 100000 + "]" * 100000
+A = [{"role": "user", "content": "from A"}, {"role": "assistant", "content": "answer A"}]
+B = [{"role": "user", "content": "from B"}, {"role": "assistant", "content": "answer B"}]
+
+
+class ConflictTest(StoreTestCase):
+    """A save never replaces a session file that changed on disk since this Store read it."""
+
+    def conflict_files(self):
+        return sorted(n for n in os.listdir(self.store.sessions_dir) if ".conflict-" in n)
+
+    def messages_in(self, path):
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)["messages"]
+
+    def test_a_file_that_appeared_since_none_was_found_is_not_replaced(self):
+        self.assertIsNone(self.store.read_session("s"))  # this process: no conversation yet
+        other = Store(self.home)
+        self.assertIsNone(other.read_session("s"))
+        other.write_session("s", B, [])  # the other process saves and exits
+        with self.assertRaises(SessionConflictError) as caught:
+            self.store.write_session("s", A, [])
+        path = self.store.session_path("s")
+        self.assertEqual(self.messages_in(path), B)  # the other process's conversation survives
+        kept = caught.exception.kept_path
+        self.assertEqual(self.conflict_files(), [os.path.basename(kept)])
+        self.assertEqual(self.messages_in(kept), A)  # and this one's answer is not lost
+        message = str(caught.exception)
+        self.assertIn(path, message)
+        self.assertIn(kept, message)
+        self.assertIn("--session " + os.path.basename(kept)[:-5], message)
+        self.assertEqual(self.store.read_session(os.path.basename(kept)[:-5])["messages"], A)  # resumable
+        if POSIX:
+            self.assertEqual(mode(kept), 0o600)
+
+    def test_a_file_changed_since_it_was_read_is_not_replaced(self):
+        self.store.write_session("s", A[:1], [])
+        self.assertEqual(self.store.read_session("s")["messages"], A[:1])
+        other = Store(self.home)
+        other.read_session("s")
+        other.write_session("s", B, [])
+        with self.assertRaises(SessionConflictError):
+            self.store.write_session("s", A, [])
+        self.assertEqual(self.messages_in(self.store.session_path("s")), B)
+        self.assertEqual(len(self.conflict_files()), 1)
+
+    def test_own_saves_follow_each_other_and_an_unchanged_rewrite_is_fine(self):
+        self.assertIsNone(self.store.read_session("s"))
+        self.store.write_session("s", A[:1], [])
+        self.store.write_session("s", A, [])  # what this Store wrote last is what it expects
+        other = Store(self.home)
+        other.read_session("s")
+        other.write_session("s", A, [])  # same bytes: nothing of anyone's is lost
+        self.store.write_session("s", A + B, [])
+        self.assertEqual(self.messages_in(self.store.session_path("s")), A + B)
+        self.assertEqual(self.conflict_files(), [])
+
+    def test_a_file_deleted_meanwhile_is_written_again(self):
+        self.store.write_session("s", A, [])
+        os.unlink(self.store.session_path("s"))  # nothing of anyone's can be lost by saving
+        self.store.write_session("s", A + B, [])
+        self.assertEqual(self.messages_in(self.store.session_path("s")), A + B)
+
+    def test_archive_and_a_moved_aside_corrupt_file_mean_no_file_is_expected(self):
+        self.store.write_session("s", A, [])
+        self.store.archive_session("s")
+        self.store.write_session("s", B, [])  # a new conversation after newchat
+        path = self.store.session_path("s")
+        with open(path, "w") as handle:
+            handle.write("[")
+        with self.assertRaises(StoreError):
+            self.store.read_session("s")  # moved aside
+        self.store.write_session("s", A, [])
+        self.assertEqual(self.messages_in(path), A)
+        self.assertEqual(self.conflict_files(), [])
+
+    def test_a_deferred_lock_held_by_another_process_at_the_first_save_keeps_the_answer(self):
+        mine = self.store.lock_session("s")  # no sessions folder yet: deferred
+        self.assertIsNone(self.store.read_session("s"))
+        other = Store(self.home)
+        other.read_session("s")
+        held = other.lock_session("s")
+        other.write_session("s", B, [])  # the other process saves first and keeps its lock
+        try:
+            with self.assertRaises(SessionLockedError) as caught:
+                self.store.write_session("s", A, [])
+        finally:
+            held.release()
+            mine.release()
+        kept = self.conflict_files()
+        self.assertEqual(len(kept), 1)
+        self.assertIn(kept[0], str(caught.exception))
+        self.assertEqual(self.messages_in(os.path.join(self.store.sessions_dir, kept[0])), A)
+        self.assertEqual(self.messages_in(self.store.session_path("s")), B)
+
+
+class HostileFilesTest(StoreTestCase):
+    def make_victim(self):
+        victim = os.path.join(self.tmp, "victim.txt")
+        with open(victim, "w") as handle:
+            handle.write("precious")
+        return victim
+
+    def victim_text(self, victim):
+        with open(victim) as handle:
+            return handle.read()
+
+    @unittest.skipUnless(SYMLINKS, "symbolic links")
+    def test_a_symlinked_session_lock_is_refused_naming_it(self):
+        victim = self.make_victim()
+        self.store.write_session("other", [], [])  # the folder exists: locks are taken at once
+        lock_path = os.path.join(self.store.sessions_dir, "s.lock")
+        os.symlink(victim, lock_path)
+        with self.assertRaises(StoreError) as caught:
+            self.store.lock_session("s")
+        self.assertIn(lock_path, str(caught.exception))
+        self.assertIn("symbolic link", str(caught.exception))
+        self.assertEqual(self.victim_text(victim), "precious")
+
+    @unittest.skipUnless(SYMLINKS, "symbolic links")
+    def test_a_symlinked_deferred_lock_is_refused_at_the_first_save(self):
+        victim = self.make_victim()
+        lock = self.store.lock_session("s")  # deferred: no folder yet
+        os.makedirs(self.store.sessions_dir)
+        lock_path = os.path.join(self.store.sessions_dir, "s.lock")
+        os.symlink(victim, lock_path)
+        with self.assertRaises(StoreError) as caught:
+            self.store.write_session("s", A, [])
+        lock.release()
+        self.assertIn(lock_path, str(caught.exception))
+        self.assertEqual(self.victim_text(victim), "precious")
+        self.assertFalse(os.path.exists(self.store.session_path("s")))
+
+    @unittest.skipUnless(SYMLINKS, "symbolic links")
+    def test_a_symlinked_keys_lock_is_refused_naming_it(self):
+        victim = self.make_victim()
+        self.store.ensure_home()
+        lock_path = os.path.join(self.home, "keys.lock")
+        os.symlink(victim, lock_path)
+        for action in (lambda: self.store.add_keys(["sk-link-0123456789abcdef"]), self.store.clear_keys):
+            with self.assertRaises(StoreError) as caught:
+                action()
+            self.assertIn(lock_path, str(caught.exception))
+        self.assertEqual(self.victim_text(victim), "precious")
+        self.assertFalse(os.path.exists(self.store.keys_path))
+
+    @unittest.skipUnless(SYMLINKS, "symbolic links")
+    def test_a_symlink_at_the_key_or_session_file_is_replaced_not_followed(self):
+        victim = self.make_victim()
+        self.store._ensure_sessions()
+        os.symlink(victim, self.store.keys_path)
+        os.symlink(victim, self.store.session_path("s"))
+        self.store.save_keys(["sk-link-0123456789abcdef"])
+        self.store.write_session("s", A, [])
+        for path in (self.store.keys_path, self.store.session_path("s")):
+            self.assertFalse(os.path.islink(path))
+            if POSIX:
+                self.assertEqual(mode(path), 0o600)
+        self.assertEqual(self.store.load_keys(), ["sk-link-0123456789abcdef"])
+        self.assertEqual(self.store.read_session("s")["messages"], A)
+        self.assertEqual(self.victim_text(victim), "precious")
+
+    def test_deeply_nested_files_are_corrupt_files(self):
+        self.store._ensure_sessions()
+        for path in (self.store.keys_path, self.store.session_path("s")):
+            with open(path, "w") as handle:
+                handle.write(DEEP)
+        infos = self.store.list_sessions()
+        self.assertEqual([(i.name, i.messages) for i in infos], [("s", None)])
+        self.assertIn("nested too deeply", infos[0].error)
+        for read in (self.store.load_keys, lambda: self.store.read_session("s")):
+            with self.assertRaises(StoreError) as caught:
+                read()
+            self.assertIn("nested too deeply", str(caught.exception))
+        self.assertEqual(sorted(n.split(".corrupt-")[0] for n in os.listdir(self.home) if ".corrupt-" in n), ["keys.json"])
+        self.assertEqual([n.split(".corrupt-")[0] for n in os.listdir(self.store.sessions_dir) if ".corrupt-" in n], ["s.json"])
+        self.assertEqual(self.store.load_keys(), [])  # a fresh start
+        self.assertIsNone(self.store.read_session("s"))
+
+
+if __name__ == "__main__":
+    unittest.main()
