@@ -23,8 +23,9 @@ from .client import (
     reset_client_key,
     split_request_options,
 )
-from .common import TYPE_CHECKING
-from .history import MessageBuffer, format_round, from_archive, validate_message
+from .common import TYPE_CHECKING, redact
+from .errors import APIError, OpenAIError, redact_error
+from .history import MessageBuffer, check_json_text, format_round, from_archive, valid_unicode, validate_message
 from .keypool import AKPool
 from .objects import to_attr
 from .portable import atomic_write, read_json_file
@@ -102,6 +103,26 @@ def image_part(image: str, *, detail: str | None = None) -> dict[str, Any]:
     return part
 
 
+def _chat_images(images: object) -> list[str]:
+    """``images=`` as a list of paths/URLs: one string (or path), or a list/tuple of them."""
+    if images is None:
+        return []
+    if isinstance(images, (str, os.PathLike)):
+        items: list[object] = [images]
+    elif isinstance(images, (list, tuple)):
+        items = list(images)
+    else:
+        raise TypeError("images= must be a path or URL string, or a list of them, not %s" % type(images).__name__)
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, os.PathLike):
+            item = os.fspath(item)
+        if not isinstance(item, str):
+            raise TypeError("images= item %d must be a path or URL string, not %s" % (i, type(item).__name__))
+        out.append(item)
+    return out
+
+
 def _chat_user_message(text: Any, images: Sequence[str] | str | None) -> dict[str, Any]:
     if isinstance(text, (list, tuple)):
         content: Any = list(text)
@@ -109,29 +130,166 @@ def _chat_user_message(text: Any, images: Sequence[str] | str | None) -> dict[st
         content = text
     else:
         raise TypeError("the message must be a string (or a list of content parts), not %s" % type(text).__name__)
-    if images:
-        if isinstance(images, str):
-            images = [images]
+    wanted = _chat_images(images)
+    if wanted:
         parts = content if isinstance(content, list) else ([{"type": "text", "text": content}] if content else [])
-        content = parts + [image_part(img) for img in images]
+        content = parts + [image_part(img) for img in wanted]
     return validate_message({"role": "user", "content": content}, "the message")
 
 
-def _chat_assistant_from_message(message: dict[str, Any] | None) -> dict[str, Any]:
-    """The assistant message to keep in history: as the server sent it, minus reasoning."""
-    if not isinstance(message, dict):
-        return {"role": "assistant", "content": ""}
-    kept = {
-        k: v
-        for k, v in message.items()
-        if k not in ("reasoning_content", "reasoning", "reasoning_details") and v is not None
+def write_archive_file(path: str | os.PathLike[str], data: object, *, private: bool = False) -> None:
+    """Write ``data`` as indented UTF-8 JSON to ``path`` atomically (``Chat.dump``/``GroupChat.dump``).
+
+    A missing folder, or a path that is a folder, is refused naming the user's path (not the
+    temporary file beside it); any other failure to write names the path too.
+
+    :raises FileNotFoundError: the folder of ``path`` does not exist
+    :raises IsADirectoryError: ``path`` is a folder
+    :raises OSError: the file cannot be written (permissions, disk full, ...)
+    """
+    import json
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError("cannot write %s: the folder %s does not exist" % (path, folder))
+    if os.path.isdir(path):
+        raise IsADirectoryError("cannot write %s: it is a folder; give a file name" % path)
+    text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    try:
+        atomic_write(path, text.encode("utf-8"), private=private)
+    except OSError as exc:
+        if path in str(exc):
+            raise
+        reason = exc.strerror or str(exc)
+        if exc.errno:
+            raise OSError(exc.errno, "cannot write %s: %s" % (path, reason)) from None
+        raise OSError("cannot write %s: %s" % (path, reason)) from None
+
+
+class _ChatBadAnswer(Exception):
+    """Internal: what is wrong with an answer, turned into an APIError by the caller."""
+
+
+def _chat_answer_text(value: object, what: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return valid_unicode(value)
+    raise _ChatBadAnswer("%s is %s, not text" % (what, type(value).__name__))
+
+
+def _chat_answer_content(content: object) -> str:
+    """An answer's ``content`` as text: a string, None (""), or a list of text parts joined.
+
+    ``thinking`` parts (Mistral) are reasoning, not content, and are left out, as the stream
+    accumulator does; any other part, or any other type, is refused.
+    """
+    if content is None or isinstance(content, str):
+        return _chat_answer_text(content, "content")
+    if not isinstance(content, list):
+        raise _ChatBadAnswer("content is %s, not text" % type(content).__name__)
+    pieces = []
+    for i, part in enumerate(content):
+        if isinstance(part, str):
+            pieces.append(part)
+        elif isinstance(part, dict) and part.get("type") == "text":
+            pieces.append(_chat_answer_text(part.get("text"), "content[%d].text" % i))
+        elif not (isinstance(part, dict) and part.get("type") == "thinking"):
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            raise _ChatBadAnswer("content[%d] is a %r part, not text" % (i, kind))
+    return valid_unicode("".join(pieces))
+
+
+def _chat_answer_call(call: object, i: int) -> dict[str, Any]:
+    """One tool call reduced to ``{"id", "type", "function": {"name", "arguments"}}``."""
+    if not isinstance(call, dict):
+        raise _ChatBadAnswer("tool_calls[%d] is %s, not an object" % (i, type(call).__name__))
+    fn = call.get("function")
+    if not isinstance(fn, dict):
+        raise _ChatBadAnswer("tool_calls[%d] has no function object" % i)
+    return {
+        "id": _chat_answer_text(call.get("id"), "tool_calls[%d].id" % i),
+        "type": _chat_answer_text(call.get("type"), "tool_calls[%d].type" % i) or "function",
+        "function": _chat_answer_function(fn, "tool_calls[%d].function" % i),
     }
-    kept["role"] = "assistant"
-    if "content" not in kept:
-        kept["content"] = None if kept.get("tool_calls") else ""
-    if kept.get("tool_calls") == []:
-        del kept["tool_calls"]
-    return kept
+
+
+def _chat_answer_function(fn: dict[str, Any], what: str) -> dict[str, str]:
+    args = fn.get("arguments")
+    if isinstance(args, (dict, list)):  # a few servers send the arguments parsed
+        import json
+
+        args = json.dumps(args, ensure_ascii=False)
+    return {
+        "name": _chat_answer_text(fn.get("name"), what + ".name"),
+        "arguments": _chat_answer_text(args, what + ".arguments"),
+    }
+
+
+def _chat_history_answer(message: object) -> dict[str, Any]:
+    """The message that joins the history for a server's answer: the one rule of every path.
+
+    ``request``, ``stream_request``, their async twins and a stream stopped early all pass the
+    answer here (a stream as its assembled ``chat.completion`` message), so an answer gives the
+    same history message whether streamed or not.  Kept: ``role`` (always ``"assistant"``,
+    whatever the server announced), ``content`` as text (a list of text parts joined; None only
+    beside ``tool_calls``/``function_call`` when there is no text, "" otherwise), ``name``,
+    ``tool_calls`` (each only ``id``, ``type``, ``function`` ``{name, arguments}``),
+    ``refusal``, ``audio`` (only its ``id``, which is how an answer's audio is referred to) and
+    ``function_call`` (``{name, arguments}``).  Everything else (reasoning, ``annotations``,
+    LiteLLM's ``provider_specific_fields``, ...) stays in ``last_response`` only: strict servers
+    refuse unknown fields in the messages they are sent.
+
+    :raises _ChatBadAnswer: the answer has a shape no conversation can carry on with
+    """
+    if message is None:
+        message = {}
+    if not isinstance(message, dict):
+        raise _ChatBadAnswer("the message is %s, not an object" % type(message).__name__)
+    out: dict[str, Any] = {"role": "assistant", "content": _chat_answer_content(message.get("content"))}
+    name = _chat_answer_text(message.get("name"), "name")
+    if name:
+        out["name"] = name
+    calls = message.get("tool_calls")
+    if calls is not None and not isinstance(calls, list):
+        raise _ChatBadAnswer("tool_calls is %s, not a list" % type(calls).__name__)
+    if calls:
+        out["tool_calls"] = [_chat_answer_call(call, i) for i, call in enumerate(calls)]
+    fcall = message.get("function_call")
+    if fcall is not None:
+        if not isinstance(fcall, dict):
+            raise _ChatBadAnswer("function_call is %s, not an object" % type(fcall).__name__)
+        out["function_call"] = _chat_answer_function(fcall, "function_call")
+    refusal = _chat_answer_text(message.get("refusal"), "refusal")
+    if refusal:
+        out["refusal"] = refusal
+    audio = message.get("audio")
+    if audio is not None:
+        audio_id = audio.get("id") if isinstance(audio, dict) else None
+        if not isinstance(audio_id, str) or not audio_id:
+            raise _ChatBadAnswer("audio has no id")
+        out["audio"] = {"id": valid_unicode(audio_id)}
+    if not out["content"] and ("tool_calls" in out or "function_call" in out):
+        out["content"] = None
+    return out
+
+
+def _chat_answer_error(problem: str, answer: object, secrets: Sequence[str]) -> APIError:
+    import json
+
+    try:
+        excerpt = json.dumps(answer, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        excerpt = repr(answer)
+    excerpt = redact(" ".join(excerpt.split()), secrets)
+    if len(excerpt) > 200:
+        excerpt = excerpt[:199] + "…"
+    error = APIError(
+        "The server's answer cannot join the conversation (%s); nothing was kept: %s" % (problem, excerpt),
+        body=answer,
+    )
+    return redact_error(error, secrets)
 
 
 def _chat_require_answer(acc: ChatAccumulator) -> None:
@@ -181,6 +339,7 @@ class Chat:
         if MsgMaxCount is not None and msg_max_count is not None and MsgMaxCount != msg_max_count:
             raise ValueError("give MsgMaxCount or msg_max_count, not both")
         self._client = client_from_options(api_key, client, kwargs, "Chat")
+        check_json_text(kwargs, "Chat(...)")  # NaN or a lone surrogate would fail every request
         self.params: dict[str, Any] = kwargs
         self._buffer = MessageBuffer(MsgMaxCount if MsgMaxCount is not None else msg_max_count)
         self._lock = threading.Lock()
@@ -272,16 +431,17 @@ class Chat:
     def rollback(self, n: int = 1) -> Round:
         """Remove the last ``n`` rounds (a round starts at a user message).
 
+        Messages before the first user message (a system prompt, a forged opening) belong to
+        no round and stay, also when ``n`` is the number of rounds or more.
+
         :returns: the round that is now last, as ``[user]:… [assistant]:…`` (an interactive
             session shows it; nothing is printed)
         :raises ValueError: ``n`` is negative
         """
         with self._lock:
+            # messages before the first user message (a system prompt, however it arrived:
+            # system=, add_dialogs, load, replace_messages) belong to no round and always stay
             last = self._buffer.rollback(n)
-            if n and not self._buffer.rounds():
-                # every round is gone: so are forged messages before the first one (a system=
-                # prompt stays), so that "more rounds than there are" empties the conversation
-                self._clear_locked()
         shown = Round(format_round(last))
         shown.messages = last
         return shown
@@ -308,11 +468,10 @@ class Chat:
         crash never leaves a half-written archive.
 
         :param private: create the file readable by its owner only (0600)
+        :raises FileNotFoundError: the folder does not exist (the error names ``path``)
+        :raises OSError: the file cannot be written (named too); the old file is untouched
         """
-        import json
-
-        text = json.dumps(self.to_archive(), ensure_ascii=False, indent=2) + "\n"
-        atomic_write(os.fspath(path), text.encode("utf-8"), private=private)
+        write_archive_file(path, self.to_archive(), private=private)
 
     def replace_messages(self, messages: Iterable[dict[str, Any]], pinned: Iterable[int] = ()) -> None:
         """Replace the whole history (``pinned``: indexes into ``messages``).
@@ -397,13 +556,35 @@ class Chat:
             self.last_usage = usage if isinstance(usage, dict) else None
             add_usage(self.total_usage, usage)
 
+    def _history_answer(self, message: object, answer: object) -> dict[str, Any]:
+        """:func:`_chat_history_answer`, its refusal as an :class:`APIError` (keys masked)."""
+        try:
+            return _chat_history_answer(message)
+        except _ChatBadAnswer as exc:
+            raise _chat_answer_error(str(exc), answer, self._client._secrets()) from None
+
     def _finish_complete(self, user: dict[str, Any], body: dict[str, Any], result: dict[str, Any]) -> str:
         require_choices(result)
+        assistant = self._history_answer(result["choices"][0].get("message"), result)
         acc = accumulator_from_completion(result)
-        message = result["choices"][0].get("message")
-        assistant = _chat_assistant_from_message(message)
         self._commit(user, assistant, body, to_attr(result), acc.reasoning, result.get("usage"))
-        return acc.content
+        return assistant["content"] or ""
+
+    def _finish_stream(self, acc: ChatAccumulator, body: dict[str, Any], user: dict[str, Any]) -> None:
+        """Commit a whole streamed answer (the same rule as a non-streamed one)."""
+        _chat_require_answer(acc)
+        completion = acc.completion()
+        choices = completion.get("choices") if isinstance(completion, dict) else None
+        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        assistant = self._history_answer(first.get("message"), completion)
+        self._commit(user, assistant, body, to_attr(completion), acc.reasoning, acc.usage)
+
+    def _finish_partial(
+        self, user: dict[str, Any], text: str, body: dict[str, Any], response: Any, reasoning: str, usage: Any
+    ) -> None:
+        """Commit the text of a stream stopped early ("stop generating")."""
+        assistant = self._history_answer({"content": text}, None)
+        self._commit(user, assistant, body, response, reasoning, usage)
 
     def request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> str:
         """Send ``text`` with the history; return the answer. Both join the history.
@@ -459,7 +640,10 @@ class ChatTextStream:
     """The iterator returned by :meth:`Chat.stream_request` (text pieces, in order).
 
     ``close()``, a ``with`` block, or Ctrl-C (``KeyboardInterrupt``) while it waits for the
-    server stop it early: the user message and the partial answer join the history.
+    server stop it early: the user message and the text already yielded join the history.
+    ``close()`` may come from another thread (a "stop" button): the connection is cut at once,
+    the partial answer is committed once, before ``close()`` returns, and the iterating thread's
+    loop simply ends (``StopIteration``), even if it was waiting for the server.
     """
 
     def __init__(
@@ -472,12 +656,18 @@ class ChatTextStream:
     ) -> None:
         self._chat = chat
         self._user = user
-        self._body = body
+        self._body = dict(body, stream=True)  # exactly what is sent: last_request
         self._options = options or {}
         self._on_reasoning = on_reasoning
         self._stream: ChatCompletionStream | None = None
         self._pairs: Iterator[tuple[dict[str, Any], str]] | None = None
-        self._state = "new"  # new -> open -> done
+        self._scope = CancelScope()
+        self._lock = threading.Lock()
+        # new -> open -> done (the stream ended, failed, or was closed)
+        self._state = "new"
+        self._reader: int | None = None  # the thread inside __next__, if any
+        self._seen: list[str] = []  # pieces yielded so far
+        self._thoughts: list[str] = []  # reasoning pieces read so far
 
     def __iter__(self) -> ChatTextStream:
         return self
@@ -488,57 +678,100 @@ class ChatTextStream:
         return self._stream.accumulator.reasoning if self._stream is not None else ""
 
     def __next__(self) -> str:
-        if self._state == "done":
-            raise StopIteration
-        if self._pairs is None:
+        with self._lock:
+            if self._state == "done":
+                raise StopIteration
             self._state = "open"
-            try:
-                self._stream = self._chat._client._stream(dict(self._body, stream=True), **self._options)
-            except BaseException:
-                self._state = "done"
-                raise
-            self._pairs = self._stream._pairs()
-        on_reasoning = self._on_reasoning
+            self._reader = threading.get_ident()
         try:
-            for chunk, piece in self._pairs:
-                if on_reasoning is not None:
-                    thought = _chat_reasoning_delta(chunk)
-                    if thought:
-                        on_reasoning(thought)
-                if piece:
-                    return piece
+            piece = self._read_piece()
         except Exception:
-            self._state = "done"
+            with self._lock:
+                self._reader = None
+                stopped = self._state == "done"  # close() from another thread got here first
+                self._state = "done"
+            self._close_stream()
+            if stopped:
+                raise StopIteration from None
             raise
         except BaseException:
             # KeyboardInterrupt (or SystemExit) while waiting for the server: like close()
+            with self._lock:
+                self._reader = None
             self.close()
             raise
-        self._state = "done"
-        if self._stream is not None:
-            _chat_require_answer(self._stream.accumulator)
-        self._commit(complete=True)
+        with self._lock:
+            self._reader = None
+            if self._state == "done":  # closed by another thread meanwhile: it committed
+                piece = None
+            elif piece is not None:
+                self._seen.append(piece)
+                return piece
+            else:
+                self._state = "done"
+                stream = self._stream
+                if stream is not None:
+                    # under the lock: a close() from another thread waits for this commit
+                    self._chat._finish_stream(stream.accumulator, self._body, self._user)
+                raise StopIteration
+        self._close_stream()
         raise StopIteration
 
-    def _commit(self, complete: bool) -> None:
+    def _read_piece(self) -> str | None:
+        """The next non-empty piece, or None at the end of the answer (runs unlocked)."""
+        if self._pairs is None:
+            self._stream = self._chat._client._stream(self._body, cancel=self._scope, **self._options)
+            self._pairs = self._stream._pairs()
+        on_reasoning = self._on_reasoning
+        thoughts = self._thoughts
+        for chunk, piece in self._pairs:
+            thought = _chat_reasoning_delta(chunk)
+            if thought:
+                thoughts.append(thought)
+                if on_reasoning is not None:
+                    on_reasoning(thought)
+            if piece:
+                return piece
+        return None
+
+    def _close_stream(self) -> None:
         stream = self._stream
-        if stream is None:
-            return
-        acc = stream.accumulator
-        if not complete and not acc.content:
-            return  # stopped before any text arrived: nothing to keep
-        assistant = acc.message() if complete else {"role": "assistant", "content": acc.content}
-        response = to_attr(acc.completion())
-        self._chat._commit(self._user, assistant, self._body, response, acc.reasoning, acc.usage)
+        if stream is not None:
+            try:
+                stream.close()
+            except OpenAIError:  # noqa: S110 - closing a connection already broken
+                pass
 
     def close(self) -> None:
-        """Stop early: the user message and the partial answer join the history."""
-        if self._state == "open":
+        """Stop early: the user message and the text yielded so far join the history (once).
+
+        Safe from another thread: the connection is cut at once and the iterating thread's loop
+        ends quietly.  Nothing is kept if no text had arrived.
+        """
+        with self._lock:
+            if self._state != "open":
+                self._state = "done"
+                return
             self._state = "done"
-            if self._stream is not None:
-                self._stream.close()
-            self._commit(complete=False)
-        self._state = "done"
+            reader = self._reader
+            stream = self._stream
+            other_thread = reader is not None and reader != threading.get_ident()
+            if other_thread:
+                # the reading thread owns the connection: cancelling wakes it at once, and it
+                # closes the stream itself; its accumulator may be changing, so it is not read
+                self._scope.cancel()
+            if self._seen:
+                acc = stream.accumulator if stream is not None and not other_thread else None
+                self._chat._finish_partial(
+                    self._user,
+                    "".join(self._seen),
+                    self._body,
+                    to_attr(acc.completion()) if acc is not None else None,
+                    acc.reasoning if acc is not None else "".join(self._thoughts),
+                    acc.usage if acc is not None else None,
+                )
+        if not other_thread:
+            self._close_stream()
 
     def __enter__(self) -> ChatTextStream:
         return self
@@ -567,7 +800,7 @@ class AsyncChatTextStream:
     ) -> None:
         self._chat = chat
         self._user = user
-        self._body = body
+        self._body = dict(body, stream=True)  # exactly what is sent: last_request
         self._options = options or {}
         self._channel: PieceChannel | None = None
         self._scope = CancelScope()
@@ -587,7 +820,7 @@ class AsyncChatTextStream:
         channel = PieceChannel(asyncio.get_running_loop())
         self._channel = channel
         client = self._chat._client
-        body = dict(self._body, stream=True)
+        body = self._body
         options = self._options
         scope = self._scope
         box = self._box
@@ -631,11 +864,7 @@ class AsyncChatTextStream:
             if not batch:
                 self._state = "done"
                 if self._box:
-                    acc = self._box[0].accumulator
-                    _chat_require_answer(acc)
-                    self._chat._commit(
-                        self._user, acc.message(), self._body, to_attr(acc.completion()), acc.reasoning, acc.usage
-                    )
+                    self._chat._finish_stream(self._box[0].accumulator, self._body, self._user)
                 raise StopAsyncIteration
             batch.reverse()
             self._batch = batch
@@ -652,8 +881,7 @@ class AsyncChatTextStream:
         if not self._seen:
             return  # stopped before any text arrived: the history stays as it was
         reasoning = self._box[0].accumulator.reasoning if self._box else ""
-        assistant = {"role": "assistant", "content": "".join(self._seen)}
-        self._chat._commit(self._user, assistant, self._body, None, reasoning, None)
+        self._chat._finish_partial(self._user, "".join(self._seen), self._body, None, reasoning, None)
 
     async def aclose(self) -> None:
         """Stop early: the user message and the partial answer (what was yielded) are kept."""

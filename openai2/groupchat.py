@@ -18,11 +18,13 @@ import os
 import threading
 
 from .aio import offload
+from .chat import write_archive_file
 from .client import OpenAI, add_usage, client_from_options, require_choices, reset_client_key, split_request_options
 from .common import TYPE_CHECKING
+from .history import check_json_text, valid_unicode
 from .keypool import AKPool
 from .objects import to_attr
-from .portable import atomic_write, read_json_file
+from .portable import read_json_file
 from .streaming import accumulator_from_completion
 from .transport import CancelScope
 
@@ -135,6 +137,8 @@ def _gc_check_roles(roles: object, where: str = "roles") -> dict[str, str]:
             raise ValueError(
                 "%s: the description of %r must be a string, not %s" % (where, name, type(description).__name__)
             )
+        check_json_text(name, where, ("a role name",))
+        check_json_text(description, where, ("the description of %r" % name,))
         out[name] = description
     return out
 
@@ -179,8 +183,12 @@ def _gc_raise_unknown(unknown: Sequence[str], roles: Mapping[str, str], where: s
     )
 
 
-def _gc_check_remark(item: object, roles: Mapping[str, str], where: str) -> dict[str, Any]:
-    """A validated ``{"speaker", "audiences", "remark"}`` copy of one dialog entry."""
+def _gc_check_remark(item: object, roles: Mapping[str, str] | None, where: str) -> dict[str, Any]:
+    """A validated ``{"speaker", "audiences", "remark"}`` copy of one dialog entry.
+
+    ``roles=None`` (an archive being loaded) accepts names that are not in the cast: a remark
+    stays part of the dialog after its speaker or audience left the cast.
+    """
     if not isinstance(item, dict):
         raise ValueError(
             '%s: a remark must be a dict {"speaker", "audiences", "remark"}, not %s' % (where, type(item).__name__)
@@ -192,15 +200,19 @@ def _gc_check_remark(item: object, roles: Mapping[str, str], where: str) -> dict
 
 
 def _gc_make_remark(
-    speaker: object, audiences: object, remark: object, roles: Mapping[str, str], where: str
+    speaker: object, audiences: object, remark: object, roles: Mapping[str, str] | None, where: str
 ) -> dict[str, Any]:
     name = _gc_check_name(speaker, "%s: the speaker" % where)
     listeners = _gc_audiences(audiences, where)
     if not isinstance(remark, str):
         raise ValueError("%s: the remark must be a string, not %s" % (where, type(remark).__name__))
-    unknown = _gc_unknown([name] + listeners, roles)
-    if unknown:
-        _gc_raise_unknown(unknown, roles, where)
+    check_json_text(name, where, ("the speaker",))
+    check_json_text(listeners, where, ("audiences",))
+    check_json_text(remark, where, ("the remark",))
+    if roles is not None:
+        unknown = _gc_unknown([name] + listeners, roles)
+        if unknown:
+            _gc_raise_unknown(unknown, roles, where)
     if name in listeners:
         raise ValueError("%s: %r cannot be among their own audiences" % (where, name))
     return {"speaker": name, "audiences": listeners, "remark": remark}
@@ -367,7 +379,20 @@ def parse_groupchat_reply(
         order, with the names exactly as requested
     :raises GroupChatReplyError: no array, a malformed item, a turn missing, or an extra remark
     """
-    roles = roles or {}
+    try:
+        return _gc_parse_reply(raw, turns, roles or {})
+    except RecursionError:
+        # a reply of "[[[[..." 100,000 levels deep: no remark array, whatever else it is
+        raise GroupChatReplyError(
+            "the model's reply is nested too deeply to be a JSON array of remarks; got: %s" % _gc_preview(raw),
+            raw,
+            ["nested too deeply"],
+        ) from None
+
+
+def _gc_parse_reply(
+    raw: str, turns: Sequence[tuple[str, Sequence[str]]], roles: Mapping[str, str]
+) -> list[dict[str, Any]]:
     value = _gc_find_array(raw)
     if isinstance(value, dict):
         lists = [v for v in value.values() if isinstance(v, list)]
@@ -411,7 +436,8 @@ def parse_groupchat_reply(
             problems.append("no remark for turn %d: %s to %s" % (j + 1, wanted_speaker, ", ".join(wanted_audiences)))
     if problems:
         raise GroupChatReplyError("the model's reply does not fit the request: %s" % "; ".join(problems), raw, problems)
-    return [{"speaker": s, "audiences": list(a), "remark": r} for (s, a), r in zip(turns, remarks)]
+    # a lone surrogate (a broken escape in the model's JSON) would make the dialog unarchivable
+    return [{"speaker": s, "audiences": list(a), "remark": valid_unicode(r or "")} for (s, a), r in zip(turns, remarks)]
 
 
 def _gc_check_max(value: object) -> int | None:
@@ -456,6 +482,7 @@ class GroupChat:
         if MaxRemarks is not None and max_remarks is not None and MaxRemarks != max_remarks:
             raise ValueError("give MaxRemarks or max_remarks, not both")
         self._client = client_from_options(api_key, client, kwargs, "GroupChat")
+        check_json_text(kwargs, "GroupChat(...)")  # NaN or a lone surrogate would fail every request
         if language not in (None, "zh", "en"):
             raise ValueError("language must be 'zh', 'en' or None (automatic), not %r" % (language,))
         self.params: dict[str, Any] = kwargs
@@ -555,27 +582,33 @@ class GroupChat:
         """Save the whole group (roles and dialog) to ``path`` as UTF-8 JSON, atomically.
 
         The file is written beside ``path``, fsynced and renamed, so a crash never leaves a
-        half-written archive.
-        """
-        import json
+        half-written archive.  The whole dialog is saved, remarks of roles no longer in
+        ``roles`` included, and :meth:`load` reads it back.
 
+        :raises ValueError: ``roles`` holds something ``load`` would refuse (a description that
+            is not a string, an empty name): the error names it and nothing is written
+        :raises FileNotFoundError: the folder does not exist (the error names ``path``)
+        :raises OSError: the file cannot be written (named too); the old file is untouched
+        """
+        roles = self._roles()  # refuse up front what load would refuse
         with self._lock:
             data = {
                 "format": GROUPCHAT_ARCHIVE_FORMAT,
                 "version": GROUPCHAT_ARCHIVE_VERSION,
-                "roles": dict(self.roles),
+                "roles": roles,
                 "dialogs": [
                     {"speaker": d["speaker"], "audiences": list(d["audiences"]), "remark": d["remark"]}
                     for d in self._dialogs
                 ],
             }
-        text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-        atomic_write(os.fspath(path), text.encode("utf-8"))
+        write_archive_file(path, data)
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Replace the roles and the dialog with those saved in ``path`` by ``dump``.
 
-        The dialog is then trimmed to ``MaxRemarks``.
+        The dialog is then trimmed to ``MaxRemarks``.  Remarks whose speaker or audiences are
+        no longer in the saved ``roles`` (a role deleted or renamed before ``dump``) are kept:
+        they are what was said, and requests show them in the conversation as they are.
 
         :raises FileNotFoundError: no such file
         :raises ValueError: the file is not valid JSON or not a group-chat archive; the group is unchanged
@@ -593,7 +626,7 @@ class GroupChat:
             dialogs = data.get("dialogs")
             if not isinstance(dialogs, list):
                 raise ValueError("'dialogs' must be a list of remarks")
-            checked = [_gc_check_remark(d, roles, "remark %d" % (i + 1)) for i, d in enumerate(dialogs)]
+            checked = [_gc_check_remark(d, None, "remark %d" % (i + 1)) for i, d in enumerate(dialogs)]
         except ValueError as exc:
             raise ValueError("%s: %s; the group was not changed" % (path, exc)) from None
         with self._lock:

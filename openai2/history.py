@@ -41,6 +41,83 @@ def _hist_type_name(value: object) -> str:
     return "None" if value is None else type(value).__name__
 
 
+def _hist_field(path: Sequence[object]) -> str:
+    """``('content', 0, 'text')`` -> ``content[0].text`` (how an error names a field)."""
+    out = ""
+    for step in path:
+        if isinstance(step, int):
+            out += "[%d]" % step
+        else:
+            out += ("." if out else "") + str(step)
+    return out or "the value"
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with each lone surrogate (a broken ``\\ud83d`` escape a server sent) as U+FFFD.
+
+    Surrogate pairs are joined into their character; text that is already valid is returned
+    as it is (cheaply: ASCII is not even encoded).
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # UTF-16 pairs what can be paired and replaces what cannot
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def _hist_bad_text(where: str, field: str, text: str, exc: UnicodeEncodeError) -> ValueError:
+    return ValueError(
+        "%s: %s holds %r at position %d, a lone surrogate that cannot be encoded as UTF-8 (was the "
+        "text decoded with errors='surrogateescape'?); fix or remove it" % (where, field, text[exc.start], exc.start)
+    )
+
+
+def check_json_text(value: object, where: str, path: Sequence[object] = ()) -> None:
+    """Refuse what JSON cannot carry faithfully: lone surrogates and NaN/Infinity, anywhere.
+
+    Strings (dict keys too) must encode as UTF-8 (a lone surrogate, e.g. from
+    ``errors="surrogateescape"``, can be neither sent nor archived) and floats must be finite
+    (JSON has no NaN or Infinity).  Dicts, lists and tuples are walked without recursion, so
+    any depth is fine; other values pass.
+
+    :param where: how to name the whole value in an error (``"argument 2"``, ``"Chat(...)"``)
+    :param path: the field the value is (its keys and indexes), for the error
+    :raises ValueError: naming ``where``, the field and, for text, the character position
+    """
+    from math import isfinite
+
+    stack: list[tuple[object, tuple[object, ...]]] = [(value, tuple(path))]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise _hist_bad_text(where, _hist_field(at), item, exc) from None
+        elif isinstance(item, float):
+            if not isfinite(item):
+                raise ValueError(
+                    "%s: %s is %r, which JSON cannot carry (no NaN or Infinity); give a finite "
+                    "number or None" % (where, _hist_field(at), item)
+                )
+        elif isinstance(item, dict):
+            for key, sub in reversed(list(item.items())):
+                if isinstance(key, str) and not key.isascii():
+                    try:
+                        key.encode("utf-8")
+                    except UnicodeEncodeError as exc:
+                        field = "the key %r" % key + (" in %s" % _hist_field(at) if at else "")
+                        raise _hist_bad_text(where, field, key, exc) from None
+                stack.append((sub, at + (key,)))
+        elif isinstance(item, (list, tuple)):
+            for index in range(len(item) - 1, -1, -1):
+                stack.append((item[index], at + (index,)))
+
+
 def validate_message(msg: object, where: str) -> dict[str, Any]:
     """Check one chat message and return a normalized copy of it.
 
@@ -49,15 +126,26 @@ def validate_message(msg: object, where: str) -> dict[str, Any]:
     ``"type"``).  ``content`` may be None (or missing) only on an assistant message that
     carries ``tool_calls``, ``function_call`` or ``refusal``.  ``tool`` messages need a
     ``tool_call_id``; legacy ``function`` messages need a ``name``.  Other keys (``name``,
-    ``tool_calls``, ...) are kept; ``reasoning_content`` / ``reasoning`` are dropped, since
-    reasoning is never sent back.  Nested dicts and lists are copied, so the caller's object
+    ``tool_calls``, a provider's own field such as DeepSeek's ``prefix``) are kept as given:
+    what a user adds is sent as added.  ``reasoning_content`` / ``reasoning`` are dropped,
+    since reasoning is never sent back.  (A server's answer is reduced to the standard fields
+    before it gets here: see ``Chat``.)  Nested dicts and lists are copied, so the caller's object
     is never kept.
 
     :param msg: the message to check
     :param where: how to name it in an error, e.g. ``"argument 3"`` or ``"message 12"``
     :returns: a new dict
-    :raises ValueError: naming ``where``, what is wrong and how to fix it
+    :raises ValueError: naming ``where``, what is wrong and how to fix it; also text that
+        cannot be encoded as UTF-8 (a lone surrogate: the field and position are named),
+        NaN/Infinity (the field is named) and data nested too deeply to be sent
     """
+    try:
+        return _hist_validate(msg, where)
+    except RecursionError:
+        raise ValueError("%s: the message is nested too deeply to be sent as JSON" % where) from None
+
+
+def _hist_validate(msg: object, where: str) -> dict[str, Any]:
     from collections.abc import Mapping as _Mapping
 
     if not isinstance(msg, _Mapping):
@@ -121,10 +209,11 @@ def validate_message(msg: object, where: str) -> dict[str, Any]:
         calls = out["tool_calls"]
         if not isinstance(calls, list) or not all(isinstance(c, dict) for c in calls):
             raise ValueError("%s: 'tool_calls' must be a list of dicts" % where)
+    check_json_text(out, where)
     import json
 
     try:  # it will be sent and archived as JSON: refuse what cannot be (bytes, sets, objects)
-        json.dumps(out, ensure_ascii=False)
+        json.dumps(out, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError("%s: the message cannot be sent as JSON (%s)" % (where, exc)) from None
     return out

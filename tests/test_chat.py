@@ -93,13 +93,13 @@ class TestSeedConversation(SeedCase):
             Anna.rollback(-1)
         # messages before the first user message belong to no round: one round back leaves them
         self.assertEqual([m["content"] for m in Anna.fetch_messages()], ["sys", "hello first", "a"])
-        # more rounds than there are empties the conversation (only a system= prompt would stay)
+        # more rounds than there are removes every round; what came before the first one stays
         Anna.rollback(100)
-        self.assertEqual(Anna.fetch_messages(), [])
+        self.assertEqual([m["content"] for m in Anna.fetch_messages()], ["sys", "hello first"])
         Sys = self.chat(system="kept")
         Sys.add_dialogs(assistant_msg("forged opener"), user_msg("q"), assistant_msg("a"))
         Sys.rollback(5)
-        self.assertEqual(Sys.fetch_messages(), [{"role": "system", "content": "kept"}])
+        self.assertEqual(Sys.fetch_messages(), [{"role": "system", "content": "kept"}, {"role": "assistant", "content": "forged opener"}])
 
     def test_fetch_messages_is_a_copy(self):
         Ariel = self.chat()

@@ -460,7 +460,7 @@ class TestDialog(GroupCase):
             "binary.json": b"\xff\xfe\x00garbage",
             "chat.json": json.dumps({"format": "openai2.chat", "version": 1, "messages": []}).encode(),
             "badremark.json": json.dumps({"format": "openai2.groupchat", "version": 1, "roles": {"A": "x"},
-                                          "dialogs": [{"speaker": "A", "audiences": ["B"], "remark": "hi"}]}).encode(),
+                                          "dialogs": [{"speaker": "A", "audiences": ["B"], "remark": 5}]}).encode(),
             "future.json": json.dumps({"format": "openai2.groupchat", "version": 99, "roles": {}, "dialogs": []}).encode(),
         }
         for name, content in cases.items():

@@ -1,0 +1,421 @@
+"""Chat and GroupChat against hostile answers and careless input: what joins the history is
+normalised the same way on every path, what cannot be JSON or UTF-8 is refused with its place
+named, system prompts survive rollback, archives round-trip, and a stream stops at once from
+another thread."""
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import threading
+import unittest
+
+import openai2
+from openai2 import Chat, GroupChat, assistant_msg, system_msg, user_msg
+from openai2.groupchat import GroupChatReplyError
+from openai2.testing import FakeServer, Reply, chat_chunk, chat_completion
+
+KEY = "sk-test-hostile-0123456789abcdef"
+STANDARD = {"role", "content", "name", "tool_calls", "refusal", "audio", "function_call"}
+
+
+def no_sleep(seconds, cancel):
+    pass
+
+
+class Gate:
+    """A Reply gate: records that the request arrived, then holds the answer until released."""
+
+    def __init__(self):
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+
+    def wait(self, timeout=None):
+        self.arrived.set()
+        return self.release.wait(timeout)
+
+
+def deep_text(levels):
+    return "[" * levels + "]" * levels
+
+
+class Case(unittest.TestCase):
+    def setUp(self):
+        self.server = FakeServer()
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def chat(self, **kw):
+        kw.setdefault("model", "gpt-4o-mini")
+        kw.setdefault("base_url", self.server.base_url)
+        kw.setdefault("sleep", no_sleep)
+        kw.setdefault("max_retries", 0)
+        return Chat(api_key=kw.pop("api_key", KEY), **kw)
+
+    def group(self, **kw):
+        kw.setdefault("model", "gpt-4o-mini")
+        kw.setdefault("base_url", self.server.base_url)
+        kw.setdefault("sleep", no_sleep)
+        kw.setdefault("max_retries", 0)
+        return GroupChat(api_key=KEY, **kw)
+
+    def answer_json(self, message, **extra):
+        body = chat_completion("placeholder", model="gpt-4o-mini")
+        body["choices"][0]["message"] = message
+        body.update(extra)
+        return Reply(body=body)
+
+    def answer_stream(self, *deltas, finish="stop"):
+        events = [chat_chunk(choices=[{"index": 0, "delta": d, "finish_reason": None}]) for d in deltas]
+        events.append(chat_chunk(choices=[{"index": 0, "delta": {}, "finish_reason": finish}]))
+        return Reply(events=events)
+
+
+class TestRollbackKeepsWhatPrecedesTheFirstRound(Case):
+    def test_rolling_back_every_round_keeps_an_added_system_prompt(self):
+        c = self.chat()
+        c.add_dialogs(system_msg("Be brief."), assistant_msg("Hello, ask me anything."))
+        c.request("自然数1的后面是几?")
+        self.assertEqual(repr(c.rollback(1)), "")
+        self.assertEqual(c.fetch_messages(), [{"role": "system", "content": "Be brief."},
+                                              {"role": "assistant", "content": "Hello, ask me anything."}])
+        c.request("again")
+        self.assertEqual(self.server.requests[-1].json["messages"][0], {"role": "system", "content": "Be brief."})
+
+    def test_more_rounds_than_there_are_keeps_a_loaded_or_replaced_system_prompt(self):
+        path = os.path.join(self.tmp, "s.json")
+        first = self.chat()
+        first.add_dialogs(system_msg("sys"))
+        first.request("q1")
+        first.dump(path)
+        loaded = self.chat()
+        loaded.load(path)
+        loaded.request("q2")
+        loaded.rollback(10)
+        self.assertEqual(loaded.fetch_messages(), [{"role": "system", "content": "sys"}])
+        replaced = self.chat()
+        replaced.replace_messages([system_msg("sys2"), user_msg("a"), assistant_msg("b")])
+        replaced.rollback(2)
+        self.assertEqual(replaced.fetch_messages(), [{"role": "system", "content": "sys2"}])
+
+
+class TestWhatJoinsTheHistory(Case):
+    def test_content_that_is_not_text_is_refused_and_nothing_is_kept(self):
+        c = self.chat()
+        c.request("first")
+        before = c.fetch_messages()
+        for content in ({"text": "hi", "echo": KEY}, 42, [{"type": "image_url", "image_url": {"url": "x"}}]):
+            self.server.replies.append(self.answer_json({"role": "assistant", "content": content}))
+            with self.subTest(content=content):
+                with self.assertRaises(openai2.APIError) as caught:
+                    c.request("q")
+                self.assertNotIsInstance(caught.exception, openai2.APIConnectionError)
+                self.assertIn("content", str(caught.exception))
+                self.assertNotIn(KEY, str(caught.exception))
+                self.assertNotIn(KEY, repr(caught.exception.body))
+                self.assertEqual(c.fetch_messages(), before)
+
+    def test_text_parts_are_joined(self):
+        c = self.chat()
+        self.server.replies.append(self.answer_json({"role": "assistant", "content": [
+            {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]},
+            {"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]}))
+        self.assertEqual(c.request("q"), "Hello")
+        self.assertEqual(c.fetch_messages()[-1], {"role": "assistant", "content": "Hello"})
+
+    def test_streamed_foreign_roles_join_as_assistant_and_round_trip(self):
+        for role in ("model", "tool", "system", "developer", "user"):
+            with self.subTest(role=role):
+                c = self.chat()
+                self.server.replies.append(self.answer_stream({"role": role, "content": ""}, {"content": "Hi"}))
+                self.assertEqual("".join(c.stream_request("q")), "Hi")
+                self.assertEqual(c.fetch_messages()[-1], {"role": "assistant", "content": "Hi"})
+                path = os.path.join(self.tmp, role + ".json")
+                c.dump(path)
+                again = self.chat()
+                again.load(path)
+                again.request("next")
+                self.assertEqual([m["role"] for m in self.server.requests[-1].json["messages"]],
+                                 ["user", "assistant", "user"])
+
+    def test_async_paths_follow_the_same_rule(self):
+        c = self.chat()
+        self.server.replies.append(self.answer_json({"role": "model", "content": {"a": 1}}))
+        self.server.replies.append(self.answer_stream({"role": "tool", "content": "ok"}))
+
+        async def main():
+            with self.assertRaises(openai2.APIError):
+                await c.async_request("q")
+            self.assertEqual(c.fetch_messages(), [])
+            return [p async for p in c.async_stream_request("q2")]
+
+        self.assertEqual(asyncio.run(main()), ["ok"])
+        self.assertEqual(c.fetch_messages(), [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "ok"}])
+
+    def test_response_only_fields_are_not_sent_back(self):
+        call = {"id": "call_1", "type": "function", "index": 0, "provider_specific_fields": {"x": 1},
+                "function": {"name": "f", "arguments": "{}", "provider_specific_fields": None}}
+        message = {"role": "assistant", "content": "Sure.", "tool_calls": [call], "annotations": [],
+                   "provider_specific_fields": {"citations": None}, "reasoning_content": "r",
+                   "audio": {"id": "audio_1", "data": "AAAA", "expires_at": 1, "transcript": "Sure."}}
+        self.server.replies.append(self.answer_json(message))
+        c = self.chat()
+        c.request("use f")
+        kept = c.fetch_messages()[-1]
+        self.assertEqual(kept, {"role": "assistant", "content": "Sure.", "audio": {"id": "audio_1"},
+                                "tool_calls": [{"id": "call_1", "type": "function",
+                                                "function": {"name": "f", "arguments": "{}"}}]})
+        # the whole answer stays in last_response
+        self.assertEqual(c.last_response.choices[0].message.provider_specific_fields, {"citations": None})
+        c.add_dialogs({"role": "tool", "tool_call_id": "call_1", "content": "42"})
+        c.request("and?")
+        sent = self.server.requests[-1].json["messages"][1]
+        self.assertLessEqual(set(sent), STANDARD)
+        self.assertNotIn("provider_specific_fields", json.dumps(self.server.requests[-1].json))
+
+    def test_what_the_user_adds_is_sent_as_added(self):
+        c = self.chat()
+        c.add_dialogs(user_msg("Write a poem"), {"role": "assistant", "content": "Roses", "prefix": True})
+        c.request("go on")
+        self.assertEqual(self.server.requests[-1].json["messages"][1], {"role": "assistant", "content": "Roses", "prefix": True})
+
+    def test_streamed_and_whole_answers_give_the_same_history_message(self):
+        call = {"id": "call_9", "type": "function", "function": {"name": "lookup", "arguments": '{"q": 1}'}}
+        cases = {
+            "refusal": ({"role": "assistant", "content": None, "refusal": "I can't help with that."},
+                        [{"role": "assistant", "refusal": "I can't"}, {"refusal": " help with that."}], "stop"),
+            "tool call": ({"role": "assistant", "content": "", "tool_calls": [call]},
+                          [{"role": "assistant", "tool_calls": [{"index": 0, "id": "call_9", "type": "function",
+                                                                  "function": {"name": "lookup", "arguments": ""}}]},
+                           {"tool_calls": [{"index": 0, "function": {"arguments": '{"q": 1}'}}]}], "tool_calls"),
+            "text": ({"role": "model", "content": "Hi", "provider_specific_fields": {}},
+                     [{"role": "model", "content": "H"}, {"content": "i"}], "stop"),
+        }
+        for name, (whole, deltas, finish) in cases.items():
+            with self.subTest(name=name):
+                plain, streamed = self.chat(), self.chat()
+                self.server.replies.append(self.answer_json(whole))
+                plain.request("q")
+                self.server.replies.append(self.answer_stream(*deltas, finish=finish))
+                list(streamed.stream_request("q"))
+                self.assertEqual(streamed.fetch_messages(), plain.fetch_messages())
+                self.assertLessEqual(set(plain.fetch_messages()[-1]), STANDARD)
+
+    def test_a_stopped_stream_keeps_its_text_as_an_assistant_message(self):
+        c = self.chat()
+        self.server.replies.append(self.answer_stream({"role": "model", "content": "a"}, {"content": "b"}, {"content": "c"}))
+        stream = c.stream_request("q")
+        self.assertEqual(next(stream), "a")
+        stream.close()
+        self.assertEqual(c.fetch_messages()[-1], {"role": "assistant", "content": "a"})
+
+
+class TestTextThatCannotBeSent(Case):
+    def test_lone_surrogates_are_refused_naming_message_and_position(self):
+        c = self.chat()
+        with self.assertRaises(ValueError) as caught:
+            c.add_dialogs(user_msg("fine"), user_msg("caf\udce9 au lait"))
+        self.assertIn("argument 2", str(caught.exception))
+        self.assertIn("position 3", str(caught.exception))
+        with self.assertRaises(ValueError) as caught:
+            c.add_dialogs(user_msg([{"type": "text", "text": "\ud83d"}]))
+        self.assertIn("content[0].text", str(caught.exception))
+        with self.assertRaises(ValueError):
+            c.request("broken \udc80")
+        with self.assertRaises(ValueError):
+            c.replace_messages([user_msg("x\ud800")])
+        with self.assertRaises(ValueError):
+            self.chat(system="\udfff")
+        self.assertEqual((c.fetch_messages(), self.server.requests), ([], []))
+        path = os.path.join(self.tmp, "escaped.json")
+        with open(path, "w", encoding="ascii") as f:
+            f.write('[{"role": "user", "content": "\\ud800"}]')
+        with self.assertRaises(ValueError) as caught:
+            c.load(path)
+        self.assertIn("archive message 0", str(caught.exception))
+        self.assertEqual(c.fetch_messages(), [])
+
+    def test_nan_and_infinity_are_refused_naming_the_field(self):
+        c = self.chat()
+        with self.assertRaises(ValueError) as caught:
+            c.add_dialogs({"role": "user", "content": "x", "weight": float("nan")})
+        self.assertIn("weight", str(caught.exception))
+        path = os.path.join(self.tmp, "nan.json")
+        with open(path, "w") as f:
+            f.write('[{"role": "user", "content": "x", "score": Infinity}]')
+        with self.assertRaises(ValueError) as caught:
+            c.load(path)
+        self.assertIn("score", str(caught.exception))
+        for cls in (Chat, GroupChat):
+            with self.subTest(cls=cls.__name__):
+                with self.assertRaises(ValueError) as caught:
+                    cls(api_key=KEY, base_url=self.server.base_url, model="m", temperature=float("nan"))
+                self.assertIn("temperature", str(caught.exception))
+                with self.assertRaises(ValueError) as caught:
+                    cls(api_key=KEY, base_url=self.server.base_url, model="m", logit_bias={"50256": float("-inf")})
+                self.assertIn("logit_bias", str(caught.exception))
+        self.assertEqual(c.fetch_messages(), [])
+
+    def test_images_must_be_paths_or_urls(self):
+        c = self.chat()
+        for bad in (5, [5], {"url": "x"}):
+            with self.subTest(images=bad):
+                with self.assertRaises(TypeError) as caught:
+                    c.request("x", images=bad)
+                self.assertIn("images", str(caught.exception))
+        self.assertEqual(self.server.requests, [])
+
+    def test_dump_into_a_missing_folder_names_the_users_path(self):
+        path = os.path.join(self.tmp, "no", "such", "folder", "f.json")
+        for owner in (self.chat(), self.group(roles={"A": "", "B": ""})):
+            with self.subTest(owner=type(owner).__name__):
+                with self.assertRaises(FileNotFoundError) as caught:
+                    owner.dump(path)
+                message = str(caught.exception)
+                self.assertIn(path, message)
+                self.assertIn(os.path.dirname(path), message)
+                self.assertIn("does not exist", message)
+                self.assertNotIn(".tmp", message)
+
+    def test_deeply_nested_input_is_a_value_error(self):
+        c = self.chat()
+        nested = {}
+        inner = nested
+        for _ in range(100000):
+            inner["x"] = {}
+            inner = inner["x"]
+        with self.assertRaises(ValueError):
+            c.add_dialogs({"role": "user", "content": "x", "extra": nested})
+        path = os.path.join(self.tmp, "deep.json")
+        with open(path, "w") as f:
+            f.write(deep_text(100000))
+        with self.assertRaises(ValueError):
+            c.load(path)
+        g = self.group(roles={"A": "", "B": ""})
+        with self.assertRaises(ValueError):
+            g.load(path)
+        self.assertEqual((c.fetch_messages(), g.export_dialogs()), ([], []))
+
+
+class TestLastRequest(Case):
+    def test_streams_record_the_body_exactly_as_sent(self):
+        c = self.chat()
+        list(c.stream_request("q", stream_options={"include_usage": True}))
+        self.assertEqual(c.last_request, self.server.requests[-1].json)
+        self.assertIs(c.last_request["stream"], True)
+
+        async def main():
+            return [p async for p in c.async_stream_request("q2")]
+
+        asyncio.run(main())
+        self.assertEqual(c.last_request, self.server.requests[-1].json)
+        stream = c.stream_request("q3")
+        next(stream)
+        stream.close()
+        self.assertEqual(c.last_request, self.server.requests[-1].json)
+        c.request("q4")
+        self.assertEqual(c.last_request, self.server.requests[-1].json)
+        self.assertNotIn("stream", c.last_request)
+
+
+class TestStopFromAnotherThread(Case):
+    def consume(self, stream, got, first_pieces, outcome, wanted):
+        try:
+            for piece in stream:
+                got.append(piece)
+                if len(got) == wanted:
+                    first_pieces.set()
+            outcome.append("ended")
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            outcome.append(exc)
+        first_pieces.set()
+
+    def test_close_from_another_thread_stops_at_once(self):
+        c = self.chat(timeout=(5, 120))
+        # three pieces, then the server stalls for a minute (the test ends long before)
+        self.server.replies.append(Reply(content="abcdefgh", stall_after=4, stall_seconds=60))
+        stream = c.stream_request("q")
+        got, outcome, first_pieces = [], [], threading.Event()
+        reader = threading.Thread(target=self.consume, args=(stream, got, first_pieces, outcome, 3), daemon=True)
+        reader.start()
+        self.assertTrue(first_pieces.wait(10))
+        stream.close()  # the "stop" button
+        # the partial answer is kept by close() itself, before it returns
+        self.assertEqual(len(c.fetch_messages()), 2)
+        reader.join(10)
+        self.assertFalse(reader.is_alive(), "the reading thread still waits for the server")
+        self.assertEqual(outcome, ["ended"])
+        self.assertEqual(c.fetch_messages(), [{"role": "user", "content": "q"},
+                                              {"role": "assistant", "content": "".join(got)}])
+        self.assertEqual("".join(got), "abc")
+        stream.close()
+        self.assertEqual(list(stream), [])
+        self.assertEqual(len(c.fetch_messages()), 2)  # committed exactly once
+        self.assertEqual(c.request("自然数1的后面是几?"), "2")
+
+    def test_close_while_waiting_for_the_first_byte_keeps_nothing(self):
+        c = self.chat(timeout=(5, 120))
+        gate = Gate()
+        self.addCleanup(gate.release.set)
+        self.server.replies.append(Reply(content="late", gate=gate))
+        stream = c.stream_request("q")
+        got, outcome, done = [], [], threading.Event()
+        reader = threading.Thread(target=self.consume, args=(stream, got, done, outcome, 1), daemon=True)
+        reader.start()
+        self.assertTrue(gate.arrived.wait(10))  # the request is at the server, no answer yet
+        stream.close()
+        reader.join(10)
+        self.assertFalse(reader.is_alive())
+        self.assertEqual((outcome, got, c.fetch_messages()), (["ended"], [], []))
+
+
+class TestGroupChatArchives(Case):
+    ROLES = {"苏轼": "宋朝诗人。", "李清照": "宋代女词人。", "杜甫": "唐朝诗人。"}
+
+    def test_dump_after_a_role_left_loads_back_whole(self):
+        g = self.group(roles=dict(self.ROLES))
+        g.add_dialog("苏轼", ["李清照"], "你好呀")
+        g.add_dialog("杜甫", ["苏轼", "李清照"], "诗写好了吗?")
+        del g.roles["杜甫"]
+        g.roles["易安居士"] = g.roles.pop("李清照")  # renamed
+        path = os.path.join(self.tmp, "scene.json")
+        g.dump(path)
+        other = self.group()
+        other.load(path)
+        self.assertEqual((other.roles, other.export_dialogs()), (g.roles, g.export_dialogs()))
+        # the departed speaker's remark is part of the conversation the next request shows
+        self.assertIn("诗写好了吗?", other.build_messages([("苏轼", ["易安居士"])])[1]["content"])
+        other.request([("苏轼", ["易安居士"])])
+
+    def test_dump_refuses_roles_load_would_refuse(self):
+        g = self.group(roles={"A": "", "B": ""})
+        g.roles["C"] = 5
+        path = os.path.join(self.tmp, "bad.json")
+        with self.assertRaises(ValueError) as caught:
+            g.dump(path)
+        self.assertIn("'C'", str(caught.exception))
+        self.assertFalse(os.path.exists(path))
+
+    def test_a_deeply_nested_reply_is_a_reply_error(self):
+        g = self.group(roles={"A": "", "B": ""})
+        for reply in ("[" * 100000, deep_text(100000), "Here: " + "{\"a\": " * 100000):
+            self.server.replies.append(Reply(content=reply))
+            with self.assertRaises(GroupChatReplyError):
+                g.request_remarks([("A", ["B"])], record=True)
+        self.assertEqual(g.export_dialogs(), [])
+
+    def test_a_broken_escape_in_a_reply_still_archives(self):
+        g = self.group(roles={"A": "", "B": ""})
+        self.server.replies.append(Reply(content='[{"speaker": "A", "audiences": ["B"], "remark": "hi \\ud83d"}]'))
+        g.request_remarks([("A", ["B"])], record=True)
+        path = os.path.join(self.tmp, "g.json")
+        g.dump(path)
+        other = self.group()
+        other.load(path)
+        self.assertEqual(other.export_dialogs(), [{"speaker": "A", "audiences": ["B"], "remark": "hi \ufffd"}])
+
+
+if __name__ == "__main__":
+    unittest.main()
