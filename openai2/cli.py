@@ -23,7 +23,15 @@ from .errors import APIConnectionError, APIError, APIStatusError, OpenAIError
 from .history import format_round
 from .keypool import AKPool
 from .portable import DeferInterrupt, LineEditor, supports_color, terminal_width
-from .store import DEFAULT_SESSION, SessionLock, Store, StoreError, check_session_name
+from .store import (
+    DEFAULT_SESSION,
+    SessionConflictError,
+    SessionLock,
+    SessionLockedError,
+    Store,
+    StoreError,
+    check_session_name,
+)
 
 if TYPE_CHECKING:
     from typing import IO, Any, Sequence
@@ -100,7 +108,14 @@ class _CliOutput:
             return
         if self.secrets:
             text = redact(text, self.secrets)
-        stream.write(self._style(text, style, stream))
+        styled = self._style(text, style, stream)
+        try:
+            stream.write(styled)
+        except UnicodeEncodeError:
+            # a character the terminal's encoding cannot show (LANG=C, PYTHONIOENCODING=ascii):
+            # shown as "?" rather than ending the run (the session file keeps the real text)
+            encoding = getattr(stream, "encoding", None) or "ascii"
+            stream.write(styled.encode(encoding, "replace").decode(encoding, "replace"))
         stream.flush()
         self._fresh[id(stream)] = text.endswith("\n")
 
@@ -166,6 +181,48 @@ def _cli_argv_secrets(argv: Sequence[str]) -> list[str]:
             if word.startswith("sk-") and len(word) >= 11:
                 found.append(word)
     return sorted({k for k in found if k}, key=len, reverse=True)
+
+
+def _cli_decode(raw: bytes, what: str) -> tuple[str, str | None]:
+    """``raw`` as UTF-8 text (a BOM is dropped), and a note when it was not UTF-8: the invalid
+    bytes are replaced by U+FFFD (a diff of a file in another encoding is still worth sending)
+    and the note says how many, where the first was, and how to convert the input."""
+    try:
+        return raw.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        first = exc.start
+    text = raw.decode("utf-8-sig", "replace")
+    replaced = text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")  # minus real U+FFFD characters
+    return text, (
+        "openai2: note: %s is not UTF-8 text: %d invalid byte sequence%s (the first at byte %d) "
+        "replaced by U+FFFD; to send the real characters, convert the text to UTF-8 first "
+        "(e.g. `iconv -f GBK -t UTF-8 FILE | openai2 chat`)" % (what, replaced, "" if replaced == 1 else "s", first)
+    )
+
+
+def _cli_clean_text(text: str, what: str) -> tuple[str, str | None]:
+    """``text`` with lone surrogates (Python's stand-ins for non-UTF-8 bytes of argv or of a
+    stdin decoded with ``surrogateescape``) turned back into bytes and decoded as
+    :func:`_cli_decode` does, so a request body can always be encoded."""
+    try:
+        text.encode("utf-8")
+        return text, None
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (e.g. from a JSON "\\ud800")
+        raw = text.encode("utf-8", "surrogatepass")
+    return _cli_decode(raw, what)
+
+
+def _cli_read_stdin(stream: Any, what: str = "stdin") -> tuple[str, str | None]:
+    """All of ``stream``, read as bytes when it has a ``buffer`` (so the terminal's locale
+    cannot break it), as UTF-8; see :func:`_cli_decode`."""
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        return _cli_decode(buffer.read(), what)
+    return _cli_clean_text(stream.read(), what)
 
 
 def _cli_isatty(stream: object) -> bool:
@@ -308,6 +365,13 @@ class _CliContext:
     def opt(self, name: str, default: Any = None) -> Any:
         return getattr(self.args, name, default)
 
+    def clean(self, text: str, what: str) -> str:
+        """``text`` safe to send (see :func:`_cli_clean_text`), with the note on stderr if needed."""
+        text, note = _cli_clean_text(text, what)
+        if note:
+            self.out.note(note)
+        return text
+
     def session_name(self, explicit: str | None = None) -> str:
         try:
             return check_session_name(explicit or self.opt("session") or DEFAULT_SESSION)
@@ -342,9 +406,22 @@ class _CliContext:
             return AKPool(stored), "the key file %s (%d keys, used in turn)" % (self.store.keys_path, len(stored))
         return None, "nowhere (no --api-key, no OPENAI_API_KEY, no stored key)"
 
+    def mask_known_keys(self) -> None:
+        """Mask every key this run knows (the ``--api-key`` option, ``OPENAI_API_KEY``, the key
+        file) in all output, for commands that use no key but print conversations, where a
+        server may have echoed one (``sessions show`` / ``export``)."""
+        try:
+            self.out.secrets.extend(self.store.load_keys())
+        except StoreError as exc:
+            self.out.note("openai2: note: %s" % exc)
+        for value in (os.environ.get("OPENAI_API_KEY", ""), self.opt("api_key") or ""):
+            if value.strip():
+                self.out.secrets.append(value.strip())
+
     def make_chat(self) -> Chat:
         key, _ = self.resolve_key()
-        params: dict[str, Any] = {"model": self.opt("model") or os.environ.get("OPENAI2_MODEL") or DEFAULT_MODEL}
+        model = self.opt("model") or os.environ.get("OPENAI2_MODEL") or DEFAULT_MODEL
+        params: dict[str, Any] = {"model": self.clean(model, "the model name")}
         if self.opt("temperature") is not None:
             params["temperature"] = self.opt("temperature")
         if self.opt("max_tokens") is not None:
@@ -397,6 +474,9 @@ def _cli_error_text(exc: BaseException, base_url: str = "") -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+_CLI_RETRY_KEPT = "[stopped: the retry did not finish, nothing of it is kept; the previous answer is kept]"
+
+
 class _CliConversation:
     """A Chat plus where it is saved (``name`` None: not saved) and how answers are shown."""
 
@@ -433,15 +513,19 @@ class _CliConversation:
     def ask(self, text: Any, restore: tuple[list[dict[str, Any]], list[int]] | None = None) -> bool:
         """Answer ``text``; True if complete, False if stopped with Ctrl-C (partial kept, saved).
 
-        :param restore: ``(messages, pins)`` to put back when no answer is kept (a failed or
-            interrupted request), before anything is saved (``/retry``)
+        :param restore: ``(messages, pins)`` to put back whenever the new answer does not
+            complete (a failed request, Ctrl-C before or during the answer: a partial answer is
+            not kept then), before anything is saved (``/retry``)
         :raises APIError: the request failed; the history is unchanged (or ``restore``d)
         """
         try:
             return self._ask(text, restore)
-        except BaseException:
+        except BaseException as exc:
             if restore is not None:
                 _cli_replace_history(self.chat, restore[0], restore[1])
+                if isinstance(exc, KeyboardInterrupt):
+                    self.out.end_line()
+                    self.out.note(_CLI_RETRY_KEPT)
             raise
 
     def _ask(self, text: Any, restore: tuple[list[dict[str, Any]], list[int]] | None) -> bool:
@@ -473,12 +557,15 @@ class _CliConversation:
             self._end_reasoning()
             out.flush_pieces()
             out.end_line()
-            if self.chat.last_request is ts._body:
+            if restore is not None:
+                # a retry that did not complete: the previous, complete answer wins over a
+                # partial new one (and over nothing)
+                _cli_replace_history(self.chat, restore[0], restore[1])
+                out.note(_CLI_RETRY_KEPT)
+            elif self.chat.last_request is ts._body:
                 out.note("[stopped: the partial answer is kept]")
             else:
                 out.note("[stopped before the answer began: nothing kept]")
-                if restore is not None:
-                    _cli_replace_history(self.chat, restore[0], restore[1])
             self.save()
             return False
         except BaseException:
@@ -560,6 +647,9 @@ class _CliRepl:
         while True:
             try:
                 text = self.read_message()
+                text, note = _cli_clean_text(text, "the line")
+                if note:
+                    self.out.note(note)
             except EOFError:
                 self.out.end_line()
                 self.out.write("\n")
@@ -609,6 +699,8 @@ class _CliRepl:
             return True
         try:
             result = handler(rest)
+        except (SessionConflictError, SessionLockedError):
+            raise  # the session belongs to another process now: every later save would fail too
         except (ValueError, IndexError, TypeError, StoreError, OSError) as exc:
             self.out.error("%s: %s" % (name, _cli_error_text(exc)))
             return True
@@ -848,8 +940,13 @@ def _cli_cmd_add_apikey(ctx: _CliContext) -> int:
             ctx.out.write("\n", err=True)  # getpass leaves the cursor after the prompt
             raise
     else:
-        keys = [line for line in ctx.stdin.read().splitlines() if line.strip()]
+        text, note = _cli_read_stdin(ctx.stdin)
+        if note:
+            raise _CliUsageError("the keys on stdin are not UTF-8 text (a key is letters, digits and dashes)")
+        keys = [line for line in text.splitlines() if line.strip()]
     keys = [k.strip() for k in keys]
+    if any(_cli_clean_text(k, "key")[1] for k in keys):
+        raise _CliUsageError("the key is not UTF-8 text (a key is letters, digits and dashes)")
     if not keys or not all(keys):
         raise _CliUsageError("no key given: pass it as an argument, type it at the prompt, or pipe it on stdin")
     ctx.out.secrets.extend(keys)
@@ -915,14 +1012,16 @@ def _cli_question(ctx: _CliContext) -> str | None:
     """The one-shot question (TEXT words, else stdin when it is not a terminal), or None."""
     words = ctx.opt("text") or []
     if words:
-        return " ".join(words)
+        return ctx.clean(" ".join(words), "the TEXT argument")
     if ctx.opt("interactive", False) or _cli_isatty(ctx.stdin):
         return None
-    text = ctx.stdin.read()
+    text, note = _cli_read_stdin(ctx.stdin)
     if not text.strip():
         raise _CliUsageError(
             "nothing to ask: give TEXT, pipe a question on stdin, or use -i for the interactive prompt"
         )
+    if note:
+        ctx.out.note(note)
     return text
 
 
@@ -939,10 +1038,15 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
         if new:
             if saving:
                 archived = ctx.store.archive_session(name)
-        elif ctx.store.read_session(name, move_aside=saving) is not None:
-            chat.load(ctx.store.session_path(name))
+        else:
+            saved = ctx.store.read_session(name, move_aside=saving)
+            if saved is not None:
+                # the very content the store read (and will compare before the next save), not
+                # a second read of the file that another process may have replaced meanwhile
+                _cli_replace_history(chat, saved["messages"], saved["pinned"])
         system = ctx.opt("system")
         if system is not None:
+            system = ctx.clean(system, "the --system text")
             _cli_set_system(chat, system)
         conv = _CliConversation(ctx, chat, name if saving else None, interactive=question is None)
         if archived:
@@ -968,8 +1072,8 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
 
             conv.stream = False
             chat.request(question)
-            conv.save()
             ctx.out.line(json.dumps(chat.last_response, ensure_ascii=False, indent=2))
+            conv.save()  # after the answer is shown: a refused save still leaves it on stdout
             return EXIT_OK
         return EXIT_OK if conv.ask(question) else EXIT_INTERRUPTED
     finally:
@@ -996,6 +1100,7 @@ def _cli_cmd_sessions(ctx: _CliContext) -> int:
     out = ctx.out
     action = ctx.opt("action")
     store = ctx.store
+    ctx.mask_known_keys()
     if action == "list":
         infos = store.list_sessions()
         if not infos:
@@ -1036,6 +1141,9 @@ def _cli_cmd_sessions(ctx: _CliContext) -> int:
     if target:
         from .portable import atomic_write
 
+        # an export is for sharing: keys are masked in it as on the terminal (the session file
+        # itself keeps the conversation as it was)
+        text = redact(text, out.secrets)
         atomic_write(os.path.expanduser(target), text.encode("utf-8"), private=True)  # conversations are private
         out.note("Exported session %s to %s" % (name, target))
     else:
@@ -1101,7 +1209,14 @@ def main(
     :param stderr: where errors, notes and reasoning go (default ``sys.stderr``)
     """
     out = _CliOutput(sys.stdout if stdout is None else stdout, sys.stderr if stderr is None else stderr)
-    stdin = sys.stdin if stdin is None else stdin
+    if stdin is None:
+        stdin = sys.stdin
+        try:
+            # lines typed at the prompt in another encoding: decoded as surrogates, then
+            # replaced with a note (_cli_clean_text), never a UnicodeDecodeError
+            stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass
     debug = os.environ.get("OPENAI2_DEBUG", "") not in ("", "0")
     base_url = ""
     try:

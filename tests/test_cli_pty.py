@@ -1,6 +1,7 @@
 """The interactive prompt in a real pseudo-terminal (stdlib ``pty``): Ctrl-C during a streamed
-answer returns to the prompt and the session goes on; Ctrl-C at an empty prompt says how to
-quit; Ctrl-D exits with status 0; the readline history file is private and holds no key."""
+answer returns to the prompt and the session goes on; Ctrl-C during a /retry (before or after its
+first characters) keeps the previous answer; Ctrl-C at an empty prompt says how to quit; Ctrl-D
+exits with status 0; the readline history file is private and holds no key."""
 import json
 import os
 import shutil
@@ -173,7 +174,7 @@ class PtySessionTest(unittest.TestCase):
         self.send(b"/retry\r")
         self.assertTrue(self.server.wait_for_requests(2))
         self.send(b"\x03")  # Ctrl-C before the first byte of the new answer
-        self.read_until(b"nothing kept")
+        self.read_until(b"previous answer is kept")
         self.read_until(b"You: ")
         self.send(b"/history\r")
         self.read_until(b"[assistant]:first answer")
@@ -181,6 +182,29 @@ class PtySessionTest(unittest.TestCase):
         self.send(b"\x04")
         self.assertEqual(self.wait_exit(), 0)
         with open(os.path.join(self.home, "sessions", "pty3.json"), encoding="utf-8") as handle:
+            messages = json.load(handle)["messages"]
+        self.assertEqual([m["content"] for m in messages], ["one", "first answer"])
+
+    def test_ctrl_c_during_a_retry_answer_keeps_the_previous_answer(self):
+        pieces = ["new ", "partial ", "words "] + ["and more "] * 20
+        self.server.add_replies(Reply("first answer"), Reply(chunks=pieces, stall_after=4, stall_seconds=30))
+        self.spawn("chat", "--session", "pty4")
+        self.read_until(b"You: ")
+        self.send(b"one\r")
+        self.read_until(b"first answer")
+        self.read_until(b"You: ")
+        self.send(b"/retry\r")
+        self.read_until(b"new partial words")  # some characters of the new answer have arrived
+        self.send(b"\x03")  # Ctrl-C while the server stalls in the middle of the new answer
+        self.read_until(b"previous answer is kept")
+        self.read_until(b"You: ")
+        self.send(b"/history\r")
+        shown = self.read_until(b"You: ")
+        self.assertIn(b"[assistant]:first answer", shown)
+        self.assertNotIn(b"[assistant]:new partial", shown)
+        self.send(b"\x04")
+        self.assertEqual(self.wait_exit(), 0)
+        with open(os.path.join(self.home, "sessions", "pty4.json"), encoding="utf-8") as handle:
             messages = json.load(handle)["messages"]
         self.assertEqual([m["content"] for m in messages], ["one", "first answer"])
 
