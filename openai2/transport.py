@@ -549,8 +549,19 @@ class _TPRecordingReader:
         return getattr(self._tp_fp, name)
 
 
+#: Informational (1xx) answers skipped before the final one; more is taken for a broken server
+#: (each may come just within the read timeout, so without a bound the request could never end).
+_TP_MAX_INTERIM = 100
+
+
 def _tp_response_class() -> Any:
-    """``http.client.HTTPResponse`` whose ``begin()`` notes whether any byte of the answer came.
+    """``http.client.HTTPResponse`` whose ``begin()`` skips informational answers and notes
+    whether any byte of the answer came.
+
+    A server may send any number of 1xx answers before the final one (RFC 9110 section 15.2):
+    ``103 Early Hints``, ``102 Processing``, an unsolicited ``100 Continue``.  ``http.client``
+    (3.8 to 3.13 alike) skips only 100 and would return a 103 as the answer, leaving the real one
+    unread on the connection; here every 1xx but ``101 Switching Protocols`` is skipped.
 
     ``fp`` is wrapped only during ``begin()`` (status line and headers); the body is read from
     the buffered file itself, at full speed.
@@ -569,7 +580,16 @@ def _tp_response_class() -> Any:
                 wrapper = _TPRecordingReader(real, self._tp_heard)
                 self.fp = wrapper  # type: ignore[assignment]
                 try:
-                    super().begin()
+                    for _ in range(_TP_MAX_INTERIM + 1):
+                        super().begin()
+                        if not 100 <= self.status < 200 or self.status == 101:
+                            return
+                        # Its headers are read; begin() reads the next status line once
+                        # ``headers`` is None again (it sets every other field anew).
+                        self.headers = self.msg = None  # type: ignore[assignment]
+                    raise http.client.HTTPException(
+                        "more than %d informational (1xx) responses before the answer" % _TP_MAX_INTERIM
+                    )
                 finally:
                     current: Any = self.fp  # None if begin() closed it (through the wrapper)
                     if current is wrapper:
@@ -859,16 +879,39 @@ class HTTPTransport:
             state.phase = "response"
             heard: list[bool] = conn.http.tp_heard  # type: ignore[attr-defined]
             heard[0] = False
-            sending = True
+            cut_short: BaseException | None = None
             try:
-                conn.http.request(method, target, body, headers)
-                sending = False
-                raw = conn.http.getresponse()
+                try:
+                    conn.http.request(method, target, body, headers)
+                except Exception as exc:  # noqa: BLE001
+                    if not _tp_write_refused(exc):
+                        raise
+                    # The server stopped reading the request.  It may have answered first (a
+                    # 413 as soon as it saw the headers, say): that answer is in the socket's
+                    # receive buffer, and it is what the caller must see.
+                    cut_short = exc
+                try:
+                    raw = conn.http.getresponse()
+                except Exception:
+                    if cut_short is None:
+                        raise
+                    raise cut_short from None
+                if cut_short is not None:
+                    raw.will_close = True  # half a request went out: the connection is done
+                    get_logger().debug("%s answered %d before the request was sent whole", where, raw.status)
             except Exception as exc:  # noqa: BLE001
                 if cancel is not None:
                     cancel._tp_detach(conn)
                 conn.close()
-                if reused and _tp_is_stale(exc, sending, heard[0]) and not (cancel is not None and cancel.cancelled):
+                if (
+                    reused
+                    and exc is cut_short
+                    and not heard[0]
+                    and not (cancel is not None and cancel.cancelled)
+                ):
+                    # Writing to a pooled connection failed and not a byte came back: the server
+                    # had closed it while idle and never saw this request whole, so it goes again.
+                    # Once the request is written, a lost answer is the caller's to retry.
                     get_logger().debug("kept-alive connection to %s was closed by the server; reconnecting", where)
                     continue
                 raise
@@ -1086,26 +1129,16 @@ def _tp_proxy_refusal(raw: http.client.HTTPResponse, proxy: _TPProxy, target: st
     )
 
 
-def _tp_is_stale(exc: BaseException, sending: bool, heard: bool) -> bool:
-    """True when a reused connection failed in a way that proves the server closed it idle.
+def _tp_write_refused(exc: BaseException) -> bool:
+    """True when writing the request failed because the server closed or reset the connection.
 
-    Only then is the request sent again on a new connection: a reset or broken pipe while the
-    request was being sent, or a close/reset while waiting for the answer before a single byte
-    of it arrived.  Once any byte of the status line or headers came, the server was answering
-    (it may have acted on the request), so the failure is reported instead.
-
-    :param sending: the failure happened while sending the request
-    :param heard: some byte of the answer had arrived
+    The request cannot have reached the server whole.  Whether it answered anyway is found out
+    by reading; only a pooled connection that gives back nothing is sent the request again.
     """
-    import http.client
-
-    if sending:
-        return isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError))
-    if heard:
-        return False
-    return isinstance(
-        exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
-    )
+    if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+        return True
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError))
 
 
 def _tp_clear_tls_errors() -> None:
@@ -1232,8 +1265,15 @@ def _tp_translate(exc: BaseException, state: _TPState) -> APIConnectionError:
     return APIConnectionError("Request to %s failed: %s: %s" % (where, type(exc).__name__, exc), cause=exc)
 
 
+#: What a guarded read returns when ``HTTPResponse.close()`` came before or during it.
+_TP_CLOSED: Any = object()
+
+
 class HTTPResponse:
     """A response whose headers have arrived; the body is read with ``read`` or ``iter_bytes``.
+
+    Thread safety: one thread reads the body; any thread may call :meth:`close` at any time (a
+    "stop" button), and a read blocked in that first thread then returns at once.
 
     :ivar status: the HTTP status code
     :ivar reason: the reason phrase
@@ -1262,6 +1302,11 @@ class HTTPResponse:
         self._tp_raw = raw
         self._tp_cancel = cancel
         self._tp_body: bytes | None = None
+        # close() from another thread: _tp_closed is set under the lock; while _tp_reading, the
+        # reading thread owns the socket and close() only shuts it down (see _tp_guarded).
+        self._tp_lock = threading.Lock()
+        self._tp_reading = False
+        self._tp_closed = False
 
     def __repr__(self) -> str:
         return "<HTTPResponse %d %s>" % (self.status, _tp_log_url(self.url))
@@ -1271,6 +1316,11 @@ class HTTPResponse:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (from any thread)."""
+        return self._tp_closed
 
     def _tp_state(self, phase: str) -> _TPState:
         state = _TPState(Timeout(), self._tp_cancel)
@@ -1287,41 +1337,76 @@ class HTTPResponse:
         state.phase = phase
         return state
 
+    def _tp_guarded(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, one blocking read of the body, or ``_TP_CLOSED`` if :meth:`close` was
+        called before it started or while it ran (whatever the read returned or raised then:
+        close() shut the socket down under it)."""
+        with self._tp_lock:
+            if self._tp_closed:
+                return _TP_CLOSED
+            self._tp_reading = True
+        try:
+            result = fn(*args)
+        except Exception:
+            if self._tp_stop_reading():
+                return _TP_CLOSED
+            raise
+        except BaseException:
+            self._tp_stop_reading()
+            raise
+        return _TP_CLOSED if self._tp_stop_reading() else result
+
+    def _tp_stop_reading(self) -> bool:
+        """End a guarded read; True if close() was called."""
+        with self._tp_lock:
+            self._tp_reading = False
+            return self._tp_closed
+
     def read(self, limit: int | None = None) -> bytes:
         """Read the whole body, then hand the connection back to the pool.
 
         :param limit: maximum body size in bytes; None for no limit
         :returns: the body
         :raises ResponseTooLargeError: the body is larger than ``limit`` (connection discarded)
+        :raises RequestCancelledError: :meth:`close` was called (from any thread) before the
+            whole body had arrived: a partial body is never returned as if it were whole
         :raises APIConnectionError: (IncompleteStreamError, APITimeoutError, RequestCancelledError)
         """
         if self._tp_body is not None:
             return self._tp_body
         if self._tp_conn is None:
+            if self._tp_closed:
+                raise _tp_closed_error()
             return b""
         raw = self._tp_raw
+        guarded = self._tp_guarded
         try:
             if limit is None:
-                data = raw.read()
+                data = guarded(raw.read)
             else:
                 length = raw.length
                 if length is not None and length > limit:
                     raise self._tp_too_large(limit)
                 if length is not None:
-                    data = raw.read()
+                    data = guarded(raw.read)
                 else:
                     parts = []
                     size = 0
                     while True:
-                        chunk = raw.read1(65536)
-                        if not chunk:
+                        chunk = guarded(raw.read1, 65536)
+                        if not chunk or chunk is _TP_CLOSED:
+                            data = chunk
                             break
                         size += len(chunk)
                         if size > limit:
                             raise self._tp_too_large(limit)
                         parts.append(chunk)
-                    raw.read()  # closes a chunked body's final state
-                    data = b"".join(parts)
+                    if data is not _TP_CLOSED:
+                        data = guarded(raw.read)  # closes a chunked body's final state
+                    if data is not _TP_CLOSED:
+                        data = b"".join(parts)
+            if data is _TP_CLOSED:
+                raise _tp_closed_error()
             if self._tp_cancel is not None and self._tp_cancel.cancelled:
                 raise RequestCancelledError()
         except APIError:
@@ -1345,7 +1430,10 @@ class HTTPResponse:
     def iter_bytes(self) -> Iterator[bytes]:
         """Yield the body as it arrives (each piece is what one network read returned).
 
-        Closing the iterator early discards the connection.
+        Closing the iterator early discards the connection.  After :meth:`close` — called from
+        any thread, also while this iterator is blocked waiting for the server — the iterator
+        simply ends, without raising: the caller asked for it, and can tell this end from the
+        body's own end by :attr:`closed`.  A cancelled :class:`CancelScope` still raises.
 
         :raises APITimeoutError: the server fell silent for longer than the read timeout
         :raises IncompleteStreamError: the connection closed or reset before the body ended
@@ -1357,16 +1445,20 @@ class HTTPResponse:
             return
         raw = self._tp_raw
         read1 = raw.read1
+        guarded = self._tp_guarded
         finished = False
         try:
             while True:
-                data = read1(65536)
+                data = guarded(read1, 65536)
+                if data is _TP_CLOSED:
+                    return
                 if not data:
                     break
                 yield data
             if raw.length:  # the server closed before Content-Length bytes came
                 raise _tp_incomplete(raw.length)
-            raw.read()
+            if guarded(raw.read) is _TP_CLOSED:
+                return
             if self._tp_cancel is not None and self._tp_cancel.cancelled:
                 raise RequestCancelledError()
             finished = True
@@ -1393,8 +1485,21 @@ class HTTPResponse:
             sock.settimeout(seconds if current is None else min(current, seconds))
 
     def close(self) -> None:
-        """Release the connection: back to the pool if the body was read, else discarded."""
-        if self._tp_conn is None:
+        """Stop: release the connection, back to the pool if the body was read, else discarded.
+
+        Safe from any thread and immediate: a thread blocked reading this response is woken at
+        once (the socket is shut down under it; that thread then closes it, so its file
+        descriptor cannot be reused while it is still being read).  Afterwards ``iter_bytes``
+        ends without an error and ``read`` raises ``RequestCancelledError`` unless the whole
+        body had already arrived.  Calling it again does nothing.
+        """
+        with self._tp_lock:
+            self._tp_closed = True
+            conn = self._tp_conn
+            if conn is not None and self._tp_reading:
+                conn.abort()  # the reading thread discards the connection on its way out
+                return
+        if conn is None:
             return
         if self._tp_raw.isclosed():
             self._tp_release()
@@ -1403,7 +1508,8 @@ class HTTPResponse:
 
     def _tp_take(self) -> _TPConn | None:
         """Take the connection away from this response (once), detached from its cancel scope."""
-        conn, self._tp_conn = self._tp_conn, None
+        with self._tp_lock:
+            conn, self._tp_conn = self._tp_conn, None
         if conn is not None and self._tp_cancel is not None:
             self._tp_cancel._tp_detach(conn)
         return conn
@@ -1427,6 +1533,10 @@ class HTTPResponse:
         except Exception:  # noqa: S110, BLE001
             pass
         conn.close()
+
+
+def _tp_closed_error() -> RequestCancelledError:
+    return RequestCancelledError("The response was closed (close() was called) before its whole body had arrived.")
 
 
 def _tp_incomplete(missing: int) -> Exception:

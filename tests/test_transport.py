@@ -19,7 +19,7 @@ from openai2.errors import (
     ResponseTooLargeError,
 )
 from openai2.transport import CancelScope, HTTPTransport, Timeout, coerce_timeout
-from tests.support.proxies import ConnectProxy, OriginServer, Socks5Proxy
+from tests.support.proxies import ConnectProxy, OriginServer, ScriptedServer, Socks5Proxy, read_request_head
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CERTS = os.path.join(HERE, "certs")
@@ -95,10 +95,12 @@ class KeepAliveTests(unittest.TestCase):
             self.assertEqual(get(t, o.url("/b")).read(), b"ok")
             self.assertEqual(o.connections, 2)
             self.assertEqual(len(o.requests), 2)
+            t.close()
 
-    def test_connection_closed_when_request_arrives_is_retried_once(self):
+    def test_connection_closed_after_the_request_arrived_is_not_resent(self):
         # The race the poll check cannot see: the server takes the request on the kept-alive
-        # connection and closes it without a byte of answer.
+        # connection and closes it without a byte of answer. It had the whole request (it may
+        # have acted on it and billed it): only the caller's max_retries may send it again.
         def app(h, rec):
             if rec.path == "/second" and rec.conn_id == 1:
                 h.hang_up()
@@ -108,10 +110,11 @@ class KeepAliveTests(unittest.TestCase):
         with OriginServer(app) as o:
             t = transport()
             get(t, o.url("/first")).read()
-            r = get(t, o.url("/second"), method="POST", body=b"payload")
-            self.assertEqual(r.read(), b"fine")
-            self.assertEqual([(x.path, x.conn_id) for x in o.requests], [("/first", 1), ("/second", 1), ("/second", 2)])
-            self.assertEqual(o.requests[-1].body, b"payload")
+            with self.assertRaises(APIConnectionError):
+                get(t, o.url("/second"), method="POST", body=b"payload")
+            self.assertEqual([(x.path, x.conn_id) for x in o.requests], [("/first", 1), ("/second", 1)])
+            self.assertEqual(get(t, o.url("/third")).read(), b"fine")  # the transport carries on
+            t.close()
 
     def test_no_retry_after_response_bytes(self):
         def app(h, rec):
@@ -146,7 +149,7 @@ class KeepAliveTests(unittest.TestCase):
                 get(t, o.url("/second"), method="POST", body=b"payload")
             self.assertEqual([(x.path, x.conn_id) for x in o.requests], [("/first", 1), ("/second", 1)])
 
-    def test_reset_before_any_answer_byte_is_retried_once(self):
+    def test_reset_after_the_request_arrived_is_not_resent(self):
         def app(h, rec):
             if rec.path == "/second" and rec.conn_id == 1:
                 h.reset()
@@ -156,8 +159,61 @@ class KeepAliveTests(unittest.TestCase):
         with OriginServer(app) as o:
             t = transport()
             get(t, o.url("/first")).read()
-            self.assertEqual(get(t, o.url("/second"), method="POST", body=b"p").read(), b"fine")
-            self.assertEqual([(x.path, x.conn_id) for x in o.requests], [("/first", 1), ("/second", 1), ("/second", 2)])
+            with self.assertRaises(APIConnectionError):
+                get(t, o.url("/second"), method="POST", body=b"p")
+            self.assertEqual([(x.path, x.conn_id) for x in o.requests], [("/first", 1), ("/second", 1)])
+
+    def test_max_retries_zero_delivers_a_post_once(self):
+        from openai2.client import OpenAI
+
+        def app(h, rec):
+            if rec.conn_id == 1 and len([x for x in o.requests if x.conn_id == 1]) == 2:
+                h.hang_up()  # the second POST on the kept-alive connection: received, never answered
+                return
+            h.reply(200, b'{"id": "x", "object": "chat.completion", "choices": [{"index": 0, '
+                         b'"message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}')
+
+        with OriginServer(app) as o:
+            client = OpenAI(api_key="sk-test-once-0000", base_url=o.url("/v1"), max_retries=0, transport=transport())
+            messages = [{"role": "user", "content": "pay once"}]
+            client.chat.completions.create(model="m", messages=messages)
+            with self.assertRaises(APIConnectionError):
+                client.chat.completions.create(model="m", messages=messages)
+            self.assertEqual(len(o.requests), 2)
+
+    def test_reused_connection_failing_while_the_request_is_written_is_resent_once(self):
+        # The server reset the idle connection, and the pool handed it out before noticing
+        # (the window between its check and the write): writing fails, nothing reached the
+        # server, so the request goes again on a new connection.
+        import select
+
+        gone = threading.Event()
+
+        def app(h, rec):
+            h.reply(200, b"fine")
+            if rec.path == "/first":
+                h.reset()
+                gone.set()
+
+        with OriginServer(app) as o:
+            t = transport()
+            get(t, o.url("/first")).read()
+            self.assertTrue(gone.wait(5))
+            pool = t._tp_pool
+            (idle,) = [c for conns in pool._tp_idle.values() for c in conns]
+            select.select([idle.http.sock], [], [], 5)  # the reset has arrived
+
+            def unchecked_get(key):  # as if the reset came just after the pool's check
+                with pool._tp_lock:
+                    conns = pool._tp_idle.get(key)
+                    return conns.pop() if conns else None
+
+            pool.get = unchecked_get
+            r = get(t, o.url("/second"), method="POST", body=b"x" * 100000)
+            self.assertEqual(r.read(), b"fine")
+            self.assertEqual([(x.path, x.conn_id) for x in o.requests], [("/first", 1), ("/second", 2)])
+            self.assertEqual(o.requests[-1].body, b"x" * 100000)
+            t.close()
 
     def test_no_retry_on_fresh_connection(self):
         def app(h, rec):
@@ -188,6 +244,7 @@ class KeepAliveTests(unittest.TestCase):
             self.assertEqual(t._tp_pool.idle_count(), 1)
             get(t, o.url("/s")).read()
             self.assertEqual(o.connections, 2)
+            t.close()
 
     def test_close_without_reading_discards(self):
         with OriginServer() as o:
@@ -195,6 +252,7 @@ class KeepAliveTests(unittest.TestCase):
             get(t, o.url("/a")).close()
             get(t, o.url("/b")).read()
             self.assertEqual(o.connections, 2)
+            t.close()
 
     def test_concurrent_requests_use_separate_connections(self):
         barrier = threading.Barrier(3, timeout=5)
@@ -226,6 +284,7 @@ class KeepAliveTests(unittest.TestCase):
             for _ in range(3):
                 get(t, o.url("/after")).read()
             self.assertEqual(o.connections, 3)
+            t.close()
 
 
 class _RecordingSocket:
@@ -818,6 +877,227 @@ class CancelTests(unittest.TestCase):
             with self.assertRaises(RequestCancelledError):
                 get(transport(), o.url("/"), cancel=scope)
             self.assertEqual(o.requests, [])
+
+
+def _answer_413_before_the_body(sock, conn_id):
+    """Read request heads; answer small bodies 200 (keep-alive), a large one 413 at once."""
+    # No Nagle delay: the 413 must leave before the close below resets the connection (a
+    # close with unread data sends a RST and drops whatever the kernel still holds).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pending = b""
+    while True:
+        method, target, headers, rest = read_request_head_from(sock, pending)
+        length = int(headers.get("content-length") or 0)
+        if length > 1 << 20:
+            body = b'{"error": {"message": "Request Entity Too Large", "type": "invalid_request_error"}}'
+            sock.sendall(
+                b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+            socket.socket.shutdown(sock, socket.SHUT_WR)  # push the answer out, then
+            return  # close with the body unread: the client's next write meets a reset
+        while len(rest) < length:
+            data = sock.recv(65536)
+            if not data:
+                return
+            rest += data
+        pending = rest[length:]
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+
+
+def read_request_head_from(sock, pending):
+    if b"\r\n\r\n" in pending:
+        head, _, rest = pending.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return method, target, headers, rest
+    if pending:
+        raise AssertionError("pipelined partial head")
+    return read_request_head(sock)
+
+
+BIG = b"x" * (30 << 20)
+
+
+class InterimAndEarlyAnswerTests(unittest.TestCase):
+    def test_informational_responses_before_the_answer_are_skipped(self):
+        # 103 Early Hints (and 102, and an unsolicited 100) may come before the final answer:
+        # http.client skips only 100; a client must skip any number of them (RFC 9110 15.2).
+        def app(h, rec):
+            h.raw(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 102 Processing\r\n\r\n"
+                b"HTTP/1.1 103 Early Hints\r\nLink: </app.js>; rel=preload\r\n\r\n"
+            )
+            h.reply(200, b'{"ok": "%s"}' % rec.path.encode())
+
+        for tls in (False, True):
+            kw = dict(certfile=SERVER_CERT[0], keyfile=SERVER_CERT[1], host="localhost") if tls else {}
+            with OriginServer(app, **kw) as o:
+                t = transport(ca_file=CA)
+                r = get(t, o.url("/a"), method="POST", body=b"{}")
+                self.assertEqual((r.status, r.read()), (200, b'{"ok": "/a"}'))
+                self.assertNotIn("link", r.headers)
+                # nothing of the answer was left behind on the kept-alive connection
+                self.assertEqual(get(t, o.url("/b")).read(), b'{"ok": "/b"}')
+                self.assertEqual(o.connections, 1)
+                t.close()
+
+    def test_endless_informational_responses_are_an_error_not_a_hang(self):
+        from openai2.transport import _TP_MAX_INTERIM
+
+        def app(h, rec):
+            h.raw(b"HTTP/1.1 103 Early Hints\r\n\r\n" * (_TP_MAX_INTERIM + 1))
+            h.reply(200, b"late")
+
+        with OriginServer(app) as o:
+            with self.assertRaises(APIConnectionError) as cm:
+                get(transport(), o.url("/x"))
+            self.assertIn("informational", str(cm.exception))
+
+    def test_413_sent_before_the_body_is_returned_not_a_broken_pipe(self):
+        with ScriptedServer(_answer_413_before_the_body) as s:
+            t = transport()
+            r = get(t, s.url("/v1/chat/completions"), method="POST", body=BIG,
+                    headers={"Content-Type": "application/json"})
+            self.assertEqual(r.status, 413)
+            self.assertIn(b"Too Large", r.read())
+            self.assertEqual(s.connections, 1)
+            self.assertEqual(t._tp_pool.idle_count(), 0)  # a half-sent request: never reused
+
+    def test_413_on_a_reused_connection_is_returned_and_not_resent(self):
+        for tls in (False, True):
+            kw = dict(certfile=SERVER_CERT[0], keyfile=SERVER_CERT[1]) if tls else {}
+            with ScriptedServer(_answer_413_before_the_body, **kw) as s, self.subTest(tls=tls):
+                t = transport(ca_file=CA)
+                self.assertEqual(get(t, s.url("/small"), method="POST", body=b"{}").read(), b"{}")
+                r = get(t, s.url("/big"), method="POST", body=BIG)
+                self.assertEqual(r.status, 413)
+                self.assertIn(b"Too Large", r.read())
+                self.assertEqual(s.connections, 1)
+                self.assertEqual(t._tp_pool.idle_count(), 0)
+
+    def test_413_through_the_client_is_raised_once_and_not_retried(self):
+        from openai2.client import OpenAI
+        from openai2.errors import APIStatusError
+
+        with ScriptedServer(_answer_413_before_the_body) as s:
+            client = OpenAI(api_key="sk-test-413-0000", base_url=s.url("/v1"), max_retries=2, transport=transport())
+            with self.assertRaises(APIStatusError) as cm:
+                client.chat.completions.create(model="m", messages=[{"role": "user", "content": BIG.decode()}])
+            self.assertEqual(cm.exception.status_code, 413)
+            self.assertIn("Too Large", cm.exception.message)
+            self.assertEqual(s.connections, 1)
+
+
+class CloseFromAnotherThreadTests(unittest.TestCase):
+    """``HTTPResponse.close()`` from another thread (a stop button) ends a blocked read at once."""
+
+    def _silent_after_first_piece(self, release):
+        def app(h, rec):
+            h.send_response(200)
+            if rec.path == "/length":
+                h.send_header("Content-Length", "1000")
+            else:
+                h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            h.raw(b"hi" if rec.path == "/length" else b"2\r\nhi\r\n")
+            release.wait(30)
+
+        return app
+
+    def _servers(self, app):
+        yield OriginServer(app), {}
+        yield OriginServer(app, certfile=SERVER_CERT[0], keyfile=SERVER_CERT[1], host="localhost"), {"ca_file": CA}
+
+    def test_close_from_another_thread_ends_iter_bytes_at_once(self):
+        release = threading.Event()
+        try:
+            for server, kw in self._servers(self._silent_after_first_piece(release)):
+                for path in ("/chunked", "/length"):
+                    with server as o, self.subTest(url=o.url(path)):
+                        t = transport(**kw)
+                        r = get(t, o.url(path), timeout=Timeout(2, 60))
+                        got, errors, first, done = [], [], threading.Event(), threading.Event()
+
+                        def reader():
+                            try:
+                                for piece in r.iter_bytes():
+                                    got.append(piece)
+                                    first.set()
+                            except BaseException as exc:  # reported below
+                                errors.append(exc)
+                            finally:
+                                done.set()
+
+                        threading.Thread(target=reader, daemon=True).start()
+                        self.assertTrue(first.wait(5))
+                        closer = threading.Thread(target=r.close, daemon=True)
+                        closer.start()
+                        closer.join(5)
+                        self.assertFalse(closer.is_alive(), "close() waited for the server")
+                        self.assertTrue(done.wait(5), "the reading thread is still blocked")
+                        self.assertEqual(errors, [])
+                        self.assertEqual(got, [b"hi"])
+                        self.assertTrue(r.closed)
+                        self.assertEqual(t._tp_pool.idle_count(), 0)
+                        self.assertEqual(list(r.iter_bytes()), [])  # a closed response stays ended
+        finally:
+            release.set()
+
+    def test_close_from_another_thread_interrupts_read_with_request_cancelled(self):
+        release = threading.Event()
+        try:
+            with OriginServer(self._silent_after_first_piece(release)) as o:
+                t = transport()
+                r = get(t, o.url("/length"), timeout=Timeout(2, 60))
+                outcome, done = [], threading.Event()
+
+                def reader():
+                    try:
+                        outcome.append(r.read())
+                    except BaseException as exc:  # reported below
+                        outcome.append(exc)
+                    finally:
+                        done.set()
+
+                threading.Thread(target=reader, daemon=True).start()
+                # wait until the reader is inside read(): the server's first bytes were consumed
+                deadline = threading.Event()
+                while not r._tp_reading and not done.is_set():
+                    deadline.wait(0.01)
+                closer = threading.Thread(target=r.close, daemon=True)
+                closer.start()
+                closer.join(5)
+                self.assertFalse(closer.is_alive(), "close() waited for the server")
+                self.assertTrue(done.wait(5), "the reading thread is still blocked")
+                self.assertEqual(len(outcome), 1)
+                self.assertIsInstance(outcome[0], RequestCancelledError)
+                with self.assertRaises(RequestCancelledError):
+                    r.read()
+        finally:
+            release.set()
+
+    def test_close_while_the_iterator_is_suspended_ends_it(self):
+        release = threading.Event()
+        try:
+            with OriginServer(self._silent_after_first_piece(release)) as o:
+                t = transport()
+                r = get(t, o.url("/chunked"), timeout=Timeout(2, 60))
+                it = r.iter_bytes()
+                self.assertEqual(next(it), b"hi")
+                conn = r._tp_conn
+                r.close()  # between two reads: nothing blocked, the connection goes at once
+                self.assertIsNone(conn.http.sock)
+                self.assertEqual(list(it), [])
+                self.assertEqual(t._tp_pool.idle_count(), 0)
+        finally:
+            release.set()
 
 
 class HygieneTests(unittest.TestCase):

@@ -7,6 +7,8 @@
   the proxy resolved a name (``socks5h``) or got an address (``socks5``).
 - ``OriginServer``: a tiny HTTP/1.1 keep-alive server (optionally TLS) whose answers a test
   scripts with a function of the request; records requests and connection ids.
+- ``ScriptedServer``: a raw TCP (optionally TLS) server handing each accepted socket to a test's
+  function, for what an HTTP server library will not do (answer before reading the body, say).
 
 All listen on 127.0.0.1:0 and work as context managers.
 """
@@ -20,7 +22,7 @@ import struct
 import threading
 import time
 
-__all__ = ["ConnectProxy", "Socks5Proxy", "OriginServer", "Recorded"]
+__all__ = ["ConnectProxy", "Socks5Proxy", "OriginServer", "Recorded", "ScriptedServer", "read_request_head"]
 
 
 def _recv_exact(sock, n):
@@ -180,6 +182,39 @@ def _read_head(sock):
         name, _, value = line.partition(":")
         headers.append((name.strip(), value.strip()))
     return method, target, version, headers, rest
+
+
+def read_request_head(sock):
+    """Read one request head from ``sock``: ``(method, target, headers dict lower-case, rest)``,
+    ``rest`` being the bytes read past the head (the start of the body)."""
+    method, target, _, headers, rest = _read_head(sock)
+    return method, target, {k.lower(): v for k, v in headers}, rest
+
+
+class ScriptedServer(_LoopbackServer):
+    """Raw loopback server: ``script(sock, conn_id)`` runs in its own thread for each connection.
+
+    The socket is closed when the script returns (with unread data in it, the kernel then sends
+    a TCP RST, as a real server that stops reading does).
+
+    :param certfile: with ``keyfile``, the socket handed over is TLS (tests/certs)
+    :ivar connections: connections accepted
+    """
+
+    def __init__(self, script, *, certfile=None, keyfile=None):
+        super().__init__(certfile, keyfile)
+        self.script = script
+        self._ids = 0
+
+    def url(self, path="/"):
+        return "%s://%s:%d%s" % ("https" if self._tls else "http", "localhost" if self._tls else "127.0.0.1",
+                                 self.port, path)
+
+    def handle(self, client):
+        with self._lock:
+            self._ids += 1
+            conn_id = self._ids
+        self.script(client, conn_id)
 
 
 class ConnectProxy(_LoopbackServer):
