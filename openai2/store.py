@@ -432,7 +432,8 @@ class Store:
             it (or appeared where it found none); it is left as it is and the conversation is
             written to ``NAME.conflict-<timestamp>.json`` instead (named in the error)
         :raises SessionLockedError: the lock was deferred and another process holds it now
-            (the conversation is written to ``NAME.conflict-<timestamp>.json`` too)
+            (the conversation is written to ``NAME.conflict-<timestamp>.json`` too, as when the
+            deferred lock cannot be taken for another reason: a :class:`StoreError`)
         """
         import json
 
@@ -448,9 +449,9 @@ class Store:
             # the first save of a session locked before its folder existed: take the lock now
             try:
                 deferred._lock = self._take_session_lock(name, deferred.path)
-            except SessionLockedError as exc:
+            except StoreError as exc:  # held by another process now, or a planted symlink
                 kept = self._keep_conflict(name, raw)
-                raise SessionLockedError(str(exc) + "; " + self._kept_text(name, kept)) from None
+                raise type(exc)(str(exc) + "; " + self._kept_text(name, kept)) from None
             deferred.held = True
 
         def unchanged(tmp: str) -> None:

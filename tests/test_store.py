@@ -416,6 +416,9 @@ class HostileFilesTest(StoreTestCase):
         self.assertIn(lock_path, str(caught.exception))
         self.assertEqual(self.victim_text(victim), "precious")
         self.assertFalse(os.path.exists(self.store.session_path("s")))
+        kept = [n for n in os.listdir(self.store.sessions_dir) if n.startswith("s.conflict-")]
+        self.assertEqual(len(kept), 1)  # the conversation is not lost
+        self.assertIn(kept[0], str(caught.exception))
 
     @unittest.skipUnless(SYMLINKS, "symbolic links")
     def test_a_symlinked_keys_lock_is_refused_naming_it(self):
