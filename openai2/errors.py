@@ -205,31 +205,73 @@ NO_KEY_HINT = (
 
 
 def redact_value(value: object, secrets: Iterable[str | None]) -> Any:
-    """``value`` (text or parsed JSON) with every secret masked; the same object if none occurs."""
+    """``value`` (text or parsed JSON) with every secret masked; the same object if none occurs.
+
+    Every string in the structure is masked where it stands (dict keys too), so a key holding
+    ``"``, ``\\`` or a tab is found as it is, not as JSON would escape it.  The walk uses its own
+    stack, never Python recursion: a body nested 100,000 deep is handled like a flat one.
+    Containers are copied only when something in them was masked (lists and tuples come back
+    as lists then); a structure reached twice (or a cycle) is copied once.
+    """
     known = [s for s in secrets if s]
     if not known or value is None:
         return value
     if isinstance(value, str):
         return redact(value, known)
-    import json
-
-    try:
-        dumped = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
+    if not isinstance(value, (dict, list, tuple)):
         return value
-    if any(s in dumped for s in known):
-        return json.loads(redact(dumped, known))
-    return value
+    changed = False
+    root: Any = {} if isinstance(value, dict) else []
+    copies: dict[int, Any] = {id(value): root}
+    stack: list[tuple[Any, Any]] = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        pairs = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in pairs:
+            if isinstance(key, str):
+                masked_key = redact(key, known)
+                if masked_key != key:
+                    changed = True
+                    key = masked_key
+            if isinstance(item, str):
+                masked = redact(item, known)
+                if masked != item:
+                    changed = True
+                    item = masked
+            elif isinstance(item, (dict, list, tuple)):
+                copy = copies.get(id(item))
+                if copy is None:
+                    copy = copies[id(item)] = {} if isinstance(item, dict) else []
+                    stack.append((item, copy))
+                item = copy
+            if target.__class__ is dict:
+                target[key] = item
+            else:
+                target.append(item)
+    return root if changed else value
 
 
 def redact_error(error: APIError, secrets: Iterable[str | None]) -> APIError:
-    """Mask secrets in an error's message and body, in place (a server may echo the key)."""
+    """Mask secrets in an error, in place: message, body, code/type/param when they are text,
+    and (for an :class:`APIStatusError`) header values (a server may echo the key anywhere)."""
     known = [s for s in secrets if s]
     if known:
         error.message = redact(error.message, known)
         error.args = (error.message,)
         error.body = redact_value(error.body, known)
+        for name in ("code", "type", "param"):
+            field = getattr(error, name, None)
+            if isinstance(field, str):
+                setattr(error, name, redact(field, known))
+        if isinstance(error, APIStatusError):
+            error.headers = _errors_mask_headers(error.headers, known)
+            if isinstance(error.request_id, str):
+                error.request_id = redact(error.request_id, known)
     return error
+
+
+def _errors_mask_headers(headers: Mapping[str, str], secrets: list[str]) -> dict[str, str]:
+    return {name: redact(value, secrets) if isinstance(value, str) else value for name, value in headers.items()}
 
 
 def status_error_class(status: int) -> type[APIStatusError]:
@@ -239,29 +281,47 @@ def status_error_class(status: int) -> type[APIStatusError]:
     return _STATUS_CLASSES.get(status, APIStatusError)
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
-    """A one-line excerpt of a non-JSON body (an HTML error page from a proxy, say)."""
+def _excerpt(text: str, limit: int = 200, secrets: Iterable[str | None] = ()) -> str:
+    """A one-line excerpt of a non-JSON body (an HTML error page from a proxy, say).
+
+    Keys are masked before anything is cut (and again after the tags are taken out), so a cut
+    never falls inside a key: at worst it falls inside a masked form.
+    """
     import re
 
+    known = [s for s in secrets if s]
+    text = redact(text, known)
     text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text)
     text = re.sub(r"(?s)<[^>]*>", " ", text)
-    text = " ".join(text.split())
+    text = redact(" ".join(text.split()), known)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _errors_json_text(value: object) -> str:
+    """``value`` as compact JSON text for a message; never raises (too deep, not JSON-able)."""
+    import json
+
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return "(JSON nested too deeply to show)"
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def parse_error_body(raw: bytes | str) -> tuple[object, dict[str, Any] | None]:
     """Parse an error body: returns ``(body, error_object)``.
 
-    ``body`` is the parsed JSON (or the text when it is not JSON); ``error_object`` is the dict
-    holding ``message``/``code``/``type``/``param`` (``body["error"]`` when it is a dict, else
-    ``body`` itself when it has a ``message``), or None.
+    ``body`` is the parsed JSON (or the text when it is not JSON, or is JSON nested too deeply
+    to parse); ``error_object`` is the dict holding ``message``/``code``/``type``/``param``
+    (``body["error"]`` when it is a dict, else ``body`` itself when it has a ``message``), or None.
     """
     import json
 
     text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else raw
     try:
         body: object = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text, None
     if isinstance(body, dict):
         err = body.get("error")
@@ -290,36 +350,30 @@ def make_status_error(
         provide one
     """
     secrets = tuple(s for s in secrets if s)
-    headers = dict(headers or {})
+    headers = _errors_mask_headers(headers or {}, list(secrets))
     body, err = parse_error_body(raw_body)
+    body = redact_value(body, secrets)
+    if err is not None:
+        err = redact_value(err, secrets)
     message = None
     code = type_ = param = None
-    if err is not None:
+    if isinstance(err, dict):
         msg = err.get("message", err.get("detail"))
         if isinstance(msg, str) and msg.strip():
             message = msg
         elif msg is not None:
-            import json
-
-            message = json.dumps(msg, ensure_ascii=False)
+            message = _errors_json_text(msg)
         code = err.get("code")
         type_ = err.get("type") if isinstance(err.get("type"), str) else None
         param = err.get("param") if isinstance(err.get("param"), str) else None
     if message is None:
+        reason = _reason_phrase(status)
         if isinstance(body, str):
-            excerpt = _excerpt(body)
-            reason = _reason_phrase(status)
+            excerpt = _excerpt(body, secrets=secrets)
             message = "HTTP %d %s" % (status, reason) + (": " + excerpt if excerpt else " (empty body)")
         else:
-            import json
-
-            message = "HTTP %d %s: %s" % (
-                status,
-                _reason_phrase(status),
-                _excerpt(json.dumps(body, ensure_ascii=False)),
-            )
+            message = "HTTP %d %s: %s" % (status, reason, _excerpt(_errors_json_text(body), secrets=secrets))
     message = redact(message, secrets)
-    body = redact_value(body, secrets)
     hint = None
     if status in (401, 403) and not sent_key:
         hint = NO_KEY_HINT

@@ -21,41 +21,65 @@ Text is kept as lists of pieces and joined on demand, so assembling is linear in
 
 from __future__ import annotations
 
-from .common import TYPE_CHECKING
-from .errors import APIError
+from .common import TYPE_CHECKING, redact
+from .errors import APIError, redact_value
 from .sse import ServerSentEvent
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator
 
 
-def _stream_excerpt(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
+def _stream_excerpt(text: str, secrets: Iterable[str] = (), limit: int = 120) -> str:
+    """A one-line excerpt: keys are masked first, then the text is cut (so a cut never falls
+    inside a raw key, at worst inside a masked form)."""
+    text = redact(" ".join(redact(text, secrets).split()), secrets)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _stream_error(payload: object, raw: str) -> APIError:
-    """Build the APIError for an error reported inside a stream."""
+def _stream_json_text(value: object) -> str:
+    """``value`` as JSON text for an excerpt; never raises (too deep, not JSON-able)."""
+    import json
+
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return "(JSON nested too deeply to show)"
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _stream_error(payload: object, raw: str, secrets: Iterable[str] = ()) -> APIError:
+    """Build the APIError for an error reported inside a stream (keys masked)."""
+    secrets = tuple(secrets)
+    payload = redact_value(payload, secrets)
     err: object = payload
     if isinstance(payload, dict) and "error" in payload:
         err = payload["error"]
     if isinstance(err, str):
         err = {"message": err}
     if not isinstance(err, dict):
-        return APIError("The stream reported an error: %s" % _stream_excerpt(raw or "(no data)"), body=payload)
+        return APIError(
+            "The stream reported an error: %s" % _stream_excerpt(raw or "(no data)", secrets), body=payload
+        )
     message = err.get("message")
     if not isinstance(message, str) or not message.strip():
-        import json
-
-        message = "The stream reported an error: %s" % _stream_excerpt(json.dumps(err, ensure_ascii=False))
+        message = "The stream reported an error: %s" % _stream_excerpt(_stream_json_text(err), secrets)
     type_ = err.get("type")
     param = err.get("param")
+    code = err.get("code")
     return APIError(
-        message,
+        redact(message, secrets),
         body=payload,
-        code=err.get("code"),
-        type=type_ if isinstance(type_, str) else None,
-        param=param if isinstance(param, str) else None,
+        code=redact(code, secrets) if isinstance(code, str) else code,
+        type=redact(type_, secrets) if isinstance(type_, str) else None,
+        param=redact(param, secrets) if isinstance(param, str) else None,
+    )
+
+
+def _stream_not_json(data: str, secrets: Iterable[str], deep: bool = False) -> APIError:
+    what = "JSON nested too deeply to parse" if deep else "data that is not JSON"
+    return APIError(
+        "The stream sent %s: %r" % (what, _stream_excerpt(data, secrets)), body=redact(data, secrets)
     )
 
 
@@ -68,8 +92,8 @@ def _stream_json() -> tuple[Callable[[str], Any], Callable[[str, int], tuple[Any
 
     ``scan_once(data, 0)`` is what ``json.loads`` ends up calling, minus two regex matches and
     three Python calls around it (~1.2 us of ~4.9 us per bench chunk); the C scanner clears its
-    memo after every call, so a long stream does not grow it.  PyPy has no C scanner: its
-    ``json.loads`` is used as is.
+    memo after every call (also after an error), so a long stream does not grow it.  PyPy has
+    no C scanner: its ``json.loads`` is used as is.
     """
     if not _stream_loads_cache:
         import json
@@ -83,17 +107,24 @@ def _stream_json() -> tuple[Callable[[str], Any], Callable[[str, int], tuple[Any
 
 
 def iter_chunk_dicts(
-    events: Iterable[ServerSentEvent], accumulator: ChatAccumulator | None = None
+    events: Iterable[ServerSentEvent],
+    accumulator: ChatAccumulator | None = None,
+    secrets: Iterable[str | None] = (),
 ) -> Iterator[dict[str, Any]]:
     """Parse each event's data as a JSON chunk, until ``[DONE]``.
 
     :param events: decoded events (from :meth:`SSEDecoder.feed`), in order
     :param accumulator: if given, its ``done`` is set when ``[DONE]`` arrives, so a caller feeding
         batches of events knows to stop reading
+    :param secrets: API keys to mask in the errors raised here (their messages quote the data);
+        when empty, the accumulator's ``secrets`` are used
     :returns: an iterator of chunk dicts (the accumulator is not fed: call its ``add``)
     :raises APIError: an ``event: error``, a payload with a non-null top-level ``error``, data that
-        is not JSON, or JSON that is not an object
+        is not JSON (or JSON nested too deeply to parse), or JSON that is not an object
     """
+    known: tuple[str, ...] = tuple(s for s in secrets if s)
+    if not known and accumulator is not None:
+        known = accumulator.secrets
     loads, scan = _stream_json()
     for event in events:
         data = event.data
@@ -101,10 +132,11 @@ def iter_chunk_dicts(
             chunk = None
             if scan is not None:
                 # The common case, parsed by the C scanner directly; anything unusual (trailing
-                # whitespace, extra data, invalid JSON) goes to json.loads, which decides.
+                # whitespace, extra data, invalid JSON, deep nesting) goes to json.loads, which
+                # decides.
                 try:
                     chunk, end = scan(data, 0)
-                except (StopIteration, ValueError):
+                except (StopIteration, ValueError, RecursionError):
                     chunk = None
                 else:
                     if end != len(data):
@@ -113,20 +145,20 @@ def iter_chunk_dicts(
                 try:
                     chunk = loads(data)
                 except ValueError:
-                    raise APIError(
-                        "The stream sent data that is not JSON: %r" % _stream_excerpt(data), body=data
-                    ) from None
+                    raise _stream_not_json(data, known) from None
+                except RecursionError:
+                    raise _stream_not_json(data, known, deep=True) from None
             if "error" in chunk and chunk["error"]:
-                raise _stream_error(chunk, data)
+                raise _stream_error(chunk, data, known)
             yield chunk
             continue
         # The rare cases: [DONE], an error event, data that is not a JSON object.
         if event.event == "error":
             try:
                 payload: object = loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 payload = data
-            raise _stream_error(payload, data)
+            raise _stream_error(payload, data, known)
         if data.strip() == "[DONE]":
             if accumulator is not None:
                 accumulator.done = True
@@ -134,18 +166,107 @@ def iter_chunk_dicts(
         try:
             value = loads(data)
         except ValueError:
-            raise APIError("The stream sent data that is not JSON: %r" % _stream_excerpt(data), body=data) from None
+            raise _stream_not_json(data, known) from None
+        except RecursionError:
+            raise _stream_not_json(data, known, deep=True) from None
         if not isinstance(value, dict):
-            raise APIError("The stream sent JSON that is not an object: %r" % _stream_excerpt(data), body=value)
+            raise APIError(
+                "The stream sent JSON that is not an object: %r" % _stream_excerpt(data, known),
+                body=redact_value(value, known),
+            )
         if value.get("error"):
-            raise _stream_error(value, data)
+            raise _stream_error(value, data, known)
         yield value
+
+
+# -- text that is valid Unicode ----------------------------------------------------------
+#
+# JSON lets a server write a character outside the BMP as two escapes, "\ud83d\ude00"; a
+# relay that cuts text by UTF-16 units sends them in two chunks.  json gives each chunk a lone
+# surrogate, and Python does not pair two lone surrogates when it concatenates them: the text
+# cannot be encoded (UTF-8, JSON for the next request, a terminal).  So a piece never keeps a
+# trailing high surrogate (it is held back and put before the next piece of the same text),
+# and any surrogate still alone is replaced by U+FFFD.
+
+
+def _stream_repair(text: str) -> str:
+    """Pair the surrogates that form pairs; every surrogate left alone becomes U+FFFD."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _stream_valid(text: str) -> str:
+    """``text`` if it can be encoded as UTF-8, else repaired (:func:`_stream_repair`)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _stream_repair(text)
+    return text
+
+
+class _StreamShape(Exception):
+    """A chunk (or completion) whose shape is wrong where it matters: carries what is wrong."""
+
+
+def _stream_type(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _stream_choice_index(raw: object) -> int:
+    """A choice's ``index``: missing/null (or any empty value) is 0; an int; digits as text."""
+    if not raw:
+        return 0
+    if raw.__class__ is int:
+        return raw  # type: ignore[return-value]
+    if isinstance(raw, str) and raw.isdigit() and raw.isascii():
+        return int(raw)
+    raise _StreamShape("a choice index is %s %s, not an integer" % (_stream_type(raw), _stream_json_text(raw)[:20]))
+
+
+#: finish_reason values of OpenAI's schema, and what other servers' own words mean in it.
+_STREAM_FINISH = frozenset(("stop", "length", "tool_calls", "content_filter", "function_call"))
+_STREAM_FINISH_ALIASES = {
+    "eos": "stop",
+    "eos_token": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "max_length": "length",
+    "model_length": "length",
+    "tool_use": "tool_calls",
+    "tool_call": "tool_calls",
+    "content_filtered": "content_filter",
+    "safety": "content_filter",
+}
+
+
+def _stream_schema_finish(reason: str | None, calls: bool, ended: bool) -> str:
+    """The ``finish_reason`` of an assembled completion: always one of the schema's five.
+
+    A known value (any case) or alias is used; a missing or unknown one becomes ``"tool_calls"``
+    or ``"stop"`` when the answer ended ([DONE] or a whole response), ``"length"`` (the answer
+    stopped before its end) when the stream was cut short.
+    """
+    if reason is not None:
+        if reason in _STREAM_FINISH:
+            return reason
+        lower = reason.lower()
+        if lower in _STREAM_FINISH:
+            return lower
+        mapped = _STREAM_FINISH_ALIASES.get(lower)
+        if mapped is not None:
+            return mapped
+        ended = True
+    if not ended:
+        return "length"
+    return "tool_calls" if calls else "stop"
 
 
 class _StreamChoice:
     """What one choice has assembled so far (text kept as lists of pieces)."""
 
-    __slots__ = ("content", "reasoning", "refusal", "calls", "last_call", "finish_reason", "role")
+    __slots__ = ("content", "reasoning", "refusal", "calls", "last_call", "finish_reason", "role", "held", "logprobs")
 
     def __init__(self) -> None:
         self.content: list[str] = []
@@ -157,21 +278,95 @@ class _StreamChoice:
         self.last_call: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.role: str | None = None
+        # A high surrogate held back per text ("content", "reasoning", "refusal"); None when none
+        # is (the fast path tests only that).
+        self.held: dict[str, str] | None = None
+        self.logprobs: dict[str, Any] | None = None
+
+    def put(self, which: str, piece: str) -> str:
+        """Append a piece of text (the slow path: a held surrogate, or non-ASCII text).
+
+        :returns: what was appended: valid text that never ends in a high surrogate (it is held
+            back until the next piece, which may bring its low half)
+        """
+        held = self.held
+        if held is not None:
+            prefix = held.pop(which, "")
+            if not held:
+                self.held = None
+            piece = prefix + piece
+        elif piece.isascii():
+            getattr(self, which).append(piece)
+            return piece
+        try:
+            # Any surrogate makes this fail: the usual non-ASCII piece (CJK, emoji sent raw or
+            # as a whole escape pair) passes at C speed and goes straight in.
+            piece.encode()
+        except UnicodeEncodeError:
+            last = piece[-1]
+            if "\ud800" <= last <= "\udbff":
+                # A high surrogate at the end: the next piece may begin with its low half.
+                piece = piece[:-1]
+                if self.held is None:
+                    self.held = {}
+                self.held[which] = last
+            if piece:
+                piece = _stream_repair(piece)
+        if piece:
+            getattr(self, which).append(piece)
+        return piece
+
+    def flush(self) -> str:
+        """The text ended: each surrogate still held becomes U+FFFD.
+
+        :returns: what this added to the content (``"\\ufffd"`` or ``""``)
+        """
+        held = self.held
+        self.held = None
+        if not held:
+            return ""
+        for which in held:
+            getattr(self, which).append("\ufffd")
+        return "\ufffd" if "content" in held else ""
 
     def text(self, which: str) -> str:
         pieces: list[str] = getattr(self, which)
         if len(pieces) > 1:
             pieces[:] = ["".join(pieces)]
-        return pieces[0] if pieces else ""
+        text = pieces[0] if pieces else ""
+        if self.held is not None and which in self.held:
+            text += "\ufffd"  # what it becomes if the stream ends here
+        return text
 
-    def tool_calls(self) -> list[dict[str, Any]]:
+    def add_logprobs(self, logprobs: dict[str, Any]) -> None:
+        """Merge a chunk's ``logprobs`` (its ``content``/``refusal`` token lists)."""
+        mine = self.logprobs
+        if mine is None:
+            mine = self.logprobs = {"content": None, "refusal": None}
+        for key in ("content", "refusal"):
+            tokens = logprobs.get(key)
+            if isinstance(tokens, list):
+                if mine[key] is None:
+                    mine[key] = []
+                mine[key].extend(tokens)
+
+    def tool_calls(self, standard: bool = False) -> list[dict[str, Any]]:
+        """The calls as dicts; ``standard``: with ``type`` ``"function"`` when the server sent none."""
         out = []
         for call in self.calls:
             item = {k: v for k, v in call.items() if k[:1] != "_"}
             fragments: list[str] = call["_args"]
             if len(fragments) > 1:
                 fragments[:] = ["".join(fragments)]
-            item["function"] = dict(call["function"], arguments=fragments[0] if fragments else "")
+            function = call["function"]
+            item["id"] = _stream_valid(item["id"])
+            item["function"] = dict(
+                function,
+                name=_stream_valid(function["name"]),
+                arguments=_stream_valid(fragments[0]) if fragments else "",
+            )
+            if standard and not item.get("type"):
+                item["type"] = "function"
             out.append(item)
         return out
 
@@ -180,6 +375,12 @@ class _StreamChoice:
         new_id = delta.get("id")
         if not isinstance(new_id, str):
             new_id = "" if new_id is None else str(new_id)
+        fn = delta.get("function")
+        if fn and not isinstance(fn, dict):
+            raise _StreamShape("a tool call's function is %s, not an object" % _stream_type(fn))
+        name = fn.get("name") if fn else None
+        if name and not isinstance(name, str):
+            raise _StreamShape("a tool call's name is %s, not text" % _stream_type(name))
         call: dict[str, Any] | None = None
         if index is None:
             # Mistral sends whole calls without an index: a new id means a new call.
@@ -202,12 +403,10 @@ class _StreamChoice:
         if new_id and not call["id"]:
             call["id"] = new_id
         kind = delta.get("type")
-        if kind:
+        if kind and isinstance(kind, str):
             call["type"] = kind
-        fn = delta.get("function")
-        if isinstance(fn, dict):
+        if fn:
             target = call["function"]
-            name = fn.get("name")
             if name:
                 old = target["name"]
                 if not old:
@@ -217,9 +416,7 @@ class _StreamChoice:
             args = fn.get("arguments")
             if args:
                 if not isinstance(args, str):
-                    import json
-
-                    args = json.dumps(args, ensure_ascii=False)
+                    args = _stream_json_text(args)
                 call["_args"].append(args)
             for key, value in fn.items():
                 if key not in ("name", "arguments") and value is not None:
@@ -228,13 +425,29 @@ class _StreamChoice:
             if key not in ("index", "id", "type", "function") and value is not None and key[:1] != "_":
                 call[key] = value
 
+    def add_calls(self, calls: object) -> None:
+        if not isinstance(calls, list):
+            raise _StreamShape("tool_calls is %s, not a list" % _stream_type(calls))
+        for call in calls:
+            if not isinstance(call, dict):
+                raise _StreamShape("a tool call is %s, not an object" % _stream_type(call))
+            self.merge_call(call)
+
+    def add_content(self, value: object) -> str:
+        """Content in any accepted shape (text, or a content array); returns the text added."""
+        if value.__class__ is str:
+            return self.put("content", value)  # type: ignore[arg-type]
+        if isinstance(value, list):
+            return self.add_parts(value)
+        raise _StreamShape("content is %s, not text" % _stream_type(value))
+
     def add_parts(self, parts: list[Any]) -> str:
         """Mistral content arrays: ``thinking`` parts are reasoning, ``text`` parts content."""
         text = ""
         for part in parts:
             if isinstance(part, str):
-                self.content.append(part)
-                text += part
+                if part:
+                    text += self.put("content", part)
                 continue
             if not isinstance(part, dict):
                 continue
@@ -242,8 +455,7 @@ class _StreamChoice:
             if kind == "text":
                 value = part.get("text")
                 if isinstance(value, str) and value:
-                    self.content.append(value)
-                    text += value
+                    text += self.put("content", value)
             elif kind == "thinking":
                 thinking = part.get("thinking")
                 if isinstance(thinking, str):
@@ -252,8 +464,42 @@ class _StreamChoice:
                     for sub in thinking:
                         value = sub.get("text") if isinstance(sub, dict) else sub
                         if isinstance(value, str) and value:
-                            self.reasoning.append(value)
+                            self.put("reasoning", value)
         return text
+
+    def add_delta(self, delta: dict[str, Any]) -> str:
+        """Merge one delta (the general loop); returns the content text it added."""
+        out = ""
+        # Iterate the (usually one or two) keys instead of probing every known one.
+        for key, value in delta.items():
+            if not value:
+                continue
+            if key == "content":
+                out += self.add_content(value)
+            elif key == "reasoning_content":
+                if isinstance(value, str):
+                    self.put("reasoning", value)
+            elif key == "reasoning":
+                # Only when no reasoning_content came alongside (never both).
+                if isinstance(value, str) and delta.get("reasoning_content") is None:
+                    self.put("reasoning", value)
+            elif key == "refusal":
+                if not isinstance(value, str):
+                    raise _StreamShape("refusal is %s, not text" % _stream_type(value))
+                self.put("refusal", value)
+            elif key == "role":
+                if isinstance(value, str):
+                    self.role = value
+            elif key == "tool_calls":
+                self.add_calls(value)
+        return out
+
+    def finish(self, reason: object) -> str:
+        """A ``finish_reason`` (text only; anything else is ignored): the held text ends."""
+        if reason.__class__ is not str:
+            return ""
+        self.finish_reason = reason  # type: ignore[assignment]
+        return self.flush() if self.held is not None else ""
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -272,16 +518,25 @@ class ChatAccumulator:
 
     Feed every chunk to :meth:`add`; read the result from the attributes at any time.
 
-    :ivar usage: the last non-null ``usage`` seen (or ``x_groq.usage``), or None
+    A chunk whose shape would make the answer wrong (``choices`` or ``delta`` that is not an
+    object/list, a choice index that is not an integer, content, refusal, tool calls or a tool
+    call's function/name of the wrong type) raises :class:`APIError`; metadata of the wrong
+    type (``usage`` that is not an object, a ``finish_reason`` or ``role`` that is not text, an
+    ``id``/``model``/``created`` of the wrong type, reasoning that is not text) is ignored.
+
+    :param secrets: API keys to mask in the excerpts of those errors (and, through
+        :func:`iter_chunk_dicts`, in the stream's own errors)
+    :ivar usage: the last ``usage`` object seen (or ``x_groq.usage``), or None
     :ivar id: the first non-empty chunk id; :ivar model: the first non-empty model name
     :ivar done: True once ``[DONE]`` was seen (set by :func:`iter_chunk_dicts`)
     :ivar chunks: how many chunks were added
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, secrets: Iterable[str | None] = ()) -> None:
         self._choice = _StreamChoice()
         self._others: dict[int, _StreamChoice] = {}
         self._finished = False
+        self.secrets: tuple[str, ...] = tuple(s for s in secrets if s)
         self.usage: dict[str, Any] | None = None
         self.id: str | None = None
         self.model: str | None = None
@@ -299,43 +554,61 @@ class ChatAccumulator:
             self.done,
         )
 
+    def _meta(self, chunk: dict[str, Any]) -> None:
+        # The first non-empty id (with its created), model and system_fingerprint; not looked
+        # for any more once all three are known (a server may never send a fingerprint: then
+        # the checks stay, as cheap as before).  Values of the wrong type are ignored.
+        if not self.id:
+            value = chunk.get("id")
+            if value:
+                if value.__class__ is int:
+                    value = str(value)
+                if isinstance(value, str):
+                    self.id = value
+                    created = chunk.get("created")
+                    if created.__class__ is int:
+                        self.created = created
+        if not self.model:
+            value = chunk.get("model")
+            if value and isinstance(value, str):
+                self.model = value
+        if not self.system_fingerprint:
+            value = chunk.get("system_fingerprint")
+            if value and isinstance(value, str):
+                self.system_fingerprint = value
+        self._meta_missing = not (self.id and self.model and self.system_fingerprint)
+
+    def _malformed(self, what: str, chunk: object) -> APIError:
+        secrets = self.secrets
+        return APIError(
+            "The stream sent a chunk that is not a chat.completion.chunk: %s: %s"
+            % (what, _stream_excerpt(_stream_json_text(chunk), secrets)),
+            body=redact_value(chunk, secrets),
+        )
+
     def add(self, chunk: dict[str, Any]) -> str:
         """Merge one chunk.
 
         :param chunk: a parsed ``chat.completion.chunk``
-        :returns: the content text this chunk added to choice 0 (``""`` if none)
+        :returns: the content text this chunk added to choice 0 (``""`` if none); it never ends
+            in half of a surrogate pair (that half is held until the next piece completes it)
+        :raises APIError: the chunk's shape would make the answer wrong (see the class doc)
         """
         self.chunks += 1
         if self._meta_missing:
-            # The first non-empty id (with its created), model and system_fingerprint; not
-            # looked for any more once all three are known (a server may never send a
-            # fingerprint: then the three checks stay, as cheap as before).
-            if not self.id:
-                value = chunk.get("id")
-                if value:
-                    self.id = value
-                    self.created = chunk.get("created", self.created)
-            if not self.model:
-                value = chunk.get("model")
-                if value:
-                    self.model = value
-            if not self.system_fingerprint:
-                value = chunk.get("system_fingerprint")
-                if value:
-                    self.system_fingerprint = value
-            self._meta_missing = not (self.id and self.model and self.system_fingerprint)
+            self._meta(chunk)
         usage = chunk.get("usage")
         if usage is None:
             extra = chunk.get("x_groq")
             if extra is not None and extra.__class__ is dict:
                 usage = extra.get("usage")
-        if usage is not None:
+        if usage is not None and usage.__class__ is dict:
             self.usage = usage
         choices = chunk.get("choices")
         if not choices:
             return ""
         main = self._choice
-        if len(choices) == 1:
+        if choices.__class__ is list and len(choices) == 1:
             # The common chunk: one choice 0 whose delta holds content and maybe role.
             choice = choices[0]
             if choice.__class__ is dict and not choice.get("index"):
@@ -347,20 +620,48 @@ class ChatAccumulator:
                         size == (content is not None) + ("role" in delta) or size == 0
                     ):
                         role = delta.get("role")
-                        if role:
+                        if role and role.__class__ is str:
                             main.role = role
-                        reason = choice.get("finish_reason")
-                        if reason:
-                            main.finish_reason = reason
-                            self._finished = True
+                        piece: str = ""
                         if content:
-                            piece: str = content
-                            main.content.append(piece)
-                            return piece
-                        return ""
+                            # Text with no surrogate goes straight in: ASCII (an O(1) test in
+                            # CPython) or text that encodes (a C-speed scan that any surrogate,
+                            # lone or trailing, fails); the rest, and any text after a held
+                            # surrogate, takes put().
+                            clean = main.held is None
+                            if clean and not content.isascii():
+                                try:
+                                    content.encode()
+                                except UnicodeEncodeError:
+                                    clean = False
+                            if clean:
+                                main.content.append(content)
+                                piece = content
+                            else:
+                                piece = main.put("content", content)
+                        reason = choice.get("finish_reason")
+                        if reason and reason.__class__ is str:
+                            piece += main.finish(reason)
+                            self._finished = True
+                        logprobs = choice.get("logprobs")
+                        if logprobs is not None and logprobs.__class__ is dict:
+                            main.add_logprobs(logprobs)
+                        return piece
+        try:
+            return self._add_choices(choices)
+        except _StreamShape as exc:
+            raise self._malformed(str(exc), chunk) from None
+
+    def _add_choices(self, choices: object) -> str:
+        """The general loop over a chunk's choices (any number, any index, any delta keys)."""
+        if not isinstance(choices, list):
+            raise _StreamShape("choices is %s, not a list" % _stream_type(choices))
+        main = self._choice
         out = ""
         for choice in choices:
-            index = choice.get("index", 0)
+            if not isinstance(choice, dict):
+                raise _StreamShape("a choice is %s, not an object" % _stream_type(choice))
+            index = _stream_choice_index(choice.get("index"))
             if not index:
                 state = main
             else:
@@ -369,47 +670,38 @@ class ChatAccumulator:
                     state = self._others[index] = _StreamChoice()
             delta = choice.get("delta")
             if delta:
-                # Iterate the (usually one or two) keys instead of probing every known one.
-                for key, value in delta.items():
-                    if not value:
-                        continue
-                    if key == "content":
-                        if value.__class__ is str:
-                            state.content.append(value)
-                            if state is main:
-                                out += value
-                        elif isinstance(value, list):
-                            text = state.add_parts(value)
-                            if state is main:
-                                out += text
-                    elif key == "reasoning_content":
-                        if isinstance(value, str):
-                            state.reasoning.append(value)
-                    elif key == "reasoning":
-                        # Only when no reasoning_content came alongside (never both).
-                        if isinstance(value, str) and delta.get("reasoning_content") is None:
-                            state.reasoning.append(value)
-                    elif key == "refusal":
-                        if isinstance(value, str):
-                            state.refusal.append(value)
-                    elif key == "role":
-                        state.role = value
-                    elif key == "tool_calls":
-                        if isinstance(value, list):
-                            for call in value:
-                                if isinstance(call, dict):
-                                    state.merge_call(call)
+                if not isinstance(delta, dict):
+                    raise _StreamShape("a delta is %s, not an object" % _stream_type(delta))
+                text = state.add_delta(delta)
+                if state is main:
+                    out += text
             reason = choice.get("finish_reason")
-            if reason:
-                state.finish_reason = reason
+            if reason and isinstance(reason, str):
+                text = state.finish(reason)
+                if state is main:
+                    out += text
                 self._finished = True
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict):
+                state.add_logprobs(logprobs)
         return out
+
+    def flush(self) -> str:
+        """End the texts: a surrogate still held back becomes U+FFFD (done at a finish_reason
+        on its own; call this when a stream ended without one).
+
+        :returns: the content text this added to choice 0 (``"\\ufffd"`` or, nearly always, ``""``)
+        """
+        piece = self._choice.flush()
+        for state in self._others.values():
+            state.flush()
+        return piece
 
     # -- choice 0 -------------------------------------------------------------------------
 
     @property
     def content(self) -> str:
-        """The assembled content of choice 0."""
+        """The assembled content of choice 0 (always valid text: a lone surrogate is U+FFFD)."""
         return self._choice.text("content")
 
     @property
@@ -424,24 +716,26 @@ class ChatAccumulator:
 
     @property
     def tool_calls(self) -> list[dict[str, Any]]:
-        """Choice 0's tool calls, in order: ``{"id", "type", "function": {"name", "arguments"}}``."""
+        """Choice 0's tool calls, in order: ``{"id", "type", "function": {"name", "arguments"}}``
+        (``type`` as the server sent it, None if it sent none)."""
         return self._choice.tool_calls()
 
     @property
     def finish_reason(self) -> str | None:
-        """Choice 0's last non-null ``finish_reason``."""
+        """Choice 0's last ``finish_reason``, as the server sent it (None if none came)."""
         return self._choice.finish_reason
 
     @property
     def role(self) -> str:
-        """The role announced by the stream (``"assistant"`` when none was)."""
+        """The role announced by the stream (``"assistant"`` when none was); :meth:`message`
+        and :meth:`completion` always say ``"assistant"``."""
         return self._choice.role or "assistant"
 
     @property
     def other_choices(self) -> dict[int, dict[str, Any]]:
         """Choices other than 0 (``n > 1``): index -> content, reasoning, refusal, tool_calls,
         finish_reason, role."""
-        return {index: state.summary() for index, state in sorted(self._others.items(), key=_stream_index_key)}
+        return {index: state.summary() for index, state in sorted(self._others.items())}
 
     @property
     def complete(self) -> bool:
@@ -451,127 +745,189 @@ class ChatAccumulator:
     def message(self) -> dict[str, Any]:
         """The assistant message to append to the conversation history (no reasoning).
 
-        :returns: ``{"role", "content"}`` plus ``"tool_calls"`` when there are any (content is
-            None then if no text came, as in the API's own responses)
+        :returns: ``{"role": "assistant", "content"}`` (whatever role the stream announced),
+            plus ``"tool_calls"`` when there are any (content is None then if no text came, as
+            in the API's own responses; a call's ``type`` is ``"function"`` when the server sent
+            none) and ``"refusal"`` when there is one: only standard assistant-message fields
         """
         return _stream_message(self._choice)
 
     def completion(self) -> dict[str, Any]:
         """The answer shaped like a non-streaming ``chat.completion`` response.
 
-        Reasoning appears as ``message.reasoning_content`` and a refusal as ``message.refusal``
-        when there was any.
+        It follows OpenAI's ``CreateChatCompletionResponse`` schema: ``id``, ``object``,
+        ``created``, ``model`` and ``choices`` are always there (``""``/``0`` when the server sent
+        none); each choice has ``index``, ``message`` (role ``"assistant"``, ``content``,
+        ``refusal`` -- None when there was none -- and ``tool_calls`` when any; reasoning as
+        ``reasoning_content`` when there was any), ``logprobs`` (merged, or None) and a
+        ``finish_reason`` that is one of ``stop``/``length``/``tool_calls``/``content_filter``/
+        ``function_call``: a server's own word is mapped (``eos`` -> ``stop``, ``max_tokens`` ->
+        ``length`` ...) and kept as ``native_finish_reason``; with none, an answer that ended
+        ([DONE]) says ``stop`` (``tool_calls`` when it made calls) and an answer cut short says
+        ``length``.  ``usage`` is there only when the server sent one with integer counts.
         """
-        choices = [_stream_completion_choice(0, self._choice)]
-        for index, state in sorted(self._others.items(), key=_stream_index_key):
-            choices.append(_stream_completion_choice(index, state))
+        ended = self.done
+        choices = [_stream_completion_choice(0, self._choice, ended)]
+        for index, state in sorted(self._others.items()):
+            choices.append(_stream_completion_choice(index, state, ended))
         out: dict[str, Any] = {
             "id": self.id or "",
             "object": "chat.completion",
             "created": self.created or 0,
             "model": self.model or "",
             "choices": choices,
-            "usage": self.usage,
         }
+        usage = _stream_schema_usage(self.usage)
+        if usage is not None:
+            out["usage"] = usage
         if self.system_fingerprint:
             out["system_fingerprint"] = self.system_fingerprint
         return out
 
 
-def _stream_index_key(item: tuple[Any, _StreamChoice]) -> tuple[int, str]:
-    index = item[0]
-    return (index, "") if isinstance(index, int) else (1 << 62, str(index))
+def _stream_schema_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``usage`` as the schema has it (three integer counts), or None to leave it out."""
+    if usage is None:
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if prompt.__class__ is not int or completion.__class__ is not int:
+        return None
+    total = usage.get("total_tokens")
+    if total.__class__ is not int:
+        usage = dict(usage, total_tokens=prompt + completion)
+    return dict(usage)
 
 
 def _stream_message(state: _StreamChoice) -> dict[str, Any]:
-    calls = state.tool_calls()
+    calls = state.tool_calls(standard=True)
     content = state.text("content")
     message: dict[str, Any] = {
-        "role": state.role or "assistant",
+        "role": "assistant",
         "content": content if (content or not calls) else None,
     }
     if calls:
         message["tool_calls"] = calls
-    return message
-
-
-def _stream_completion_choice(index: int, state: _StreamChoice) -> dict[str, Any]:
-    message = _stream_message(state)
-    reasoning = state.text("reasoning")
-    if reasoning:
-        message["reasoning_content"] = reasoning
     refusal = state.text("refusal")
     if refusal:
         message["refusal"] = refusal
-    return {"index": index, "message": message, "finish_reason": state.finish_reason}
+    return message
 
 
-def accumulator_from_completion(body: dict[str, Any]) -> ChatAccumulator:
+def _stream_completion_choice(index: int, state: _StreamChoice, ended: bool) -> dict[str, Any]:
+    message = _stream_message(state)
+    message.setdefault("refusal", None)
+    reasoning = state.text("reasoning")
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    raw = state.finish_reason
+    reason = _stream_schema_finish(raw, bool(state.calls), ended)
+    choice: dict[str, Any] = {"index": index, "message": message, "logprobs": None, "finish_reason": reason}
+    if state.logprobs is not None:
+        choice["logprobs"] = {k: (list(v) if v is not None else None) for k, v in state.logprobs.items()}
+    if raw is not None and raw != reason:
+        choice["native_finish_reason"] = raw
+    return choice
+
+
+def accumulator_from_completion(body: dict[str, Any], *, secrets: Iterable[str | None] = ()) -> ChatAccumulator:
     """Fill a :class:`ChatAccumulator` from a plain ``chat.completion`` JSON body.
 
-    Used when a stream request was answered with one JSON response: the caller then reads the
-    same attributes as after a stream.  A whole response counts as ``done``.
+    Used when a stream request was answered with one JSON response, and for every non-stream
+    answer: the caller then reads the same attributes as after a stream.  A whole response
+    counts as ``done``.  Shapes are judged as in a stream (see :class:`ChatAccumulator`).
 
     :param body: the parsed response body
+    :param secrets: API keys to mask in the excerpt of an error
     :returns: an accumulator holding content, reasoning (``message.reasoning_content`` or
-        ``message.reasoning``), refusal, tool calls, finish reason and usage of every choice
-    :raises APIError: the body is an error object (``{"error": ...}``) or not an object at all
+        ``message.reasoning``), refusal, tool calls, finish reason, logprobs and usage of every
+        choice
+    :raises APIError: the body is an error object (``{"error": ...}``), not an object at all, or
+        shaped so that the answer would be wrong (``choices``/``message`` of the wrong type ...)
     """
+    acc = ChatAccumulator(secrets=secrets)
     if not isinstance(body, dict):
-        raise APIError("Expected a chat.completion object, got %s." % type(body).__name__, body=body)
+        raise APIError(
+            "Expected a chat.completion object, got %s." % type(body).__name__,
+            body=redact_value(body, acc.secrets),
+        )
     if body.get("error") is not None:
-        raise _stream_error(body, "")
-    acc = ChatAccumulator()
-    acc.id = body.get("id") or None
-    acc.model = body.get("model") or None
-    acc.created = body.get("created")
-    acc.system_fingerprint = body.get("system_fingerprint") or None
+        raise _stream_error(body, "", acc.secrets)
+    acc._meta(body)
+    created = body.get("created")
+    if acc.created is None and created.__class__ is int:
+        acc.created = created
     usage = body.get("usage")
     if usage is None:
         extra = body.get("x_groq")
         if isinstance(extra, dict):
             usage = extra.get("usage")
-    acc.usage = usage
+    acc.usage = usage if isinstance(usage, dict) else None
     acc.done = True
-    for choice in body.get("choices") or ():
+    try:
+        _stream_fill_choices(acc, body.get("choices"))
+    except _StreamShape as exc:
+        raise APIError(
+            "The server sent a response that is not a chat.completion: %s: %s"
+            % (exc, _stream_excerpt(_stream_json_text(body), acc.secrets)),
+            body=redact_value(body, acc.secrets),
+        ) from None
+    acc.flush()
+    return acc
+
+
+def _stream_fill_choices(acc: ChatAccumulator, choices: object) -> None:
+    if not choices:
+        return
+    if not isinstance(choices, list):
+        raise _StreamShape("choices is %s, not a list" % _stream_type(choices))
+    for choice in choices:
         if not isinstance(choice, dict):
-            continue
-        index = choice.get("index", 0)
+            raise _StreamShape("a choice is %s, not an object" % _stream_type(choice))
+        index = _stream_choice_index(choice.get("index"))
         if not index:
             state = acc._choice
         else:
             state = acc._others.setdefault(index, _StreamChoice())
         message = choice.get("message")
-        if not isinstance(message, dict):
+        if not message:
             message = {}
+        elif not isinstance(message, dict):
+            raise _StreamShape("a message is %s, not an object" % _stream_type(message))
         content = message.get("content")
-        if isinstance(content, str):
-            if content:
-                state.content.append(content)
-        elif isinstance(content, list):
-            state.add_parts(content)
+        if content:
+            state.add_content(content)
         reasoning = message.get("reasoning_content")
         if reasoning is None:
             reasoning = message.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
-            state.reasoning.append(reasoning)
+            state.put("reasoning", reasoning)
         refusal = message.get("refusal")
-        if isinstance(refusal, str) and refusal:
-            state.refusal.append(refusal)
+        if refusal:
+            if not isinstance(refusal, str):
+                raise _StreamShape("refusal is %s, not text" % _stream_type(refusal))
+            state.put("refusal", refusal)
         role = message.get("role")
         if isinstance(role, str) and role:
             state.role = role
-        for position, call in enumerate(message.get("tool_calls") or ()):
-            if isinstance(call, dict):
+        calls = message.get("tool_calls")
+        if calls:
+            if not isinstance(calls, list):
+                raise _StreamShape("tool_calls is %s, not a list" % _stream_type(calls))
+            for position, call in enumerate(calls):
+                if not isinstance(call, dict):
+                    raise _StreamShape("a tool call is %s, not an object" % _stream_type(call))
                 # Some servers (Together) put an "index" in whole messages; position decides.
                 entry = dict(call)
                 entry["index"] = position
                 state.merge_call(entry)
         reason = choice.get("finish_reason")
-        if reason:
-            state.finish_reason = reason
+        if reason and isinstance(reason, str):
+            state.finish(reason)
             acc._finished = True
-    return acc
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            state.add_logprobs(logprobs)
 
 
 #: The name the architecture contract uses for :func:`accumulator_from_completion`.

@@ -138,7 +138,6 @@ class AccumulatorFastPathTest(unittest.TestCase):
             chunk({"content": "!"}, index=None),
             chunk({"content": "?"}, index=1),
             chunk({"content": ["x"]}),
-            chunk({"content": 5}),
             {"id": "late", "choices": [{"delta": {"content": " no index"}}]},
             {"choices": [{"index": 0, "delta": {"content": "a"}}, {"index": 1, "delta": {"content": "b"}}]},
             {"choices": [{"index": 0, "delta": {"role": "", "content": "c"}, "finish_reason": None}], "usage": {"total_tokens": 3}},
@@ -386,12 +385,12 @@ class AccumulatorChoicesTest(unittest.TestCase):
             chunk({"content": "Hi"}),
             chunk({"content": "B"}, index=1),
             chunk({}, "stop"),
-            {"id": "chatcmpl-1", "choices": [], "usage": {"total_tokens": 3}},
+            {"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
         ])
         full = acc.completion()
         self.assertEqual(full["object"], "chat.completion")
-        self.assertEqual((full["id"], full["model"], full["created"], full["usage"]), ("chatcmpl-1", "m", 5, {"total_tokens": 3}))
-        self.assertEqual(full["choices"][0], {"index": 0, "message": {"role": "assistant", "content": "Hi", "reasoning_content": "hmm"}, "finish_reason": "stop"})
+        self.assertEqual((full["id"], full["model"], full["created"], full["usage"]), ("chatcmpl-1", "m", 5, {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}))
+        self.assertEqual(full["choices"][0], {"index": 0, "message": {"role": "assistant", "content": "Hi", "refusal": None, "reasoning_content": "hmm"}, "logprobs": None, "finish_reason": "stop"})
         self.assertEqual(full["choices"][1]["message"]["content"], "B")
         self.assertEqual(acc.message(), {"role": "assistant", "content": "Hi"})
 
