@@ -157,7 +157,11 @@ def iter_chunk_dicts(
             try:
                 payload: object = loads(data)
             except (ValueError, RecursionError):
-                payload = data
+                # not JSON: quoted as an excerpt (it may be a whole HTML page, or very long)
+                raise APIError(
+                    "The stream reported an error: %s" % _stream_excerpt(data or "(no data)", known, 300),
+                    body=redact(data, known),
+                ) from None
             raise _stream_error(payload, data, known)
         if data.strip() == "[DONE]":
             if accumulator is not None:

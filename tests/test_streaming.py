@@ -436,6 +436,250 @@ class FromCompletionTest(unittest.TestCase):
             accumulator_from_completion([1])  # type: ignore[arg-type]
 
 
+class SurrogateRepairTest(unittest.TestCase):
+    """An emoji sent as two JSON escapes in two chunks (relays that cut by UTF-16 units)."""
+
+    def stream(self, *datas):
+        acc = ChatAccumulator()
+        pieces = [acc.add(c) for c in iter_chunk_dicts(events_of(*datas), acc)]
+        return acc, pieces
+
+    def content_chunk(self, escaped, finish="null"):
+        return '{"choices": [{"index": 0, "delta": {"content": "%s"}, "finish_reason": %s}]}' % (escaped, finish)
+
+    def test_pair_split_across_two_chunks_is_one_character(self):
+        acc, pieces = self.stream(self.content_chunk("hi \\ud83d"), self.content_chunk("\\ude00!"), "[DONE]")
+        self.assertEqual(acc.content, "hi \U0001f600!")
+        self.assertEqual("".join(pieces), acc.content)
+        self.assertEqual(pieces, ["hi ", "\U0001f600!"])
+        acc.content.encode("utf-8")
+        json.dumps(acc.completion(), ensure_ascii=False).encode("utf-8")
+
+    def test_pieces_never_end_with_a_high_surrogate(self):
+        # every emoji of a text cut after each UTF-16 unit, one chunk per unit
+        text = "a\U0001f600b\U0001f30d\u4f60\U0001f600"
+        units = json.dumps(text)[1:-1].replace("\\ud", "|\\ud").split("|")
+        acc, pieces = self.stream(*[self.content_chunk(u) for u in units if u], "[DONE]")
+        for piece in pieces:
+            if piece:
+                self.assertFalse("\ud800" <= piece[-1] <= "\udbff", repr(piece))
+        self.assertEqual(acc.content, text)
+        self.assertEqual("".join(pieces), text)
+
+    def test_lone_surrogates_become_replacement_characters(self):
+        cases = [
+            (["\\ude00x"], "\ufffdx"),  # a low surrogate with nothing held
+            (["a\\ud83db"], "a\ufffdb"),  # a high one in the middle
+            (["a\\ude00\\ud83db"], "a\ufffd\ufffdb"),  # reversed pair
+            (["x\\ud83d", "y"], "x\ufffdy"),  # held, then not completed
+            (["x\\ud83d", "\\ud83d\\ude00"], "x\ufffd\U0001f600"),  # held, then a whole pair
+            (["\\ud83d", "\\ud83d", "\\ude00"], "\ufffd\U0001f600"),
+        ]
+        for units, want in cases:
+            with self.subTest(units=units):
+                acc, pieces = self.stream(*[self.content_chunk(u) for u in units], "[DONE]")
+                self.assertEqual(acc.content, want)
+                self.assertEqual("".join(pieces), want)
+                acc.content.encode("utf-8")
+
+    def test_high_surrogate_at_the_end_becomes_a_replacement_character(self):
+        # with the finish_reason in the same chunk, in a later chunk, or never (flush())
+        acc, pieces = self.stream(self.content_chunk("end\\ud83d", '"stop"'))
+        self.assertEqual((pieces, acc.content), (["end\ufffd"], "end\ufffd"))
+        acc, pieces = self.stream(self.content_chunk("end\\ud83d"), self.content_chunk("", '"stop"'))
+        self.assertEqual(("".join(pieces), acc.content), ("end\ufffd", "end\ufffd"))
+        acc, pieces = self.stream(self.content_chunk("end\\ud83d"), "[DONE]")
+        self.assertEqual(acc.content, "end\ufffd")  # the content never holds a lone surrogate
+        pieces.append(acc.flush())
+        self.assertEqual("".join(pieces), "end\ufffd")
+        self.assertEqual(acc.content, "end\ufffd")
+
+    def test_reasoning_refusal_and_tool_calls_are_repaired_too(self):
+        def delta(d):
+            return json.dumps({"choices": [{"index": 0, "delta": d}]}).replace("\\\\u", "\\u")
+
+        acc, _ = self.stream(
+            delta({"reasoning_content": "r\\ud83d"}), delta({"reasoning_content": "\\ude00"}),
+            delta({"refusal": "no\\ud83d"}), delta({"refusal": "\\ude00"}),
+            delta({"tool_calls": [{"index": 0, "id": "c", "type": "function", "function": {"name": "f\\ud83d", "arguments": "{\"e\": \"\\ud83d"}}]}),
+            delta({"tool_calls": [{"index": 0, "function": {"name": "\\ude00", "arguments": "\\ude00\"}"}}]}),
+            delta({"content": "x\\ud83d"}), '{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}',
+        )
+        self.assertEqual(acc.reasoning, "r\U0001f600")
+        self.assertEqual(acc.refusal, "no\U0001f600")
+        self.assertEqual(acc.tool_calls[0]["function"], {"name": "f\U0001f600", "arguments": '{"e": "\U0001f600"}'})
+        self.assertEqual(acc.content, "x\ufffd")
+        for value in (acc.message(), acc.completion()):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+    def test_whole_completion_with_lone_surrogates(self):
+        body = json.loads('{"choices": [{"index": 0, "message": {"role": "assistant", "content": "a\\ud83d", "refusal": "\\ude00r"}, "finish_reason": "stop"}]}')
+        acc = accumulator_from_completion(body)
+        self.assertEqual((acc.content, acc.refusal), ("a\ufffd", "\ufffdr"))
+        json.dumps(acc.completion(), ensure_ascii=False).encode("utf-8")
+
+
+def _shape_chunk(choice=None, **top):
+    body = {"id": "c", "model": "m", "choices": [choice] if choice is not None else []}
+    body.update(top)
+    return body
+
+
+class MalformedChunkTest(unittest.TestCase):
+    """Chunks of the wrong shape: APIError where the answer would be wrong, ignored elsewhere;
+    whole completions are judged the same way."""
+
+    RAISES = [
+        ("choices a string", {"choices": "abc"}, "choices is str"),
+        ("choices an object", {"choices": {"a": 1}}, "choices is dict"),
+        ("a choice that is a number", {"choices": [1]}, "a choice is int"),
+        ("a choice that is null", {"choices": [None, {"index": 1}]}, "a choice is null"),
+        ("delta a string", _shape_chunk({"index": 0, "delta": "hello"}), "a delta is str"),
+        ("delta a list", _shape_chunk({"index": 0, "delta": ["hello"]}), "a delta is list"),
+        ("index a list", _shape_chunk({"index": [1], "delta": {"content": "x"}}), "a choice index is list"),
+        ("index an object", _shape_chunk({"index": {"i": 1}, "delta": {"content": "x"}}), "a choice index is dict"),
+        ("index a float", _shape_chunk({"index": 1.5, "delta": {"content": "x"}}), "a choice index is float"),
+        ("content a number", _shape_chunk({"index": 0, "delta": {"content": 5}}), "content is int"),
+        ("content an object", _shape_chunk({"index": 0, "delta": {"content": {"text": "x"}}}), "content is dict"),
+        ("refusal a list", _shape_chunk({"index": 0, "delta": {"refusal": ["no"]}}), "refusal is list"),
+        ("tool_calls an object", _shape_chunk({"index": 0, "delta": {"tool_calls": {"index": 0}}}), "tool_calls is dict"),
+        ("tool_calls a string", _shape_chunk({"index": 0, "delta": {"tool_calls": "f()"}}), "tool_calls is str"),
+        ("a tool call that is a string", _shape_chunk({"index": 0, "delta": {"tool_calls": ["f"]}}), "a tool call is str"),
+        ("a tool call's function a string", _shape_chunk({"index": 0, "delta": {"tool_calls": [{"index": 0, "function": "f"}]}}), "function is str"),
+        ("a tool call's name a number", _shape_chunk({"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"name": 3}}]}}), "name is int"),
+    ]
+
+    IGNORED = [
+        ("usage a string", _shape_chunk({"index": 0, "delta": {"content": "x"}}, usage="lots")),
+        ("usage a list", _shape_chunk({"index": 0, "delta": {"content": "x"}}, usage=[1, 2])),
+        ("x_groq usage a number", _shape_chunk({"index": 0, "delta": {"content": "x"}}, x_groq={"usage": 5})),
+        ("finish_reason a number", _shape_chunk({"index": 0, "delta": {"content": "x"}, "finish_reason": 1})),
+        ("finish_reason an object", _shape_chunk({"index": 0, "delta": {"content": "x"}, "finish_reason": {"type": "stop"}})),
+        ("role a number", _shape_chunk({"index": 0, "delta": {"role": 1, "content": "x"}})),
+        ("role a list", _shape_chunk({"index": 0, "delta": {"role": ["assistant"], "content": "x"}})),
+        ("reasoning an object", _shape_chunk({"index": 0, "delta": {"reasoning": {"effort": "high"}, "content": "x"}})),
+        ("id, model, created of the wrong type", _shape_chunk({"index": 0, "delta": {"content": "x"}}, id=["a"], model={"m": 1}, created="now")),
+        ("logprobs a string", _shape_chunk({"index": 0, "delta": {"content": "x"}, "logprobs": "none"})),
+        ("delta null", _shape_chunk({"index": 0, "delta": None, "finish_reason": None}, choices=[{"index": 0, "delta": None}, {"index": 0, "delta": {"content": "x"}}])),
+        ("index as digits", _shape_chunk({"index": "0", "delta": {"content": "x"}})),
+    ]
+
+    def test_shapes_that_would_make_the_answer_wrong_raise(self):
+        key = "sk-" + "k" * 40
+        for label, bad, what in self.RAISES:
+            with self.subTest(label):
+                acc = ChatAccumulator(secrets=[key])
+                acc.add(_shape_chunk({"index": 0, "delta": {"content": "ok"}}))
+                bad = dict(bad, echo=key)
+                with self.assertRaises(APIError) as cm:
+                    acc.add(bad)
+                message = cm.exception.message
+                self.assertTrue(message.startswith("The stream sent a chunk that is not a chat.completion.chunk: "), message)
+                self.assertIn(what, message)
+                self.assertNotIn(key, message + json.dumps(cm.exception.body))
+
+    def test_the_same_shapes_raise_through_iter_chunk_dicts_and_the_stream(self):
+        acc = ChatAccumulator()
+        with self.assertRaises(APIError):
+            for c in iter_chunk_dicts(events_of('{"choices": "abc"}'), acc):
+                acc.add(c)
+
+    def test_shapes_that_can_be_ignored_are(self):
+        for label, chunk_ in self.IGNORED:
+            with self.subTest(label):
+                acc = ChatAccumulator()
+                piece = acc.add(chunk_)
+                self.assertEqual((piece, acc.content), ("x", "x"))
+                self.assertIsNone(acc.usage)
+                self.assertIsNone(acc.finish_reason)
+                self.assertEqual(acc.role, "assistant")
+                self.assertEqual(acc.reasoning, "")
+                self.assertIn(acc.id, ("c", None))
+                self.assertIn(acc.model, ("m", None))
+                self.assertIsNone(acc.created)
+                self.assertEqual(acc.completion()["choices"][0]["logprobs"], None)
+
+    def test_whole_completions_are_judged_like_chunks(self):
+        def as_completion(c):
+            body = dict(c)
+            if isinstance(body.get("choices"), list):
+                body["choices"] = [
+                    dict(ch, message=ch.pop("delta")) if isinstance(ch, dict) and "delta" in ch else ch
+                    for ch in (dict(ch) if isinstance(ch, dict) else ch for ch in body["choices"])
+                ]
+            return body
+
+        key = "sk-" + "q" * 40
+        for label, bad, what in self.RAISES:
+            with self.subTest(label):
+                with self.assertRaises(APIError) as cm:
+                    accumulator_from_completion(dict(as_completion(bad), echo=key), secrets=[key])
+                self.assertIn("not a chat.completion: ", cm.exception.message)
+                self.assertIn(what.replace("a delta", "a message"), cm.exception.message)
+                self.assertNotIn(key, cm.exception.message + json.dumps(cm.exception.body))
+        for label, good in self.IGNORED:
+            with self.subTest(label):
+                acc = accumulator_from_completion(as_completion(good))
+                self.assertEqual((acc.content, acc.finish_reason, acc.usage, acc.role), ("x", None, None, "assistant"))
+
+
+class DeepJSONTest(unittest.TestCase):
+    def test_deeply_nested_stream_data_is_an_api_error(self):
+        deep = "[" * 100000 + "]" * 100000
+        for data, event in (('{"a": %s}' % deep, "message"), (deep, "message"), ('{"error": %s}' % deep, "error"), (deep, "error")):
+            with self.subTest(start=data[:6], event=event):
+                with self.assertRaises(APIError) as cm:
+                    list(iter_chunk_dicts(events_of(data, event=event)))
+                self.assertLess(len(cm.exception.message), 400)
+        # the stream goes on parsing normally afterwards (the scanner kept no state)
+        self.assertEqual(list(iter_chunk_dicts(events_of('{"a": [1]}'))), [{"a": [1]}])
+
+
+class StreamExcerptMaskingTest(unittest.TestCase):
+    KEY = "sk-proj-" + "Z" * 20 + "Y" * 16  # 44 characters
+
+    def test_key_at_the_cut_of_a_non_json_excerpt_is_masked_first(self):
+        for offset in range(90, 125, 3):
+            data = "x" * offset + " " + self.KEY + " tail"
+            for kwargs in ({"secrets": [self.KEY]}, {}):
+                acc = ChatAccumulator(secrets=[self.KEY])
+                with self.subTest(offset=offset, kwargs=kwargs):
+                    with self.assertRaises(APIError) as cm:
+                        list(iter_chunk_dicts(events_of(data), acc if not kwargs else None, **kwargs))
+                    shown = cm.exception.message + str(cm.exception.body)
+                    self.assertNotIn(self.KEY[:12], shown)  # not even the start of it
+                    self.assertNotIn("ZZZZZZZZ", shown)
+
+    def test_stream_error_excerpts_are_masked_first(self):
+        for payload in ('{"error": {"code": 5, "detail": "%s"}}', '"%s is not valid"'):
+            data = payload % ("y" * 100 + self.KEY)
+            with self.subTest(payload=payload):
+                with self.assertRaises(APIError) as cm:
+                    list(iter_chunk_dicts(events_of(data, event="error"), secrets=[self.KEY]))
+                shown = cm.exception.message + json.dumps(cm.exception.body)
+                self.assertNotIn("ZZZZZZZZ", shown)
+
+
+class AssistantMessageTest(unittest.TestCase):
+    def test_message_role_is_assistant_whatever_the_stream_announced(self):
+        for role in ("model", "tool", "user", "assistant", None):
+            with self.subTest(role=role):
+                acc, _ = accumulate([chunk({"role": role, "content": "hi"}), chunk({"refusal": "r"}), chunk({}, "stop")])
+                self.assertEqual(acc.role, role or "assistant")
+                self.assertEqual(acc.message(), {"role": "assistant", "content": "hi", "refusal": "r"})
+                self.assertEqual(acc.completion()["choices"][0]["message"]["role"], "assistant")
+
+    def test_message_has_only_standard_fields(self):
+        acc, _ = accumulate([
+            chunk({"role": "model", "content": None, "reasoning_content": "think"}),
+            {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c", "function": {"name": "f", "arguments": "{}"}}]}}]},
+            chunk({}, "tool_calls"),
+        ])
+        message = acc.message()
+        self.assertEqual(message, {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
+        self.assertIsNone(acc.tool_calls[0]["type"])  # as the server sent it
+
+
 # --- the random-chunking property ---------------------------------------------------------
 
 _WORDS = ["Hello", " world", "你好", "，", "世界", " 🌍", "\n", "Ünï", " \"quoted\"", "\\", "tab\t", " ", "é", "data: fake", ": not a comment", "\r"]
