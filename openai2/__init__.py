@@ -8,7 +8,7 @@ from __future__ import annotations
 from .chat import AsyncChatTextStream, Chat, ChatTextStream, Round, assistant_msg, image_part, system_msg, user_msg
 from .client import ChatCompletionStream, OpenAI
 from .common import __version__, mask_key
-from .compat import ChatCompletion
+from .compat import ChatCompletion, error
 from .errors import (
     APIConnectionError,
     APIError,
@@ -34,6 +34,8 @@ from .transport import CancelScope, HTTPTransport, Timeout
 
 # COMPATIBILITY: module-level settings of the pre-1.0 ``openai`` module, read by
 # ``ChatCompletion.create`` (see compat.py): ``import openai2 as openai; openai.api_key = ...``.
+# ``error`` (imported above) is the pre-1.0 ``openai.error`` namespace, also ``openai2.error``
+# in sys.modules.
 api_key: str | None = None
 api_base: str | None = None
 base_url: str | None = None
