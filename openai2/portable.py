@@ -200,7 +200,7 @@ def _port_open_no_link(path: str, flags: int) -> int:
             raise _port_link_error(path, "a symbolic link")
     try:
         fd = os.open(path, flags | nofollow | getattr(os, "O_BINARY", 0), 0o600)
-    except OSError as exc:
+    except OSError:
         if os.path.islink(path):  # ELOOP on Linux; EMLINK (FreeBSD), EFTYPE (NetBSD)
             raise _port_link_error(path, "a symbolic link") from None
         raise
