@@ -25,7 +25,8 @@ import urllib.request
 
 from tests.integration.support import REPO, free_port
 
-VENV = os.environ.get("LITELLM_VENV") or os.path.join(REPO, ".venv-litellm")
+#: LITELLM_VENV as litellm_venv.sh reads it: relative to the repository root
+VENV = os.path.join(REPO, os.environ.get("LITELLM_VENV") or ".venv-litellm")
 LITELLM = os.path.join(VENV, "bin", "litellm")
 VENV_SCRIPT = "tests/integration/litellm_venv.sh"
 #: seconds the proxy may take to answer /health/liveliness (about 10 s on 2 shared cores)
@@ -128,7 +129,7 @@ class LiteLLMProxy:
         )
         return env
 
-    def launch(self) -> "LiteLLMProxy":
+    def launch(self) -> LiteLLMProxy:
         """Start the process; wait_ready() waits for it (two proxies can start side by side)."""
         self._started = time.monotonic()
         log = open(self.log_path, "wb")
@@ -142,7 +143,7 @@ class LiteLLMProxy:
             log.close()
         return self
 
-    def wait_ready(self) -> "LiteLLMProxy":
+    def wait_ready(self) -> LiteLLMProxy:
         try:
             self._wait_ready(self._started + START_TIMEOUT)
         except BaseException:
@@ -151,7 +152,7 @@ class LiteLLMProxy:
         self.startup_seconds = time.monotonic() - self._started
         return self
 
-    def start(self) -> "LiteLLMProxy":
+    def start(self) -> LiteLLMProxy:
         return self.launch().wait_ready()
 
     def _wait_ready(self, deadline: float) -> None:
@@ -196,7 +197,7 @@ class LiteLLMProxy:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
-    def __enter__(self) -> "LiteLLMProxy":
+    def __enter__(self) -> LiteLLMProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
