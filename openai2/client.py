@@ -21,9 +21,12 @@ from .errors import (
     APIStatusError,
     IncompleteStreamError,
     OpenAIError,
+    RateLimitError,
     RequestCancelledError,
+    ResponseTooLargeError,
     make_status_error,
     redact_error,
+    redact_value,
 )
 from .keypool import AKPool
 from .objects import AttrDict, to_attr
@@ -32,12 +35,18 @@ from .streaming import ChatAccumulator, accumulator_from_completion, iter_chunk_
 from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterator, Mapping
+    from typing import Any, Callable, Iterable, Iterator, Mapping
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MAX_RETRIES = 2
 #: A non-streaming answer larger than this is refused (ResponseTooLargeError): 64 MiB.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+#: After ``[DONE]`` a stream reads the end of the body for at most this many seconds in all
+#: (silence or not), then discards the connection: ``ChatCompletionStream.done_grace``.
+DONE_GRACE_SECONDS = 1.0
+#: When every key of an AKPool is cooling down after 429, a request waits for the first free
+#: key at most this long (and never longer than its read timeout); beyond, RateLimitError at once.
+POOL_WAIT_CAP_SECONDS = 60.0
 _RETRY_STATUSES = frozenset((408, 409, 429))
 _CLIENT_OPTION_NAMES = frozenset(
     (
@@ -56,24 +65,38 @@ _CLIENT_OPTION_NAMES = frozenset(
         "sleep",
     )
 )
+#: A request header whose lower-case name contains one of these carries a credential: its value
+#: (and the token after an ``Authorization`` scheme such as ``Bearer``) is masked in errors.
+_CLIENT_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "password", "cookie", "session", "signature")
+#: SSE fields a body may start with (after a BOM and whitespace): an event stream, whatever its label.
+_CLIENT_SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:")
+_CLIENT_BOM = b"\xef\xbb\xbf"
 
 
-def no_answer_error(result: object) -> APIError:
-    """The error for a 200 answer without any choice (a relay reporting an error as 200, say)."""
+def no_answer_error(result: object, secrets: Iterable[str | None] = ()) -> APIError:
+    """The error for a 200 answer without any choice (a relay reporting an error as 200, say).
+
+    :param result: the parsed answer; it becomes the error's ``body``
+    :param secrets: keys to mask in the message and the body (a server may echo the key); the
+        client's own paths (``OpenAI._complete`` / ``_stream``) pass them already
+    """
     import json
 
+    known = tuple(s for s in secrets if s)
+    body = redact_value(result, known)
     try:
-        excerpt = json.dumps(result, ensure_ascii=False)[:200]
-    except (TypeError, ValueError):
-        excerpt = repr(result)[:200]
-    return APIError("The server answered without any choice (an error reported as 200?): %s" % excerpt, body=result)
+        text = json.dumps(body, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(body)
+    excerpt = redact(text, known)[:200]  # mask first, then cut: a cut key would escape the mask
+    return APIError("The server answered without any choice (an error reported as 200?): %s" % excerpt, body=body)
 
 
-def require_choices(result: object) -> None:
+def require_choices(result: object, secrets: Iterable[str | None] = ()) -> None:
     """Raise :func:`no_answer_error` unless ``result`` is a completion with a first choice."""
     choices = result.get("choices") if isinstance(result, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise no_answer_error(result)
+        raise no_answer_error(result, secrets)
 
 
 def split_request_options(params: dict[str, Any]) -> dict[str, Any]:
@@ -201,26 +224,198 @@ def _client_is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(".localhost")
 
 
+def _client_header_secrets(headers: Mapping[str, str] | None) -> list[str]:
+    """The credentials among request headers given by hand (``default_headers``,
+    ``extra_headers``): values of headers named like a credential (``Authorization``,
+    ``api-key``, ``x-api-key``, ``Cookie``, …), and the token after an auth scheme."""
+    found: list[str] = []
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            continue
+        lowered = name.lower()
+        if not any(word in lowered for word in _CLIENT_SECRET_HEADER_WORDS):
+            continue
+        value = value.strip()
+        _, _, token = value.partition(" ")
+        token = token.strip()
+        if token:
+            found.append(token)  # "Bearer sk-…": the key alone is what a server echoes
+        if value:
+            found.append(value)
+    return found
+
+
+def _client_check_headers(headers: object, what: str) -> dict[str, str]:
+    """``headers`` as a dict of str -> str, or a TypeError/ValueError naming ``what``."""
+    from collections.abc import Mapping as _ClientMapping
+
+    if headers is None:
+        return {}
+    if not isinstance(headers, _ClientMapping):
+        raise TypeError("%s must be a mapping of header names to strings, not %s" % (what, type(headers).__name__))
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or any(c in name for c in ":\r\n\0 \t"):
+            raise ValueError("%s: %r is not a header name" % (what, name))
+        if not isinstance(value, str):
+            raise TypeError(
+                "%s[%r] must be a string, not %s (header values are text: str(value))"
+                % (what, name, type(value).__name__)
+            )
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("%s[%r] contains a line break or NUL, which a header cannot carry" % (what, name))
+        checked[name] = value
+    return checked
+
+
+def _client_check_base_url(base: object, from_env: bool) -> str:
+    where = "OPENAI_BASE_URL" if from_env else "base_url"
+    if not isinstance(base, str):
+        raise TypeError("base_url must be a string such as %r, not %s" % (DEFAULT_BASE_URL, type(base).__name__))
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(base.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError("%s is not a valid URL: %r" % (where, base)) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "%s must be an http:// or https:// URL with a host, such as %r, not %r" % (where, DEFAULT_BASE_URL, base)
+        )
+    return base.strip()
+
+
+def _client_check_options(
+    organization: object,
+    project: object,
+    proxy: object,
+    verify: object,
+    ca_file: object,
+    max_response_bytes: object,
+    transport: object,
+    sleep: object,
+) -> None:
+    """Refuse misused client options at once, naming the option and what it takes."""
+    for name, value in (("organization", organization), ("project", project)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError("%s must be a string (or None), not %s" % (name, type(value).__name__))
+    if proxy is not None and not isinstance(proxy, str):
+        raise TypeError(
+            "proxy must be a URL string such as 'http://127.0.0.1:7890' or 'socks5h://127.0.0.1:1080' "
+            "(or None for the environment's), not %s" % type(proxy).__name__
+        )
+    if not isinstance(verify, bool):
+        raise TypeError("verify must be True or False, not %r (a CA bundle goes in ca_file=)" % (verify,))
+    if ca_file is not None and not isinstance(ca_file, (str, os.PathLike)):
+        raise TypeError("ca_file must be a path to a PEM file, not %s" % type(ca_file).__name__)
+    if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int):
+        raise TypeError(
+            "max_response_bytes must be an integer number of bytes, not %s" % type(max_response_bytes).__name__
+        )
+    if max_response_bytes <= 0:
+        raise ValueError("max_response_bytes must be a positive number of bytes, not %d" % max_response_bytes)
+    if transport is not None and not isinstance(transport, HTTPTransport):
+        raise TypeError("transport must be an HTTPTransport, not %s" % type(transport).__name__)
+    if sleep is not None and not callable(sleep):
+        raise TypeError("sleep must be a callable sleep(seconds, cancel_scope), not %s" % type(sleep).__name__)
+
+
+def _client_nonfinite(value: object, path: str = "") -> tuple[str, float] | None:
+    """Where in a request body a NaN or infinity is (``messages[2].content``) and its value."""
+    if isinstance(value, float):
+        return (path, value) if value != value or value in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _client_nonfinite(item, "%s.%s" % (path, key) if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _client_nonfinite(item, "%s[%d]" % (path, i))
+            if found is not None:
+                return found
+    return None
+
+
+def _client_seconds(seconds: float) -> str:
+    return "%.1f" % seconds if seconds < 10 else "%.0f" % seconds
+
+
+def _client_pool_wait_cap(limits: Timeout) -> float:
+    """How long a request waits for a pool's first free key: 60 s, or its read timeout if shorter."""
+    return min(POOL_WAIT_CAP_SECONDS, limits.read)
+
+
+def _client_encode_body(body: Mapping[str, Any]) -> bytes:
+    """The request body as UTF-8 JSON; a NaN or infinity (not JSON) is a ValueError naming its place."""
+    import json
+
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except ValueError:
+        found = _client_nonfinite(body)
+        if found is None:
+            raise
+    raise ValueError(
+        "%s is %r, which JSON cannot carry (NaN and infinities are not JSON); send a finite number. "
+        "Nothing was sent." % found
+    )
+
+
+def _client_pool_busy(pool: AKPool, wait: float, cap: float) -> RateLimitError:
+    """Every key of ``pool`` cools down for longer than a request may wait."""
+    return RateLimitError(
+        "Every key in the pool is rate limited (429); the first one is free again in %s s, longer "
+        "than a request waits (%s s)." % (_client_seconds(wait), _client_seconds(cap)),
+        status_code=429,
+        hint="Try again in %s s, add keys to the pool, or raise the timeout (a request waits at most "
+        "%g s for a key)." % (_client_seconds(wait), POOL_WAIT_CAP_SECONDS),
+    )
+
+
 class ChatCompletionStream:
     """An iterator of ``chat.completion.chunk`` objects (:class:`AttrDict`), as they arrive.
 
     Use it in a ``for`` loop or as a context manager; ``close()`` (or leaving the ``with``
     block, or breaking out of the loop and closing) stops reading and frees the connection.
+    ``close()`` may be called from another thread: the reading thread's loop then ends at once,
+    quietly (the caller asked to stop: no ``IncompleteStreamError``).
     After the loop, :attr:`accumulator` holds the assembled answer (content, reasoning,
     tool calls, finish reason, usage).
 
+    A body is read as an event stream whatever its ``Content-Type`` says, unless it is a JSON
+    document (``{...}``): a JSON body is taken as a whole response, size-capped.  ``[DONE]``
+    ends the stream: the rest of the body is read for at most :attr:`done_grace` seconds in
+    all (so the connection can be reused), then the connection is discarded.
+
+    :ivar done_grace: seconds allowed for the body's end after ``[DONE]`` (default
+        :data:`DONE_GRACE_SECONDS`); set it before iterating
+    :ivar clock: the monotonic clock that deadline is measured with (injectable)
     :raises IncompleteStreamError: the connection ended before ``[DONE]`` or a finish reason
-    :raises APIError: the server sent an error event inside the stream
+    :raises APIError: the server sent an error event inside the stream, or (for ``Chat``'s
+        streams, ``answer_required``) a complete stream carried no answer at all
     """
 
     def __init__(
-        self, response: HTTPResponse, *, secrets: tuple[str, ...] = (), max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+        self,
+        response: HTTPResponse,
+        *,
+        secrets: tuple[str, ...] = (),
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        answer_required: bool = False,
+        done_grace: float = DONE_GRACE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.response = response
         self._max_bytes = max_bytes
         self.accumulator = ChatAccumulator()
         self._secrets = secrets
+        self._answer_required = answer_required
+        self.done_grace = done_grace
+        self.clock = clock
         self._closed = False
+        self._close_lock = threading.Lock()
         self._iterator: Iterator[tuple[dict[str, Any], str]] | None = None
         self._block_iterator: Iterator[list[tuple[dict[str, Any], str]]] | None = None
 
@@ -259,62 +454,98 @@ class ChatCompletionStream:
 
     def _read(self) -> Iterator[list[tuple[dict[str, Any], str]]]:
         acc = self.accumulator
-        response = self.response
         try:
-            ctype = response.headers.get("content-type", "")
-            if "json" in ctype and "event-stream" not in ctype:
-                import json
-
-                body = _client_parse_body(response.read(limit=self._max_bytes), response, self._secrets)
-                if isinstance(body, dict) and "error" in body and "choices" not in body:
-                    raise make_status_error(
-                        response.status if response.status >= 400 else 500,
-                        response.headers,
-                        json.dumps(body),
-                        secrets=self._secrets,
-                    )
-                whole = accumulator_from_completion(body)
-                self.accumulator = whole
-                yield [(_client_chunk_from_completion(body), whole.content)]
+            if self._closed:
                 return
-            decoder = SSEDecoder()
-            add = acc.add
-            reads = response.iter_bytes()
-            for data in reads:
-                events = decoder.feed(data)
-                if events:
-                    yield _client_block(events, acc, add)
-                    if acc.done:
-                        _client_finish_body(response, reads)
-                        break
-            else:
-                block = _client_block(decoder.close(), acc, add)
-                if block:
-                    yield block
-            if not acc.complete:
-                raise IncompleteStreamError(
-                    "The stream ended before the answer was complete (no [DONE] and no finish_reason); "
-                    "%d characters had arrived." % len(acc.content),
-                    partial=acc.content,
-                )
-        except RequestCancelledError:
-            raise
-        except IncompleteStreamError as exc:
-            if not exc.partial:
-                exc.partial = acc.content
-            raise
-        except APIConnectionError as exc:
+            yield from self._read_body()
+        except Exception as exc:
+            if self._closed:
+                return  # close() (maybe from another thread) broke the read: the caller asked to stop
+            if isinstance(exc, RequestCancelledError):
+                raise
+            if isinstance(exc, IncompleteStreamError):
+                if not exc.partial:
+                    exc.partial = self.accumulator.content
+                raise
             if type(exc) is APIConnectionError:
                 raise IncompleteStreamError(
                     "The stream broke off: %s" % exc.message, partial=acc.content, cause=exc
                 ) from exc
-            raise
-        except APIError as exc:
-            # an error event inside the stream: the server may have echoed the key
-            redact_error(exc, self._secrets)
+            if isinstance(exc, APIError) and not isinstance(exc, APIConnectionError):
+                # an error event inside the stream: the server may have echoed the key
+                redact_error(exc, self._secrets)
             raise
         finally:
             self.close()
+
+    def _read_body(self) -> Iterator[list[tuple[dict[str, Any], str]]]:
+        response = self.response
+        reads = response.iter_bytes()
+        head = b""
+        ctype = response.headers.get("content-type", "")
+        if "json" in ctype and "event-stream" not in ctype:
+            # labelled JSON: the official SDK decodes a stream request as SSE whatever the label,
+            # so look at the first bytes instead of reading a whole event stream into memory
+            head, is_events = _client_peek_events(reads)
+            if not is_events:
+                yield self._whole_json(head, reads)
+                return
+        acc = self.accumulator
+        decoder = SSEDecoder()
+        add = acc.add
+        for data in itertools.chain((head,) if head else (), reads):
+            if self._closed:
+                return  # closed from another thread: not one more chunk
+            events = decoder.feed(data)
+            if events:
+                yield _client_block(events, acc, add)
+                if acc.done:
+                    _client_finish_body(reads, response, self.done_grace, self.clock)
+                    break
+        else:
+            if self._closed:
+                return
+            block = _client_block(decoder.close(), acc, add)
+            if block:
+                yield block
+        if not acc.complete:
+            raise IncompleteStreamError(
+                "The stream ended before the answer was complete (no [DONE] and no finish_reason); "
+                "%d characters had arrived." % len(acc.content),
+                partial=acc.content,
+            )
+        if self._answer_required and not _client_has_answer(acc):
+            raise no_answer_error(acc.completion(), self._secrets)
+
+    def _whole_json(self, head: bytes, reads: Iterator[bytes]) -> list[tuple[dict[str, Any], str]]:
+        """A plain JSON body answering a stream request: one equivalent chunk."""
+        import json
+
+        response = self.response
+        limit = self._max_bytes
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise _client_too_large(response, limit)
+        parts = [head]
+        size = len(head)
+        for data in reads:
+            size += len(data)
+            if size > limit:
+                raise _client_too_large(response, limit)
+            parts.append(data)
+        body = _client_parse_body(b"".join(parts), response, self._secrets)
+        if isinstance(body, dict) and "error" in body and "choices" not in body:
+            raise make_status_error(
+                response.status if response.status >= 400 else 500,
+                response.headers,
+                json.dumps(body),
+                secrets=self._secrets,
+            )
+        whole = accumulator_from_completion(body)
+        if self._answer_required and not _client_has_answer(whole):
+            raise no_answer_error(body, self._secrets)
+        self.accumulator = whole
+        return [(_client_chunk_from_completion(body), whole.content)]
 
     def __iter__(self) -> Iterator[AttrDict]:
         for chunk in self.iter_dicts():
@@ -325,10 +556,16 @@ class ChatCompletionStream:
         return AttrDict(chunk)
 
     def close(self) -> None:
-        """Stop reading; an unfinished body means the connection is discarded, not reused."""
-        if not self._closed:
+        """Stop reading; an unfinished body means the connection is discarded, not reused.
+
+        Safe from any thread: a thread blocked reading this stream returns at once and its loop
+        ends without an error.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
             self._closed = True
-            self.response.close()
+        self.response.close()
 
     def __enter__(self) -> ChatCompletionStream:
         return self
@@ -343,17 +580,79 @@ class ChatCompletionStream:
             pass
 
 
-def _client_finish_body(response: HTTPResponse, reads: Iterator[bytes]) -> None:
+def _client_has_answer(acc: ChatAccumulator) -> bool:
+    """Whether a finished stream carried an answer: text, tool calls, a refusal or a finish reason."""
+    return bool(acc.content or acc.tool_calls or acc.refusal or acc.finish_reason)
+
+
+def _client_too_large(response: HTTPResponse, limit: int) -> ResponseTooLargeError:
+    return ResponseTooLargeError(
+        "The response body (HTTP %d) is larger than the %d-byte limit (max_response_bytes); it was not "
+        "read." % (response.status, limit)
+    )
+
+
+def _client_peek_events(reads: Iterator[bytes]) -> tuple[bytes, bool]:
+    """Read just enough of a body to tell an event stream from a JSON document.
+
+    :returns: ``(bytes read, is an event stream)``; an event stream's bytes come back without
+        the leading BOM and whitespace (they carry no event)
+    """
+    head = b""
+    for data in reads:
+        head += data
+        verdict = _client_looks_like_events(head)
+        if verdict is not None:
+            return (_client_strip_head(head) if verdict else head), verdict
+    return head, False
+
+
+def _client_strip_head(head: bytes) -> bytes:
+    if head.startswith(_CLIENT_BOM):
+        head = head[len(_CLIENT_BOM) :]
+    return head.lstrip(b" \t\r\n")
+
+
+def _client_looks_like_events(head: bytes) -> bool | None:
+    """True for a body starting like SSE (``data:``, ``event:``, ``id:``, ``retry:``, ``:``
+    after an optional BOM and whitespace), False for anything else, None: too few bytes yet."""
+    if len(head) < len(_CLIENT_BOM) and _CLIENT_BOM.startswith(head):
+        return None
+    text = _client_strip_head(head)
+    if not text:
+        return None
+    if text[:1] == b":":
+        return True
+    for start in _CLIENT_SSE_STARTS:
+        if text.startswith(start):
+            return True
+        if len(text) < len(start) and start.startswith(text):
+            return None
+    return False
+
+
+def _client_finish_body(
+    reads: Iterator[bytes], response: HTTPResponse, grace: float, clock: Callable[[], float]
+) -> None:
     """After ``[DONE]``: read the end of the body (normally already there: the chunked
     terminator) so the kept-alive connection goes back to the pool instead of being discarded.
-    Whatever comes after ``[DONE]`` is ignored; a server that does not end the body within a
-    second only costs its connection."""
-    response.limit_read_timeout(1.0)
+
+    Whatever comes after ``[DONE]`` is ignored.  The whole tail gets ``grace`` seconds, silence
+    or not: a server that keeps sending (``: ping`` comments) or never ends the body only costs
+    its connection, which is then discarded."""
+    deadline = clock() + grace
+    response.limit_read_timeout(max(grace, 0.001))
     try:
         for _ in reads:
-            pass
+            remaining = deadline - clock()
+            if remaining <= 0:
+                break
+            response.limit_read_timeout(remaining)
     except OpenAIError:  # noqa: S110 - the transport discarded the connection; the answer is complete
-        pass
+        return
+    close = getattr(reads, "close", None)
+    if close is not None:
+        close()  # an unfinished body: the connection is discarded (a finished one is already back)
 
 
 def _client_parse_body(raw: bytes, response: HTTPResponse, secrets: tuple[str, ...]) -> Any:
@@ -364,7 +663,11 @@ def _client_parse_body(raw: bytes, response: HTTPResponse, secrets: tuple[str, .
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
-        excerpt = redact(raw[:200].decode("utf-8", "replace"), secrets)
+        # mask first, then cut (a key cut in two would escape the mask): a window long enough
+        # for 200 characters plus any key that starts inside them (4 bytes per character at most)
+        longest = max((len(secret) for secret in secrets if secret), default=0)
+        window = raw[: 4 * (200 + longest)].decode("utf-8", "replace")
+        excerpt = redact(window, secrets)[:200]
         raise APIStatusError(
             "The server answered %d with a body that is not usable JSON: %r" % (response.status, excerpt),
             status_code=response.status,
@@ -440,16 +743,18 @@ class OpenAI:
             api_key = None
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ValueError("max_retries must be an integer >= 0, got %r" % (max_retries,))
+        _client_check_options(organization, project, proxy, verify, ca_file, max_response_bytes, transport, sleep)
         self._api_key = api_key
         self.organization = organization if organization is not None else os.environ.get("OPENAI_ORG_ID") or None
         self.project = project if project is not None else os.environ.get("OPENAI_PROJECT_ID") or None
-        base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        if "://" not in base:
-            raise ValueError("base_url must start with http:// or https://, got %r" % base)
+        env_base = os.environ.get("OPENAI_BASE_URL") if base_url is None or base_url == "" else None
+        base = _client_check_base_url(
+            base_url or env_base or DEFAULT_BASE_URL, from_env=bool(env_base) and not base_url
+        )
         self.base_url = base.rstrip("/")
         self.timeout = coerce_timeout(timeout)
         self.max_retries = max_retries
-        self.default_headers = dict(default_headers or {})
+        self.default_headers = _client_check_headers(default_headers, "default_headers")
         self.proxy = proxy
         self.max_response_bytes = max_response_bytes
         self._owns_transport = transport is None
@@ -473,11 +778,14 @@ class OpenAI:
             raise TypeError("api_key must be a string or an AKPool, not %s" % type(value).__name__)
         self._api_key = value or None
 
-    def _secrets(self) -> tuple[str, ...]:
+    def _secrets(self, extra_headers: Mapping[str, str] | None = None) -> tuple[str, ...]:
+        """Everything to mask in errors: the key (every key of a pool) and the credentials in
+        ``default_headers`` and this call's ``extra_headers`` (``api-key``, ``Authorization``, …)."""
         key = self._api_key
-        if isinstance(key, AKPool):
-            return tuple(key.keys())
-        return (key,) if key else ()
+        keys = list(key.keys()) if isinstance(key, AKPool) else [key] if key else []
+        keys += _client_header_secrets(self.default_headers)
+        keys += _client_header_secrets(extra_headers)
+        return tuple(dict.fromkeys(keys))
 
     def __repr__(self) -> str:
         key = self._api_key
@@ -564,12 +872,20 @@ class OpenAI:
         Returns the successful (2xx) response, unread.  Used by ``chat.completions.create``
         and by :class:`Chat`; other endpoints can use it too.
 
+        With an :class:`AKPool` whose usable keys are all cooling down after 429, the request
+        waits (through ``sleep``: cancellable, Ctrl-C works) until the first key is free, at most
+        :data:`POOL_WAIT_CAP_SECONDS` (60 s) and never longer than the read timeout; a key
+        further away than that raises ``RateLimitError`` at once, saying when one is free.
+
+        :raises ValueError: the body holds a NaN or an infinity (not JSON), named by its path
+            (``messages[2].content``, ``temperature``); nothing is sent
         :raises APIStatusError: (a subclass per status) once retries are exhausted
+        :raises RateLimitError: every key of the pool cools down for longer than a request waits
         :raises APIConnectionError: the server could not be reached (or timed out)
         """
-        import json
-
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        payload = _client_encode_body(body)
+        extra = _client_check_headers(extra_headers, "extra_headers")
+        secrets = self._secrets(extra)
         url = self.base_url + path
         limits = self.timeout if timeout is None else coerce_timeout(timeout)
         pool = self._api_key if isinstance(self._api_key, AKPool) else None
@@ -577,13 +893,14 @@ class OpenAI:
         failovers = 0
         log = get_logger()
         while True:
+            if pool is not None:
+                self._wait_for_key(pool, limits, cancel)
             key = pool.next_key() if pool is not None else self._api_key
             assert not isinstance(key, AKPool)
             if key:
                 self._warn_plain_http()
             headers = self._headers(key, stream)
-            if extra_headers:
-                headers.update(extra_headers)
+            headers.update(extra)
             try:
                 response = self._transport.request(
                     "POST", url, headers=headers, body=payload, timeout=limits, cancel=cancel
@@ -606,10 +923,9 @@ class OpenAI:
                 raw = b""
             finally:
                 response.close()
-            error = make_status_error(
-                response.status, response.headers, raw, secrets=self._secrets(), sent_key=bool(key)
-            )
+            error = make_status_error(response.status, response.headers, raw, secrets=secrets, sent_key=bool(key))
             status = response.status
+            pool_wait = 0.0
             if pool is not None and key:
                 if status in (401, 403) or (status == 429 and error.code == "insufficient_quota"):
                     pool.mark_invalid(key, status)
@@ -624,14 +940,34 @@ class OpenAI:
                         failovers += 1
                         log.info("openai2: key %s rate limited; moving to the next key", mask_key(key))
                         continue
+                    pool_wait = pool.seconds_until_available()
+                    if pool_wait > 0:
+                        error.hint = "Every key in the pool is rate limited; the first one is free again in %s s." % (
+                            _client_seconds(pool_wait)
+                        )
             if attempt >= self.max_retries or not should_retry(status, response.headers, error.code):
                 raise error
-            delay = retry_delay(attempt, response.headers)
-            if pool is not None and status == 429:
-                delay = max(delay, min(pool.seconds_until_available(), 60.0))
+            if pool_wait > _client_pool_wait_cap(limits):
+                raise error  # no key free within what a request may wait: say so now, not later
+            # with a pool, retry when its first key is free (the cool-downs follow each Retry-After)
+            delay = pool_wait if pool_wait > 0 else retry_delay(attempt, response.headers)
             attempt += 1
             log.info("openai2: HTTP %d, retry %d/%d in %.2fs", status, attempt, self.max_retries, delay)
             self._sleep(delay, cancel)
+
+    def _wait_for_key(self, pool: AKPool, limits: Timeout, cancel: CancelScope | None) -> None:
+        """Wait until a key of ``pool`` is out of its cool-down (see :meth:`post`)."""
+        cap = _client_pool_wait_cap(limits)
+        waited = 0.0
+        while True:
+            wait = pool.seconds_until_available()
+            if wait <= 0:
+                return
+            if waited + wait > cap:
+                raise _client_pool_busy(pool, wait, cap)
+            get_logger().info("openai2: every key of the pool is rate limited; waiting %.2fs for the first", wait)
+            self._sleep(wait, cancel)
+            waited += wait
 
     def _complete(
         self,
@@ -640,18 +976,27 @@ class OpenAI:
         cancel: CancelScope | None = None,
         timeout: Any = None,
         extra_headers: Mapping[str, str] | None = None,
+        answer_required: bool = True,
     ) -> dict[str, Any]:
-        """Non-streaming chat completion as a plain dict."""
+        """Non-streaming chat completion as a plain dict.
+
+        :param answer_required: raise :func:`no_answer_error` (keys masked) for a 200 answer
+            without any choice (``Chat``/``GroupChat``); ``create()`` passes False and returns
+            whatever the server sent, as the SDK does
+        """
         response = self.post("/chat/completions", body, cancel=cancel, timeout=timeout, extra_headers=extra_headers)
         try:
             raw = response.read(limit=self.max_response_bytes)
         finally:
             response.close()
-        result = _client_parse_body(raw, response, self._secrets())
+        secrets = self._secrets(extra_headers)
+        result = _client_parse_body(raw, response, secrets)
         if isinstance(result, dict) and "error" in result and "choices" not in result:
             raise make_status_error(
-                500 if response.status < 400 else response.status, response.headers, raw, secrets=self._secrets()
+                500 if response.status < 400 else response.status, response.headers, raw, secrets=secrets
             )
+        if answer_required:
+            require_choices(result, secrets)
         return result  # type: ignore[no-any-return]
 
     def _stream(
@@ -661,11 +1006,23 @@ class OpenAI:
         cancel: CancelScope | None = None,
         timeout: Any = None,
         extra_headers: Mapping[str, str] | None = None,
+        answer_required: bool = True,
     ) -> ChatCompletionStream:
+        """A streaming chat completion.
+
+        :param answer_required: a complete stream that carried no answer (no text, tool call,
+            refusal or finish reason) raises :func:`no_answer_error`, keys masked (``Chat``);
+            ``create(stream=True)`` passes False
+        """
         response = self.post(
             "/chat/completions", body, stream=True, cancel=cancel, timeout=timeout, extra_headers=extra_headers
         )
-        return ChatCompletionStream(response, secrets=self._secrets(), max_bytes=self.max_response_bytes)
+        return ChatCompletionStream(
+            response,
+            secrets=self._secrets(extra_headers),
+            max_bytes=self.max_response_bytes,
+            answer_required=answer_required,
+        )
 
 
 class _ClientCompletions:
@@ -689,8 +1046,8 @@ class _ClientCompletions:
         if "messages" in body and not isinstance(body["messages"], (list, tuple)):
             raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
         if body.get("stream"):
-            return self._client._stream(body, **options)
-        return to_attr(self._client._complete(body, **options))
+            return self._client._stream(body, answer_required=False, **options)
+        return to_attr(self._client._complete(body, answer_required=False, **options))
 
 
 class _ClientChat:

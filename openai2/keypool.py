@@ -4,7 +4,10 @@
 makes full use of every key" needs: a key answered with 429 cools down until its
 ``Retry-After`` (or a short default) has passed and is skipped meanwhile; a key answered with
 401/403 is set aside for good.  The pool only keeps this state; the client decides when to
-call :meth:`AKPool.mark_rate_limited` / :meth:`AKPool.mark_invalid` and how long to wait.
+call :meth:`AKPool.mark_rate_limited` / :meth:`AKPool.mark_invalid` and how long to wait: when
+every usable key is cooling down, ``OpenAI`` waits for the first one to be free (at most 60 s
+and never longer than the request's read timeout; beyond that it raises ``RateLimitError`` at
+once, saying when a key is free).
 
 Keys never appear unmasked in a repr, a str or an error (``sk-…abcd``).  The same key may be
 in several pools; pools never share state.
@@ -97,7 +100,8 @@ class AKPool:
         """The next key in turn, skipping keys set aside or cooling down.
 
         When every usable key is cooling down, the one whose cool-down ends first is
-        returned; :meth:`seconds_until_available` tells how long to wait before using it.
+        returned; :meth:`seconds_until_available` tells how long to wait before using it (the
+        client waits that long before sending, or refuses at once when it is too long).
 
         :returns: a raw key (send it; never log or show it)
         :raises AuthenticationError: every key was set aside (401/403); the message lists

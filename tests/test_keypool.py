@@ -213,5 +213,119 @@ class IndependentPoolsTest(unittest.TestCase):
         self.assertEqual(p1.seconds_until_available(), 60.0)
 
 
+class ClientWaitsForAFreeKeyTest(unittest.TestCase):
+    """The client with a pool whose keys all cool down: wait for the first (injected sleep), or
+    refuse at once when it is further away than a request waits."""
+
+    def setUp(self):
+        from openai2.testing import FakeServer
+
+        self.server = FakeServer()
+        self.server.start()
+        self.addCleanup(self.server.stop)
+        self.clock = FakeClock()
+        self.delays = []
+
+    def sleep(self, seconds, cancel):
+        self.delays.append(seconds)
+        self.clock.now += seconds  # the injected clock moves as far as the injected sleep
+
+    def client(self, pool, **kw):
+        from openai2 import OpenAI
+
+        kw.setdefault("max_retries", 0)
+        c = OpenAI(api_key=pool, base_url=self.server.base_url, sleep=self.sleep, **kw)
+        self.addCleanup(c.close)
+        return c
+
+    def both_limited(self, client, retry_after):
+        from openai2 import RateLimitError
+        from openai2.testing import Reply
+
+        self.server.replies.extend([Reply(status=429, headers={"Retry-After": retry_after})] * 2)
+        with self.assertRaises(RateLimitError):
+            self.ask(client)
+        self.assertEqual(len(self.server.requests), 2)  # the second key was tried at once
+        self.assertEqual(self.delays, [])
+
+    def ask(self, client):
+        return client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+
+    def test_next_request_waits_for_the_first_free_key(self):
+        pool = AKPool([K1, K2], clock=self.clock)
+        c = self.client(pool)
+        self.both_limited(c, "5")
+        self.server.replies.append("ok")
+        self.assertEqual(self.ask(c).choices[0].message.content, "ok")
+        self.assertEqual(self.delays, [5.0])
+        self.assertEqual(len(self.server.requests), 3)
+        self.assertIn(self.server.requests[-1].headers["authorization"][7:], (K1, K2))
+
+    def test_a_key_free_only_in_an_hour_is_refused_at_once(self):
+        from openai2 import RateLimitError
+
+        pool = AKPool([K1, K2], clock=self.clock)
+        c = self.client(pool)
+        self.both_limited(c, "3600")
+        with self.assertRaises(RateLimitError) as cm:
+            self.ask(c)
+        self.assertEqual(self.delays, [])
+        self.assertEqual(len(self.server.requests), 2)  # nothing more was sent
+        text = str(cm.exception)
+        self.assertIn("3600 s", text)
+        self.assertIn("free again", text)
+        for key in (K1, K2):
+            self.assertNotIn(key, text)
+
+    def test_the_wait_never_exceeds_the_read_timeout(self):
+        from openai2 import RateLimitError
+
+        pool = AKPool([K1, K2], clock=self.clock)
+        c = self.client(pool, timeout=(5, 4))
+        self.both_limited(c, "5")
+        with self.assertRaises(RateLimitError) as cm:
+            self.ask(c)
+        self.assertIn("5.0 s", str(cm.exception))
+        self.assertEqual(self.delays, [])
+
+    def test_retries_stop_at_once_when_no_key_is_free_soon(self):
+        from openai2 import RateLimitError
+        from openai2.testing import Reply
+
+        pool = AKPool([K1, K2], clock=self.clock)
+        c = self.client(pool, max_retries=2)
+        self.server.replies.extend([Reply(status=429, headers={"Retry-After": "3600"})] * 2)
+        with self.assertRaises(RateLimitError) as cm:
+            self.ask(c)
+        self.assertEqual(self.delays, [])  # no minute-long sleep ahead of a certain 429
+        self.assertEqual(len(self.server.requests), 2)
+        self.assertIn("free again in 3600 s", str(cm.exception))
+
+    def test_a_retry_waits_for_the_first_free_key(self):
+        from openai2.testing import Reply
+
+        pool = AKPool([K1, K2], clock=self.clock)
+        c = self.client(pool, max_retries=1)
+        self.server.replies.extend([Reply(status=429, headers={"Retry-After": "3"}), Reply(status=429, headers={"Retry-After": "30"}), "ok"])
+        self.assertEqual(self.ask(c).choices[0].message.content, "ok")
+        self.assertEqual(self.delays, [3.0])  # K1 is free after 3 s, whatever K2's Retry-After says
+        self.assertEqual(self.server.requests[-1].headers["authorization"][7:], K1)
+
+    def test_the_wait_is_cancellable(self):
+        from openai2 import OpenAI, RequestCancelledError
+        from openai2.transport import CancelScope
+
+        pool = AKPool([K1, K2], clock=self.clock)
+        pool.mark_rate_limited(K1, 5)
+        pool.mark_rate_limited(K2, 5)
+        c = OpenAI(api_key=pool, base_url=self.server.base_url, max_retries=0)  # the real sleep
+        self.addCleanup(c.close)
+        scope = CancelScope()
+        scope.cancel()
+        with self.assertRaises(RequestCancelledError):
+            c._complete({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, cancel=scope)
+        self.assertEqual(self.server.requests, [])
+
+
 if __name__ == "__main__":
     unittest.main()
