@@ -349,12 +349,12 @@ def make_status_error(
     :param sent_key: False when the request carried no API key: a 401/403 then says how to
         provide one
     """
-    secrets = tuple(s for s in secrets if s)
-    headers = _errors_mask_headers(headers or {}, list(secrets))
+    known = [s for s in secrets if isinstance(s, str) and s]
+    headers = _errors_mask_headers(headers or {}, known)
     body, err = parse_error_body(raw_body)
-    body = redact_value(body, secrets)
+    body = redact_value(body, known)
     if err is not None:
-        err = redact_value(err, secrets)
+        err = redact_value(err, known)
     message = None
     code = type_ = param = None
     if isinstance(err, dict):
@@ -369,11 +369,11 @@ def make_status_error(
     if message is None:
         reason = _reason_phrase(status)
         if isinstance(body, str):
-            excerpt = _excerpt(body, secrets=secrets)
+            excerpt = _excerpt(body, secrets=known)
             message = "HTTP %d %s" % (status, reason) + (": " + excerpt if excerpt else " (empty body)")
         else:
-            message = "HTTP %d %s: %s" % (status, reason, _excerpt(_errors_json_text(body), secrets=secrets))
-    message = redact(message, secrets)
+            message = "HTTP %d %s: %s" % (status, reason, _excerpt(_errors_json_text(body), secrets=known))
+    message = redact(message, known)
     hint = None
     if status in (401, 403) and not sent_key:
         hint = NO_KEY_HINT

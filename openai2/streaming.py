@@ -58,9 +58,7 @@ def _stream_error(payload: object, raw: str, secrets: Iterable[str] = ()) -> API
     if isinstance(err, str):
         err = {"message": err}
     if not isinstance(err, dict):
-        return APIError(
-            "The stream reported an error: %s" % _stream_excerpt(raw or "(no data)", secrets), body=payload
-        )
+        return APIError("The stream reported an error: %s" % _stream_excerpt(raw or "(no data)", secrets), body=payload)
     message = err.get("message")
     if not isinstance(message, str) or not message.strip():
         message = "The stream reported an error: %s" % _stream_excerpt(_stream_json_text(err), secrets)
@@ -78,9 +76,7 @@ def _stream_error(payload: object, raw: str, secrets: Iterable[str] = ()) -> API
 
 def _stream_not_json(data: str, secrets: Iterable[str], deep: bool = False) -> APIError:
     what = "JSON nested too deeply to parse" if deep else "data that is not JSON"
-    return APIError(
-        "The stream sent %s: %r" % (what, _stream_excerpt(data, secrets)), body=redact(data, secrets)
-    )
+    return APIError("The stream sent %s: %r" % (what, _stream_excerpt(data, secrets)), body=redact(data, secrets))
 
 
 _stream_loads_cache: list[Any] = []
@@ -793,8 +789,8 @@ def _stream_schema_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     """``usage`` as the schema has it (three integer counts), or None to leave it out."""
     if usage is None:
         return None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens")
+    prompt: Any = usage.get("prompt_tokens")
+    completion: Any = usage.get("completion_tokens")
     if prompt.__class__ is not int or completion.__class__ is not int:
         return None
     total = usage.get("total_tokens")

@@ -24,7 +24,6 @@ import unittest
 
 from openai2.sse import SSEDecoder
 from openai2.streaming import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
-
 from tests.test_streaming import generate_stream
 from tests.test_wire_corpus import CORPUS, HAVE_CORPUS, SKIP_REASON, corpus_files, read_stream
 
