@@ -4,7 +4,8 @@ A :class:`Chat` owns a :class:`MessageBuffer` (history, pins, ``MsgMaxCount``) a
 :class:`OpenAI` client (or shares one).  An exchange joins the history only when it completes;
 a failed request leaves the history exactly as it was; a stream that the caller stops early
 keeps the user message and the partial answer ("stop generating").  Each exchange is committed
-atomically under a lock, so one Chat may be used from several threads.
+atomically under a lock, so one Chat may be used from several threads.  What a server's answer
+adds to the history is decided in one place, :func:`_chat_history_answer`, for every path.
 """
 
 from __future__ import annotations
@@ -608,8 +609,9 @@ class Chat:
         """Send ``text`` and iterate over the answer's text pieces as they arrive.
 
         Pieces are never empty; reasoning text is not mixed in (see :attr:`last_reasoning`).
-        Stopping early (``break`` then dropping it, or ``close()``) keeps the user message and the
-        partial answer; a stream that breaks with an error keeps nothing and raises.
+        Stopping early (``break`` then dropping it, or ``close()``, also from another thread)
+        keeps the user message and the text yielded so far; a stream that breaks with an error
+        keeps nothing and raises.  :attr:`last_request` is the body sent (with ``"stream": true``).
 
         :param on_reasoning: called with each piece of reasoning text as it arrives (thinking
             models), in the iterating thread

@@ -355,6 +355,33 @@ class TestStopFromAnotherThread(Case):
         self.assertEqual(len(c.fetch_messages()), 2)  # committed exactly once
         self.assertEqual(c.request("自然数1的后面是几?"), "2")
 
+    def test_closes_racing_from_several_threads_commit_once(self):
+        c = self.chat(timeout=(5, 120))
+        self.server.replies.append(Reply(content="abcdefgh", stall_after=4, stall_seconds=60))
+        stream = c.stream_request("q")
+        got, outcome, first_pieces = [], [], threading.Event()
+        reader = threading.Thread(target=self.consume, args=(stream, got, first_pieces, outcome, 3), daemon=True)
+        reader.start()
+        self.assertTrue(first_pieces.wait(10))
+        barrier = threading.Barrier(4)
+        closers = [threading.Thread(target=lambda: (barrier.wait(10), stream.close()), daemon=True) for _ in range(4)]
+        for t in closers:
+            t.start()
+        for t in closers + [reader]:
+            t.join(10)
+            self.assertFalse(t.is_alive())
+        self.assertEqual(outcome, ["ended"])
+        self.assertEqual(c.fetch_messages(), [{"role": "user", "content": "q"}, {"role": "assistant", "content": "abc"}])
+
+    def test_close_inside_the_reasoning_callback_stops_quietly(self):
+        c = self.chat()
+        self.server.replies.append(Reply(content="answer", reasoning=["a", "b", "c"]))
+        holder = []
+        stream = c.stream_request("q", on_reasoning=lambda text: holder[0].close())
+        holder.append(stream)
+        self.assertEqual(list(stream), [])
+        self.assertEqual(c.fetch_messages(), [])  # no text had arrived: nothing kept
+
     def test_close_while_waiting_for_the_first_byte_keeps_nothing(self):
         c = self.chat(timeout=(5, 120))
         gate = Gate()
