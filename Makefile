@@ -24,15 +24,38 @@ test-matrix:
 pypy:
 	command -v pypy3 >/dev/null || (apt-get update && apt-get install -y pypy3)
 
-# ruff, mypy --strict, vermin, pip install/wheel checks; tools in the git-ignored .venv-dev
+# ruff, mypy --strict, vermin, and the installation checks (tests/install_checks.py: pip install .,
+# --user, git+URL, an app venv like pipx's, wheel and sdist with twine check, uninstall, README's
+# quick start in a fresh clone); tools and a wheelhouse in the git-ignored .venv-dev, so the
+# checks themselves never use the package index
 check:
 	PYTHON=$(PYTHON) bash tests/check_dev.sh
 
-# a wheel built from setup.cfg alone (pip cannot install a folder without setup.py/pyproject.toml)
-.PHONY: wheel
+# install openai2 from this clone for the current user (~/.local/bin/openai2 on Linux); inside an
+# active virtual environment, into that environment
+.PHONY: install
+install:
+	@if $(PYTHON) -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then \
+		echo "$(PYTHON) -m pip install .  (into the active virtual environment $$VIRTUAL_ENV)"; \
+		$(PYTHON) -m pip install . ; \
+	else \
+		echo "$(PYTHON) -m pip install --user ."; \
+		$(PYTHON) -m pip install --user . ; \
+	fi
+	@bin="$$($(PYTHON) -c 'import os, sys, sysconfig; print(os.path.dirname(sys.executable) if sys.prefix != sys.base_prefix else sysconfig.get_path("scripts", getattr(sysconfig, "get_preferred_scheme", lambda key: os.name + "_user")("user")))')"; \
+	case ":$$PATH:" in *":$$bin:"*) echo "installed: $$bin/openai2 (on PATH)";; \
+		*) echo "installed: $$bin/openai2 -- $$bin is not on PATH: add it, or run $(PYTHON) -m openai2";; esac
+
+# dist/openai2-<version>-py3-none-any.whl and dist/openai2-<version>.tar.gz, built with setuptools'
+# PEP 517 hooks (what pip install . uses) in a clean copy of the sources, offline once .venv-dev exists
+.PHONY: wheel sdist
 wheel:
-	$(PYTHON) -c "import setuptools, wheel" 2>/dev/null || $(PYTHON) -m pip install --quiet setuptools wheel
-	$(PYTHON) tests/build_wheel.py dist
+	PYTHON=$(PYTHON) bash tests/check_dev.sh --setup
+	.venv-dev/bin/python tests/build_wheel.py dist
+
+sdist:
+	PYTHON=$(PYTHON) bash tests/check_dev.sh --setup
+	.venv-dev/bin/python tests/build_wheel.py --sdist dist
 
 # apply ruff's formatting to openai2/ (what `make check` verifies)
 format:

@@ -1,4 +1,4 @@
-"""Build the wheel (and, with ``--sdist``, the sdist): ``python tests/build_wheel.py [--sdist] [OUTDIR]``.
+"""Build the wheel, or with ``--sdist`` the sdist: ``python tests/build_wheel.py [--sdist] [OUTDIR]``.
 
 ``make wheel`` and ``make sdist`` run this with the development venv's setuptools; ``make check``
 uses it too. It calls setuptools' PEP 517 hooks (``setuptools.build_meta``, the backend named in
@@ -38,7 +38,7 @@ def build(out, kinds=("wheel",), python=None):
             staging = os.path.join(work, kind)
             os.mkdir(staging)
             proc = subprocess.run([python or sys.executable, "-c", _HOOK, kind, staging], cwd=src,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if proc.returncode != 0:
                 raise RuntimeError("building the %s failed:\n%s" % (kind, proc.stdout))
             name = proc.stdout.strip().splitlines()[-1]
@@ -54,7 +54,7 @@ def main(argv):
     kinds = ["wheel"]
     if "--sdist" in argv:
         argv = [a for a in argv if a != "--sdist"]
-        kinds.append("sdist")
+        kinds = ["sdist"]
     out = argv[0] if argv else os.path.join(ROOT, "dist")
     try:
         paths = build(out, kinds)
