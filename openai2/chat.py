@@ -237,8 +237,8 @@ def _chat_history_answer(message: object) -> dict[str, Any]:
     whatever the server announced), ``content`` as text (a list of text parts joined; None only
     beside ``tool_calls``/``function_call`` when there is no text, "" otherwise), ``name``,
     ``tool_calls`` (each only ``id``, ``type``, ``function`` ``{name, arguments}``),
-    ``refusal``, ``audio`` (only its ``id``, which is how an answer's audio is referred to) and
-    ``function_call`` (``{name, arguments}``).  Everything else (reasoning, ``annotations``,
+    ``refusal``, ``audio`` (only its ``id``, which is how an answer's audio is referred to; none
+    without one) and ``function_call`` (``{name, arguments}``).  Everything else (reasoning, ``annotations``,
     LiteLLM's ``provider_specific_fields``, ...) stays in ``last_response`` only: strict servers
     refuse unknown fields in the messages they are sent.
 
@@ -266,10 +266,8 @@ def _chat_history_answer(message: object) -> dict[str, Any]:
     if refusal:
         out["refusal"] = refusal
     audio = message.get("audio")
-    if audio is not None:
-        audio_id = audio.get("id") if isinstance(audio, dict) else None
-        if not isinstance(audio_id, str) or not audio_id:
-            raise _ChatBadAnswer("audio has no id")
+    audio_id = audio.get("id") if isinstance(audio, dict) else None
+    if isinstance(audio_id, str) and audio_id:  # audio without an id cannot be referred to: left out
         out["audio"] = {"id": valid_unicode(audio_id)}
     if not out["content"] and ("tool_calls" in out or "function_call" in out):
         out["content"] = None
