@@ -409,7 +409,7 @@ class ChatCompletionStream:
     ) -> None:
         self.response = response
         self._max_bytes = max_bytes
-        self.accumulator = ChatAccumulator()
+        self.accumulator = ChatAccumulator(secrets=secrets)  # its errors quote chunks: keys masked
         self._secrets = secrets
         self._answer_required = answer_required
         self.done_grace = done_grace
@@ -541,7 +541,7 @@ class ChatCompletionStream:
                 json.dumps(body),
                 secrets=self._secrets,
             )
-        whole = accumulator_from_completion(body)
+        whole = accumulator_from_completion(body, secrets=self._secrets)
         if self._answer_required and not _client_has_answer(whole):
             raise no_answer_error(body, self._secrets)
         self.accumulator = whole
