@@ -86,8 +86,16 @@ $(INTEGRATION_VENV)/.installed:
 	$(INTEGRATION_VENV)/bin/python -m pip install --quiet --disable-pip-version-check openai hypothesis
 	touch $@
 
+# LiteLLM proxy for tests/integration/test_litellm.py, in its own git-ignored venv (a large
+# dependency tree, ~750 MB); the script pins the release and refuses the compromised 1.82.7/1.82.8.
+LITELLM_VENV ?= .venv-litellm
+
+.PHONY: litellm-venv
+litellm-venv: $(INTEGRATION_VENV)/.installed
+	PYTHON=$(PYTHON) LITELLM_VENV=$(LITELLM_VENV) bash tests/integration/litellm_venv.sh
+
 .PHONY: integration
-integration: $(INTEGRATION_VENV)/.installed
+integration: $(INTEGRATION_VENV)/.installed litellm-venv
 	@missing=""; for tool in tinyproxy microsocks strace; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
-	$(INTEGRATION_VENV)/bin/python tests/integration/run.py
+	OPENAI2_REQUIRE_LITELLM=1 LITELLM_VENV=$(LITELLM_VENV) $(INTEGRATION_VENV)/bin/python tests/integration/run.py
