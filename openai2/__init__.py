@@ -8,7 +8,7 @@ from __future__ import annotations
 from .chat import AsyncChatTextStream, Chat, ChatTextStream, Round, assistant_msg, image_part, system_msg, user_msg
 from .client import ChatCompletionStream, OpenAI
 from .common import __version__, mask_key
-from .compat import ChatCompletion, error
+from .compat import ChatCompletion, error  # noqa: F401 - error: the pre-1.0 openai.error namespace
 from .errors import (
     APIConnectionError,
     APIError,

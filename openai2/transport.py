@@ -903,12 +903,7 @@ class HTTPTransport:
                 if cancel is not None:
                     cancel._tp_detach(conn)
                 conn.close()
-                if (
-                    reused
-                    and exc is cut_short
-                    and not heard[0]
-                    and not (cancel is not None and cancel.cancelled)
-                ):
+                if reused and exc is cut_short and not heard[0] and not (cancel is not None and cancel.cancelled):
                     # Writing to a pooled connection failed and not a byte came back: the server
                     # had closed it while idle and never saw this request whole, so it goes again.
                     # Once the request is written, a lost answer is the caller's to retry.
@@ -1417,9 +1412,10 @@ class HTTPResponse:
             self._tp_discard()
             err = _tp_translate(exc, state)
             raise err from err.cause
-        self._tp_body = data
+        body: bytes = data
+        self._tp_body = body
         self._tp_release()
-        return data
+        return body
 
     def _tp_too_large(self, limit: int) -> ResponseTooLargeError:
         return ResponseTooLargeError(

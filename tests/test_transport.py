@@ -937,7 +937,7 @@ class InterimAndEarlyAnswerTests(unittest.TestCase):
             h.reply(200, b'{"ok": "%s"}' % rec.path.encode())
 
         for tls in (False, True):
-            kw = dict(certfile=SERVER_CERT[0], keyfile=SERVER_CERT[1], host="localhost") if tls else {}
+            kw = {"certfile": SERVER_CERT[0], "keyfile": SERVER_CERT[1], "host": "localhost"} if tls else {}
             with OriginServer(app, **kw) as o:
                 t = transport(ca_file=CA)
                 r = get(t, o.url("/a"), method="POST", body=b"{}")
@@ -972,7 +972,7 @@ class InterimAndEarlyAnswerTests(unittest.TestCase):
 
     def test_413_on_a_reused_connection_is_returned_and_not_resent(self):
         for tls in (False, True):
-            kw = dict(certfile=SERVER_CERT[0], keyfile=SERVER_CERT[1]) if tls else {}
+            kw = {"certfile": SERVER_CERT[0], "keyfile": SERVER_CERT[1]} if tls else {}
             with ScriptedServer(_answer_413_before_the_body, **kw) as s, self.subTest(tls=tls):
                 t = transport(ca_file=CA)
                 self.assertEqual(get(t, s.url("/small"), method="POST", body=b"{}").read(), b"{}")
@@ -1025,7 +1025,7 @@ class CloseFromAnotherThreadTests(unittest.TestCase):
                         r = get(t, o.url(path), timeout=Timeout(2, 60))
                         got, errors, first, done = [], [], threading.Event(), threading.Event()
 
-                        def reader():
+                        def reader(r=r, got=got, errors=errors, first=first, done=done):
                             try:
                                 for piece in r.iter_bytes():
                                     got.append(piece)
