@@ -636,6 +636,21 @@ class Chat:
         return AsyncChatTextStream(self, user, body, options)
 
 
+def _chat_finalize(chat: Chat, stop: Callable[[], object]) -> None:
+    """Run a dropped stream's ``stop`` (which commits under the Chat's lock) from a finalizer.
+
+    A finalizer runs wherever the collector happens to run: on PyPy that can be a thread that
+    holds this Chat's lock at that moment, and committing there would wait for itself forever.
+    When the lock is not free right now, the commit is handed to a short-lived thread instead.
+    """
+    lock = chat._lock
+    if lock.acquire(blocking=False):
+        lock.release()
+        stop()
+    else:
+        threading.Thread(target=stop, name="openai2-stream-finalizer", daemon=True).start()
+
+
 class ChatTextStream:
     """The iterator returned by :meth:`Chat.stream_request` (text pieces, in order).
 
@@ -781,7 +796,8 @@ class ChatTextStream:
 
     def __del__(self) -> None:
         try:
-            self.close()
+            if self._state == "open":
+                _chat_finalize(self._chat, self.close)
         except Exception:  # noqa: S110 - pragma: no cover - interpreter shutdown
             pass
 
@@ -895,6 +911,9 @@ class AsyncChatTextStream:
 
     def __del__(self) -> None:
         try:
-            self._stop_early()
+            if self._state == "open":
+                _chat_finalize(self._chat, self._stop_early)
+            else:
+                self._state = "done"
         except Exception:  # noqa: S110 - pragma: no cover
             pass

@@ -195,9 +195,9 @@ class ChatCompletion:
             raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
         scope = CancelScope()
         if body.get("stream"):
-            stream = await offload(lambda: client._stream(body, cancel=scope, **options), scope)
+            stream = await offload(lambda: client._stream(body, cancel=scope, answer_required=False, **options), scope)
             return _CompatAsyncStream(stream, scope)
-        return to_attr(await offload(lambda: client._complete(body, cancel=scope, **options), scope))
+        return to_attr(await offload(lambda: client._complete(body, cancel=scope, answer_required=False, **options), scope))
 
 
 class _CompatAsyncStream:

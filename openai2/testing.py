@@ -125,7 +125,7 @@ def chat_completion(
     :param created: unix time (default: now)
     :returns: the response body as a dict
     """
-    message: dict[str, Any] = {"role": "assistant", "content": content}
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if reasoning is not None:
         message["reasoning_content"] = reasoning
     if tool_calls:

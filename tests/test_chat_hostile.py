@@ -382,6 +382,41 @@ class TestStopFromAnotherThread(Case):
         self.assertEqual(list(stream), [])
         self.assertEqual(c.fetch_messages(), [])  # no text had arrived: nothing kept
 
+    def test_a_finalizer_running_while_the_chat_is_locked_does_not_deadlock(self):
+        # PyPy runs finalizers at a collection, in whatever thread triggers it: possibly one that
+        # holds the Chat's lock at that moment. The dropped stream's commit must not wait for it.
+        for kind in ("sync", "async"):
+            with self.subTest(kind=kind):
+                c = self.chat()
+                self.server.replies.append(Reply(chunks=["a", "b", "c", "d"]))
+                if kind == "sync":
+                    stream = c.stream_request("q")
+                    self.assertEqual(next(stream), "a")
+                else:
+                    async def first(s):
+                        return await s.__anext__()
+
+                    stream = c.async_stream_request("q")
+                    loop = asyncio.new_event_loop()
+                    self.addCleanup(loop.close)
+                    self.assertEqual(loop.run_until_complete(first(stream)), "a")
+                finalized = threading.Event()
+
+                def collect_while_locked(stream=stream, c=c, finalized=finalized):
+                    with c._lock:  # as if the collector ran inside a locked section
+                        stream.__del__()
+                    finalized.set()
+
+                worker = threading.Thread(target=collect_while_locked, daemon=True)
+                worker.start()
+                worker.join(10)
+                self.assertTrue(finalized.is_set(), "the finalizer waited for a lock its own thread held")
+                for _ in range(200):  # the handed-off commit lands once the lock is free
+                    if len(c.fetch_messages()) == 2:
+                        break
+                    threading.Event().wait(0.01)
+                self.assertEqual(c.fetch_messages()[1], {"role": "assistant", "content": "a"})
+
     def test_close_while_waiting_for_the_first_byte_keeps_nothing(self):
         c = self.chat(timeout=(5, 120))
         gate = Gate()

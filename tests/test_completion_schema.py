@@ -226,6 +226,21 @@ class AssembledCompletionSchemaTest(unittest.TestCase):
             with self.subTest(file=rel):
                 self.check(accumulator_from_completion(body).completion(), rel)
 
+    def test_the_fake_servers_answers(self):
+        # users test their code against openai2.testing: its answers must be valid completions too
+        from openai2.testing import FakeServer, Reply, chat_completion
+
+        self.check(chat_completion("hi"), "chat_completion()")
+        self.check(chat_completion(None, tool_calls=[{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}], finish_reason="tool_calls"), "tool call")
+        with FakeServer([Reply("hello"), Reply("again", usage=None)]) as server:
+            from openai2 import OpenAI
+
+            client = OpenAI("sk-test", base_url=server.base_url)
+            for label in ("with usage", "without usage"):
+                body = client._complete({"model": "m", "messages": [{"role": "user", "content": "q"}]})
+                self.check(body, "FakeServer " + label)
+            client.close()
+
 
 if __name__ == "__main__":
     unittest.main()
