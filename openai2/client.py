@@ -384,8 +384,9 @@ class ChatCompletionStream:
     After the loop, :attr:`accumulator` holds the assembled answer (content, reasoning,
     tool calls, finish reason, usage).
 
-    A body is read as an event stream whatever its ``Content-Type`` says, unless it is a JSON
-    document (``{...}``): a JSON body is taken as a whole response, size-capped.  ``[DONE]``
+    A body is read as an event stream unless it is labelled JSON and does not start like one
+    (``data:``, ``event:``, ``id:``, ``retry:`` or ``:``): such a body is taken as one whole
+    response, size-capped (some relays answer a stream request that way).  ``[DONE]``
     ends the stream: the rest of the body is read for at most :attr:`done_grace` seconds in
     all (so the connection can be reused), then the connection is discarded.
 
