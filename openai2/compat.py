@@ -197,7 +197,9 @@ class ChatCompletion:
         if body.get("stream"):
             stream = await offload(lambda: client._stream(body, cancel=scope, answer_required=False, **options), scope)
             return _CompatAsyncStream(stream, scope)
-        return to_attr(await offload(lambda: client._complete(body, cancel=scope, answer_required=False, **options), scope))
+        return to_attr(
+            await offload(lambda: client._complete(body, cancel=scope, answer_required=False, **options), scope)
+        )
 
 
 class _CompatAsyncStream:
