@@ -346,7 +346,7 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     q.add_argument("name", nargs="?", metavar="NAME")
     q.add_argument("--session", default=S, metavar="NAME", help=argparse.SUPPRESS)
     q.add_argument("--format", choices=("json", "markdown", "md"), default="json")
-    q.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    q.add_argument("-o", "--output", metavar="FILE", help="write to FILE (a regular file; - is stdout) instead of stdout")
     return parser
 
 
@@ -1138,7 +1138,7 @@ def _cli_cmd_sessions(ctx: _CliContext) -> int:
         json.dumps(data, ensure_ascii=False, indent=2) + "\n" if fmt == "json" else _cli_markdown(name, messages, pins)
     )
     target = ctx.opt("output")
-    if target:
+    if target and target != "-":  # "-o -" is stdout, as in most tools
         from .portable import atomic_write
 
         # an export is for sharing: keys are masked in it as on the terminal (the session file

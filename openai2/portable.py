@@ -34,14 +34,18 @@ def atomic_write(
     The bytes go to a temporary file in the same folder, which is flushed, fsynced and renamed
     over ``path``; the folder is fsynced too where the OS allows.  A failure at any step removes
     the temporary file and leaves the previous ``path`` untouched.  A symbolic link at ``path``
-    is replaced by the new file, never followed (its target is not touched).
+    is replaced by the new file, never followed (its target is not touched).  Only regular files
+    are ever replaced: a device, a FIFO, a folder, or a link to one of them (``/dev/null``,
+    ``/dev/stdout``, ``/dev/tty``) is refused, never replaced by a file.
 
     :param private: create the file 0600 (owner only) from the start, whatever the umask
     :param before_replace: called with the temporary path just before the rename (tests use it
         to inject a failure there; the store compares the file on disk there)
     :raises OSError: the error names ``path`` (never the temporary file) and says what to do
-        ("the folder ... does not exist")
+        ("the folder ... does not exist"), or ``path`` is not a regular file (a device, a FIFO,
+        a folder, or a link to one)
     """
+    _port_refuse_non_regular(path)
     folder = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     mode = 0o600 if private else 0o666  # the umask still applies to 0o666
@@ -103,6 +107,52 @@ def atomic_write(
             pass
         finally:
             os.close(dir_fd)
+
+
+def _port_refuse_non_regular(path: str) -> None:
+    """Raise when ``path`` exists and is not a regular file, or is a link to something that
+    exists and is not one: renaming over it would destroy a device (``/dev/null``), a FIFO,
+    or the link ``/dev/stdout``.  A link to a regular file, or a dangling link, is fine."""
+    import errno
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return  # nothing there (or nothing we can see): the write itself reports the rest
+    if stat.S_ISREG(st.st_mode):
+        return
+    kind = _port_file_kind(st.st_mode)
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return  # a dangling link: replaced by the new file
+        if stat.S_ISREG(st.st_mode):
+            return
+        kind = "a symbolic link to %s" % _port_file_kind(st.st_mode)
+    code = errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL
+    raise OSError(
+        code,
+        "cannot write %s: it is not a regular file (it is %s); openai2 writes only regular files "
+        "and never replaces a device, a FIFO or a folder (nor a link to one): give a file path" % (path, kind),
+    )
+
+
+def _port_file_kind(mode: int) -> str:
+    import stat
+
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a special file"
 
 
 def _port_write_error(exc: OSError, path: str, folder: str) -> OSError:

@@ -278,6 +278,49 @@ class MaskedConversationsTest(HostileTestCase):
         self.assertIn("your key is sk-…5555", out)
 
 
+class SpecialFilesTest(HostileTestCase):
+    """Only regular files are written: a FIFO (a stand-in for /dev/null, /dev/tty) or a link to
+    one (the shape of /dev/stdout) at an output path is refused and left as it was."""
+
+    def setUp(self):
+        super().setUp()
+        if not hasattr(os, "mkfifo"):
+            self.skipTest("FIFOs")
+        self.fifo = os.path.join(self.tmp, "pipe")
+        os.mkfifo(self.fifo)
+
+    def assert_still_a_fifo(self, path):
+        import stat
+
+        self.assertTrue(stat.S_ISFIFO(os.lstat(path).st_mode))
+
+    def test_sessions_export_to_a_fifo_is_refused(self):
+        self.assertEqual(self.run_cli("chat", "hi")[0], EXIT_OK)
+        code, _, err = self.run_cli("sessions", "export", "-o", self.fifo)
+        self.assertNotEqual(code, EXIT_OK)
+        self.assertIn(self.fifo, err)
+        self.assertIn("not a regular file", err)
+        self.assert_still_a_fifo(self.fifo)
+
+    @unittest.skipUnless(SYMLINKS, "symbolic links")
+    def test_save_to_a_link_to_a_fifo_is_refused_and_the_prompt_goes_on(self):
+        link = os.path.join(self.tmp, "stdout-like")
+        os.symlink(self.fifo, link)
+        code, out, err = self.main(["chat", "-i"], io.StringIO("hi\n/save %s\nagain\n" % link))
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertIn("not a regular file", out + err)
+        self.assertTrue(os.path.islink(link))
+        self.assert_still_a_fifo(self.fifo)
+        self.assertIn("(demo) You said: again", out)
+
+    def test_sessions_export_dash_is_stdout(self):
+        self.assertEqual(self.run_cli("chat", "hi")[0], EXIT_OK)
+        code, out, err = self.run_cli("sessions", "export", "-o", "-")
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertEqual(json.loads(out)["messages"][0]["content"], "hi")
+        self.assertFalse(os.path.exists("-"))
+
+
 class EncodingTest(HostileTestCase):
     def bytes_stdin(self, data):
         return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")  # strict, like en_US.UTF-8

@@ -98,6 +98,53 @@ class AtomicWriteErrorsTest(PortableTestCase):
         self.assertEqual(self.read(victim), "precious")
 
 
+class AtomicWriteRegularFilesOnlyTest(PortableTestCase):
+    @unittest.skipUnless(hasattr(os, "mkfifo"), "FIFOs")
+    def test_a_fifo_at_the_target_is_refused_not_replaced(self):
+        fifo = self.path("pipe")
+        os.mkfifo(fifo)
+        with self.assertRaises(OSError) as caught:
+            atomic_write(fifo, b"x")
+        message = str(caught.exception)
+        self.assertIn(fifo, message)
+        self.assertIn("not a regular file", message)
+        self.assertIn("a FIFO", message)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))  # still the FIFO
+        self.assertEqual(os.listdir(self.tmp), ["pipe"])  # no temporary file left
+
+    @unittest.skipUnless(hasattr(os, "mkfifo") and SYMLINKS, "FIFOs and symbolic links")
+    def test_a_symlink_to_a_fifo_is_refused_and_neither_is_replaced(self):
+        # the shape of /dev/stdout (a link to /proc/self/fd/1): the link must survive
+        fifo = self.path("pipe")
+        os.mkfifo(fifo)
+        link = self.path("out")
+        os.symlink(fifo, link)
+        with self.assertRaises(OSError) as caught:
+            atomic_write(link, b"x", private=True)
+        self.assertIn(link, str(caught.exception))
+        self.assertIn("a symbolic link to a FIFO", str(caught.exception))
+        self.assertTrue(os.path.islink(link))
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+
+    @unittest.skipUnless(hasattr(os, "mkfifo"), "FIFOs")
+    def test_chat_dump_to_a_fifo_is_refused(self):
+        fifo = self.path("pipe")
+        os.mkfifo(fifo)
+        with self.assertRaises(OSError) as caught:
+            Chat("", base_url="http://127.0.0.1:9/v1", model="m").dump(fifo)
+        self.assertIn(fifo, str(caught.exception))
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+
+    @unittest.skipUnless(SYMLINKS, "symbolic links")
+    def test_a_dangling_symlink_at_the_target_is_replaced_by_the_file(self):
+        link = self.path("out.json")
+        os.symlink(self.path("nowhere"), link)
+        atomic_write(link, b"new")
+        self.assertFalse(os.path.islink(link))
+        self.assertEqual(self.read(link), "new")
+        self.assertFalse(os.path.exists(self.path("nowhere")))
+
+
 class ReadJsonFileTest(PortableTestCase):
     def test_deeply_nested_json_is_a_bad_file_not_a_recursion_error(self):
         path = self.path("deep.json")
