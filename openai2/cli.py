@@ -490,12 +490,22 @@ class _CliConversation:
         self.show_reasoning = not ctx.opt("hide_reasoning", False)
         self.piece_delay = 0.0  # the demo slows pieces down a little on a terminal
         self._reasoning_open = False  # reasoning written on stderr, its line not ended yet
+        self._settled = False  # see ask()
 
     def save(self) -> None:
+        """Save the conversation; a Ctrl-C meanwhile waits for the save to end, then is dropped.
+
+        The interrupt has nothing left to stop: what it would have cut is complete and on disk
+        (a one-shot run exits 0, the prompt comes back), so memory and file stay the same.
+        """
         if self.name is None:
             return
-        with DeferInterrupt():
-            self.ctx.store.write_session(self.name, self.chat.fetch_messages(), self.chat.pinned_indexes())
+        try:
+            with DeferInterrupt():
+                self.ctx.store.write_session(self.name, self.chat.fetch_messages(), self.chat.pinned_indexes())
+        except KeyboardInterrupt:  # raised by DeferInterrupt only once the save has completed
+            self.out.end_line()
+            self.out.note("[Ctrl-C during the save: the save finished, nothing was lost]")
 
     def _reasoning(self, text: str) -> None:
         if self.show_reasoning and text:
@@ -510,18 +520,26 @@ class _CliConversation:
             if not self.out._fresh.get(id(self.out.err), True):
                 self.out.write("\n", err=True)
 
-    def ask(self, text: Any, restore: tuple[list[dict[str, Any]], list[int]] | None = None) -> bool:
+    def ask(
+        self, text: Any, restore: tuple[list[dict[str, Any]], list[int]] | None = None, rollback: int = 0
+    ) -> bool:
         """Answer ``text``; True if complete, False if stopped with Ctrl-C (partial kept, saved).
 
         :param restore: ``(messages, pins)`` to put back whenever the new answer does not
             complete (a failed request, Ctrl-C before or during the answer: a partial answer is
-            not kept then), before anything is saved (``/retry``)
+            not kept then), before anything is saved (``/retry``); once the answer is in the
+            Chat nothing is put back, whatever happens while saving it
+        :param rollback: rounds to roll back first, inside the region ``restore`` protects (a
+            Ctrl-C between the rollback and the request puts the round back)
         :raises APIError: the request failed; the history is unchanged (or ``restore``d)
         """
+        self._settled = False  # True once memory holds what is to be saved (answer committed)
         try:
+            if rollback:
+                self.chat.rollback(rollback)
             return self._ask(text, restore)
         except BaseException as exc:
-            if restore is not None:
+            if restore is not None and not self._settled:
                 _cli_replace_history(self.chat, restore[0], restore[1])
                 if isinstance(exc, KeyboardInterrupt):
                     self.out.end_line()
@@ -534,6 +552,7 @@ class _CliConversation:
             out.write("Assistant: ", "assistant")
         if not self.stream:
             answer = self.chat.request(text)
+            self._settled = True
             if self.chat.last_reasoning:
                 self._reasoning(self.chat.last_reasoning + "\n")
             out.write(answer)
@@ -566,6 +585,7 @@ class _CliConversation:
                 out.note("[stopped: the partial answer is kept]")
             else:
                 out.note("[stopped before the answer began: nothing kept]")
+            self._settled = True
             self.save()
             return False
         except BaseException:
@@ -573,6 +593,7 @@ class _CliConversation:
             out.flush_pieces()
             out.end_line()
             raise
+        self._settled = True  # the stream ran to its end: the answer is in the Chat
         out.end_line()
         self.save()
         return True
@@ -773,10 +794,9 @@ class _CliRepl:
         # Nothing is saved until the new answer is in: a failed or interrupted retry puts the
         # round back (memory and file), so the last answer is never lost.
         snapshot = (messages, self.chat.pinned_indexes())
-        self.chat.rollback(1)
         content = last_user.get("content")
         self.out.line("Retrying: %s" % format_round([last_user]), "dim")
-        self.conv.ask(content, restore=snapshot)
+        self.conv.ask(content, restore=snapshot, rollback=1)
 
     def _cmd_system(self, rest: str) -> None:
         if not rest:

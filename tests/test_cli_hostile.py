@@ -171,6 +171,67 @@ class RetryAndUndoTest(HostileTestCase):
         self.assertEqual([m["content"] for m in self.session()["messages"]], ["one", "first answer"])
         self.assertEqual(len(self.chat_requests()), 2)
 
+    def ctrl_c_during_save(self, which):
+        """Store.write_session that gets a real SIGINT in the middle of its ``which``-th call
+        (a Ctrl-C while the file is written)."""
+        import signal
+        from unittest import mock
+
+        from openai2.store import Store
+
+        real = Store.write_session
+        calls = []
+
+        def write_session(store, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == which:
+                signal.raise_signal(signal.SIGINT)
+            return real(store, *args, **kwargs)
+
+        patcher = mock.patch.object(Store, "write_session", write_session)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    @unittest.skipUnless(hasattr(__import__("signal"), "raise_signal"), "signal.raise_signal")
+    def test_ctrl_c_during_the_save_of_a_completed_retry_keeps_the_new_answer_in_memory_too(self):
+        self.server.add_replies(Reply("first answer"), Reply("second answer"), Reply("third"))
+        self.ctrl_c_during_save(2)  # 1: the first round's save, 2: the retry's
+        code, out, err = self.main(["chat", "-i"], io.StringIO("one\n/retry\nnext\n"))
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertNotIn("previous answer is kept", err)
+        self.assertIn("the save finished", err)
+        sent = [m["content"] for m in self.chat_requests()[-1].json["messages"]]
+        self.assertEqual(sent, ["one", "second answer", "next"])  # memory holds what disk holds
+        self.assertEqual([m["content"] for m in self.session()["messages"]], ["one", "second answer", "next", "third"])
+
+    def test_ctrl_c_as_a_retry_begins_puts_the_round_back(self):
+        self.server.add_replies(Reply("first answer"), Reply("third"))
+        stdout = InterruptingOutput(None)
+        real_write = stdout.write
+
+        def arm_after_first_answer(text):
+            if "first answer" in text:
+                stdout.marker = "Retrying:"  # Ctrl-C as the retry starts, before any request
+            return real_write(text)
+
+        stdout.write = arm_after_first_answer
+        code, out, err = self.main(["chat", "-i", "--no-stream"], io.StringIO("one\n/retry\nnext\n"), stdout=stdout)
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertEqual(len(self.chat_requests()), 2)
+        sent = [m["content"] for m in self.chat_requests()[-1].json["messages"]]
+        self.assertEqual(sent, ["one", "first answer", "next"])  # the round was not lost
+        self.assertEqual([m["content"] for m in self.session()["messages"]], ["one", "first answer", "next", "third"])
+
+    @unittest.skipUnless(hasattr(__import__("signal"), "raise_signal"), "signal.raise_signal")
+    def test_ctrl_c_during_the_save_of_a_completed_one_shot_exits_0(self):
+        self.server.add_replies(Reply("the answer"))
+        self.ctrl_c_during_save(1)
+        code, out, err = self.run_cli("chat", "q")
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertEqual(out, "the answer\n")
+        self.assertNotIn("interrupted", err)
+        self.assertEqual([m["content"] for m in self.session()["messages"]], ["q", "the answer"])
+
     def test_undo_of_the_only_round_of_a_resumed_session_keeps_its_system_prompt(self):
         self.assertEqual(self.run_cli("chat", "--system", "Be brief.", "one")[0], EXIT_OK)
         code, out, err = self.run_cli("chat", "-i", stdin="/undo\n/history\n")  # resumed, no --system
