@@ -604,6 +604,60 @@ class _CliConversation:
 # ---------------------------------------------------------------------------------------------
 
 
+_CLI_SET_MAX_DEPTH = 32  # /set values nested deeper are refused (no API parameter is this deep)
+
+
+class _CliBadValue(ValueError):
+    pass
+
+
+def _cli_parse_value(name: str, raw: str) -> Any:
+    """A ``/set`` value: JSON when it reads as JSON, else the text itself; NaN, Infinity (also as
+    ``1e999``) and values nested more than :data:`_CLI_SET_MAX_DEPTH` deep are refused here,
+    since no request could carry them (strict JSON has no NaN)."""
+    import json
+    import math
+
+    def refuse(word: str) -> Any:
+        raise _CliBadValue("%s = %s: JSON has no NaN or Infinity; give a finite number" % (name, word))
+
+    def finite(text: str) -> float:
+        number = float(text)
+        if math.isinf(number) or math.isnan(number):
+            refuse(text)
+        return number
+
+    try:
+        value = json.loads(raw, parse_constant=refuse, parse_float=finite)
+    except _CliBadValue:
+        raise
+    except RecursionError:
+        value = None
+        depth = _CLI_SET_MAX_DEPTH + 1
+    except ValueError:
+        return raw  # not JSON: the text itself (``/set stop END``)
+    else:
+        depth = _cli_depth(value)
+    if depth > _CLI_SET_MAX_DEPTH:
+        raise ValueError("%s: the value is nested too deeply (more than %d levels)" % (name, _CLI_SET_MAX_DEPTH))
+    return value
+
+
+def _cli_depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar: 0), without recursion."""
+    deepest = 0
+    todo = [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (list, dict)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth > _CLI_SET_MAX_DEPTH:
+                break
+            todo.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 class _CliRepl:
     def __init__(self, conv: _CliConversation, editor: LineEditor | None, system: str | None) -> None:
         self.conv = conv
@@ -704,6 +758,9 @@ class _CliRepl:
             self.conv.ask(text)
         except (APIError, OpenAIError) as exc:
             self.out.error(_cli_error_text(exc, self.chat.client.base_url))
+        except (ValueError, TypeError, RecursionError) as exc:
+            # a request that could not be built (a parameter no JSON can carry): say so, go on
+            self.out.error("the request could not be sent: %s (see /set to change a parameter)" % exc)
         return True
 
     # -- slash commands ---------------------------------------------------------------------
@@ -835,10 +892,7 @@ class _CliRepl:
             self.out.line("Unset %s." % name)
             return
         raw = parts[1].strip()
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
+        value: Any = _cli_parse_value(name, raw)
         self.chat.params[name] = value
         self.out.line("%s = %s" % (name, json.dumps(value, ensure_ascii=False)))
 

@@ -382,6 +382,38 @@ class SpecialFilesTest(HostileTestCase):
         self.assertFalse(os.path.exists("-"))
 
 
+class SetValuesTest(HostileTestCase):
+    def test_set_refuses_nan_infinity_and_deep_nesting_and_the_prompt_goes_on(self):
+        self.server.add_replies(Reply("fine"))
+        deep = "[" * 5000 + "]" * 5000
+        lines = ["/set temperature NaN", "/set temperature Infinity", "/set temperature -Infinity",
+                 "/set temperature 1e999", "/set logit_bias " + deep, '/set metadata {"a": ' + "[" * 40 + "1" + "]" * 40 + "}", "/set top_p 0.5", "hi"]
+        code, out, err = self.main(["chat", "-i"], io.StringIO("\n".join(lines) + "\n"))
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertEqual(err.count("NaN or Infinity"), 4, err)
+        self.assertEqual(err.count("nested too deeply"), 2, err)
+        self.assertNotIn("unexpected", err)
+        self.assertIn("fine", out)
+        body = self.chat_requests()[-1].json
+        self.assertEqual(body["top_p"], 0.5)
+        for name in ("temperature", "logit_bias", "metadata"):
+            self.assertNotIn(name, body)
+
+    def test_a_request_that_cannot_be_built_is_an_error_line_not_the_end(self):
+        from unittest import mock
+
+        self.server.add_replies(Reply("fine"))
+        # a NaN that reached the Chat without /set's check
+        with mock.patch("openai2.cli._cli_parse_value", side_effect=[float("nan"), 0.5]):
+            code, out, err = self.main(["chat", "-i"], io.StringIO("/set temperature x\nhi\n/set temperature y\nhi\n"))
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertIn("the request could not be sent", err)
+        self.assertNotIn("unexpected", err)
+        self.assertIn("fine", out)
+        self.assertEqual(self.chat_requests()[-1].json["temperature"], 0.5)
+        self.assertEqual([m["content"] for m in self.session()["messages"]], ["hi", "fine"])
+
+
 class EncodingTest(HostileTestCase):
     def bytes_stdin(self, data):
         return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")  # strict, like en_US.UTF-8
