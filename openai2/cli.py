@@ -761,6 +761,13 @@ class _CliRepl:
         except (ValueError, TypeError, RecursionError) as exc:
             # a request that could not be built (a parameter no JSON can carry): say so, go on
             self.out.error("the request could not be sent: %s (see /set to change a parameter)" % exc)
+        except (SessionConflictError, SessionLockedError):
+            raise  # the session belongs to another process now: every later save would fail too
+        except (OSError, StoreError) as exc:
+            # the answer was shown and is in memory; a full disk or a missing folder is no reason
+            # to lose it: say so, and the next answer tries to save again
+            self.out.error(_cli_error_text(exc))
+            self.out.note("the conversation is still here: /save FILE keeps a copy (the next answer saves again)")
         return True
 
     # -- slash commands ---------------------------------------------------------------------

@@ -414,6 +414,58 @@ class SetValuesTest(HostileTestCase):
         self.assertEqual([m["content"] for m in self.session()["messages"]], ["hi", "fine"])
 
 
+class FailedSaveTest(HostileTestCase):
+    def fail_first_saves(self, count, error):
+        from unittest import mock
+
+        from openai2.store import Store
+
+        real = Store.write_session
+        calls = []
+
+        def write_session(store, *args, **kwargs):
+            calls.append(1)
+            if len(calls) <= count:
+                raise error
+            return real(store, *args, **kwargs)
+
+        patcher = mock.patch.object(Store, "write_session", write_session)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+
+    def test_a_failed_save_keeps_the_prompt_running_and_the_next_answer_saves(self):
+        import errno
+
+        self.fail_first_saves(1, OSError(errno.ENOSPC, "cannot write x: no space left on the device"))
+        copy = os.path.join(self.tmp, "copy.json")
+        code, out, err = self.main(["chat", "-i"], io.StringIO("one\n/save %s\ntwo\n" % copy))
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertIn("(demo) You said: one", out)
+        self.assertIn("no space left", err)
+        self.assertIn("the conversation is still here: /save FILE", err)
+        self.assertIn("(demo) You said: two", out)
+        self.assertEqual(self.contents(copy), ["one", "(demo) You said: one"])
+        self.assertEqual(self.contents(self.store.session_path("default")),
+                         ["one", "(demo) You said: one", "two", "(demo) You said: two"])
+
+    def test_a_failed_save_of_a_one_shot_still_exits_3_after_the_answer(self):
+        import errno
+
+        self.fail_first_saves(1, OSError(errno.ENOSPC, "cannot write x: no space left on the device"))
+        code, out, err = self.run_cli("chat", "one")
+        self.assertEqual(code, EXIT_STORAGE, err)
+        self.assertEqual(out, "(demo) You said: one\n")
+        self.assertIn("no space left", err)
+
+    def test_a_conflict_still_ends_the_prompt(self):
+        from openai2.store import SessionConflictError
+
+        self.fail_first_saves(1, SessionConflictError("the session changed on disk"))
+        code, out, err = self.main(["chat", "-i"], io.StringIO("one\ntwo\n"))
+        self.assertEqual(code, EXIT_STORAGE, err)
+        self.assertNotIn("You said: two", out)
+
+
 class EncodingTest(HostileTestCase):
     def bytes_stdin(self, data):
         return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")  # strict, like en_US.UTF-8
