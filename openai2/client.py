@@ -14,7 +14,7 @@ import os
 import threading
 import time
 
-from .common import TYPE_CHECKING, USER_AGENT, get_logger, mask_key, redact
+from .common import TYPE_CHECKING, USER_AGENT, get_logger, header_secrets, mask_key, redact
 from .errors import (
     APIConnectionError,
     APIError,
@@ -67,7 +67,6 @@ _CLIENT_OPTION_NAMES = frozenset(
 )
 #: A request header whose lower-case name contains one of these carries a credential: its value
 #: (and the token after an ``Authorization`` scheme such as ``Bearer``) is masked in errors.
-_CLIENT_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "password", "cookie", "session", "signature")
 #: SSE fields a body may start with (after a BOM and whitespace): an event stream, whatever its label.
 _CLIENT_SSE_STARTS = (b"data:", b"event:", b"id:", b"retry:")
 _CLIENT_BOM = b"\xef\xbb\xbf"
@@ -222,27 +221,6 @@ def should_retry(status: int, headers: Mapping[str, str], code: object = None) -
 def _client_is_loopback(host: str) -> bool:
     host = host.strip("[]").lower()
     return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(".localhost")
-
-
-def _client_header_secrets(headers: Mapping[str, str] | None) -> list[str]:
-    """The credentials among request headers given by hand (``default_headers``,
-    ``extra_headers``): values of headers named like a credential (``Authorization``,
-    ``api-key``, ``x-api-key``, ``Cookie``, …), and the token after an auth scheme."""
-    found: list[str] = []
-    for name, value in (headers or {}).items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            continue
-        lowered = name.lower()
-        if not any(word in lowered for word in _CLIENT_SECRET_HEADER_WORDS):
-            continue
-        value = value.strip()
-        _, _, token = value.partition(" ")
-        token = token.strip()
-        if token:
-            found.append(token)  # "Bearer sk-…": the key alone is what a server echoes
-        if value:
-            found.append(value)
-    return found
 
 
 def _client_check_headers(headers: object, what: str) -> dict[str, str]:
@@ -669,12 +647,13 @@ def _client_parse_body(raw: bytes, response: HTTPResponse, secrets: tuple[str, .
         longest = max((len(secret) for secret in secrets if secret), default=0)
         window = raw[: 4 * (200 + longest)].decode("utf-8", "replace")
         excerpt = redact(window, secrets)[:200]
-        raise APIStatusError(
+        error = APIStatusError(
             "The server answered %d with a body that is not usable JSON: %r" % (response.status, excerpt),
             status_code=response.status,
             headers=response.headers,
             request_id=response.headers.get("x-request-id"),
-        ) from None
+        )
+        raise redact_error(error, secrets) from None  # headers and request id may echo a key
 
 
 def _client_block(
@@ -784,8 +763,8 @@ class OpenAI:
         ``default_headers`` and this call's ``extra_headers`` (``api-key``, ``Authorization``, …)."""
         key = self._api_key
         keys = list(key.keys()) if isinstance(key, AKPool) else [key] if key else []
-        keys += _client_header_secrets(self.default_headers)
-        keys += _client_header_secrets(extra_headers)
+        keys += header_secrets(self.default_headers)
+        keys += header_secrets(extra_headers)
         return tuple(dict.fromkeys(keys))
 
     def __repr__(self) -> str:
@@ -903,9 +882,15 @@ class OpenAI:
             headers = self._headers(key, stream)
             headers.update(extra)
             try:
-                response = self._transport.request(
-                    "POST", url, headers=headers, body=payload, timeout=limits, cancel=cancel
-                )
+                try:
+                    response = self._transport.request(
+                        "POST", url, headers=headers, body=payload, timeout=limits, cancel=cancel
+                    )
+                except APIError as raised:
+                    # the transport builds some errors itself (a 303, too many redirects, a
+                    # proxy's refusal page): mask them here, in one place, with every key
+                    redact_error(raised, secrets)
+                    raise
             except RequestCancelledError:
                 raise
             except APIConnectionError as exc:

@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     import logging
-    from typing import Iterable
+    from typing import Iterable, Mapping
 
 USER_AGENT = "openai2/%s Python/%s" % (__version__, ".".join(str(part) for part in sys.version_info[:3]))
 
@@ -127,3 +127,27 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
         else:
             text = _common_mask_tokens(text, form, masked)
     return text
+
+
+_COMMON_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "password", "cookie", "session", "signature")
+
+
+def header_secrets(headers: Mapping[str, str] | None) -> list[str]:
+    """The credentials among request headers (``default_headers``, ``extra_headers``, the
+    headers a transport sends): values of headers named like a credential (``Authorization``,
+    ``api-key``, ``x-api-key``, ``Cookie``, …), and the token after an auth scheme."""
+    found: list[str] = []
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            continue
+        lowered = name.lower()
+        if not any(word in lowered for word in _COMMON_SECRET_HEADER_WORDS):
+            continue
+        value = value.strip()
+        _, _, token = value.partition(" ")
+        token = token.strip()
+        if token:
+            found.append(token)  # "Bearer sk-…": the key alone is what a server echoes
+        if value:
+            found.append(value)
+    return found

@@ -252,12 +252,15 @@ def redact_value(value: object, secrets: Iterable[str | None]) -> Any:
 
 
 def redact_error(error: APIError, secrets: Iterable[str | None]) -> APIError:
-    """Mask secrets in an error, in place: message, body, code/type/param when they are text,
-    and (for an :class:`APIStatusError`) header values (a server may echo the key anywhere)."""
+    """Mask secrets in an error, in place: message, body, hint, code/type/param when they are
+    text, and (for an :class:`APIStatusError`) header values and the request id (a server may echo the key anywhere)."""
     known = [s for s in secrets if s]
     if known:
         error.message = redact(error.message, known)
         error.args = (error.message,)
+        hint = getattr(error, "hint", None)
+        if isinstance(hint, str):
+            error.hint = redact(hint, known)  # type: ignore[attr-defined]
         error.body = redact_value(error.body, known)
         for name in ("code", "type", "param"):
             field = getattr(error, name, None)

@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 
-from .common import TYPE_CHECKING, USER_AGENT, get_logger
+from .common import TYPE_CHECKING, USER_AGENT, get_logger, header_secrets
 from .errors import (
     APIConnectionError,
     APIError,
@@ -26,6 +26,7 @@ from .errors import (
     IncompleteStreamError,
     RequestCancelledError,
     ResponseTooLargeError,
+    _excerpt,
     make_status_error,
 )
 from .socks import socks5_handshake
@@ -206,9 +207,16 @@ def _tp_mask_url(url: str) -> str:
 
 
 def _tp_log_url(url: str) -> str:
-    """A URL safe to log and show: no user info, no query string, no fragment."""
+    """A URL safe to log and show: no user info, no query string, no fragment.
+
+    Relative URLs too (a redirect's ``Location: /v1/new?key=...`` or ``//user:pw@host/x``).
+    """
+    url = url.split("#", 1)[0].split("?", 1)[0]
     scheme, sep, rest = url.partition("://")
-    rest = rest.split("#", 1)[0].split("?", 1)[0]
+    if not sep:
+        if not url.startswith("//"):
+            return url
+        scheme, sep, rest = "", "//", url[2:]
     netloc, slash, path = rest.partition("/")
     return scheme + sep + netloc.rpartition("@")[2] + slash + path
 
@@ -684,6 +692,7 @@ class HTTPTransport:
         import urllib.request
 
         hops = 0
+        secrets = header_secrets(headers)  # masked in the errors built here (a server may echo them)
         while True:
             if cancel is not None and cancel.cancelled:
                 raise RequestCancelledError()
@@ -713,7 +722,7 @@ class HTTPTransport:
             if status in _TP_REDIRECTS and resp.headers.get("location"):
                 new_url = self._tp_redirect_url(url, resp)
                 if hops >= max_redirects:
-                    too_many = make_status_error(status, resp.headers, b"")
+                    too_many = make_status_error(status, resp.headers, b"", secrets=secrets)
                     too_many.hint = "Too many redirects: gave up after %d (the next was to %s)." % (
                         hops,
                         _tp_log_url(new_url),
@@ -726,7 +735,7 @@ class HTTPTransport:
                 continue
             if status == 303:
                 raw = self._tp_small_body(resp)
-                err303 = make_status_error(303, resp.headers, raw)
+                err303 = make_status_error(303, resp.headers, raw, secrets=secrets)
                 err303.hint = (
                     "The server answered 303 See Other (Location: %s), which asks for a GET: "
                     "openai2 does not turn a %s into a GET. Check the base URL."
@@ -911,7 +920,7 @@ class HTTPTransport:
                     continue
                 raise
             if proxy is not None and target[0] != "/" and raw.status in (403, 407):
-                refusal = _tp_proxy_refusal(raw, proxy, target)
+                refusal = _tp_proxy_refusal(raw, proxy, target, header_secrets(headers))
                 if refusal is not None:
                     if cancel is not None:
                         cancel._tp_detach(conn)
@@ -1096,7 +1105,9 @@ def _tp_tunnel(sock: Any, host: str, port: int, proxy: _TPProxy) -> None:
         raise err
 
 
-def _tp_proxy_refusal(raw: http.client.HTTPResponse, proxy: _TPProxy, target: str) -> APIConnectionError | None:
+def _tp_proxy_refusal(
+    raw: http.client.HTTPResponse, proxy: _TPProxy, target: str, secrets: list[str]
+) -> APIConnectionError | None:
     """For plain http sent through an HTTP proxy (absolute-URI form): the proxy's own refusal.
 
     A 407 always comes from the proxy.  A 403 is taken for the proxy's when it is not JSON (APIs
@@ -1110,9 +1121,7 @@ def _tp_proxy_refusal(raw: http.client.HTTPResponse, proxy: _TPProxy, target: st
         page = raw.read(4096).decode("utf-8", "replace")
     except Exception:  # noqa: BLE001 - the excerpt is a courtesy
         page = ""
-    import re
-
-    excerpt = " ".join(re.sub(r"(?s)<[^>]*>", " ", page).split())[:200]
+    excerpt = _excerpt(page, 200, secrets)  # the page may quote the request's credentials
     if raw.status == 407:
         what = "requires authentication (407 Proxy Authentication Required): check the user:password in the proxy URL"
     else:

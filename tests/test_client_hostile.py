@@ -421,5 +421,53 @@ class TestConstructorMisuse(HostileCase):
         self.assertEqual(self.server.requests[-1].headers["x-trace"], "t1")
 
 
+class TestTransportErrorsAreMasked(HostileCase):
+    """Errors the transport raises (a 303, too many redirects) and a 200 body that is not JSON
+    quote what the server sent: every key of the client is masked in them."""
+
+    def assertMasked(self, e, secret):
+        texts = [str(e), repr(e), e.message, repr(e.args), json.dumps(e.body), repr(e.headers),
+                 str(e.hint), str(e.request_id)]
+        for text in texts:
+            self.assertNoSecretPart(text, secret)
+
+    def test_303_echoing_the_key_in_body_and_relative_location_is_masked(self):
+        for options, call, secret in (({}, {}, KEY), ({}, {"extra_headers": {"api-key": AZURE_KEY}}, AZURE_KEY)):
+            with self.subTest(secret=secret):
+                self.server.replies.append(Reply(
+                    status=303, body={"error": {"message": "moved, key " + secret}},
+                    headers={"Location": "/v1/new?key=" + secret, "X-Echo": secret}))
+                with self.assertRaises(openai2.APIStatusError) as cm:
+                    self.create(self.client(**options), **call)
+                self.assertMasked(cm.exception, secret)
+                self.assertIn("Location: /v1/new)", cm.exception.hint)
+                self.assertIn(openai2.mask_key(secret), cm.exception.message)
+
+    def test_too_many_redirects_masks_echoed_header_keys(self):
+        for _ in range(6):
+            self.server.replies.append(Reply(redirect_to=self.server.base_url + "/chat/completions",
+                                             headers={"X-Echo": KEY}))
+        with self.assertRaises(openai2.APIStatusError) as cm:
+            self.create()
+        self.assertIn("Too many redirects", cm.exception.hint)
+        self.assertMasked(cm.exception, KEY)
+
+    def test_200_non_json_body_masks_echoed_headers_and_request_id(self):
+        for stream in (False, True):
+            with self.subTest(stream=stream):
+                self.server.replies.append(Reply(body=b"garbage", content_type="application/json",
+                                                 headers={"X-Echo": KEY, "x-request-id": "req_" + KEY}))
+                with self.assertRaises(openai2.APIStatusError) as cm:
+                    result = self.create(stream=stream)
+                    list(result)
+                self.assertMasked(cm.exception, KEY)
+                self.assertIn("not usable JSON", cm.exception.message)
+
+    def test_redact_error_masks_the_hint(self):
+        error = openai2.APIStatusError("m", status_code=400, hint="see " + KEY)
+        openai2.errors.redact_error(error, [KEY])
+        self.assertNoSecretPart(error.hint + str(error), KEY)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -1125,5 +1125,61 @@ class HygieneTests(unittest.TestCase):
         self.assertEqual(out.stdout.strip(), "[]", out.stderr)
 
 
+# A key holding a tab: a page excerpt collapses whitespace, so it must be masked before that.
+TAB_KEY = "sk-transport-TAB\tkey-0123456789abcdef"
+
+
+def _echo_credentials(status_line, extra_headers=b"", filler=190):
+    """A raw server answering ``status_line`` with an HTML page quoting the request's
+    Authorization header, the key starting just before the 200th character of the excerpt."""
+
+    def script(sock, conn_id):
+        _, _, headers, _ = read_request_head(sock)
+        page = ("<html><body><p>" + "x" * filler + " " + headers.get("authorization", "") + "</p></body></html>").encode()
+        sock.sendall(status_line + b"\r\nContent-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n"
+                     % len(page) + extra_headers + b"\r\n" + page)
+
+    return script
+
+
+class TransportBuiltErrorsMaskCredentials(unittest.TestCase):
+    """Errors the transport builds itself quote what a server sent: the credentials of the
+    request it answered are masked before any excerpt is cut or whitespace collapsed."""
+
+    def assertNoKeyPart(self, text, secret):
+        for piece in secret.replace("\t", " ").split(" "):
+            for i in range(max(len(piece) - 11, 0)):
+                self.assertNotIn(piece[i:i + 12], text)
+
+    def test_303_page_quoting_the_key_is_masked(self):
+        script = _echo_credentials(b"HTTP/1.1 303 See Other", b"Location: /other?sig=q\r\n")
+        with ScriptedServer(script) as s:
+            with self.assertRaises(APIStatusError) as cm:
+                transport().request("POST", s.url("/v1/chat"), headers={"Authorization": "Bearer " + TAB_KEY},
+                                    body=b"{}", timeout=T)
+        e = cm.exception
+        self.assertEqual(e.status_code, 303)
+        self.assertNoKeyPart(str(e) + repr(e.args) + repr(e.body) + repr(e.headers), TAB_KEY)
+        self.assertIn("Location: /other)", e.hint)
+
+    def test_proxy_refusal_page_quoting_the_key_is_masked(self):
+        script = _echo_credentials(b"HTTP/1.1 403 Forbidden", filler=100)
+        with ScriptedServer(script) as proxy:
+            with self.assertRaises(APIConnectionError) as cm:
+                transport(proxy=proxy.url()).request(
+                    "POST", "http://api.example.test/v1/chat", headers={"Authorization": "Bearer " + TAB_KEY},
+                    body=b"{}", timeout=T)
+        self.assertIn("refused the request (403", str(cm.exception))
+        self.assertNoKeyPart(str(cm.exception) + repr(cm.exception.args), TAB_KEY)
+
+    def test_log_url_strips_query_and_user_info_from_relative_urls(self):
+        from openai2.transport import _tp_log_url
+
+        self.assertEqual(_tp_log_url("/v1/new?key=sk-x#frag"), "/v1/new")
+        self.assertEqual(_tp_log_url("new#k=sk-x"), "new")
+        self.assertEqual(_tp_log_url("//user:pw@host.test/v1?key=sk-x"), "//host.test/v1")
+        self.assertEqual(_tp_log_url("https://u:p@host.test/v1?k=1"), "https://host.test/v1")
+
+
 if __name__ == "__main__":
     unittest.main()
