@@ -553,10 +553,14 @@ class _CliConversation:
         if not self.stream:
             answer = self.chat.request(text)
             self._settled = True
-            if self.chat.last_reasoning:
-                self._reasoning(self.chat.last_reasoning + "\n")
-            out.write(answer)
-            out.end_line()
+            try:
+                if self.chat.last_reasoning:
+                    self._reasoning(self.chat.last_reasoning + "\n")
+                out.write(answer)
+                out.end_line()
+            except BrokenPipeError:
+                self.save()  # the reader left (``| head``): the answer is complete, keep it
+                raise
             self.save()
             return True
         self._reasoning_open = False
@@ -588,6 +592,15 @@ class _CliConversation:
             self._settled = True
             self.save()
             return False
+        except BrokenPipeError:
+            # the reader went away (``openai2 chat ... | head -c 20``): what arrived is kept and
+            # saved as after a Ctrl-C, then main() ends quietly; nothing more goes to stdout
+            ts.close()
+            if restore is not None:
+                _cli_replace_history(self.chat, restore[0], restore[1])
+            self._settled = True
+            self.save()
+            raise
         except BaseException:
             self._end_reasoning()
             out.flush_pieces()

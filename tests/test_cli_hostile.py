@@ -466,6 +466,42 @@ class FailedSaveTest(HostileTestCase):
         self.assertNotIn("You said: two", out)
 
 
+class ClosedPipe(io.StringIO):
+    """stdout whose reader goes away once ``marker`` is written (``openai2 chat ... | head -c 20``)."""
+
+    def __init__(self, marker):
+        super().__init__()
+        self.marker = marker
+        self.closed_pipe = False
+
+    def write(self, text):
+        if self.closed_pipe:
+            raise BrokenPipeError(32, "Broken pipe")
+        if self.marker in text:
+            self.closed_pipe = True
+        return super().write(text)
+
+
+class ClosedPipeTest(HostileTestCase):
+    def test_a_stream_into_a_closed_pipe_saves_what_arrived_and_ends_quietly(self):
+        self.server.add_replies(Reply("a long essay", chunks=["first ", "second ", "third ", "fourth"]))
+        stdout = ClosedPipe("first")
+        code, out, err = self.main(["chat", "essay"], io.StringIO(""), stdout=stdout)
+        self.assertEqual(code, 1, err)  # as before: a quiet exit 1, no traceback, no message
+        self.assertEqual(err, "")
+        self.assertEqual(out, "first ")
+        saved = self.contents(self.store.session_path("default"))
+        self.assertEqual(saved[0], "essay")
+        self.assertTrue(saved[1].startswith("first second"), saved)
+
+    def test_a_whole_answer_into_a_closed_pipe_is_saved(self):
+        self.server.add_replies(Reply("the whole answer"))
+        stdout = ClosedPipe("whole")
+        code, out, err = self.main(["chat", "--no-stream", "q"], io.StringIO(""), stdout=stdout)
+        self.assertEqual(code, 1, err)
+        self.assertEqual(self.contents(self.store.session_path("default")), ["q", "the whole answer"])
+
+
 class EncodingTest(HostileTestCase):
     def bytes_stdin(self, data):
         return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")  # strict, like en_US.UTF-8
