@@ -19,10 +19,10 @@ from .client import (
     OpenAI,
     add_usage,
     client_from_options,
+    merge_request_params,
     no_answer_error,
     require_choices,
     reset_client_key,
-    split_request_options,
 )
 from .common import TYPE_CHECKING, redact
 from .errors import APIError, OpenAIError, redact_error
@@ -528,9 +528,7 @@ class Chat:
         if "messages" in params:
             raise TypeError("messages= is managed by Chat; use add_dialogs() to change the history")
         params.pop("stream", None)
-        options = split_request_options(params)
-        body = dict(self.params)
-        body.update(params)
+        body, options = merge_request_params(self.params, params)
         if not body.get("model"):
             raise ValueError("no model given: use Chat(model='gpt-4o-mini', ...) or request(..., model=...)")
         with self._lock:

@@ -116,6 +116,22 @@ def split_request_options(params: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def merge_request_params(defaults: Mapping[str, Any], params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(body, options)`` for a ``Chat``/``GroupChat`` call: the default parameters with this
+    call's over them, then the request options split out (:func:`split_request_options`), so
+    ``extra_headers`` / ``extra_body`` / ``timeout`` given as defaults act as they do per call
+    (a per-call ``None`` leaves the default in place)."""
+    body = dict(defaults)
+    for name, value in params.items():
+        if value is None and name in _CLIENT_REQUEST_OPTIONS and name in body:
+            continue
+        body[name] = value
+    return body, split_request_options(body)
+
+
+_CLIENT_REQUEST_OPTIONS = ("timeout", "extra_headers", "extra_body", "extra_query")
+
+
 def client_from_options(
     api_key: str | AKPool | None, client: OpenAI | None, kwargs: dict[str, Any], owner: str
 ) -> OpenAI:

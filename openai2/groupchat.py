@@ -19,7 +19,7 @@ import threading
 
 from .aio import offload
 from .chat import write_archive_file
-from .client import OpenAI, add_usage, client_from_options, require_choices, reset_client_key, split_request_options
+from .client import OpenAI, add_usage, client_from_options, merge_request_params, require_choices, reset_client_key
 from .common import TYPE_CHECKING
 from .history import check_json_text, valid_unicode
 from .keypool import AKPool
@@ -654,11 +654,9 @@ class GroupChat:
         if params.get("stream"):
             raise TypeError("GroupChat does not stream: its answer is only usable once complete")
         params.pop("stream", None)
-        options = split_request_options(params)
         roles = self._roles()
         checked = _gc_check_turns(turns, roles)
-        body = dict(self.params)
-        body.update(params)
+        body, options = merge_request_params(self.params, params)
         if not body.get("model"):
             raise ValueError("no model given: use GroupChat(model='gpt-4o-mini', ...) or request(..., model=...)")
         with self._lock:

@@ -479,5 +479,34 @@ class TestGroupChatArchives(Case):
         self.assertEqual(other.export_dialogs(), [{"speaker": "A", "audiences": ["B"], "remark": "hi \ufffd"}])
 
 
+class TestDefaultRequestOptions(Case):
+    """extra_headers / extra_body given to Chat or GroupChat as defaults act as per-call ones:
+    sent as headers and merged into the body, never as literal JSON fields."""
+
+    def assertSentAsOptions(self, request, seed):
+        self.assertEqual(request.headers.get("x-tenant"), "t1")
+        self.assertNotIn("extra_headers", request.json)
+        self.assertNotIn("extra_body", request.json)
+        self.assertEqual(request.json["seed"], seed)
+
+    def test_chat_default_extra_headers_and_extra_body(self):
+        chat = self.chat(extra_headers={"X-Tenant": "t1"}, extra_body={"seed": 7})
+        for call, seed in (({}, 7), ({"extra_body": {"seed": 8}}, 8), ({"extra_headers": None}, 7)):
+            with self.subTest(call=call):
+                self.server.replies.append(Reply(content="ok"))
+                chat.request("hi", **call)
+                self.assertSentAsOptions(self.server.requests[-1], seed)
+        self.server.replies.append(Reply(content="ok"))
+        "".join(chat.stream_request("hi"))
+        self.assertSentAsOptions(self.server.requests[-1], 7)
+        self.assertEqual(chat.params, {"model": "gpt-4o-mini", "extra_headers": {"X-Tenant": "t1"}, "extra_body": {"seed": 7}})
+
+    def test_groupchat_default_extra_headers_and_extra_body(self):
+        group = self.group(roles={"A": "", "B": ""}, extra_headers={"X-Tenant": "t1"}, extra_body={"seed": 7})
+        self.server.replies.append(Reply(content="ok"))
+        group.request([("A", ["B"])])
+        self.assertSentAsOptions(self.server.requests[-1], 7)
+
+
 if __name__ == "__main__":
     unittest.main()
