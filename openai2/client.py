@@ -155,7 +155,20 @@ def reset_client_key(client: OpenAI, api_key: str | AKPool) -> None:
     """``reset_api_key`` of Chat/GroupChat: another key or pool from the next request on."""
     if not isinstance(api_key, (str, AKPool)) or (isinstance(api_key, str) and not api_key):
         raise ValueError("reset_api_key needs a non-empty key string or an AKPool")
+    if isinstance(api_key, str):
+        _client_check_key(api_key, "reset_api_key: the key")
     client.api_key = api_key
+
+
+def _client_check_key(key: str, what: str) -> None:
+    """A key string holding whitespace or a control character (a trailing newline read from a
+    file, say) is refused: it could only fail as a header, or be sent mangled."""
+    for position, char in enumerate(key):
+        if char.isspace() or ord(char) < 32 or ord(char) == 127:
+            raise ValueError(
+                "%s contains whitespace or a control character (%r at position %d); remove it "
+                "(a key read from a file often ends with a newline)" % (what, char, position)
+            )
 
 
 def add_usage(total: dict[str, int], usage: object) -> None:
@@ -262,6 +275,25 @@ def _client_check_headers(headers: object, what: str) -> dict[str, str]:
     return checked
 
 
+def _client_shown_url(url: str) -> str:
+    """``url`` for a repr or a message: a password in user info as ``****``, each query value as
+    ``…`` (``?api-key=…``), the fragment left out; the rest (host, path, names) as given."""
+    url, _, _ = url.partition("#")
+    url, question, query = url.partition("?")
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        netloc, slash, path = rest.partition("/")
+        auth, at, host = netloc.rpartition("@")
+        if at:
+            user, colon, _ = auth.partition(":")
+            netloc = user + (":****" if colon else "") + "@" + host
+        url = scheme + sep + netloc + slash + path
+    if question:
+        fields = [field.partition("=") for field in query.split("&")]
+        url += "?" + "&".join(name + ("=…" if eq else "") for name, eq, _ in fields)
+    return url
+
+
 def _client_check_base_url(base: object, from_env: bool) -> str:
     where = "OPENAI_BASE_URL" if from_env else "base_url"
     if not isinstance(base, str):
@@ -272,10 +304,11 @@ def _client_check_base_url(base: object, from_env: bool) -> str:
         parts = urlsplit(base.strip())
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
-        raise ValueError("%s is not a valid URL: %r" % (where, base)) from None
+        raise ValueError("%s is not a valid URL: %r" % (where, _client_shown_url(base))) from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError(
-            "%s must be an http:// or https:// URL with a host, such as %r, not %r" % (where, DEFAULT_BASE_URL, base)
+            "%s must be an http:// or https:// URL with a host, such as %r, not %r"
+            % (where, DEFAULT_BASE_URL, _client_shown_url(base))
         )
     return base.strip()
 
@@ -731,12 +764,15 @@ class OpenAI:
         transport: HTTPTransport | None = None,
         sleep: Callable[[float, CancelScope | None], None] | None = None,
     ) -> None:
+        from_arg = api_key is not None
         if api_key is None:
             api_key = os.environ.get("OPENAI_API_KEY") or None
         if api_key is not None and not isinstance(api_key, (str, AKPool)):
             raise TypeError("api_key must be a string or an AKPool, not %s" % type(api_key).__name__)
         if isinstance(api_key, str) and not api_key.strip():
             api_key = None
+        if isinstance(api_key, str):
+            _client_check_key(api_key, "api_key" if from_arg else "OPENAI_API_KEY")
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ValueError("max_retries must be an integer >= 0, got %r" % (max_retries,))
         _client_check_options(organization, project, proxy, verify, ca_file, max_response_bytes, transport, sleep)
@@ -772,7 +808,9 @@ class OpenAI:
     def api_key(self, value: str | AKPool | None) -> None:
         if value is not None and not isinstance(value, (str, AKPool)):
             raise TypeError("api_key must be a string or an AKPool, not %s" % type(value).__name__)
-        self._api_key = value or None
+        if isinstance(value, str) and value.strip():
+            _client_check_key(value, "api_key")
+        self._api_key = value if isinstance(value, AKPool) or (value and value.strip()) else None
 
     def _secrets(self, extra_headers: Mapping[str, str] | None = None) -> tuple[str, ...]:
         """Everything to mask in errors: the key (every key of a pool) and the credentials in
@@ -786,7 +824,7 @@ class OpenAI:
     def __repr__(self) -> str:
         key = self._api_key
         shown = repr(key) if isinstance(key, AKPool) else mask_key(key) if key else "None"
-        return "OpenAI(base_url=%r, api_key=%s)" % (self.base_url, shown)
+        return "OpenAI(base_url=%r, api_key=%s)" % (_client_shown_url(self.base_url), shown)
 
     def close(self) -> None:
         """Close pooled connections (only those of a transport this client created)."""

@@ -469,5 +469,31 @@ class TestTransportErrorsAreMasked(HostileCase):
         self.assertNoSecretPart(error.hint + str(error), KEY)
 
 
+class TestKeyAndBaseURLMisuse(unittest.TestCase):
+    def test_key_with_whitespace_or_control_characters_is_refused(self):
+        for bad in (KEY + "\n", " " + KEY, KEY[:6] + " " + KEY[6:], KEY + "\x00", KEY + "\r"):
+            with self.subTest(key=bad):
+                with self.assertRaises(ValueError) as cm:
+                    OpenAI(api_key=bad)
+                self.assertNotIn(KEY[4:16], str(cm.exception))
+                client = OpenAI(api_key=KEY)
+                with self.assertRaises(ValueError):
+                    client.api_key = bad
+                with self.assertRaises(ValueError):
+                    Chat(KEY, model="m").reset_api_key(bad)
+        self.assertIsNone(OpenAI(api_key="  ").api_key)  # only whitespace: no key, as before
+        client = OpenAI(api_key=KEY)
+        client.api_key = ""
+        self.assertIsNone(client.api_key)
+
+    def test_repr_masks_a_key_in_the_base_url_query_and_a_password(self):
+        text = repr(OpenAI(api_key=KEY, base_url="http://user:pass-secret-123456@x.test/v1?api-key=" + KEY))
+        self.assertNotIn("pass-secret-123456", text)
+        self.assertNotIn(KEY[4:16], text)
+        self.assertIn("http://user:****@x.test/v1?api-key=…", text)
+        self.assertIn("x.test/v1", repr(Chat(api_key=KEY, model="m", base_url="https://x.test/v1?key=" + KEY)))
+        self.assertNotIn(KEY[4:16], repr(Chat(api_key=KEY, model="m", base_url="https://x.test/v1?key=" + KEY)))
+
+
 if __name__ == "__main__":
     unittest.main()
