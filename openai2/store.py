@@ -126,6 +126,40 @@ def _store_acquire(lock: FileLock) -> bool:
         raise StoreError(text if lock.path in text else "cannot use the lock file %s: %s" % (lock.path, text)) from None
 
 
+def _store_read_bytes(path: str) -> bytes:
+    """The bytes of the data file ``path``, refusing anything but a regular file.
+
+    A FIFO would block the read forever and ``/dev/zero`` would never end, so the file is
+    opened without blocking and checked with ``fstat`` before a byte is read.
+
+    :raises FileNotFoundError: no such file
+    :raises OSError: it cannot be read, or it is not a regular file (``strerror`` says so)
+    """
+    import errno
+    import stat
+
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not hasattr(os, "O_NONBLOCK") and os.path.exists(path) and not os.path.isfile(path):
+        fd = -1  # no O_NONBLOCK (Windows): checked before opening instead
+    else:
+        fd = os.open(path, flags)
+    try:
+        if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(
+                errno.EINVAL,
+                "it is not a regular file (a FIFO, a device or a folder); openai2 reads only regular "
+                "files: remove it, or put the real file there",
+            )
+        if hasattr(os, "O_NONBLOCK") and hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1
+            return handle.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _store_digest(data: bytes) -> str:
     import hashlib
 
@@ -272,8 +306,7 @@ class Store:
         import json
 
         try:
-            with open(self.keys_path, "rb") as handle:
-                raw = handle.read()
+            raw = _store_read_bytes(self.keys_path)
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -398,8 +431,7 @@ class Store:
 
         path = self.session_path(name)
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
+            raw = _store_read_bytes(path)
         except FileNotFoundError:
             self._seen[name] = None
             return None
@@ -478,8 +510,7 @@ class Store:
 
     def _session_digest(self, path: str) -> str | None:
         try:
-            with open(path, "rb") as handle:
-                return _store_digest(handle.read())
+            return _store_digest(_store_read_bytes(path))
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -556,9 +587,10 @@ class Store:
             count: int | None = None
             error: str | None = None
             try:
-                with open(path, "rb") as handle:
-                    count = len(from_archive(json.loads(handle.read().decode("utf-8-sig")))[0])
-            except (OSError, ValueError) as exc:
+                count = len(from_archive(json.loads(_store_read_bytes(path).decode("utf-8-sig")))[0])
+            except OSError as exc:
+                error = exc.strerror or str(exc)
+            except ValueError as exc:
                 error = str(exc) if not isinstance(exc, UnicodeDecodeError) else "not UTF-8"
             except RecursionError:
                 error = _STORE_TOO_DEEP

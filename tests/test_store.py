@@ -380,6 +380,42 @@ class ConflictTest(StoreTestCase):
         self.assertEqual(self.messages_in(self.store.session_path("s")), B)
 
 
+@unittest.skipUnless(hasattr(os, "mkfifo"), "FIFOs")
+class SpecialDataFilesTest(StoreTestCase):
+    """A FIFO (or a link to one) at a data file is refused at once, naming it, never read (a read
+    would wait forever) and never moved aside (it is not a corrupt file)."""
+
+    def fifo_at(self, path, link=False):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if link:
+            target = os.path.join(self.tmp, "pipe")
+            os.mkfifo(target)
+            os.symlink(target, path)
+        else:
+            os.mkfifo(path)
+        return path
+
+    def assert_refused(self, call, path, errors=StoreError):
+        with self.assertRaises(errors) as caught:
+            call()
+        self.assertIn(path, str(caught.exception))
+        self.assertIn("not a regular file", str(caught.exception))
+        self.assertTrue(os.path.lexists(path))  # left where it is
+
+    def test_a_fifo_at_a_session_file_is_refused_naming_it(self):
+        path = self.fifo_at(self.store.session_path("s"))
+        self.assert_refused(lambda: self.store.read_session("s"), path)
+        self.assert_refused(lambda: self.store.write_session("s", [], []), path, (StoreError, OSError))
+        self.assertTrue(stat.S_ISFIFO(os.lstat(path).st_mode))
+        [info] = self.store.list_sessions()
+        self.assertIn("not a regular file", info.error)
+
+    def test_a_link_to_a_fifo_at_the_key_file_is_refused_naming_it(self):
+        path = self.fifo_at(self.store.keys_path, link=True)
+        self.assert_refused(self.store.load_keys, path)
+        self.assertEqual(os.listdir(self.home), ["keys.json"])  # nothing moved aside
+
+
 class HostileFilesTest(StoreTestCase):
     def make_victim(self):
         victim = os.path.join(self.tmp, "victim.txt")
