@@ -23,7 +23,9 @@ modules share one namespace).  Each old name is the openai2 class, or tuple of c
 raised where pre-1.0 ``openai`` raised it (``api_requestor.handle_error_response`` of 0.28), so
 an old ``except`` clause catches what it used to.  Pre-1.0 classes were siblings under
 ``OpenAIError``; openai2's nest (``APIStatusError`` under ``APIError``), so an old name never
-maps onto a class that would also catch its siblings' errors.
+maps onto a class that would also catch its siblings' errors.  The caught errors also answer
+0.28's attribute names (read-only): ``http_status`` (the status code, or None), ``user_message``
+(the message) and ``json_body`` (the body when it is a JSON object, else None).
 """
 
 from __future__ import annotations

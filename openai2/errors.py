@@ -48,6 +48,24 @@ class APIError(OpenAIError):
     def __str__(self) -> str:
         return self.message
 
+    # openai 0.28 names, read-only, so handlers written for ``openai.error`` keep working
+    @property
+    def http_status(self) -> int | None:
+        """openai 0.28's name: the HTTP status (``status_code``), or None (no status: a stream
+        error event, a connection failure)."""
+        status = getattr(self, "status_code", None)
+        return status if isinstance(status, int) and status else None
+
+    @property
+    def user_message(self) -> str:
+        """openai 0.28's name for :attr:`message`."""
+        return self.message
+
+    @property
+    def json_body(self) -> dict[str, Any] | None:
+        """openai 0.28's name: :attr:`body` when it is a JSON object, else None."""
+        return self.body if isinstance(self.body, dict) else None
+
 
 class APIStatusError(APIError):
     """The server answered with a 4xx or 5xx status.

@@ -271,5 +271,19 @@ class CompatAcreateTests(unittest.TestCase):
                 gate.set()
 
 
+class TestOldErrorAttributes(unittest.TestCase):
+    def test_0_28_attribute_names_read_the_new_ones(self):
+        import openai2
+
+        status = openai2.NotFoundError("no such model", status_code=404, body={"error": {"message": "x"}})
+        self.assertEqual((status.http_status, status.user_message, status.json_body),
+                         (404, "no such model", {"error": {"message": "x"}}))
+        event = openai2.APIError("stream said no", body="text body")
+        self.assertEqual((event.http_status, event.user_message, event.json_body), (None, "stream said no", None))
+        self.assertIsNone(openai2.APIConnectionError().http_status)
+        with self.assertRaises(AttributeError):
+            status.http_status = 500
+
+
 if __name__ == "__main__":
     unittest.main()
