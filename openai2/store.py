@@ -116,6 +116,19 @@ def _store_free_path(base: str, suffix: str = "") -> str:
     return path
 
 
+_STORE_CONFLICT_STEM = 35  # + ".conflict-YYYYmmdd-HHMMSS" (25) + "-NNN" (4) = 64, a valid name
+
+
+def _store_conflict_stem(name: str) -> str:
+    """``name``, or for a long one its start plus a short digest of the whole (so two long
+    names that begin alike still differ), so that ``STEM.conflict-<time>[-N]`` stays a valid
+    session name that ``--session`` accepts."""
+    if len(name) <= _STORE_CONFLICT_STEM:
+        return name
+    digest = _store_digest(name.encode("utf-8"))[:6]
+    return "%s-%s" % (name[: _STORE_CONFLICT_STEM - 7], digest)
+
+
 def _store_acquire(lock: FileLock) -> bool:
     """``lock.acquire()``, its OSErrors (a symbolic link planted at the lock file, no
     permission) told as a :class:`StoreError` naming the file."""
@@ -518,7 +531,9 @@ class Store:
 
     def _keep_conflict(self, name: str, raw: bytes) -> str | None:
         """Write a refused save beside the session file; its path, or None if that failed too."""
-        target = _store_free_path(os.path.join(self.sessions_dir, "%s.conflict-%s" % (name, self._stamp())), ".json")
+        target = _store_free_path(
+            os.path.join(self.sessions_dir, "%s.conflict-%s" % (_store_conflict_stem(name), self._stamp())), ".json"
+        )
         try:
             atomic_write(target, raw, private=True)
         except OSError:

@@ -319,6 +319,23 @@ class ConflictTest(StoreTestCase):
         if POSIX:
             self.assertEqual(mode(kept), 0o600)
 
+    def test_conflict_files_of_long_session_names_are_valid_distinct_session_names(self):
+        kept = []
+        for name in ("a" * 64, "a" * 63 + "b", "x" * 40):
+            for _ in range(2):  # the same second twice: "-2" is added and must still fit
+                self.assertIsNone(self.store.read_session(name))
+                Store(self.home).write_session(name, B, [])
+                with self.assertRaises(SessionConflictError) as caught:
+                    self.store.write_session(name, A, [])
+                stem = os.path.basename(caught.exception.kept_path)[:-5]
+                self.assertEqual(check_session_name(stem), stem)  # --session accepts it
+                self.assertIn("--session " + stem, str(caught.exception))
+                self.assertEqual(self.store.read_session(stem)["messages"], A)
+                kept.append(stem)
+                os.unlink(self.store.session_path(name))
+        self.assertEqual(len(set(kept)), 6)
+        self.assertNotEqual(kept[0][:35], kept[2][:35])  # names alike at the start still differ
+
     def test_a_file_changed_since_it_was_read_is_not_replaced(self):
         self.store.write_session("s", A[:1], [])
         self.assertEqual(self.store.read_session("s")["messages"], A[:1])
