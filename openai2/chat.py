@@ -18,6 +18,7 @@ from .client import (
     ChatCompletionStream,
     OpenAI,
     add_usage,
+    check_default_params,
     client_from_options,
     merge_request_params,
     no_answer_error,
@@ -339,6 +340,7 @@ class Chat:
             raise ValueError("give MsgMaxCount or msg_max_count, not both")
         self._client = client_from_options(api_key, client, kwargs, "Chat")
         check_json_text(kwargs, "Chat(...)")  # NaN or a lone surrogate would fail every request
+        check_default_params(kwargs, "Chat(...)")
         self.params: dict[str, Any] = kwargs
         self._buffer = MessageBuffer(MsgMaxCount if MsgMaxCount is not None else msg_max_count)
         self._lock = threading.Lock()

@@ -129,6 +129,24 @@ def merge_request_params(defaults: Mapping[str, Any], params: Mapping[str, Any])
     return body, split_request_options(body)
 
 
+def check_default_params(params: Mapping[str, Any], owner: str) -> None:
+    """Refuse at construction default parameters that would fail every request: a ``model``
+    that is not text (TypeError), a value that is not JSON (a set, an object: ValueError
+    naming the parameter)."""
+    import json
+
+    model = params.get("model")
+    if model is not None and not isinstance(model, str):
+        raise TypeError("%s: model must be a string such as 'gpt-4o-mini', not %s" % (owner, type(model).__name__))
+    for name, value in params.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError("%s: the parameter %s is not JSON (%s)" % (owner, name, exc)) from None
+        except RecursionError:
+            raise ValueError("%s: the parameter %s is nested too deeply to be sent as JSON" % (owner, name)) from None
+
+
 _CLIENT_REQUEST_OPTIONS = ("timeout", "extra_headers", "extra_body", "extra_query")
 
 

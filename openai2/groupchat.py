@@ -19,7 +19,15 @@ import threading
 
 from .aio import offload
 from .chat import write_archive_file
-from .client import OpenAI, add_usage, client_from_options, merge_request_params, require_choices, reset_client_key
+from .client import (
+    OpenAI,
+    add_usage,
+    check_default_params,
+    client_from_options,
+    merge_request_params,
+    require_choices,
+    reset_client_key,
+)
 from .common import TYPE_CHECKING
 from .history import check_json_text, valid_unicode
 from .keypool import AKPool
@@ -483,6 +491,7 @@ class GroupChat:
             raise ValueError("give MaxRemarks or max_remarks, not both")
         self._client = client_from_options(api_key, client, kwargs, "GroupChat")
         check_json_text(kwargs, "GroupChat(...)")  # NaN or a lone surrogate would fail every request
+        check_default_params(kwargs, "GroupChat(...)")
         if language not in (None, "zh", "en"):
             raise ValueError("language must be 'zh', 'en' or None (automatic), not %r" % (language,))
         self.params: dict[str, Any] = kwargs

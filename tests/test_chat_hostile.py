@@ -508,5 +508,17 @@ class TestDefaultRequestOptions(Case):
         self.assertSentAsOptions(self.server.requests[-1], 7)
 
 
+class TestDefaultParameterChecks(Case):
+    def test_defaults_that_are_not_json_or_a_model_that_is_not_text_are_refused_at_construction(self):
+        for make in (self.chat, lambda **kw: self.group(roles={"A": ""}, **kw)):
+            with self.assertRaises(ValueError) as cm:
+                make(temperature={"a": {1}})
+            self.assertIn("temperature", str(cm.exception))
+            self.assertIn("not JSON", str(cm.exception))
+            with self.assertRaises(TypeError):
+                make(model=5)
+        self.assertEqual(self.server.requests, [])
+
+
 if __name__ == "__main__":
     unittest.main()
