@@ -210,8 +210,11 @@ def _chat_answer_call(call: object, i: int) -> dict[str, Any]:
     fn = call.get("function")
     if not isinstance(fn, dict):
         raise _ChatBadAnswer("tool_calls[%d] has no function object" % i)
+    call_id = call.get("id")
+    if call_id.__class__ is int:  # some servers number their calls: kept as text
+        call_id = str(call_id)
     return {
-        "id": _chat_answer_text(call.get("id"), "tool_calls[%d].id" % i),
+        "id": _chat_answer_text(call_id, "tool_calls[%d].id" % i),
         "type": _chat_answer_text(call.get("type"), "tool_calls[%d].type" % i) or "function",
         "function": _chat_answer_function(fn, "tool_calls[%d].function" % i),
     }
@@ -223,10 +226,10 @@ def _chat_answer_function(fn: dict[str, Any], what: str) -> dict[str, str]:
         import json
 
         args = json.dumps(args, ensure_ascii=False)
-    return {
-        "name": _chat_answer_text(fn.get("name"), what + ".name"),
-        "arguments": _chat_answer_text(args, what + ".arguments"),
-    }
+    name = _chat_answer_text(fn.get("name"), what + ".name")
+    if not name:
+        raise _ChatBadAnswer("%s has no name" % what)
+    return {"name": name, "arguments": _chat_answer_text(args, what + ".arguments")}
 
 
 def _chat_history_answer(message: object) -> dict[str, Any]:
@@ -242,6 +245,12 @@ def _chat_history_answer(message: object) -> dict[str, Any]:
     without one) and ``function_call`` (``{name, arguments}``).  Everything else (reasoning, ``annotations``,
     LiteLLM's ``provider_specific_fields``, ...) stays in ``last_response`` only: strict servers
     refuse unknown fields in the messages they are sent.
+
+    Refused (:class:`_ChatBadAnswer`, so nothing joins the history), streamed or not: content
+    that is not text or text parts (an ``image_url`` or other part in an answer cannot be
+    carried on as text), a tool call without a ``function`` object, a tool call or
+    ``function_call`` whose name is empty (no one could answer it), fields of the wrong type.
+    A tool call ``id`` that is an integer is kept as its text (servers do send numbers).
 
     :raises _ChatBadAnswer: the answer has a shape no conversation can carry on with
     """

@@ -266,7 +266,10 @@ def _stream_schema_finish(reason: str | None, calls: bool, ended: bool) -> str:
 class _StreamChoice:
     """What one choice has assembled so far (text kept as lists of pieces)."""
 
-    __slots__ = ("content", "reasoning", "refusal", "calls", "last_call", "finish_reason", "role", "held", "logprobs")
+    __slots__ = (
+        "content", "reasoning", "refusal", "calls", "last_call", "finish_reason", "role", "held", "logprobs",
+        "extra",
+    )
 
     def __init__(self) -> None:
         self.content: list[str] = []
@@ -282,6 +285,83 @@ class _StreamChoice:
         # is (the fast path tests only that).
         self.held: dict[str, str] | None = None
         self.logprobs: dict[str, Any] | None = None
+        # The rarer message fields, None until one comes (the fast path never sees them):
+        # "name", "function_call" ({"name", "_args"}), "audio" (text values as lists of pieces),
+        # "parts" (content parts that are not text, in order).
+        self.extra: dict[str, Any] | None = None
+
+    def add_extra(self, key: str, value: object) -> None:
+        """Merge a ``name``, ``function_call`` or ``audio`` delta (or a whole message's)."""
+        extra = self.extra
+        if extra is None:
+            extra = self.extra = {}
+        if key == "name":
+            if not isinstance(value, str):
+                raise _StreamShape("name is %s, not text" % _stream_type(value))
+            extra["name"] = _stream_join_name(extra.get("name", ""), value)
+        elif key == "function_call":
+            if not isinstance(value, dict):
+                raise _StreamShape("function_call is %s, not an object" % _stream_type(value))
+            call = extra.get("function_call")
+            if call is None:
+                call = extra["function_call"] = {"name": "", "_args": []}
+            name = value.get("name")
+            if name:
+                if not isinstance(name, str):
+                    raise _StreamShape("function_call's name is %s, not text" % _stream_type(name))
+                call["name"] = _stream_join_name(call["name"], name)
+            args = value.get("arguments")
+            if args:
+                call["_args"].append(args if isinstance(args, str) else _stream_json_text(args))
+        elif key == "audio":
+            if not isinstance(value, dict):
+                return  # audio that is not an object carries nothing usable: ignored
+            audio = extra.get("audio")
+            if audio is None:
+                audio = extra["audio"] = {}
+            for name, piece in value.items():
+                if name in ("data", "transcript") and isinstance(piece, str):
+                    audio.setdefault(name, []).append(piece)
+                elif name == "id" and audio.get("id"):
+                    continue  # the id once
+                elif piece is not None:
+                    audio[name] = piece
+
+    def add_part(self, part: object) -> None:
+        """A content part that is not text (``image_url``, ``audio`` ...): kept as it came."""
+        extra = self.extra
+        if extra is None:
+            extra = self.extra = {}
+        extra.setdefault("parts", []).append(part)
+
+    def extras(self, standard: bool) -> dict[str, Any]:
+        """The rarer fields as message fields; ``standard``: audio reduced to its ``id``."""
+        extra = self.extra
+        out: dict[str, Any] = {}
+        if not extra:
+            return out
+        name = extra.get("name")
+        if name:
+            out["name"] = _stream_valid(name)
+        call = extra.get("function_call")
+        if call is not None:
+            fragments: list[str] = call["_args"]
+            if len(fragments) > 1:
+                fragments[:] = ["".join(fragments)]
+            out["function_call"] = {
+                "name": _stream_valid(call["name"]),
+                "arguments": _stream_valid(fragments[0]) if fragments else "",
+            }
+        audio = extra.get("audio")
+        if audio is not None:
+            if standard:
+                if isinstance(audio.get("id"), str) and audio["id"]:
+                    out["audio"] = {"id": _stream_valid(audio["id"])}
+            else:
+                out["audio"] = {
+                    k: (_stream_valid("".join(v)) if k in ("data", "transcript") else v) for k, v in audio.items()
+                }
+        return out
 
     def put(self, which: str, piece: str) -> str:
         """Append a piece of text (the slow path: a held surrogate, or non-ASCII text).
@@ -450,12 +530,15 @@ class _StreamChoice:
                     text += self.put("content", part)
                 continue
             if not isinstance(part, dict):
+                self.add_part(part)
                 continue
             kind = part.get("type")
             if kind == "text":
                 value = part.get("text")
                 if isinstance(value, str) and value:
                     text += self.put("content", value)
+                elif value is not None and not isinstance(value, str):
+                    self.add_part(part)
             elif kind == "thinking":
                 thinking = part.get("thinking")
                 if isinstance(thinking, str):
@@ -465,6 +548,8 @@ class _StreamChoice:
                         value = sub.get("text") if isinstance(sub, dict) else sub
                         if isinstance(value, str) and value:
                             self.put("reasoning", value)
+            else:
+                self.add_part(part)
         return text
 
     def add_delta(self, delta: dict[str, Any]) -> str:
@@ -492,6 +577,8 @@ class _StreamChoice:
                     self.role = value
             elif key == "tool_calls":
                 self.add_calls(value)
+            elif key == "function_call" or key == "name" or key == "audio":
+                self.add_extra(key, value)
         return out
 
     def finish(self, reason: object) -> str:
@@ -748,7 +835,10 @@ class ChatAccumulator:
         :returns: ``{"role": "assistant", "content"}`` (whatever role the stream announced),
             plus ``"tool_calls"`` when there are any (content is None then if no text came, as
             in the API's own responses; a call's ``type`` is ``"function"`` when the server sent
-            none) and ``"refusal"`` when there is one: only standard assistant-message fields
+            none), ``"refusal"`` when there is one, ``"function_call"`` (``{name, arguments}``,
+            the legacy functions API), ``"name"`` and ``"audio"`` (only its ``id``) when they
+            came: only standard assistant-message fields.  ``content`` is a list of parts (the
+            text as one text part first) only when the server sent parts that are not text.
         """
         return _stream_message(self._choice)
 
@@ -758,8 +848,9 @@ class ChatAccumulator:
         It follows OpenAI's ``CreateChatCompletionResponse`` schema: ``id``, ``object``,
         ``created``, ``model`` and ``choices`` are always there (``""``/``0`` when the server sent
         none); each choice has ``index``, ``message`` (role ``"assistant"``, ``content``,
-        ``refusal`` -- None when there was none -- and ``tool_calls`` when any; reasoning as
-        ``reasoning_content`` when there was any), ``logprobs`` (merged, or None) and a
+        ``refusal`` -- None when there was none -- and ``tool_calls``, ``function_call``, ``name``
+        and ``audio`` -- all it carried -- when any; reasoning as ``reasoning_content`` when there
+        was any; content as a list of parts only if parts that are not text came), ``logprobs`` (merged, or None) and a
         ``finish_reason`` that is one of ``stop``/``length``/``tool_calls``/``content_filter``/
         ``function_call``: a server's own word is mapped (``eos`` -> ``stop``, ``max_tokens`` ->
         ``length`` ...) and kept as ``native_finish_reason``; with none, an answer that ended
@@ -799,23 +890,36 @@ def _stream_schema_usage(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     return dict(usage)
 
 
-def _stream_message(state: _StreamChoice) -> dict[str, Any]:
+def _stream_join_name(old: str, name: str) -> str:
+    """A name sent in pieces: the first kept, a repeat of the whole name ignored, others appended."""
+    if not old:
+        return name
+    return old if name == old else old + name
+
+
+def _stream_message(state: _StreamChoice, standard: bool = True) -> dict[str, Any]:
     calls = state.tool_calls(standard=True)
-    content = state.text("content")
+    content: Any = state.text("content")
+    extras = state.extras(standard)
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": content if (content or not calls) else None,
+        "content": content if (content or not (calls or "function_call" in extras)) else None,
     }
+    parts = state.extra.get("parts") if state.extra else None
+    if parts:
+        # parts that are not text: the content stays an array (text first), as the server sent it
+        message["content"] = ([{"type": "text", "text": content}] if content else []) + list(parts)
     if calls:
         message["tool_calls"] = calls
     refusal = state.text("refusal")
     if refusal:
         message["refusal"] = refusal
+    message.update(extras)
     return message
 
 
 def _stream_completion_choice(index: int, state: _StreamChoice, ended: bool) -> dict[str, Any]:
-    message = _stream_message(state)
+    message = _stream_message(state, standard=False)
     message.setdefault("refusal", None)
     reasoning = state.text("reasoning")
     if reasoning:
@@ -910,6 +1014,10 @@ def _stream_fill_choices(acc: ChatAccumulator, choices: object) -> None:
         role = message.get("role")
         if isinstance(role, str) and role:
             state.role = role
+        for key in ("name", "function_call", "audio"):
+            value = message.get(key)
+            if value:
+                state.add_extra(key, value)
         calls = message.get("tool_calls")
         if calls:
             if not isinstance(calls, list):

@@ -520,5 +520,80 @@ class TestDefaultParameterChecks(Case):
         self.assertEqual(self.server.requests, [])
 
 
+class TestStreamedAndWholeAnswersJoinAlike(Case):
+    """Each answer given once whole and once streamed: the same history message, or the same
+    refusal with the history unchanged."""
+
+    CASES = {
+        "legacy function_call": (
+            {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": '{"a":1}'}},
+            [{"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": ""}},
+             {"function_call": {"arguments": '{"a"'}}, {"function_call": {"name": "f", "arguments": ":1}"}}],
+            "function_call",
+            {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": '{"a":1}'}}),
+        "name": (
+            {"role": "assistant", "content": "hi", "name": "bot"},
+            [{"role": "assistant", "content": "hi", "name": "bot"}], "stop",
+            {"role": "assistant", "content": "hi", "name": "bot"}),
+        "audio": (
+            {"role": "assistant", "content": None, "audio": {"id": "audio_1", "data": "AAA", "transcript": "hi"}},
+            [{"role": "assistant", "audio": {"id": "audio_1", "transcript": "hi"}}, {"audio": {"data": "AAA"}}],
+            "stop",
+            {"role": "assistant", "content": "", "audio": {"id": "audio_1"}}),
+        "integer tool call id": (
+            {"role": "assistant", "content": None,
+             "tool_calls": [{"id": 7, "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            [{"tool_calls": [{"index": 0, "id": 7, "type": "function", "function": {"name": "f", "arguments": "{}"}}]}],
+            "tool_calls",
+            {"role": "assistant", "content": None,
+             "tool_calls": [{"id": "7", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+        "tool call without function": (
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function"}]},
+            [{"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function"}]}],
+            "tool_calls", None),
+        "tool call with an empty name": (
+            {"role": "assistant", "content": None,
+             "tool_calls": [{"id": "c", "type": "function", "function": {"name": "", "arguments": "{}"}}]},
+            [{"tool_calls": [{"index": 0, "id": "c", "type": "function", "function": {"name": "", "arguments": "{}"}}]}],
+            "tool_calls", None),
+        "function_call without a name": (
+            {"role": "assistant", "content": None, "function_call": {"arguments": "{}"}},
+            [{"function_call": {"arguments": "{}"}}], "function_call", None),
+        "image part in the content": (
+            {"role": "assistant", "content": [{"type": "text", "text": "look "},
+                                              {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]},
+            [{"role": "assistant", "content": [{"type": "text", "text": "look "}]},
+             {"content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}],
+            "stop", None),
+    }
+
+    def test_each_answer_gives_the_same_history_streamed_or_not(self):
+        for name, (message, deltas, finish, expected) in self.CASES.items():
+            with self.subTest(name):
+                results = []
+                for streamed in (False, True):
+                    c = self.chat()
+                    c.request("first")  # the default reply
+                    before = c.fetch_messages()
+                    if streamed:
+                        self.server.replies.append(self.answer_stream(*deltas, finish=finish))
+                    else:
+                        self.server.replies.append(self.answer_json(message, finish_reason=finish))
+                    try:
+                        if streamed:
+                            "".join(c.stream_request("q"))
+                        else:
+                            c.request("q")
+                    except openai2.APIError as exc:
+                        self.assertNotIsInstance(exc, openai2.APIConnectionError)
+                        self.assertEqual(c.fetch_messages(), before)
+                        results.append("refused")
+                    else:
+                        self.assertEqual(c.fetch_messages()[:-2], before)
+                        results.append(c.fetch_messages()[-1])
+                self.assertEqual(results[0], results[1])
+                self.assertEqual(results[0], "refused" if expected is None else expected)
+
+
 if __name__ == "__main__":
     unittest.main()

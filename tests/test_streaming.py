@@ -792,5 +792,49 @@ class RandomStreamPropertyTest(unittest.TestCase):
                     self.assertEqual(acc.refusal, "")
 
 
+def _delta_chunk(delta, finish=None):
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+class AccumulatorRareFieldsTest(unittest.TestCase):
+    def test_legacy_function_call_deltas_merge_into_message_and_completion(self):
+        acc = ChatAccumulator()
+        acc.add(_delta_chunk({"role": "assistant", "content": None, "function_call": {"name": "get", "arguments": ""}}))
+        acc.add(_delta_chunk({"function_call": {"name": "get", "arguments": '{"q": "\ud83d'}}))
+        acc.add(_delta_chunk({"function_call": {"arguments": '\ude00"}'}}, finish="function_call"))
+        call = {"name": "get", "arguments": '{"q": "\U0001F600"}'}
+        self.assertEqual(acc.message(), {"role": "assistant", "content": None, "function_call": call})
+        choice = acc.completion()["choices"][0]
+        self.assertEqual(choice["message"]["function_call"], call)
+        self.assertIsNone(choice["message"]["content"])
+        self.assertEqual(choice["finish_reason"], "function_call")
+
+    def test_name_and_all_of_audio_reach_the_completion_and_only_the_audio_id_the_message(self):
+        acc = ChatAccumulator()
+        acc.add(_delta_chunk({"role": "assistant", "name": "bot", "audio": {"id": "au_1", "transcript": "he"}}))
+        acc.add(_delta_chunk({"audio": {"data": "AA", "transcript": "llo", "expires_at": 5}}))
+        acc.add(_delta_chunk({"audio": {"id": "au_1", "data": "BB"}}, finish="stop"))
+        message = acc.completion()["choices"][0]["message"]
+        self.assertEqual(message["name"], "bot")
+        self.assertEqual(message["audio"], {"id": "au_1", "transcript": "hello", "data": "AABB", "expires_at": 5})
+        self.assertEqual(acc.message(), {"role": "assistant", "content": "", "name": "bot", "audio": {"id": "au_1"}})
+
+    def test_content_parts_that_are_not_text_stay_in_the_completion(self):
+        image = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
+        acc = ChatAccumulator()
+        acc.add(_delta_chunk({"content": [{"type": "text", "text": "look "}]}))
+        acc.add(_delta_chunk({"content": [image]}, finish="stop"))
+        self.assertEqual(acc.content, "look ")
+        self.assertEqual(acc.completion()["choices"][0]["message"]["content"],
+                         [{"type": "text", "text": "look "}, image])
+
+    def test_a_whole_completion_carries_the_same_rare_fields(self):
+        body = {"choices": [{"index": 0, "finish_reason": "function_call", "message": {
+            "role": "assistant", "content": None, "name": "bot", "function_call": {"name": "f", "arguments": {"a": 1}}}}]}
+        self.assertEqual(accumulator_from_completion(body).message(), {
+            "role": "assistant", "content": None, "name": "bot",
+            "function_call": {"name": "f", "arguments": '{"a": 1}'}})
+
+
 if __name__ == "__main__":
     unittest.main()
