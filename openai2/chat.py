@@ -319,6 +319,21 @@ def _chat_reasoning_delta(chunk: dict[str, Any]) -> str:
     return text if isinstance(text, str) else ""
 
 
+def _chat_reasoning_piece(held: str, text: str) -> tuple[str, str]:
+    """A reasoning piece made valid text: ``(piece, held)``.
+
+    ``held`` (a high surrogate the previous piece ended in, or "") is put in front; a high
+    surrogate at the end is held back for the next piece (an emoji a server split in two
+    escapes); any other lone surrogate becomes U+FFFD.
+    """
+    text = held + text
+    held = ""
+    if text and "\ud800" <= text[-1] <= "\udbff":
+        held = text[-1]
+        text = text[:-1]
+    return valid_unicode(text), held
+
+
 class Chat:
     """A continuous conversation: each request sends the history plus the new user message.
 
@@ -691,7 +706,8 @@ class ChatTextStream:
         self._state = "new"
         self._reader: int | None = None  # the thread inside __next__, if any
         self._seen: list[str] = []  # pieces yielded so far
-        self._thoughts: list[str] = []  # reasoning pieces read so far
+        self._thoughts: list[str] = []  # reasoning pieces read so far (valid text)
+        self._held_thought = ""  # a high surrogate ending the last reasoning piece, if any
 
     def __iter__(self) -> ChatTextStream:
         return self
@@ -751,12 +767,23 @@ class ChatTextStream:
         for chunk, piece in self._pairs:
             thought = _chat_reasoning_delta(chunk)
             if thought:
-                thoughts.append(thought)
-                if on_reasoning is not None:
-                    on_reasoning(thought)
+                thought, self._held_thought = _chat_reasoning_piece(self._held_thought, thought)
+                if thought:
+                    thoughts.append(thought)
+                    if on_reasoning is not None:
+                        on_reasoning(thought)
             if piece:
                 return piece
+        if self._held_thought:  # the reasoning ended in half a pair: U+FFFD, as in last_reasoning
+            self._held_thought = ""
+            thoughts.append("\ufffd")
+            if on_reasoning is not None:
+                on_reasoning("\ufffd")
         return None
+
+    def _reasoning_so_far(self) -> str:
+        """The reasoning read so far, valid text (a half pair held back counts as U+FFFD)."""
+        return "".join(self._thoughts) + ("\ufffd" if self._held_thought else "")
 
     def _close_stream(self) -> None:
         stream = self._stream
@@ -791,7 +818,7 @@ class ChatTextStream:
                     "".join(self._seen),
                     self._body,
                     to_attr(acc.completion()) if acc is not None else None,
-                    acc.reasoning if acc is not None else "".join(self._thoughts),
+                    acc.reasoning if acc is not None else self._reasoning_so_far(),
                     acc.usage if acc is not None else None,
                 )
         if not other_thread:

@@ -595,5 +595,32 @@ class TestStreamedAndWholeAnswersJoinAlike(Case):
                 self.assertEqual(results[0], "refused" if expected is None else expected)
 
 
+def reasoning_event(text):
+    return b'data: {"choices":[{"index":0,"delta":{"reasoning_content":"%s"}}]}\n\n' % text
+
+
+class TestReasoningCallbackText(Case):
+    def stream_reasoning(self, *escaped):
+        raw = b"".join(reasoning_event(e) for e in escaped)
+        raw += b'data: {"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+        self.server.replies.append(Reply(raw_stream=raw))
+        got = []
+        c = self.chat()
+        self.assertEqual("".join(c.stream_request("q", on_reasoning=got.append)), "ok")
+        for piece in got:
+            piece.encode("utf-8")  # each piece is valid text
+        return got, c
+
+    def test_an_emoji_split_across_chunks_reaches_on_reasoning_whole(self):
+        got, c = self.stream_reasoning(b"think \\ud83d", b"\\ude00 done")
+        self.assertEqual("".join(got), "think \U0001F600 done")
+        self.assertEqual(c.last_reasoning, "think \U0001F600 done")
+
+    def test_lone_surrogates_in_reasoning_become_replacement_characters(self):
+        got, c = self.stream_reasoning(b"a\\ude00b", b"c\\ud83d")
+        self.assertEqual("".join(got), "a\ufffdbc\ufffd")
+        self.assertEqual(c.last_reasoning, "a\ufffdbc\ufffd")
+
+
 if __name__ == "__main__":
     unittest.main()
