@@ -267,7 +267,15 @@ class _StreamChoice:
     """What one choice has assembled so far (text kept as lists of pieces)."""
 
     __slots__ = (
-        "content", "reasoning", "refusal", "calls", "last_call", "finish_reason", "role", "held", "logprobs",
+        "content",
+        "reasoning",
+        "refusal",
+        "calls",
+        "last_call",
+        "finish_reason",
+        "role",
+        "held",
+        "logprobs",
         "extra",
     )
 
