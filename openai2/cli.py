@@ -346,7 +346,7 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     q.add_argument("name", nargs="?", metavar="NAME")
     q.add_argument("--session", default=S, metavar="NAME", help=argparse.SUPPRESS)
     q.add_argument("--format", choices=("json", "markdown", "md"), default="json")
-    q.add_argument("-o", "--output", metavar="FILE", help="write to FILE (a regular file; - is stdout) instead of stdout")
+    q.add_argument("-o", "--output", metavar="FILE", help="write to FILE (a regular file; - is stdout), not stdout")
     return parser
 
 
@@ -520,9 +520,7 @@ class _CliConversation:
             if not self.out._fresh.get(id(self.out.err), True):
                 self.out.write("\n", err=True)
 
-    def ask(
-        self, text: Any, restore: tuple[list[dict[str, Any]], list[int]] | None = None, rollback: int = 0
-    ) -> bool:
+    def ask(self, text: Any, restore: tuple[list[dict[str, Any]], list[int]] | None = None, rollback: int = 0) -> bool:
         """Answer ``text``; True if complete, False if stopped with Ctrl-C (partial kept, saved).
 
         :param restore: ``(messages, pins)`` to put back whenever the new answer does not

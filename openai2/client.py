@@ -116,7 +116,9 @@ def split_request_options(params: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def merge_request_params(defaults: Mapping[str, Any], params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def merge_request_params(
+    defaults: Mapping[str, Any], params: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(body, options)`` for a ``Chat``/``GroupChat`` call: the default parameters with this
     call's over them, then the request options split out (:func:`split_request_options`), so
     ``extra_headers`` / ``extra_body`` / ``timeout`` given as defaults act as they do per call

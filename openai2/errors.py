@@ -318,7 +318,7 @@ def _excerpt(text: str, limit: int = 200, secrets: Iterable[str | None] = ()) ->
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _errors_json_text(value: object) -> str:
+def safe_json_text(value: object) -> str:
     """``value`` as compact JSON text for a message; never raises (too deep, not JSON-able)."""
     import json
 
@@ -383,7 +383,7 @@ def make_status_error(
         if isinstance(msg, str) and msg.strip():
             message = msg
         elif msg is not None:
-            message = _errors_json_text(msg)
+            message = safe_json_text(msg)
         code = err.get("code")
         type_ = err.get("type") if isinstance(err.get("type"), str) else None
         param = err.get("param") if isinstance(err.get("param"), str) else None
@@ -393,7 +393,7 @@ def make_status_error(
             excerpt = _excerpt(body, secrets=known)
             message = "HTTP %d %s" % (status, reason) + (": " + excerpt if excerpt else " (empty body)")
         else:
-            message = "HTTP %d %s: %s" % (status, reason, _excerpt(_errors_json_text(body), secrets=known))
+            message = "HTTP %d %s: %s" % (status, reason, _excerpt(safe_json_text(body), secrets=known))
     message = redact(message, known)
     hint = None
     if status in (401, 403) and not sent_key:

@@ -22,7 +22,7 @@ Text is kept as lists of pieces and joined on demand, so assembling is linear in
 from __future__ import annotations
 
 from .common import TYPE_CHECKING, redact
-from .errors import APIError, redact_value
+from .errors import APIError, redact_value, safe_json_text
 from .sse import ServerSentEvent
 
 if TYPE_CHECKING:
@@ -34,18 +34,6 @@ def _stream_excerpt(text: str, secrets: Iterable[str] = (), limit: int = 120) ->
     inside a raw key, at worst inside a masked form)."""
     text = redact(" ".join(redact(text, secrets).split()), secrets)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _stream_json_text(value: object) -> str:
-    """``value`` as JSON text for an excerpt; never raises (too deep, not JSON-able)."""
-    import json
-
-    try:
-        return json.dumps(value, ensure_ascii=False)
-    except RecursionError:
-        return "(JSON nested too deeply to show)"
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 def _stream_error(payload: object, raw: str, secrets: Iterable[str] = ()) -> APIError:
@@ -61,7 +49,7 @@ def _stream_error(payload: object, raw: str, secrets: Iterable[str] = ()) -> API
         return APIError("The stream reported an error: %s" % _stream_excerpt(raw or "(no data)", secrets), body=payload)
     message = err.get("message")
     if not isinstance(message, str) or not message.strip():
-        message = "The stream reported an error: %s" % _stream_excerpt(_stream_json_text(err), secrets)
+        message = "The stream reported an error: %s" % _stream_excerpt(safe_json_text(err), secrets)
     type_ = err.get("type")
     param = err.get("param")
     code = err.get("code")
@@ -221,7 +209,7 @@ def _stream_choice_index(raw: object) -> int:
         return raw  # type: ignore[return-value]
     if isinstance(raw, str) and raw.isdigit() and raw.isascii():
         return int(raw)
-    raise _StreamShape("a choice index is %s %s, not an integer" % (_stream_type(raw), _stream_json_text(raw)[:20]))
+    raise _StreamShape("a choice index is %s %s, not an integer" % (_stream_type(raw), safe_json_text(raw)[:20]))
 
 
 #: finish_reason values of OpenAI's schema, and what other servers' own words mean in it.
@@ -320,7 +308,7 @@ class _StreamChoice:
                 call["name"] = _stream_join_name(call["name"], name)
             args = value.get("arguments")
             if args:
-                call["_args"].append(args if isinstance(args, str) else _stream_json_text(args))
+                call["_args"].append(args if isinstance(args, str) else safe_json_text(args))
         elif key == "audio":
             if not isinstance(value, dict):
                 return  # audio that is not an object carries nothing usable: ignored
@@ -504,7 +492,7 @@ class _StreamChoice:
             args = fn.get("arguments")
             if args:
                 if not isinstance(args, str):
-                    args = _stream_json_text(args)
+                    args = safe_json_text(args)
                 call["_args"].append(args)
             for key, value in fn.items():
                 if key not in ("name", "arguments") and value is not None:
@@ -677,7 +665,7 @@ class ChatAccumulator:
         secrets = self.secrets
         return APIError(
             "The stream sent a chunk that is not a chat.completion.chunk: %s: %s"
-            % (what, _stream_excerpt(_stream_json_text(chunk), secrets)),
+            % (what, _stream_excerpt(safe_json_text(chunk), secrets)),
             body=redact_value(chunk, secrets),
         )
 
@@ -981,7 +969,7 @@ def accumulator_from_completion(body: dict[str, Any], *, secrets: Iterable[str |
     except _StreamShape as exc:
         raise APIError(
             "The server sent a response that is not a chat.completion: %s: %s"
-            % (exc, _stream_excerpt(_stream_json_text(body), acc.secrets)),
+            % (exc, _stream_excerpt(safe_json_text(body), acc.secrets)),
             body=redact_value(body, acc.secrets),
         ) from None
     acc.flush()
