@@ -89,7 +89,20 @@ def report(result, extra_failures=0):
     return 0 if failed == 0 else 1
 
 
+def restore_ctrl_c():
+    """Give SIGINT back its Python handler when the run inherited it ignored.
+
+    A shell starts background jobs (``make test &``, a CI runner's nohup) with SIGINT ignored, and
+    Python then leaves it ignored: the tests that press Ctrl-C would see nothing happen.
+    """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv):
+    restore_ctrl_c()
     verbosity = 2 if "-v" in argv else 1
     names = [a for a in argv if not a.startswith("-")]
     if ROOT not in sys.path:

@@ -88,6 +88,10 @@ def _import_single(tree):
 
 
 def main(argv):
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # as tests/run.py: a background job's
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # SIGINT is ignored; tests press Ctrl-C
     build = "--no-build" not in argv
     single = os.path.join(ROOT, "dist", PACKAGE + ".py")
     args = []
