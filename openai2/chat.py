@@ -26,12 +26,12 @@ from .client import (
     reset_client_key,
 )
 from .common import TYPE_CHECKING, redact
+from .completion import ChatAccumulator, accumulator_from_completion
 from .errors import APIError, OpenAIError, redact_error
+from .portable import atomic_write, read_json_file
 from .history import MessageBuffer, check_json_text, format_round, from_archive, valid_unicode, validate_message
 from .keypool import AKPool
 from .objects import to_attr
-from .portable import atomic_write, read_json_file
-from .streaming import ChatAccumulator, accumulator_from_completion
 from .transport import CancelScope
 
 if TYPE_CHECKING:

@@ -15,6 +15,7 @@ import threading
 import time
 
 from .common import TYPE_CHECKING, USER_AGENT, get_logger, header_secrets, mask_key, redact
+from .completion import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
 from .errors import (
     APIConnectionError,
     APIError,
@@ -31,7 +32,6 @@ from .errors import (
 from .keypool import AKPool
 from .objects import AttrDict, to_attr
 from .sse import SSEDecoder
-from .streaming import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
 from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
 
 if TYPE_CHECKING:

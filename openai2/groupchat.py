@@ -29,11 +29,11 @@ from .client import (
     reset_client_key,
 )
 from .common import TYPE_CHECKING
+from .completion import accumulator_from_completion
+from .portable import read_json_file
 from .history import check_json_text, valid_unicode
 from .keypool import AKPool
 from .objects import to_attr
-from .portable import read_json_file
-from .streaming import accumulator_from_completion
 from .transport import CancelScope
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ import random
 import unittest
 
 from openai2.sse import SSEDecoder
-from openai2.streaming import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
+from openai2.completion import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
 from tests.test_streaming import generate_stream
 from tests.test_wire_corpus import CORPUS, HAVE_CORPUS, SKIP_REASON, corpus_files, read_stream
 
