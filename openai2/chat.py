@@ -28,7 +28,7 @@ from .client import (
 from .common import TYPE_CHECKING, redact
 from .completion import ChatAccumulator, accumulator_from_completion
 from .errors import APIError, OpenAIError, redact_error
-from .portable import atomic_write, read_json_file
+from .files import atomic_write, read_json_file
 from .history import MessageBuffer, check_json_text, format_round, from_archive, valid_unicode, validate_message
 from .keypool import AKPool
 from .objects import to_attr

@@ -22,7 +22,6 @@ from .common import TYPE_CHECKING, __version__, mask_key, redact
 from .errors import APIConnectionError, APIError, APIStatusError, OpenAIError
 from .history import format_round
 from .keypool import AKPool
-from .portable import DeferInterrupt, LineEditor, supports_color, terminal_width
 from .store import (
     DEFAULT_SESSION,
     SessionConflictError,
@@ -32,6 +31,7 @@ from .store import (
     StoreError,
     check_session_name,
 )
+from .terminal import DeferInterrupt, LineEditor, supports_color, terminal_width
 
 if TYPE_CHECKING:
     from typing import IO, Any, Sequence
@@ -1231,7 +1231,7 @@ def _cli_cmd_sessions(ctx: _CliContext) -> int:
     )
     target = ctx.opt("output")
     if target and target != "-":  # "-o -" is stdout, as in most tools
-        from .portable import atomic_write
+        from .files import atomic_write
 
         # an export is for sharing: keys are masked in it as on the terminal (the session file
         # itself keeps the conversation as it was)

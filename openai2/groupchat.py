@@ -30,7 +30,7 @@ from .client import (
 )
 from .common import TYPE_CHECKING
 from .completion import accumulator_from_completion
-from .portable import read_json_file
+from .files import read_json_file
 from .history import check_json_text, valid_unicode
 from .keypool import AKPool
 from .objects import to_attr

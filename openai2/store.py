@@ -34,8 +34,8 @@ import os
 import time
 
 from .common import TYPE_CHECKING
+from .files import FileLock, atomic_write, is_windows, make_private_dir
 from .history import ARCHIVE_FORMAT, ARCHIVE_VERSION, from_archive
-from .portable import FileLock, atomic_write, is_windows, make_private_dir
 
 if TYPE_CHECKING:
     from typing import Any, Mapping

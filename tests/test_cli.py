@@ -17,8 +17,8 @@ from unittest import mock
 
 from openai2 import Chat, __version__
 from openai2.cli import EXIT_API_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
-from openai2.portable import LineEditor
 from openai2.store import Store
+from openai2.terminal import LineEditor
 from openai2.testing import FakeServer, Reply
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -533,7 +533,7 @@ class ReviewRegressionTest(CLITestCase):
         self.assertEqual(mode(target), 0o600)
 
     def test_empty_no_color_keeps_colour(self):
-        from openai2.portable import supports_color
+        from openai2.terminal import supports_color
 
         class Tty(io.StringIO):
             def isatty(self):
@@ -548,7 +548,7 @@ class ReviewRegressionTest(CLITestCase):
 class PortableHelpersTest(unittest.TestCase):
     @unittest.skipUnless(POSIX and hasattr(signal, "pthread_kill"), "POSIX signals")
     def test_defer_interrupt_holds_ctrl_c_until_the_block_ends(self):
-        from openai2.portable import DeferInterrupt
+        from openai2.terminal import DeferInterrupt
 
         reached_end = False
         with self.assertRaises(KeyboardInterrupt):
@@ -561,7 +561,7 @@ class PortableHelpersTest(unittest.TestCase):
         self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
 
     def test_terminal_width_without_a_terminal(self):
-        from openai2.portable import terminal_width
+        from openai2.terminal import terminal_width
 
         with mock.patch.dict(os.environ, {"COLUMNS": "123"}):
             self.assertEqual(terminal_width(io.StringIO()), 123)

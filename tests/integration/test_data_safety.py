@@ -17,7 +17,7 @@ import time
 import unittest
 
 from openai2 import Chat
-from openai2.portable import atomic_write
+from openai2.files import atomic_write
 from openai2.testing import FakeServer, Reply
 from tests.integration.support import (
     REPO,

@@ -1,12 +1,10 @@
-"""Operating-system specific helpers, each with a portable fallback.
+"""Files: the package's one way to put bytes on disk and read them back.
 
-Atomic file writes (temporary file in the same folder, flush, fsync, rename), private files and
-folders (0600/0700 from the moment they exist), an advisory lock file, terminal colour detection
-and width, Ctrl-C deferral (:class:`DeferInterrupt`), and line editing for the command line's
-prompt (:class:`LineEditor`: ``readline`` with a private, size-limited history that never records
-a line holding a key, or plain line reading where ``readline`` is missing).  POSIX is exercised
-by the test suite; the Windows branches (``msvcrt`` locking, no ``fchmod``) follow the documented
-APIs but have no test machine here.
+Atomic writes (temporary file in the same folder, flush, fsync, rename; only regular files are
+ever replaced, a link at the path is replaced and never followed), JSON file reading with errors
+that name the file, private folders (0700 from the moment they exist), and an advisory lock file
+that is never opened through a link.  POSIX is exercised by the test suite; the Windows branches
+(``msvcrt`` locking, no ``fchmod``) follow the documented APIs but have no test machine here.
 """
 
 from __future__ import annotations
@@ -17,9 +15,9 @@ import sys
 from .common import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import IO, Any, Callable, Iterable
+    from typing import IO, Any, Callable
 
-_IS_WINDOWS = os.name == "nt"
+_FILES_WINDOWS = os.name == "nt"
 
 
 def atomic_write(
@@ -45,7 +43,7 @@ def atomic_write(
         ("the folder ... does not exist"), or ``path`` is not a regular file (a device, a FIFO,
         a folder, or a link to one)
     """
-    _port_refuse_non_regular(path)
+    _files_refuse_non_regular(path)
     folder = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     mode = 0o600 if private else 0o666  # the umask still applies to 0o666
@@ -65,7 +63,7 @@ def atomic_write(
         except FileExistsError:
             continue
         except OSError as exc:
-            raise _port_write_error(exc, path, folder) from None
+            raise _files_write_error(exc, path, folder) from None
     if fd < 0:
         raise FileExistsError(0, "cannot write %s: could not create a temporary file beside it" % path)
     try:
@@ -80,13 +78,13 @@ def atomic_write(
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
-            raise _port_write_error(exc, path, folder) from None
+            raise _files_write_error(exc, path, folder) from None
         if before_replace is not None:
             before_replace(tmp)  # its own errors go through as they are
         try:
             os.replace(tmp, path)
         except OSError as exc:
-            raise _port_write_error(exc, path, folder) from None
+            raise _files_write_error(exc, path, folder) from None
         tmp = ""
     finally:
         if fd >= 0:
@@ -96,7 +94,7 @@ def atomic_write(
                 os.unlink(tmp)
             except OSError:
                 pass
-    if not _IS_WINDOWS:
+    if not _FILES_WINDOWS:
         try:
             dir_fd = os.open(folder, os.O_RDONLY)
         except OSError:
@@ -109,7 +107,7 @@ def atomic_write(
             os.close(dir_fd)
 
 
-def _port_refuse_non_regular(path: str) -> None:
+def _files_refuse_non_regular(path: str) -> None:
     """Raise when ``path`` exists and is not a regular file, or is a link to something that
     exists and is not one: renaming over it would destroy a device (``/dev/null``), a FIFO,
     or the link ``/dev/stdout``.  A link to a regular file, or a dangling link, is fine."""
@@ -122,7 +120,7 @@ def _port_refuse_non_regular(path: str) -> None:
         return  # nothing there (or nothing we can see): the write itself reports the rest
     if stat.S_ISREG(st.st_mode):
         return
-    kind = _port_file_kind(st.st_mode)
+    kind = _files_file_kind(st.st_mode)
     if stat.S_ISLNK(st.st_mode):
         try:
             st = os.stat(path)
@@ -130,7 +128,7 @@ def _port_refuse_non_regular(path: str) -> None:
             return  # a dangling link: replaced by the new file
         if stat.S_ISREG(st.st_mode):
             return
-        kind = "a symbolic link to %s" % _port_file_kind(st.st_mode)
+        kind = "a symbolic link to %s" % _files_file_kind(st.st_mode)
     code = errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL
     raise OSError(
         code,
@@ -139,7 +137,7 @@ def _port_refuse_non_regular(path: str) -> None:
     )
 
 
-def _port_file_kind(mode: int) -> str:
+def _files_file_kind(mode: int) -> str:
     import stat
 
     if stat.S_ISDIR(mode):
@@ -155,7 +153,7 @@ def _port_file_kind(mode: int) -> str:
     return "a special file"
 
 
-def _port_write_error(exc: OSError, path: str, folder: str) -> OSError:
+def _files_write_error(exc: OSError, path: str, folder: str) -> OSError:
     """``exc`` retold about ``path`` (the user's file), not the temporary file, with the fix."""
     import errno
 
@@ -226,11 +224,11 @@ def make_private_dir(path: str) -> None:
             if not os.path.isdir(folder):
                 raise
             continue  # made by someone else meanwhile: theirs, leave its mode alone
-        if not _IS_WINDOWS:
+        if not _FILES_WINDOWS:
             os.chmod(folder, 0o700)  # os.mkdir's mode is filtered by the umask; never widened
 
 
-def _port_open_no_link(path: str, flags: int) -> int:
+def _files_open_no_link(path: str, flags: int) -> int:
     """``os.open(path, flags, 0o600)`` that never follows a symbolic link at ``path``
     (``O_NOFOLLOW`` where the OS has it, else ``lstat`` before and ``fstat`` after) and refuses
     anything but a plain file with one name (a hard link to another file would be written too).
@@ -247,30 +245,30 @@ def _port_open_no_link(path: str, flags: int) -> int:
         except FileNotFoundError:
             before = None
         if before is not None and stat.S_ISLNK(before.st_mode):
-            raise _port_link_error(path, "a symbolic link")
+            raise _files_link_error(path, "a symbolic link")
     try:
         fd = os.open(path, flags | nofollow | getattr(os, "O_BINARY", 0), 0o600)
     except OSError:
         if os.path.islink(path):  # ELOOP on Linux; EMLINK (FreeBSD), EFTYPE (NetBSD)
-            raise _port_link_error(path, "a symbolic link") from None
+            raise _files_link_error(path, "a symbolic link") from None
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise _port_link_error(path, "not a plain file")
+            raise _files_link_error(path, "not a plain file")
         if st.st_nlink > 1:
-            raise _port_link_error(path, "a hard link (%d names)" % st.st_nlink)
+            raise _files_link_error(path, "a hard link (%d names)" % st.st_nlink)
         if not nofollow:
             now = os.lstat(path)  # a link swapped in between lstat and open
             if stat.S_ISLNK(now.st_mode) or (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
-                raise _port_link_error(path, "a symbolic link")
+                raise _files_link_error(path, "a symbolic link")
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def _port_link_error(path: str, what: str) -> OSError:
+def _files_link_error(path: str, what: str) -> OSError:
     import errno
 
     return OSError(
@@ -301,10 +299,10 @@ class FileLock:
         """
         if self._handle is not None:
             return True
-        fd = _port_open_no_link(self.path, os.O_RDWR | os.O_CREAT)
+        fd = _files_open_no_link(self.path, os.O_RDWR | os.O_CREAT)
         handle = os.fdopen(fd, "r+b")
         try:
-            if _IS_WINDOWS:  # pragma: no cover - no Windows test machine
+            if _FILES_WINDOWS:  # pragma: no cover - no Windows test machine
                 import msvcrt
 
                 msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
@@ -336,7 +334,7 @@ class FileLock:
     def read_note(path: str) -> str:
         """What the holder wrote with :meth:`write_note` ("" if unreadable: Windows locks bytes)."""
         try:
-            fd = _port_open_no_link(path, os.O_RDONLY)
+            fd = _files_open_no_link(path, os.O_RDONLY)
         except OSError:
             return ""
         try:
@@ -360,210 +358,6 @@ class FileLock:
         self.release()
 
 
-def supports_color(stream: object) -> bool:
-    """True when ``stream`` is a terminal that should get ANSI colour (a non-empty ``NO_COLOR``
-    turns it off)."""
-    # no-color.org: only a non-empty NO_COLOR disables colour
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    isatty = getattr(stream, "isatty", None)
-    try:
-        if isatty is None or not isatty():
-            return False
-    except (ValueError, OSError):
-        return False
-    if _IS_WINDOWS:  # pragma: no cover
-        return "WT_SESSION" in os.environ or "ANSICON" in os.environ or os.environ.get("TERM_PROGRAM") == "vscode"
-    return True
-
-
 def is_windows() -> bool:
     """True on Windows (kept as a function so callers need not import ``os`` for it)."""
-    return _IS_WINDOWS and sys.platform == "win32"
-
-
-def terminal_width(stream: Any = None, default: int = 80) -> int:
-    """Columns of the terminal behind ``stream`` (default stdout); ``$COLUMNS`` or ``default``
-    when it is not a terminal."""
-    stream = sys.stdout if stream is None else stream
-    try:
-        if stream is not None and stream.isatty():
-            columns = os.get_terminal_size(stream.fileno()).columns
-            if columns > 0:
-                return columns
-    except (AttributeError, ValueError, OSError):
-        pass
-    try:
-        return max(20, int(os.environ.get("COLUMNS", "")))
-    except ValueError:
-        return default
-
-
-class DeferInterrupt:
-    """``with DeferInterrupt():`` — a Ctrl-C inside the block is held back and raised as
-    ``KeyboardInterrupt`` when the block ends, so a save is never cut in half.
-
-    Signals can only be handled in the main thread; elsewhere (or where ``signal`` is missing)
-    this does nothing.
-    """
-
-    def __init__(self) -> None:
-        self.interrupted = False
-        self._previous: Any = None
-        self._installed = False
-
-    def _handler(self, signum: int, frame: object) -> None:
-        self.interrupted = True
-
-    def __enter__(self) -> DeferInterrupt:
-        try:
-            import signal
-
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
-        except (ImportError, ValueError, AttributeError, OSError):
-            self._installed = False
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        if self._installed:
-            import signal
-
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
-        if self.interrupted and exc_type is None:
-            raise KeyboardInterrupt
-
-
-def _port_default_secret_check(line: str) -> bool:
-    low = line.lower()
-    if any(word in low for word in ("api_key", "apikey", "api-key", "authorization", "bearer ")):
-        return True
-    # A token that looks like an OpenAI-style key: sk-… with at least 16 more characters.
-    for token in line.replace("=", " ").replace(":", " ").replace('"', " ").replace("'", " ").split():
-        if token.startswith("sk-") and len(token) >= 19:
-            return True
-    return False
-
-
-class LineEditor:
-    """Reads the interactive prompt's lines.
-
-    On a terminal with the standard ``readline`` module: line editing plus a history kept in
-    ``history_path`` (written 0600 and atomically, the last ``max_lines`` lines only).  A line
-    holding a secret (any of ``secrets``, a key-shaped ``sk-…`` token, or words like ``api_key``)
-    is removed from the history as soon as it is entered, so it is never recorded.
-    Elsewhere (no terminal, no ``readline``): prompts written to ``stdout``, lines read from
-    ``stdin``, no history.
-
-    :param stdin: the stream lines come from (default ``sys.stdin``)
-    :param stdout: the stream prompts go to (default ``sys.stdout``)
-    :param history_path: the history file (None: keep none)
-    :param secrets: strings that must never be recorded (API keys)
-    :param use_readline: False forces plain line reading
-    """
-
-    def __init__(
-        self,
-        stdin: IO[str] | None = None,
-        stdout: IO[str] | None = None,
-        *,
-        history_path: str | None = None,
-        max_lines: int = 1000,
-        secrets: Iterable[str] = (),
-        use_readline: bool = True,
-    ) -> None:
-        self.input = sys.stdin if stdin is None else stdin
-        self.output = sys.stdout if stdout is None else stdout
-        self.history_path = history_path
-        self.max_lines = max_lines
-        self.secrets = [s for s in secrets if s]
-        self.readline: Any = None
-        self.new_lines = 0
-        if (
-            use_readline
-            and self.input is sys.stdin
-            and self.output is sys.stdout
-            and _port_isatty(self.input)
-            and _port_isatty(self.output)
-        ):
-            try:
-                import readline
-            except ImportError:
-                readline = None  # type: ignore[assignment]
-            self.readline = readline
-        if self.readline is not None:
-            try:
-                self.readline.set_history_length(max_lines)
-                if history_path and os.path.isfile(history_path):
-                    self.readline.read_history_file(history_path)
-            except Exception:  # a history file readline cannot parse is no reason to stop
-                self.new_lines = 0
-
-    def is_secret(self, line: str) -> bool:
-        """True when ``line`` must not be recorded."""
-        return any(s in line for s in self.secrets) or _port_default_secret_check(line)
-
-    def read(self, prompt: str) -> str:
-        """Show ``prompt`` and return one line (without its newline).
-
-        :raises EOFError: end of input (Ctrl-D)
-        :raises KeyboardInterrupt: Ctrl-C
-        """
-        if self.readline is None:
-            self.output.write(prompt)
-            self.output.flush()
-            line = self.input.readline()
-            if not line:
-                raise EOFError
-            return line[:-1] if line.endswith("\n") else line
-        try:
-            line = input(prompt)
-        except (EOFError, KeyboardInterrupt):
-            raise
-        except Exception:  # e.g. PyPy's pyrepl on a terminal it cannot drive
-            self.readline = None  # plain line reading from now on
-            return self.read(prompt)
-        if line.strip():
-            if self.is_secret(line):
-                self._forget_last()
-            else:
-                self.new_lines += 1
-        return line
-
-    def _forget_last(self) -> None:
-        rl = self.readline
-        try:
-            length = rl.get_current_history_length()
-            if length > 0:
-                rl.remove_history_item(length - 1)
-        except Exception:  # readline look-alikes (PyPy's pyrepl) raise their own errors
-            return  # save() filters secret lines out again, so nothing reaches the file
-
-    def save(self) -> bool:
-        """Write the history file (0600, atomically) if lines were entered; True if written.
-
-        The folder must exist (the caller creates it, as the one deciding paths).
-        """
-        rl = self.readline
-        if rl is None or not self.history_path or not self.new_lines:
-            return False
-        lines = []
-        try:
-            for i in range(1, rl.get_current_history_length() + 1):
-                item = rl.get_history_item(i)
-                if item and not self.is_secret(item):
-                    lines.append(item)
-        except Exception:  # as in _forget_last: keep no history rather than fail
-            return False
-        lines = lines[-self.max_lines :]
-        atomic_write(self.history_path, ("\n".join(lines) + "\n").encode("utf-8", "replace"), private=True)
-        self.new_lines = 0
-        return True
-
-
-def _port_isatty(stream: object) -> bool:
-    try:
-        return bool(stream.isatty())  # type: ignore[attr-defined]
-    except (AttributeError, ValueError, OSError):
-        return False
+    return _FILES_WINDOWS and sys.platform == "win32"

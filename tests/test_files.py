@@ -1,4 +1,4 @@
-"""portable: atomic_write's errors name the user's path (never the temporary file) and say what to
+"""files: atomic_write's errors name the user's path (never the temporary file) and say what to
 do; read_json_file treats JSON nested too deeply as a bad file; lock files are never followed
 through a symbolic link (nor written through a hard link)."""
 import os
@@ -8,7 +8,7 @@ import tempfile
 import unittest
 
 from openai2 import Chat
-from openai2.portable import FileLock, atomic_write, read_json_file
+from openai2.files import FileLock, atomic_write, read_json_file
 
 POSIX = os.name == "posix"
 DEEP = "[" * 100000 + "]" * 100000
@@ -28,9 +28,9 @@ def _can_symlink():
 SYMLINKS = _can_symlink()
 
 
-class PortableTestCase(unittest.TestCase):
+class FilesTestCase(unittest.TestCase):
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="o2port-")
+        self.tmp = tempfile.mkdtemp(prefix="o2files-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
 
     def path(self, *parts):
@@ -45,7 +45,7 @@ class PortableTestCase(unittest.TestCase):
             return handle.read()
 
 
-class AtomicWriteErrorsTest(PortableTestCase):
+class AtomicWriteErrorsTest(FilesTestCase):
     def test_missing_folder_is_named_with_the_target_not_the_temporary_file(self):
         target = self.path("no-such-folder", "out.json")
         with self.assertRaises(OSError) as caught:
@@ -98,7 +98,7 @@ class AtomicWriteErrorsTest(PortableTestCase):
         self.assertEqual(self.read(victim), "precious")
 
 
-class AtomicWriteRegularFilesOnlyTest(PortableTestCase):
+class AtomicWriteRegularFilesOnlyTest(FilesTestCase):
     @unittest.skipUnless(hasattr(os, "mkfifo"), "FIFOs")
     def test_a_fifo_at_the_target_is_refused_not_replaced(self):
         fifo = self.path("pipe")
@@ -145,7 +145,7 @@ class AtomicWriteRegularFilesOnlyTest(PortableTestCase):
         self.assertFalse(os.path.exists(self.path("nowhere")))
 
 
-class ReadJsonFileTest(PortableTestCase):
+class ReadJsonFileTest(FilesTestCase):
     def test_deeply_nested_json_is_a_bad_file_not_a_recursion_error(self):
         path = self.path("deep.json")
         self.write(path, DEEP)
@@ -161,7 +161,7 @@ class ReadJsonFileTest(PortableTestCase):
 
 
 @unittest.skipUnless(SYMLINKS, "symbolic links")
-class FileLockLinksTest(PortableTestCase):
+class FileLockLinksTest(FilesTestCase):
     def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(self):
         victim = self.path("victim.txt")
         self.write(victim, "precious")
