@@ -1,0 +1,252 @@
+"""The offline demo model: ``DemoBrain``, a tiny deterministic rule-based "model".
+
+It gives the documented answers of the user's seed examples (``自然数50的后面是几?`` -> ``51``),
+so ``openai2 demo`` and the README examples run offline, without a key.  A product feature, not
+test machinery: the fake servers of ``openai2.testing`` use it as their default handler.
+
+Also ``content_text(content)``: the text of a message's ``content`` (a string or a list of
+content parts), which the fake wire uses for its usage estimates too.
+
+Nothing heavy is imported at module level (``re`` and ``json`` are imported on first use).
+"""
+
+from __future__ import annotations
+
+from .common import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, Sequence
+
+
+def content_text(content: object) -> str:
+    """The text of a message's ``content``: a string, or the text parts of a content-part list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, str):
+                parts.append(part)
+        return " ".join(parts)
+    return ""
+
+
+_DEMO_APOLOGY_ZH = "非常抱歉，我刚才的回答有些不适当。1+1=2, 10+10=20。非常抱歉给你带来困扰！"
+_DEMO_APOLOGY_EN = "I am very sorry, my previous answer was inappropriate. 1+1=2 and 10+10=20. Sorry for the trouble!"
+
+#: Questions of the seed documents -> their documented answers (keys normalised on first use).
+_DEMO_FACTS_ZH = {
+    "英国的首都是什么？": "伦敦",
+    "日本首都是什么？": "东京",
+    "意大利的首都是什么？": "罗马",
+    "美国的首都是什么？": "华盛顿",
+    "世界上国土面积最大的国家是哪个？": "俄罗斯",
+    "法国的首都叫什么？": "巴黎",
+    "青蛙的幼体叫什么？": "蝌蚪",
+    "世界上最大的海洋是什么？": "太平洋",
+    "世界上最大的海洋是哪个?": "世界上最大的海洋是太平洋。",
+    "哦吼, 你还敢骂我呀?": _DEMO_APOLOGY_ZH,
+}
+
+_DEMO_CAPITALS_EN = {
+    "uk": "London",
+    "united kingdom": "London",
+    "britain": "London",
+    "great britain": "London",
+    "england": "London",
+    "japan": "Tokyo",
+    "italy": "Rome",
+    "france": "Paris",
+    "united states": "Washington, D.C.",
+    "us": "Washington, D.C.",
+    "usa": "Washington, D.C.",
+    "america": "Washington, D.C.",
+    "china": "Beijing",
+    "germany": "Berlin",
+    "russia": "Moscow",
+}
+
+_demo_demo_cache: dict[str, Any] = {}
+
+
+def _demo_normalise(text: str) -> str:
+    """Fold a question for lookup: no spaces, ASCII punctuation, no trailing ?!. marks, lower case."""
+    table = {"？": "?", "，": ",", "！": "!", "。": ".", "：": ":", "；": ";"}
+    folded = "".join(table.get(ch, ch) for ch in text if not ch.isspace())
+    return folded.rstrip("?!.").lower()
+
+
+def _demo_demo_patterns() -> dict[str, Any]:
+    """Compile the demo's patterns once, on first use (``re`` is not imported at module level)."""
+    if not _demo_demo_cache:
+        import re
+
+        _demo_demo_cache.update(
+            successor_zh=re.compile(r"自然数\s*(-?\d+)\s*的?后面是几"),
+            successor_en=re.compile(r"what\s+comes\s+after\s+(?:the\s+)?(?:natural\s+)?(?:number\s+)?(-?\d+)", re.I),
+            next_zh=re.compile(r"^(?:那)?再?往后(?:是几|呢|是多少)?[?？!！。.]*$|^下一个(?:是几|呢)?[?？]*$"),
+            next_en=re.compile(r"^(?:and\s+)?(?:the\s+|what\s+comes\s+|what'?s\s+)?(?:next|after\s+that)\b", re.I),
+            number=re.compile(r"-?\d+"),
+            capital_en=re.compile(
+                r"^what(?:\s+is|'s)\s+the\s+capital\s+(?:city\s+)?of\s+(?:the\s+)?([a-z .]+?)[?.!\s]*$", re.I
+            ),
+            largest_country_en=re.compile(r"\blargest\s+country\b", re.I),
+            frog_en=re.compile(r"\b(?:baby|young)\s+(?:of\s+a\s+)?frogs?\b|\bfrogs?\b.*\b(?:young|larva|baby)\b", re.I),
+            ocean_en=re.compile(r"\b(?:largest|biggest)\s+ocean\b", re.I),
+            insult_en=re.compile(r"\bhow\s+dare\s+you\b|\binsult", re.I),
+            facts={_demo_normalise(k): v for k, v in _DEMO_FACTS_ZH.items()},
+        )
+    return _demo_demo_cache
+
+
+# ---- GroupChat prompts (groupchat.py): answer with a JSON array of remarks -----------------
+_DEMO_GROUPCHAT_HEADINGS = ("需要写出的发言（按此顺序）：", "Remarks to write (in this order):")
+_DEMO_GROUPCHAT_REMARKS: dict[tuple[str, tuple[str, ...]], str] = {
+    ("苏轼", ("李清照",)): "最近我在写一首新的诗，题目是《听雨》",
+    ("苏轼", ("杜甫",)): "那首《茅屋为秋风所破歌》已经写好啦，我在信里寄给你了，请查收",
+}
+
+
+def _demo_groupchat_answer(text: str) -> str | None:
+    """Answer a GroupChat prompt: one remark per requested turn, as a JSON array (else None).
+
+    The requested turns are the JSON lines after the last heading; the seed 001 turns get the
+    seed's documented remarks, any other turn a ``(demo) …`` line naming speaker and audiences.
+    """
+    import json
+
+    for heading in _DEMO_GROUPCHAT_HEADINGS:
+        at = text.rfind(heading)
+        if at >= 0:
+            break
+    else:
+        return None
+    zh = heading == _DEMO_GROUPCHAT_HEADINGS[0]
+    remarks: list[dict[str, Any]] = []
+    for line in text[at + len(heading) :].splitlines():
+        try:
+            turn = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            not isinstance(turn, dict)
+            or not isinstance(turn.get("speaker"), str)
+            or not isinstance(turn.get("audiences"), list)
+        ):
+            continue
+        speaker, audiences = turn["speaker"], [str(a) for a in turn["audiences"]]
+        remark = _DEMO_GROUPCHAT_REMARKS.get((speaker, tuple(audiences)))
+        if remark is None:
+            remark = (
+                "(demo) %s对%s说的话" % (speaker, "、".join(audiences))
+                if zh
+                else "(demo) %s's remark to %s" % (speaker, ", ".join(audiences))
+            )
+        remarks.append({"speaker": speaker, "audiences": audiences, "remark": remark})
+    return json.dumps(remarks, ensure_ascii=False, indent=4) if remarks else None
+
+
+# ---- end of GroupChat prompts ----------------------------------------------------------------
+
+
+class DemoBrain:
+    """A tiny deterministic rule-based "model" that answers the seed examples as documented.
+
+    Use it as a ``FakeServer`` handler (it is the default one) or call ``answer(messages)``.
+
+    - ``自然数N的后面是几?`` / ``What comes after the natural number N?`` -> ``N+1``
+    - ``再往后是几?`` / ``再往后呢?`` / ``And the next?`` -> the last number in the previous
+      assistant message, plus one
+    - the capitals and facts of the MsgMaxCount example (``英国的首都是什么？`` -> ``伦敦``, ...)
+      and their English equivalents
+    - ``世界上最大的海洋是哪个?`` -> ``世界上最大的海洋是太平洋。``; ``Which is the largest
+      ocean?`` -> ``The Pacific Ocean.``
+    - the apology of the forged-conversation example (``哦吼, 你还敢骂我呀?``)
+    - a ``GroupChat`` prompt -> a JSON array with one remark per requested turn (the seed's
+      documented remarks for its example)
+    - anything else: ``(demo) You said: …``
+
+    :param rules: ``[(matcher, answer), ...]`` consulted first, in order.  ``matcher`` is a
+        compiled regex or a pattern string (searched in the last user message) or a callable
+        ``(text) -> truthy``; ``answer`` is a string, a ``Reply``, or a callable
+        ``(match_or_value, messages) -> str | Reply``.
+    """
+
+    def __init__(self, rules: Sequence[tuple[Any, Any]] | None = None) -> None:
+        self.rules: list[tuple[Any, Any]] = list(rules or ())
+
+    def __call__(self, request: Any) -> Any:
+        """Answer a recorded chat request.
+
+        :param request: a ``RecordedRequest`` (anything with ``messages``: they are used)
+        :returns: the answer text, or a ``Reply`` from a custom rule
+        """
+        return self.answer(request.messages)
+
+    def answer(self, messages: Sequence[dict[str, Any]]) -> Any:
+        """Answer a conversation: the last user message, with the history for follow-ups.
+
+        :param messages: chat messages (``{"role", "content"}`` dicts)
+        :returns: the answer text, or a ``Reply`` from a custom rule
+        """
+        last_user = -1
+        for i in range(len(messages) - 1, -1, -1):
+            if isinstance(messages[i], dict) and messages[i].get("role") == "user":
+                last_user = i
+                break
+        if last_user < 0:
+            return "(demo) Hello! I am the offline demo model of openai2."
+        text = content_text(messages[last_user].get("content")).strip()
+        for matcher, reply in self.rules:
+            found = self._match(matcher, text)
+            if found:
+                return reply(found, list(messages)) if callable(reply) else reply  # type: ignore[no-any-return]
+        return self._builtin(text, messages, last_user)
+
+    @staticmethod
+    def _match(matcher: Any, text: str) -> Any:
+        if isinstance(matcher, str):
+            import re
+
+            return re.search(matcher, text)
+        if hasattr(matcher, "search"):
+            return matcher.search(text)
+        return matcher(text)
+
+    @staticmethod
+    def _builtin(text: str, messages: Sequence[dict[str, Any]], last_user: int) -> str:
+        group_answer = _demo_groupchat_answer(text)  # GroupChat prompt (see _DEMO_GROUPCHAT_HEADINGS)
+        if group_answer is not None:
+            return group_answer
+        pat = _demo_demo_patterns()
+        for name in ("successor_zh", "successor_en"):
+            m = pat[name].search(text)
+            if m:
+                return str(int(m.group(1)) + 1)
+        if pat["next_zh"].match(text.replace(" ", "")) or pat["next_en"].match(text):
+            previous = ""
+            for i in range(last_user - 1, -1, -1):
+                if isinstance(messages[i], dict) and messages[i].get("role") == "assistant":
+                    previous = content_text(messages[i].get("content"))
+                    break
+            numbers = pat["number"].findall(previous)
+            if numbers:
+                return str(int(numbers[-1]) + 1)
+            return "(demo) Which number do you mean? Ask me what comes after a number first."
+        fact = pat["facts"].get(_demo_normalise(text))
+        if fact is not None:
+            return fact  # type: ignore[no-any-return]
+        m = pat["capital_en"].match(text)
+        if m and m.group(1).strip(" .").lower() in _DEMO_CAPITALS_EN:
+            return _DEMO_CAPITALS_EN[m.group(1).strip(" .").lower()]
+        if pat["largest_country_en"].search(text):
+            return "Russia"
+        if pat["frog_en"].search(text):
+            return "A tadpole"
+        if pat["ocean_en"].search(text):
+            return "The Pacific Ocean."
+        if pat["insult_en"].search(text):
+            return _DEMO_APOLOGY_EN
+        return "(demo) You said: " + text
