@@ -307,33 +307,6 @@ def _chat_require_answer(acc: ChatAccumulator) -> None:
         raise no_answer_error(acc.completion())
 
 
-def _chat_reasoning_delta(chunk: dict[str, Any]) -> str:
-    """Reasoning text carried by a chunk's first choice (``reasoning_content`` or ``reasoning``)."""
-    choices = chunk.get("choices")
-    if not choices or not isinstance(choices[0], dict):
-        return ""
-    delta = choices[0].get("delta")
-    if not isinstance(delta, dict):
-        return ""
-    text = delta.get("reasoning_content") or delta.get("reasoning")
-    return text if isinstance(text, str) else ""
-
-
-def _chat_reasoning_piece(held: str, text: str) -> tuple[str, str]:
-    """A reasoning piece made valid text: ``(piece, held)``.
-
-    ``held`` (a high surrogate the previous piece ended in, or "") is put in front; a high
-    surrogate at the end is held back for the next piece (an emoji a server split in two
-    escapes); any other lone surrogate becomes U+FFFD.
-    """
-    text = held + text
-    held = ""
-    if text and "\ud800" <= text[-1] <= "\udbff":
-        held = text[-1]
-        text = text[:-1]
-    return valid_unicode(text), held
-
-
 class Chat:
     """A continuous conversation: each request sends the history plus the new user message.
 
@@ -617,7 +590,7 @@ class Chat:
         :raises APIError: the request failed (after retries); the history is unchanged
         """
         user, body, options = self._prepare(text, images, params)
-        result = self._client._complete(body, **options)
+        result = self._client.complete(body, **options)
         return self._finish_complete(user, body, result)
 
     def stream_request(
@@ -649,7 +622,7 @@ class Chat:
         user, body, options = self._prepare(text, images, params)
         scope = CancelScope()
         client = self._client
-        result = await offload(lambda: client._complete(body, cancel=scope, **options), scope)
+        result = await offload(lambda: client.complete(body, cancel=scope, **options), scope)
         return self._finish_complete(user, body, result)
 
     def async_stream_request(
@@ -699,15 +672,15 @@ class ChatTextStream:
         self._options = options or {}
         self._on_reasoning = on_reasoning
         self._stream: ChatCompletionStream | None = None
-        self._pairs: Iterator[tuple[dict[str, Any], str]] | None = None
+        self._pieces: Iterator[str] | None = None
+        self._fresh: list[str] = []  # the accumulator's new reasoning pieces, not handed on yet
         self._scope = CancelScope()
         self._lock = threading.Lock()
         # new -> open -> done (the stream ended, failed, or was closed)
         self._state = "new"
         self._reader: int | None = None  # the thread inside __next__, if any
         self._seen: list[str] = []  # pieces yielded so far
-        self._thoughts: list[str] = []  # reasoning pieces read so far (valid text)
-        self._held_thought = ""  # a high surrogate ending the last reasoning piece, if any
+        self._thoughts: list[str] = []  # reasoning pieces handed on so far (valid text)
 
     def __iter__(self) -> ChatTextStream:
         return self
@@ -758,32 +731,39 @@ class ChatTextStream:
         raise StopIteration
 
     def _read_piece(self) -> str | None:
-        """The next non-empty piece, or None at the end of the answer (runs unlocked)."""
-        if self._pairs is None:
-            self._stream = self._chat._client._stream(self._body, cancel=self._scope, **self._options)
-            self._pairs = self._stream._pairs()
-        on_reasoning = self._on_reasoning
-        thoughts = self._thoughts
-        for chunk, piece in self._pairs:
-            thought = _chat_reasoning_delta(chunk)
-            if thought:
-                thought, self._held_thought = _chat_reasoning_piece(self._held_thought, thought)
-                if thought:
-                    thoughts.append(thought)
-                    if on_reasoning is not None:
-                        on_reasoning(thought)
+        """The next non-empty piece, or None at the end of the answer (runs unlocked).
+
+        The reasoning is the accumulator's own (it merged each chunk already): the pieces it
+        adds to the watched list are handed to ``on_reasoning`` as they come."""
+        if self._pieces is None:
+            self._stream = self._chat._client.stream(self._body, cancel=self._scope, **self._options)
+            self._stream.accumulator.watch_reasoning(self._fresh)
+            self._pieces = self._stream.iter_pieces()
+        fresh = self._fresh
+        for piece in self._pieces:
+            if fresh:
+                self._hand_reasoning()
             if piece:
                 return piece
-        if self._held_thought:  # the reasoning ended in half a pair: U+FFFD, as in last_reasoning
-            self._held_thought = ""
-            thoughts.append("\ufffd")
-            if on_reasoning is not None:
-                on_reasoning("\ufffd")
+        assert self._stream is not None
+        self._stream.accumulator.flush()  # a half pair still held back: U+FFFD, as in last_reasoning
+        if fresh:
+            self._hand_reasoning()
         return None
 
+    def _hand_reasoning(self) -> None:
+        fresh = self._fresh
+        pieces = fresh[:]
+        del fresh[:]
+        self._thoughts.extend(pieces)
+        on_reasoning = self._on_reasoning
+        if on_reasoning is not None:
+            for thought in pieces:
+                on_reasoning(thought)
+
     def _reasoning_so_far(self) -> str:
-        """The reasoning read so far, valid text (a half pair held back counts as U+FFFD)."""
-        return "".join(self._thoughts) + ("\ufffd" if self._held_thought else "")
+        """The reasoning handed on so far (valid text)."""
+        return "".join(self._thoughts)
 
     def _close_stream(self) -> None:
         stream = self._stream
@@ -880,7 +860,7 @@ class AsyncChatTextStream:
         def produce() -> None:
             error: BaseException | None = None
             try:
-                stream = client._stream(body, cancel=scope, **options)
+                stream = client.stream(body, cancel=scope, **options)
                 box.append(stream)
                 for pieces in stream.iter_text_batches():
                     if scope.cancelled:

@@ -77,7 +77,7 @@ def no_answer_error(result: object, secrets: Iterable[str | None] = ()) -> APIEr
 
     :param result: the parsed answer; it becomes the error's ``body``
     :param secrets: keys to mask in the message and the body (a server may echo the key); the
-        client's own paths (``OpenAI._complete`` / ``_stream``) pass them already
+        client's own paths (``OpenAI.complete`` / ``stream``) pass them already
     """
     import json
 
@@ -489,6 +489,14 @@ class ChatCompletionStream:
             if pieces:
                 yield pieces
 
+    def iter_pieces(self) -> Iterator[str]:
+        """One item per chunk, once the accumulator has merged it: the text that chunk added to
+        choice 0's content (``""`` when none), so a caller can look at :attr:`accumulator`
+        between chunks (``Chat``'s streams read the new reasoning there)."""
+        import operator
+
+        return map(operator.itemgetter(1), self._pairs())
+
     def iter_dicts(self) -> Iterator[dict[str, Any]]:
         """Yield each chunk as a plain dict (no attribute wrapping)."""
         for chunk, _ in self._pairs():
@@ -589,9 +597,15 @@ class ChatCompletionStream:
                 json.dumps(body),
                 secrets=self._secrets,
             )
+        watch = self.accumulator.reasoning_watch
         whole = accumulator_from_completion(body, secrets=self._secrets)
         if self._answer_required and not _client_has_answer(whole):
             raise no_answer_error(body, self._secrets)
+        if watch is not None:
+            reasoning = whole.reasoning
+            if reasoning:
+                watch.append(reasoning)
+            whole.watch_reasoning(watch)
         self.accumulator = whole
         return [(_client_chunk_from_completion(body), whole.content)]
 
@@ -1029,7 +1043,7 @@ class OpenAI:
             self._sleep(wait, cancel)
             waited += wait
 
-    def _complete(
+    def complete(
         self,
         body: Mapping[str, Any],
         *,
@@ -1038,11 +1052,21 @@ class OpenAI:
         extra_headers: Mapping[str, str] | None = None,
         answer_required: bool = True,
     ) -> dict[str, Any]:
-        """Non-streaming chat completion as a plain dict.
+        """One non-streaming chat completion: ``body`` is sent as is (retries and key failover
+        as in :meth:`post`); the answer comes back as a plain dict.
 
+        This and :meth:`stream` are the door the conversation layer (``Chat``, ``GroupChat``,
+        the legacy API) uses; ``chat.completions.create`` is built on them too.
+
+        :param body: the request body (``model``, ``messages``, ...), sent unchanged
+        :param cancel: a :class:`CancelScope` whose ``cancel()`` (any thread) stops the request
+        :param timeout: this call's timeout (seconds, ``(connect, read)`` or :class:`Timeout`)
+        :param extra_headers: headers added to this request
         :param answer_required: raise :func:`no_answer_error` (keys masked) for a 200 answer
             without any choice (``Chat``/``GroupChat``); ``create()`` passes False and returns
             whatever the server sent, as the SDK does
+        :returns: the parsed ``chat.completion`` body
+        :raises APIError: as :meth:`post`; a 200 body that is an error object or not JSON
         """
         response = self.post("/chat/completions", body, cancel=cancel, timeout=timeout, extra_headers=extra_headers)
         try:
@@ -1059,7 +1083,7 @@ class OpenAI:
             require_choices(result, secrets)
         return result  # type: ignore[no-any-return]
 
-    def _stream(
+    def stream(
         self,
         body: Mapping[str, Any],
         *,
@@ -1068,11 +1092,13 @@ class OpenAI:
         extra_headers: Mapping[str, str] | None = None,
         answer_required: bool = True,
     ) -> ChatCompletionStream:
-        """A streaming chat completion.
+        """One streaming chat completion (``body`` should say ``"stream": true``; it is sent as is).
 
+        :param cancel: :param timeout: :param extra_headers: as for :meth:`complete`
         :param answer_required: a complete stream that carried no answer (no text, tool call,
             refusal or finish reason) raises :func:`no_answer_error`, keys masked (``Chat``);
             ``create(stream=True)`` passes False
+        :returns: the :class:`ChatCompletionStream`, not read yet (the response head has arrived)
         """
         response = self.post(
             "/chat/completions", body, stream=True, cancel=cancel, timeout=timeout, extra_headers=extra_headers
@@ -1083,6 +1109,10 @@ class OpenAI:
             max_bytes=self.max_response_bytes,
             answer_required=answer_required,
         )
+
+    # The names before complete()/stream() were public; tests/test_keypool.py still calls _complete.
+    _complete = complete
+    _stream = stream
 
 
 class _ClientCompletions:
@@ -1106,8 +1136,8 @@ class _ClientCompletions:
         if "messages" in body and not isinstance(body["messages"], (list, tuple)):
             raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
         if body.get("stream"):
-            return self._client._stream(body, answer_required=False, **options)
-        return to_attr(self._client._complete(body, answer_required=False, **options))
+            return self._client.stream(body, answer_required=False, **options)
+        return to_attr(self._client.complete(body, answer_required=False, **options))
 
 
 class _ClientChat:

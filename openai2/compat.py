@@ -197,10 +197,10 @@ class ChatCompletion:
             raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
         scope = CancelScope()
         if body.get("stream"):
-            stream = await offload(lambda: client._stream(body, cancel=scope, answer_required=False, **options), scope)
+            stream = await offload(lambda: client.stream(body, cancel=scope, answer_required=False, **options), scope)
             return _CompatAsyncStream(stream, scope)
         return to_attr(
-            await offload(lambda: client._complete(body, cancel=scope, answer_required=False, **options), scope)
+            await offload(lambda: client.complete(body, cancel=scope, answer_required=False, **options), scope)
         )
 
 

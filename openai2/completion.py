@@ -265,6 +265,7 @@ class _StreamChoice:
         "held",
         "logprobs",
         "extra",
+        "fresh",
     )
 
     def __init__(self) -> None:
@@ -285,6 +286,8 @@ class _StreamChoice:
         # "name", "function_call" ({"name", "_args"}), "audio" (text values as lists of pieces),
         # "parts" (content parts that are not text, in order).
         self.extra: dict[str, Any] | None = None
+        # When watched (ChatAccumulator.watch_reasoning): every reasoning piece added, in order.
+        self.fresh: list[str] | None = None
 
     def add_extra(self, key: str, value: object) -> None:
         """Merge a ``name``, ``function_call`` or ``audio`` delta (or a whole message's)."""
@@ -373,6 +376,8 @@ class _StreamChoice:
             piece = prefix + piece
         elif piece.isascii():
             getattr(self, which).append(piece)
+            if self.fresh is not None and which == "reasoning":
+                self.fresh.append(piece)
             return piece
         try:
             # Any surrogate makes this fail: the usual non-ASCII piece (CJK, emoji sent raw or
@@ -390,6 +395,8 @@ class _StreamChoice:
                 piece = _stream_repair(piece)
         if piece:
             getattr(self, which).append(piece)
+            if self.fresh is not None and which == "reasoning":
+                self.fresh.append(piece)
         return piece
 
     def flush(self) -> str:
@@ -403,6 +410,8 @@ class _StreamChoice:
             return ""
         for which in held:
             getattr(self, which).append("\ufffd")
+            if self.fresh is not None and which == "reasoning":
+                self.fresh.append("\ufffd")
         return "\ufffd" if "content" in held else ""
 
     def text(self, which: str) -> str:
@@ -779,6 +788,25 @@ class ChatAccumulator:
         for state in self._others.values():
             state.flush()
         return piece
+
+    def watch_reasoning(self, pieces: list[str] | None = None) -> list[str]:
+        """From now on, append every new piece of choice 0's reasoning to a list (valid text,
+        as merged: a half surrogate pair is held back, a lone one becomes U+FFFD); the reader
+        takes the pieces out (``del pieces[:]``).  A stream reader calls it once, then looks at
+        the list after each chunk instead of reading the chunk again.
+
+        :param pieces: the list to fill (default: a new one)
+        :returns: that list
+        """
+        if pieces is None:
+            pieces = []
+        self._choice.fresh = pieces
+        return pieces
+
+    @property
+    def reasoning_watch(self) -> list[str] | None:
+        """The list :meth:`watch_reasoning` fills, or None."""
+        return self._choice.fresh
 
     # -- choice 0 -------------------------------------------------------------------------
 

@@ -704,7 +704,7 @@ class GroupChat:
         :raises APIError: the request failed (after retries)
         """
         body, _, _, options = self._prepare(turns, params)
-        return self._finish(body, self._client._complete(body, **options))
+        return self._finish(body, self._client.complete(body, **options))
 
     def request_remarks(self, turns: Sequence[_GCTurn], *, record: bool = False, **params: Any) -> list[dict[str, Any]]:
         """``request``, then parse and check the answer: one remark per requested turn.
@@ -717,7 +717,7 @@ class GroupChat:
         :raises APIError: the request failed (after retries)
         """
         body, checked, roles, options = self._prepare(turns, params)
-        raw = self._finish(body, self._client._complete(body, **options))
+        raw = self._finish(body, self._client.complete(body, **options))
         remarks = parse_groupchat_reply(raw, checked, roles)
         if record:
             self._record(remarks)
@@ -746,5 +746,5 @@ class GroupChat:
     async def _offload(self, body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         scope = CancelScope()
         client = self._client
-        result: dict[str, Any] = await offload(lambda: client._complete(body, cancel=scope, **options), scope)
+        result: dict[str, Any] = await offload(lambda: client.complete(body, cancel=scope, **options), scope)
         return result

@@ -391,6 +391,54 @@ class TestFailureSemantics(SeedCase):
         self.assertEqual(stream.reasoning, "thinking hard")
         self.assertNotIn("thinking", json.dumps(c.fetch_messages()))
 
+    def test_on_reasoning_gets_thinking_parts_as_the_accumulator_reads_them(self):
+        # Mistral's content arrays: "thinking" parts are reasoning; the callback sees what the
+        # accumulator merged (it does not read the chunks a second time with its own rule)
+        self.server.replies.append(Reply(events=[
+            {"choices": [{"index": 0, "delta": {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "hmm "}]}]}}]},
+            {"choices": [{"index": 0, "delta": {"content": [{"type": "text", "text": "ok"}]}}]},
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]))
+        c = self.chat()
+        thoughts = []
+        stream = c.stream_request("q", on_reasoning=thoughts.append)
+        self.assertEqual(list(stream), ["ok"])
+        self.assertEqual(thoughts, ["hmm "])
+        self.assertEqual(c.last_reasoning, "hmm ")
+
+    def test_reasoning_before_any_text_reaches_the_callback_before_the_first_piece(self):
+        self.server.replies.append(Reply(content="ok", reasoning=["a", "b"]))
+        c = self.chat()
+        events = []
+        stream = c.stream_request("q", on_reasoning=lambda t: events.append(("thought", t)))
+        for piece in stream:
+            events.append(("piece", piece))
+        self.assertEqual(events, [("thought", "a"), ("thought", "b"), ("piece", "o"), ("piece", "k")])
+
+    def test_chat_talks_to_the_client_through_its_public_complete_and_stream(self):
+        calls = []
+
+        class Recording(openai2.OpenAI):
+            def complete(self, body, **options):
+                calls.append("complete")
+                return super().complete(body, **options)
+
+            def stream(self, body, **options):
+                calls.append("stream")
+                return super().stream(body, **options)
+
+        client = Recording(api_key=KEY, base_url=self.server.base_url, sleep=no_sleep)
+        c = Chat(client=client, model="m")
+        c.request("a")
+        list(c.stream_request("b"))
+        asyncio.run(c.async_request("c"))
+
+        async def consume():
+            return [p async for p in c.async_stream_request("d")]
+
+        asyncio.run(consume())
+        self.assertEqual(calls, ["complete", "stream", "complete", "stream"])
+
     def test_archive_private_dump_system_and_replace(self):
         c = self.chat(system="first")
         c.add_dialogs(user_msg("a"), assistant_msg("b"))

@@ -98,7 +98,7 @@ class TestNoChoiceAnswers(HostileCase):
         self.server.replies.append(Reply(body=echo))
         c = self.client()
         with self.assertRaises(openai2.APIError) as cm:
-            c._complete({"model": "m", "messages": MESSAGES})
+            c.complete({"model": "m", "messages": MESSAGES})
         e = cm.exception
         for text in (str(e), repr(e), e.message, json.dumps(e.body)):
             self.assertNoSecretPart(text, KEY)
@@ -117,7 +117,7 @@ class TestNoChoiceAnswers(HostileCase):
         # a relay that put the key where the model name goes, then [DONE] and nothing else
         raw = sse({"id": "x", "model": "echo " + KEY, "choices": []})
         self.server.replies.append(Reply(raw_stream=raw))
-        stream = self.client()._stream({"model": "m", "messages": MESSAGES, "stream": True})
+        stream = self.client().stream({"model": "m", "messages": MESSAGES, "stream": True})
         with self.assertRaises(openai2.APIError) as cm:
             list(stream.iter_dicts())
         self.assertNotIsInstance(cm.exception, openai2.APIConnectionError)

@@ -237,7 +237,7 @@ class AssembledCompletionSchemaTest(unittest.TestCase):
 
             client = OpenAI("sk-test", base_url=server.base_url)
             for label in ("with usage", "without usage"):
-                body = client._complete({"model": "m", "messages": [{"role": "user", "content": "q"}]})
+                body = client.complete({"model": "m", "messages": [{"role": "user", "content": "q"}]})
                 self.check(body, "FakeServer " + label)
             client.close()
 
