@@ -199,13 +199,13 @@ class KeepAliveTests(unittest.TestCase):
             t = transport()
             get(t, o.url("/first")).read()
             self.assertTrue(gone.wait(5))
-            pool = t._tp_pool
-            (idle,) = [c for conns in pool._tp_idle.values() for c in conns]
+            pool = t._pool
+            (idle,) = [c for conns in pool._idle.values() for c in conns]
             select.select([idle.http.sock], [], [], 5)  # the reset has arrived
 
             def unchecked_get(key):  # as if the reset came just after the pool's check
-                with pool._tp_lock:
-                    conns = pool._tp_idle.get(key)
+                with pool._lock:
+                    conns = pool._idle.get(key)
                     return conns.pop() if conns else None
 
             pool.get = unchecked_get
@@ -236,12 +236,12 @@ class KeepAliveTests(unittest.TestCase):
             self.assertTrue(next(it).startswith(b"data: 0"))
             it.close()
             r.close()
-            self.assertEqual(t._tp_pool.idle_count(), 0)
+            self.assertEqual(t._pool.idle_count(), 0)
             # the whole stream read: connection reused afterwards
             r = get(t, o.url("/s"))
             body = b"".join(r.iter_bytes())
             self.assertEqual(body, b"".join(b"data: %d\n\n" % i for i in range(50)))
-            self.assertEqual(t._tp_pool.idle_count(), 1)
+            self.assertEqual(t._pool.idle_count(), 1)
             get(t, o.url("/s")).read()
             self.assertEqual(o.connections, 2)
             t.close()
@@ -280,7 +280,7 @@ class KeepAliveTests(unittest.TestCase):
             self.assertEqual(errors, [])
             self.assertEqual(o.connections, 3)
             self.assertEqual(len({r.conn_id for r in o.requests}), 3)
-            self.assertEqual(t._tp_pool.idle_count(), 3)
+            self.assertEqual(t._pool.idle_count(), 3)
             for _ in range(3):
                 get(t, o.url("/after")).read()
             self.assertEqual(o.connections, 3)
@@ -304,9 +304,9 @@ class OneWriteTests(unittest.TestCase):
     """Headers and a small body leave in one write (http.client alone makes two)."""
 
     def writes(self, body, **kw):
-        from openai2.transport import _tp_connection_class
+        from openai2.connection import _conn_http_class
 
-        conn = _tp_connection_class()("example.invalid", 80)
+        conn = _conn_http_class()("example.invalid", 80)
         conn.sock = _RecordingSocket()
         conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"}, **kw)
         return conn.sock.writes
@@ -326,9 +326,9 @@ class OneWriteTests(unittest.TestCase):
         self.assertTrue(writes[0].endswith(b"\r\n\r\n"))
 
     def test_large_or_streamed_bodies_are_sent_as_before(self):
-        from openai2.transport import _TP_COALESCE_BODY
+        from openai2.connection import _CONN_COALESCE_BODY
 
-        big = b"x" * (_TP_COALESCE_BODY + 1)
+        big = b"x" * (_CONN_COALESCE_BODY + 1)
         writes = self.writes(big)
         self.assertEqual(len(writes), 2)
         self.assertEqual(writes[1], big)
@@ -433,7 +433,7 @@ class FailureTests(unittest.TestCase):
                 for piece in r.iter_bytes():
                     got.append(piece)
             self.assertEqual(got, [b"hello"])
-            self.assertEqual(t._tp_pool.idle_count(), 0)
+            self.assertEqual(t._pool.idle_count(), 0)
 
     def test_short_content_length_body(self):
         def app(h, rec):
@@ -459,7 +459,7 @@ class FailureTests(unittest.TestCase):
                 with self.assertRaises(ResponseTooLargeError) as cm:
                     get(t, o.url(path)).read(limit=1000)
                 self.assertIn("1000", str(cm.exception))
-                self.assertEqual(t._tp_pool.idle_count(), 0)
+                self.assertEqual(t._pool.idle_count(), 0)
                 self.assertEqual(len(get(t, o.url(path)).read(limit=5000)), 5000)
 
     def test_bad_header_value_does_not_leak_key(self):
@@ -509,7 +509,7 @@ class FailureTests(unittest.TestCase):
             with self.assertRaises(APIConnectionError) as cm:
                 get(HTTPTransport(proxy=p.url), o.url("/v1/chat"), cancel=scope)  # absolute-URI 403
             self.assertIs(cm.exception.retryable, False)
-            self.assertEqual(scope._tp_conns, [])  # detached before the connection was closed
+            self.assertEqual(scope._conns, [])  # detached before the connection was closed
         with OriginServer(certfile=SERVER_CERT[0], keyfile=SERVER_CERT[1], host="localhost") as o:
             with ConnectProxy(auth=("u", "right")) as p:  # CONNECT answered 407
                 t = HTTPTransport(proxy="http://u:wrong@127.0.0.1:%d" % p.port, ca_file=CA)
@@ -663,9 +663,9 @@ class TLSTests(unittest.TestCase):
             for _ in range(3):
                 self.assertIn(b"ok", get(t, o.url("/tls")).read())
             self.assertEqual(o.connections, 1)
-            ctx = t._tp_ctx
+            ctx = t._pool._ctx
             get(t, o.url("/again")).read()
-            self.assertIs(t._tp_ctx, ctx)  # one SSL context per transport
+            self.assertIs(t._pool._ctx, ctx)  # one SSL context per transport
 
     def test_ip_address_certificate(self):
         with self.serve(SERVER_CERT) as o:
@@ -758,7 +758,7 @@ class CancelTests(unittest.TestCase):
                 next(it)
             self.assertLess(time.monotonic() - start, 1.0)
             release.set()
-            self.assertEqual(t._tp_pool.idle_count(), 0)
+            self.assertEqual(t._pool.idle_count(), 0)
 
     def test_cancel_unblocks_connect_and_tls_handshake(self):
         listener = socket.socket()
@@ -794,7 +794,7 @@ class CancelTests(unittest.TestCase):
     def test_cancel_just_before_connect_is_not_missed(self):
         # A blocking connect() cannot be woken by shutdown() before it is under way: a cancel
         # landing between the last check and the call used to cost the whole connect timeout.
-        from openai2.transport import _tp_cancellable_connect
+        from openai2.connection import _conn_cancellable_connect
 
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
@@ -816,7 +816,7 @@ class CancelTests(unittest.TestCase):
             start = time.monotonic()
             try:
                 with self.assertRaises(RequestCancelledError):
-                    _tp_cancellable_connect(sock, ("127.0.0.1", port), 5.0, scope)
+                    _conn_cancellable_connect(sock, ("127.0.0.1", port), 5.0, scope)
             finally:
                 sock.close()
             self.assertLess(time.monotonic() - start, 1.0)
@@ -824,7 +824,7 @@ class CancelTests(unittest.TestCase):
             with OriginServer() as o:
                 sock = socket.socket()
                 try:
-                    _tp_cancellable_connect(sock, ("127.0.0.1", o.port), 5.0, CancelScope())
+                    _conn_cancellable_connect(sock, ("127.0.0.1", o.port), 5.0, CancelScope())
                     self.assertEqual(sock.getpeername()[1], o.port)
                 finally:
                     sock.close()
@@ -852,9 +852,9 @@ class CancelTests(unittest.TestCase):
         with OriginServer() as o:
             t = transport()
             get(t, o.url("/a")).read()
-            self.assertEqual(t._tp_pool.idle_count(), 1)
+            self.assertEqual(t._pool.idle_count(), 1)
             scope = CancelScope()
-            real_get = t._tp_pool.get
+            real_get = t._pool.get
             taken = []
 
             def racing_get(key):  # another thread cancels right after the pool handed one out
@@ -863,12 +863,12 @@ class CancelTests(unittest.TestCase):
                 scope.cancel()
                 return conn
 
-            t._tp_pool.get = racing_get
+            t._pool.get = racing_get
             with self.assertRaises(RequestCancelledError):
                 get(t, o.url("/b"), cancel=scope)
             self.assertIsNotNone(taken[0])
             self.assertIsNone(taken[0].http.sock)  # closed, not left for the collector
-            self.assertEqual(t._tp_pool.idle_count(), 0)
+            self.assertEqual(t._pool.idle_count(), 0)
 
     def test_cancelled_scope_refuses_new_request(self):
         with OriginServer() as o:
@@ -949,10 +949,10 @@ class InterimAndEarlyAnswerTests(unittest.TestCase):
                 t.close()
 
     def test_endless_informational_responses_are_an_error_not_a_hang(self):
-        from openai2.transport import _TP_MAX_INTERIM
+        from openai2.connection import _CONN_MAX_INTERIM
 
         def app(h, rec):
-            h.raw(b"HTTP/1.1 103 Early Hints\r\n\r\n" * (_TP_MAX_INTERIM + 1))
+            h.raw(b"HTTP/1.1 103 Early Hints\r\n\r\n" * (_CONN_MAX_INTERIM + 1))
             h.reply(200, b"late")
 
         with OriginServer(app) as o:
@@ -968,7 +968,7 @@ class InterimAndEarlyAnswerTests(unittest.TestCase):
             self.assertEqual(r.status, 413)
             self.assertIn(b"Too Large", r.read())
             self.assertEqual(s.connections, 1)
-            self.assertEqual(t._tp_pool.idle_count(), 0)  # a half-sent request: never reused
+            self.assertEqual(t._pool.idle_count(), 0)  # a half-sent request: never reused
 
     def test_413_on_a_reused_connection_is_returned_and_not_resent(self):
         for tls in (False, True):
@@ -980,7 +980,7 @@ class InterimAndEarlyAnswerTests(unittest.TestCase):
                 self.assertEqual(r.status, 413)
                 self.assertIn(b"Too Large", r.read())
                 self.assertEqual(s.connections, 1)
-                self.assertEqual(t._tp_pool.idle_count(), 0)
+                self.assertEqual(t._pool.idle_count(), 0)
 
     def test_413_through_the_client_is_raised_once_and_not_retried(self):
         from openai2.client import OpenAI
@@ -1045,7 +1045,7 @@ class CloseFromAnotherThreadTests(unittest.TestCase):
                         self.assertEqual(errors, [])
                         self.assertEqual(got, [b"hi"])
                         self.assertTrue(r.closed)
-                        self.assertEqual(t._tp_pool.idle_count(), 0)
+                        self.assertEqual(t._pool.idle_count(), 0)
                         self.assertEqual(list(r.iter_bytes()), [])  # a closed response stays ended
         finally:
             release.set()
@@ -1069,7 +1069,7 @@ class CloseFromAnotherThreadTests(unittest.TestCase):
                 threading.Thread(target=reader, daemon=True).start()
                 # wait until the reader is inside read(): the server's first bytes were consumed
                 deadline = threading.Event()
-                while not r._tp_reading and not done.is_set():
+                while not r._reading and not done.is_set():
                     deadline.wait(0.01)
                 closer = threading.Thread(target=r.close, daemon=True)
                 closer.start()
@@ -1091,11 +1091,11 @@ class CloseFromAnotherThreadTests(unittest.TestCase):
                 r = get(t, o.url("/chunked"), timeout=Timeout(2, 60))
                 it = r.iter_bytes()
                 self.assertEqual(next(it), b"hi")
-                conn = r._tp_conn
+                conn = r._conn
                 r.close()  # between two reads: nothing blocked, the connection goes at once
                 self.assertIsNone(conn.http.sock)
                 self.assertEqual(list(it), [])
-                self.assertEqual(t._tp_pool.idle_count(), 0)
+                self.assertEqual(t._pool.idle_count(), 0)
         finally:
             release.set()
 
