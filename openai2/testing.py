@@ -32,8 +32,16 @@ import os
 import threading
 import time
 
-from .common import TYPE_CHECKING
+from .common import TYPE_CHECKING, USER_AGENT
 from .demo import DemoBrain
+from .errors import (
+    APIConnectionError,
+    APITimeoutError,
+    IncompleteStreamError,
+    RequestCancelledError,
+    ResponseTooLargeError,
+    make_status_error,
+)
 from .fakewire import (
     RecordedRequest,
     Reply,
@@ -49,10 +57,11 @@ from .fakewire import (
     plan_refusal,
     plan_reply,
 )
+from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
 
 if TYPE_CHECKING:
     import ssl
-    from typing import Any, Callable, Dict, Sequence, Union
+    from typing import Any, Callable, Dict, Iterator, Sequence, Union
 
     _FakeHandler = Callable[["RecordedRequest"], Union["Reply", str, Dict[str, Any]]]
     _FakeReplyLike = Union["Reply", str, Dict[str, Any]]
@@ -614,3 +623,443 @@ def _fake_reset(sock: Any) -> None:
         socket.socket.close(sock)
     except (OSError, ValueError):
         pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The in-memory transport
+# ---------------------------------------------------------------------------------------------
+
+#: The only request headers that follow a redirect to another origin (as HTTPTransport does).
+_MEM_CROSS_ORIGIN_HEADERS = frozenset(
+    ("content-type", "content-length", "accept", "accept-encoding", "accept-language", "user-agent")
+)
+_MEM_STALL_MODES = ("timeout", "block")
+
+
+class MemoryTransport(HTTPTransport):
+    """An :class:`~openai2.transport.HTTPTransport` that answers in memory, from ``Reply`` objects.
+
+    The same replies as :class:`FakeServer` (the same ``openai2.fakewire`` plans: content,
+    chunks, reasoning, tool calls, status and error bodies, headers, usage, line endings,
+    keep-alive comments, disconnects, resets, redirects), without sockets or threads, so the
+    tests of code above the transport run in microseconds::
+
+        from openai2 import OpenAI
+        from openai2.testing import MemoryTransport, Reply
+
+        transport = MemoryTransport([Reply("Hello!"), Reply(status=429, content="slow down")])
+        client = OpenAI(api_key="sk-test", base_url="https://api.test/v1", transport=transport, max_retries=0)
+        answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content == "Hello!"
+        assert transport.last_request.json["messages"][0]["content"] == "hi"
+
+    Any ``http://`` or ``https://`` URL answers (``base_url`` needs no server); paths other than
+    ``…/chat/completions`` get the same 404 as from ``FakeServer``.
+
+    Time is simulated, never waited for.  With ``stalls="timeout"`` (the default) a
+    ``Reply(delay=…)`` or ``stall_after``/``stall_seconds`` at least as long as the read timeout
+    (``Timeout.read``, or what ``limit_read_timeout`` left) raises the ``APITimeoutError`` the
+    real transport raises, at once; a shorter one passes at once.  With ``stalls="block"`` a
+    stall really blocks, up to its length or the read timeout, and ends as soon as the response is
+    closed (``close()`` from another thread: the read ends quietly) or the request's
+    ``CancelScope`` is cancelled (``RequestCancelledError``) — for tests of stopping a stuck stream.
+
+    What differs from the sockets: no connections (``RecordedRequest.connection_id`` is 0, no
+    keep-alive, no TLS, no proxies, ``close_connection``/``chunked`` change only how the body's
+    end is judged), ``write_size`` splits the pieces ``iter_bytes`` yields but ``write_pause`` is
+    not waited, and ``gate`` is waited on in the calling thread.
+
+    :param replies: scripted replies, used first, in order (a ``str`` means ``Reply(content=str)``)
+    :param handler: ``callable(RecordedRequest) -> Reply | str | dict`` for the rest (default
+        :class:`~openai2.demo.DemoBrain`)
+    :param stalls: ``"timeout"`` or ``"block"`` (see above)
+    """
+
+    def __init__(
+        self,
+        replies: Sequence[_FakeReplyLike] | None = None,
+        *,
+        handler: _FakeHandler | None = None,
+        stalls: str = "timeout",
+    ) -> None:
+        # HTTPTransport.__init__ is deliberately not called: no proxies, pool nor TLS to set up.
+        if stalls not in _MEM_STALL_MODES:
+            raise ValueError("stalls must be 'timeout' or 'block', not %r" % (stalls,))
+        self.verify = True
+        self.ca_file = None
+        self.stalls = stalls
+        self.handler: _FakeHandler = handler if handler is not None else DemoBrain()
+        #: handler exceptions (each also answered with a 500)
+        self.errors: list[BaseException] = []
+        #: scripted replies still to send, in order (a deque: ``append``/``extend`` it at any time)
+        self.replies: collections.deque[_FakeReplyLike] = collections.deque(replies or ())
+        self._mem_lock = threading.Lock()
+        self._mem_cond = threading.Condition(self._mem_lock)
+        self._mem_requests: list[RecordedRequest] = []
+        self._mem_in_flight = 0
+        self._mem_max_in_flight = 0
+
+    def __repr__(self) -> str:
+        return "<MemoryTransport requests=%d replies queued=%d>" % (len(self._mem_requests), len(self.replies))
+
+    def close(self) -> None:
+        """Nothing to close (no connections); the transport stays usable."""
+
+    # -- the record (as FakeServer's) -----------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A copy of the record of every request received, in arrival order."""
+        with self._mem_lock:
+            return list(self._mem_requests)
+
+    @property
+    def last_request(self) -> RecordedRequest | None:
+        """The latest request, or None."""
+        with self._mem_lock:
+            return self._mem_requests[-1] if self._mem_requests else None
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests are being answered right now (sent, body not yet read or closed)."""
+        return self._mem_in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests ever in flight at the same moment (since creation or reset())."""
+        return self._mem_max_in_flight
+
+    def wait_for_requests(self, n: int, timeout: float = 5.0) -> bool:
+        """Wait until at least ``n`` requests were recorded (for requests sent from other threads).
+
+        :returns: True when they were, False on timeout
+        """
+        deadline = time.monotonic() + timeout
+        with self._mem_cond:
+            while len(self._mem_requests) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._mem_cond.wait(left)
+            return True
+
+    def reset(self) -> None:
+        """Forget the record: requests, errors and max in flight (queued replies are kept)."""
+        with self._mem_lock:
+            self._mem_requests = []
+            self.errors = []
+            self._mem_max_in_flight = self._mem_in_flight
+
+    def add_replies(self, *replies: _FakeReplyLike) -> None:
+        """Queue more scripted replies (used before the handler)."""
+        with self._mem_lock:
+            self.replies.extend(replies)
+
+    # -- one exchange -------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout: Timeout,
+        cancel: CancelScope | None = None,
+        max_redirects: int = 5,
+    ) -> HTTPResponse:
+        """Answer one request in memory (following redirects), as :meth:`HTTPTransport.request`.
+
+        :returns: a response with the interface of :class:`~openai2.transport.HTTPResponse`
+        :raises APIConnectionError: (APITimeoutError, RequestCancelledError) as the real transport
+        """
+        if type(timeout) is not Timeout:
+            timeout = coerce_timeout(timeout)
+        hops = 0
+        while True:
+            if cancel is not None and cancel.cancelled:
+                raise RequestCancelledError()
+            where, target = _mem_split_url(url)
+            raw = [("Host", where), ("Accept-Encoding", "identity")]
+            raw.extend((k, v) for k, v in headers.items() if k.lower() not in ("host", "accept-encoding"))
+            if not any(k.lower() == "user-agent" for k, _ in raw):
+                raw.append(("User-Agent", USER_AGENT))
+            if body is not None:
+                raw.append(("Content-Length", str(len(body))))
+            with self._mem_cond:
+                record = parse_request(method, target, raw, body or b"", index=len(self._mem_requests))
+                self._mem_requests.append(record)
+                self._mem_in_flight += 1
+                self._mem_max_in_flight = max(self._mem_max_in_flight, self._mem_in_flight)
+                self._mem_cond.notify_all()
+            response = MemoryResponse(self, url, where, cancel, timeout)
+            try:
+                plan = self._mem_plan(record, response)
+            except BaseException:
+                response.close()
+                raise
+            response._mem_start(plan)
+            location = response.headers.get("location")
+            if plan.status in (301, 302, 307, 308) and location:
+                from urllib.parse import urljoin
+
+                response.close()
+                new_url = urljoin(url, location.strip())
+                if hops >= max_redirects:
+                    too_many = make_status_error(plan.status, response.headers, b"")
+                    too_many.hint = "Too many redirects: gave up after %d (the next was to %s)." % (hops, new_url)
+                    raise too_many
+                if _mem_split_url(new_url)[0] != where or new_url.partition(":")[0] != url.partition(":")[0]:
+                    headers = {k: v for k, v in headers.items() if k.lower() in _MEM_CROSS_ORIGIN_HEADERS}
+                url = new_url
+                hops += 1
+                continue
+            if plan.status == 303:
+                raw_body = response.read()
+                err303 = make_status_error(303, response.headers, raw_body)
+                err303.hint = (
+                    "The server answered 303 See Other (Location: %s), which asks for a GET: "
+                    "openai2 does not turn a %s into a GET. Check the base URL." % (location or "?", method)
+                )
+                raise err303
+            return response  # type: ignore[return-value]
+
+    def _mem_plan(self, record: RecordedRequest, response: MemoryResponse) -> WirePlan:
+        """The plan answering ``record``, after the reply's gate, delay or reset (before the head)."""
+        refusal = plan_refusal(record)
+        if refusal is not None:
+            return refusal
+        try:
+            reply = choose_reply(self.replies, self.handler, record)
+        except Exception as exc:  # a handler bug: tell the test, answer 500
+            with self._mem_lock:
+                self.errors.append(exc)
+            return plan_handler_error(record, exc)
+        if reply.gate is not None:
+            _fake_wait_gate(reply.gate, reply.gate_timeout, response._mem_closed)
+        if reply.delay:
+            response._mem_wait(reply.delay, "head")
+        if reply.reset and reply.disconnect_after is None:
+            cause = ConnectionResetError(104, "Connection reset by peer")
+            raise APIConnectionError("The connection to %s was reset: %s" % (response._mem_where, cause), cause=cause)
+        return plan_reply(reply, record)
+
+    def _mem_done(self) -> None:
+        with self._mem_lock:
+            self._mem_in_flight -= 1
+
+
+class MemoryResponse:
+    """The answer of a :class:`MemoryTransport`, with the interface of ``HTTPResponse``:
+    ``status``, ``reason``, ``headers`` (lower-case names), ``url``, ``closed``, ``read(limit)``,
+    ``iter_bytes()``, ``limit_read_timeout(seconds)``, ``close()`` (from any thread)."""
+
+    def __init__(
+        self, transport: MemoryTransport, url: str, where: str, cancel: CancelScope | None, timeout: Timeout
+    ) -> None:
+        self.status = 0
+        self.reason = ""
+        self.headers: dict[str, str] = {}
+        self.url = url
+        self._mem_transport = transport
+        self._mem_where = where
+        self._mem_cancel = cancel
+        self._mem_read_timeout = timeout.read
+        self._mem_closed = threading.Event()
+        self._mem_finished = False
+        self._mem_body: bytes | None = None
+        self._mem_iter: Any = None
+        self._mem_length: int | None = None
+        self._mem_chunked = False
+        self._mem_lock = threading.Lock()
+
+    def _mem_start(self, plan: WirePlan) -> None:
+        from http import HTTPStatus
+
+        self.status = plan.status
+        try:
+            self.reason = HTTPStatus(plan.status).phrase
+        except ValueError:
+            self.reason = "Unknown"
+        self.headers = fold_headers(plan.headers)
+        self._mem_chunked = plan.chunked
+        length = self.headers.get("content-length", "")
+        if not plan.chunked and length.isdigit():
+            self._mem_length = int(length)
+        self._mem_iter = plan.steps()
+
+    def __repr__(self) -> str:
+        return "<MemoryResponse %d %s>" % (self.status, self.url)
+
+    def __enter__(self) -> MemoryResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (from any thread)."""
+        return self._mem_closed.is_set()
+
+    def close(self) -> None:
+        """Stop: the body is not read any further.  Safe from any thread; a read blocked in a
+        stall (``stalls="block"``) ends at once, quietly."""
+        self._mem_closed.set()
+        self._mem_finish()
+
+    def limit_read_timeout(self, seconds: float) -> None:
+        """Allow at most ``seconds`` of (simulated) silence from now on."""
+        self._mem_read_timeout = min(self._mem_read_timeout, seconds)
+
+    def _mem_finish(self) -> None:
+        with self._mem_lock:
+            if self._mem_finished:
+                return
+            self._mem_finished = True
+        self._mem_transport._mem_done()
+
+    def _mem_wait(self, seconds: float, phase: str) -> None:
+        """A silence of ``seconds``: passes, raises the read timeout, or (``stalls="block"``)
+        really waits, cut short by close() or the cancel scope."""
+        limit = self._mem_read_timeout
+        if self._mem_transport.stalls == "block":
+            cancel = self._mem_cancel
+            deadline = time.monotonic() + min(seconds, limit)
+            while not self._mem_closed.is_set() and not (cancel is not None and cancel.cancelled):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._mem_closed.wait(min(0.01, left))
+            if cancel is not None and cancel.cancelled:
+                raise RequestCancelledError()
+            if self._mem_closed.is_set():
+                return
+        if seconds < limit:
+            return
+        if phase == "head":
+            msg = "No answer from %s within %gs (read timeout)." % (self._mem_where, limit)
+        else:
+            msg = (
+                "The server at %s sent nothing for %gs in the middle of the response "
+                "(read timeout): the stream stalled." % (self._mem_where, limit)
+            )
+        raise APITimeoutError(msg)
+
+    def iter_bytes(self) -> Iterator[bytes]:
+        """Yield the body piece by piece (one piece per planned write).
+
+        After :meth:`close` (from any thread) the iterator simply ends.
+
+        :raises APITimeoutError: a stall at least as long as the read timeout
+        :raises IncompleteStreamError: a disconnect or reset before the body's end
+        :raises RequestCancelledError: the cancel scope was cancelled
+        """
+        if self._mem_body is not None:
+            if self._mem_body:
+                yield self._mem_body
+            return
+        steps = self._mem_iter
+        cancel = self._mem_cancel
+        length = self._mem_length
+        got = 0
+        try:
+            for kind, value in steps:
+                if self._mem_closed.is_set():
+                    return
+                if cancel is not None and cancel.cancelled:
+                    raise RequestCancelledError()
+                if kind == "data":
+                    if length is not None:
+                        value = value[: length - got]
+                    got += len(value)
+                    if value:
+                        yield value
+                    if length is not None and got >= length:
+                        break
+                elif kind == "stall":
+                    self._mem_wait(value, "body")
+                elif kind == "disconnect":
+                    if value:
+                        raise IncompleteStreamError(
+                            "The connection to %s was reset in the middle of the response." % self._mem_where,
+                            cause=ConnectionResetError(104, "Connection reset by peer"),
+                        )
+                    if self._mem_chunked or length is not None:
+                        raise _mem_incomplete(self._mem_where)
+                    break  # a body that ends with the connection: this is its end
+                elif length is not None and got < length:
+                    raise _mem_incomplete(self._mem_where)
+            if self._mem_closed.is_set():
+                return
+            if cancel is not None and cancel.cancelled:
+                raise RequestCancelledError()
+        finally:
+            self._mem_finish()
+
+    def read(self, limit: int | None = None) -> bytes:
+        """Read the whole body.
+
+        :raises ResponseTooLargeError: the body is larger than ``limit``
+        :raises RequestCancelledError: :meth:`close` came before the whole body
+        :raises APIConnectionError: (IncompleteStreamError, APITimeoutError) as ``iter_bytes``
+        """
+        if self._mem_body is not None:
+            return self._mem_body
+        if self._mem_closed.is_set():
+            raise _mem_closed_error()
+        if limit is not None and self._mem_length is not None and self._mem_length > limit:
+            self.close()
+            raise _mem_too_large(self.url, limit)
+        parts = []
+        size = 0
+        for piece in self.iter_bytes():
+            size += len(piece)
+            if limit is not None and size > limit:
+                self.close()
+                raise _mem_too_large(self.url, limit)
+            parts.append(piece)
+        if self._mem_closed.is_set():
+            raise _mem_closed_error()
+        self._mem_body = b"".join(parts)
+        return self._mem_body
+
+
+def _mem_split_url(url: str) -> tuple[str, str]:
+    """``(host:port, path?query)`` of an http(s) URL.
+
+    :raises APIConnectionError: for any other URL (as HTTPTransport)
+    """
+    from urllib.parse import urlsplit
+
+    scheme = url.partition(":")[0].lower()
+    if scheme not in ("http", "https") or "://" not in url:
+        error = APIConnectionError("Unsupported URL %r: only http:// and https:// URLs work" % (_mem_log_url(url),))
+        error.retryable = False  # as HTTPTransport: retrying cannot help
+        raise error
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
+    where = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    return where, (parts.path or "/") + ("?" + parts.query if parts.query else "")
+
+
+def _mem_log_url(url: str) -> str:
+    """A URL as shown in messages: no user info, query or fragment (they may hold secrets)."""
+    scheme, sep, rest = url.split("#", 1)[0].split("?", 1)[0].rpartition("://")
+    host, slash, path = rest.partition("/")
+    return scheme + sep + host.rpartition("@")[2] + slash + path
+
+
+def _mem_incomplete(where: str) -> IncompleteStreamError:
+    return IncompleteStreamError("The connection to %s closed before the response was complete." % where)
+
+
+def _mem_closed_error() -> RequestCancelledError:
+    return RequestCancelledError("The response was closed (close() was called) before its whole body had arrived.")
+
+
+def _mem_too_large(url: str, limit: int) -> ResponseTooLargeError:
+    return ResponseTooLargeError(
+        "The response body from %s is larger than the %d-byte limit; it was not read." % (_mem_log_url(url), limit)
+    )
