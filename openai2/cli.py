@@ -1263,7 +1263,8 @@ def _cli_cmd_demo(ctx: _CliContext) -> int:
     out.line("round back, and a pinned message survives a 4-message history limit (MsgMaxCount).", "dim")
     # Deliberately lazy: only `demo` needs the fake server, and `openai2 --help` should not
     # load it. (In the single-file build the names are already defined and this line is cut.)
-    from .testing import DemoBrain, FakeServer
+    from .demo import DemoBrain
+    from .testing import FakeServer
 
     with FakeServer(handler=DemoBrain()) as server:
         chat = Chat("", base_url=server.base_url, model="demo", system="You are the openai2 demo.")

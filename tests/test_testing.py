@@ -797,6 +797,30 @@ class TestBuildersAndImport(unittest.TestCase):
         self.assertEqual(openai_error_body("m", code="c")["error"], {"message": "m", "type": "invalid_request_error",
                                                                     "param": None, "code": "c"})
 
+    @unittest.skipIf(os.environ.get("OPENAI2_SINGLE_FILE") == "1", "one file has no submodules")
+    def test_every_public_name_keeps_its_import_path_and_lives_in_its_module(self):
+        import openai2.demo
+        import openai2.fakewire
+        import openai2.testing
+
+        homes = {"DemoBrain": openai2.demo, "RecordedRequest": openai2.fakewire, "Reply": openai2.fakewire,
+                 "chat_chunk": openai2.fakewire, "chat_completion": openai2.fakewire,
+                 "openai_error_body": openai2.fakewire}
+        for name, home in homes.items():
+            with self.subTest(name=name):
+                self.assertIs(getattr(openai2.testing, name), getattr(home, name))
+                self.assertIn(name, openai2.testing.__all__)
+        self.assertEqual(FakeServer.__module__, "openai2.testing")
+
+    @unittest.skipIf(os.environ.get("OPENAI2_SINGLE_FILE") == "1", "one file has no openai2.demo submodule")
+    def test_demo_import_loads_neither_the_fake_wire_nor_heavy_modules(self):
+        code = ("import sys; import openai2; before = set(sys.modules); import openai2.demo; "
+                "print(sorted(set(sys.modules) - before))")
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        added = json.loads(out.stdout.replace("'", '"'))
+        self.assertEqual(added, ["openai2.demo"])
+
     @unittest.skipIf(os.environ.get("OPENAI2_SINGLE_FILE") == "1", "one file has no openai2.testing submodule")
     def test_import_adds_no_heavy_modules(self):
         code = ("import sys; import openai2; before = set(sys.modules); import openai2.testing; "
