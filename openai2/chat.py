@@ -13,23 +13,14 @@ from __future__ import annotations
 import os
 import threading
 
-from .aio import PieceChannel, offload, start_producer
-from .client import (
-    ChatCompletionStream,
-    OpenAI,
-    add_usage,
-    check_default_params,
-    client_from_options,
-    merge_request_params,
-    no_answer_error,
-    require_choices,
-    reset_client_key,
-)
+from .aio import PieceChannel, start_producer
+from .client import ChatCompletionStream, OpenAI, no_answer_error, require_choices
 from .common import TYPE_CHECKING, redact
 from .completion import ChatAccumulator, accumulator_from_completion
+from .conversation import BaseConversation
 from .errors import APIError, OpenAIError, redact_error
 from .files import atomic_write, read_json_file
-from .history import MessageBuffer, check_json_text, format_round, from_archive, valid_unicode, validate_message
+from .history import MessageBuffer, format_round, from_archive, valid_unicode, validate_message
 from .keypool import AKPool
 from .objects import to_attr
 from .transport import CancelScope
@@ -307,7 +298,7 @@ def _chat_require_answer(acc: ChatAccumulator) -> None:
         raise no_answer_error(acc.completion())
 
 
-class Chat:
+class Chat(BaseConversation):
     """A continuous conversation: each request sends the history plus the new user message.
 
     ``Chat(api_key, model=..., MsgMaxCount=..., **params)``: client options (``base_url``,
@@ -335,28 +326,15 @@ class Chat:
     ) -> None:
         if MsgMaxCount is not None and msg_max_count is not None and MsgMaxCount != msg_max_count:
             raise ValueError("give MsgMaxCount or msg_max_count, not both")
-        self._client = client_from_options(api_key, client, kwargs, "Chat")
-        check_json_text(kwargs, "Chat(...)")  # NaN or a lone surrogate would fail every request
-        check_default_params(kwargs, "Chat(...)")
-        self.params: dict[str, Any] = kwargs
+        super().__init__(api_key, client, kwargs, "Chat")
         self._buffer = MessageBuffer(MsgMaxCount if MsgMaxCount is not None else msg_max_count)
-        self._lock = threading.Lock()
-        self.last_request: dict[str, Any] | None = None
-        self.last_response: Any = None
         self.last_reasoning: str = ""
-        self.last_usage: dict[str, Any] | None = None
-        self.total_usage: dict[str, int] = {}
         self._system = validate_message(system_msg(system), "system") if system is not None else None
         if self._system is not None:
             self._buffer.extend([self._system])
             self._buffer.pin(0)
 
     # -- configuration ------------------------------------------------------------------------
-    @property
-    def client(self) -> OpenAI:
-        """The low-level client this Chat sends through."""
-        return self._client
-
     @property
     def MsgMaxCount(self) -> int | None:  # noqa: N802 - the documented name
         """The history limit (None: unlimited)."""
@@ -369,10 +347,6 @@ class Chat:
             self._buffer.trim()
 
     msg_max_count = MsgMaxCount
-
-    def reset_api_key(self, api_key: str | AKPool) -> None:
-        """Use another key or :class:`AKPool` from the next request on."""
-        reset_client_key(self._client, api_key)
 
     @property
     def recently_request_data(self) -> dict[str, Any] | None:
@@ -527,9 +501,7 @@ class Chat:
         if "messages" in params:
             raise TypeError("messages= is managed by Chat; use add_dialogs() to change the history")
         params.pop("stream", None)
-        body, options = merge_request_params(self.params, params)
-        if not body.get("model"):
-            raise ValueError("no model given: use Chat(model='gpt-4o-mini', ...) or request(..., model=...)")
+        body, options = self._request_body(params)
         with self._lock:
             # copies: last_request must not alias the stored history
             body["messages"] = [dict(m) for m in self._buffer.payload([user])]
@@ -546,11 +518,8 @@ class Chat:
     ) -> None:
         with self._lock:
             self._buffer.commit([user, assistant])
-            self.last_request = request
-            self.last_response = response
+            self._note_answer(request, response, usage)
             self.last_reasoning = reasoning
-            self.last_usage = usage if isinstance(usage, dict) else None
-            add_usage(self.total_usage, usage)
 
     def _history_answer(self, message: object, answer: object) -> dict[str, Any]:
         """:func:`_chat_history_answer`, its refusal as an :class:`APIError` (keys masked)."""
@@ -590,7 +559,7 @@ class Chat:
         :raises APIError: the request failed (after retries); the history is unchanged
         """
         user, body, options = self._prepare(text, images, params)
-        result = self._client.complete(body, **options)
+        result = self._send(body, options)
         return self._finish_complete(user, body, result)
 
     def stream_request(
@@ -620,9 +589,7 @@ class Chat:
         Cancelling the awaiting task closes the connection at once and leaves the history unchanged.
         """
         user, body, options = self._prepare(text, images, params)
-        scope = CancelScope()
-        client = self._client
-        result = await offload(lambda: client.complete(body, cancel=scope, **options), scope)
+        result = await self._send_async(body, options)
         return self._finish_complete(user, body, result)
 
     def async_stream_request(
@@ -736,7 +703,7 @@ class ChatTextStream:
         The reasoning is the accumulator's own (it merged each chunk already): the pieces it
         adds to the watched list are handed to ``on_reasoning`` as they come."""
         if self._pieces is None:
-            self._stream = self._chat._client.stream(self._body, cancel=self._scope, **self._options)
+            self._stream = self._chat._open_stream(self._body, self._options, self._scope)
             self._stream.accumulator.watch_reasoning(self._fresh)
             self._pieces = self._stream.iter_pieces()
         fresh = self._fresh
@@ -851,7 +818,7 @@ class AsyncChatTextStream:
 
         channel = PieceChannel(asyncio.get_running_loop())
         self._channel = channel
-        client = self._chat._client
+        open_stream = self._chat._open_stream
         body = self._body
         options = self._options
         scope = self._scope
@@ -860,7 +827,7 @@ class AsyncChatTextStream:
         def produce() -> None:
             error: BaseException | None = None
             try:
-                stream = client.stream(body, cancel=scope, **options)
+                stream = open_stream(body, options, scope)
                 box.append(stream)
                 for pieces in stream.iter_text_batches():
                     if scope.cancelled:

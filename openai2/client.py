@@ -116,70 +116,6 @@ def split_request_options(params: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def merge_request_params(
-    defaults: Mapping[str, Any], params: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(body, options)`` for a ``Chat``/``GroupChat`` call: the default parameters with this
-    call's over them, then the request options split out (:func:`split_request_options`), so
-    ``extra_headers`` / ``extra_body`` / ``timeout`` given as defaults act as they do per call
-    (a per-call ``None`` leaves the default in place)."""
-    body = dict(defaults)
-    for name, value in params.items():
-        if value is None and name in _CLIENT_REQUEST_OPTIONS and name in body:
-            continue
-        body[name] = value
-    return body, split_request_options(body)
-
-
-def check_default_params(params: Mapping[str, Any], owner: str) -> None:
-    """Refuse at construction default parameters that would fail every request: a ``model``
-    that is not text (TypeError), a value that is not JSON (a set, an object: ValueError
-    naming the parameter)."""
-    import json
-
-    model = params.get("model")
-    if model is not None and not isinstance(model, str):
-        raise TypeError("%s: model must be a string such as 'gpt-4o-mini', not %s" % (owner, type(model).__name__))
-    for name, value in params.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError("%s: the parameter %s is not JSON (%s)" % (owner, name, exc)) from None
-        except RecursionError:
-            raise ValueError("%s: the parameter %s is nested too deeply to be sent as JSON" % (owner, name)) from None
-
-
-_CLIENT_REQUEST_OPTIONS = ("timeout", "extra_headers", "extra_body", "extra_query")
-
-
-def client_from_options(
-    api_key: str | AKPool | None, client: OpenAI | None, kwargs: dict[str, Any], owner: str
-) -> OpenAI:
-    """The client for a ``Chat``/``GroupChat``: ``client``, or a new one from the client options
-    popped out of ``kwargs`` (what stays in ``kwargs`` are default request parameters).
-
-    :raises TypeError: both ``client=`` and client options, or ``messages``/``stream`` as defaults
-    """
-    options = {k: kwargs.pop(k) for k in list(kwargs) if k in _CLIENT_OPTION_NAMES}
-    for reserved in ("messages", "stream"):
-        if reserved in kwargs:
-            raise TypeError("%s= is managed by %s and cannot be a default parameter" % (reserved, owner))
-    if client is None:
-        return OpenAI(api_key, **options)
-    if options or api_key is not None:
-        raise TypeError("pass either client=... or client options (api_key, base_url, …), not both")
-    return client
-
-
-def reset_client_key(client: OpenAI, api_key: str | AKPool) -> None:
-    """``reset_api_key`` of Chat/GroupChat: another key or pool from the next request on."""
-    if not isinstance(api_key, (str, AKPool)) or (isinstance(api_key, str) and not api_key):
-        raise ValueError("reset_api_key needs a non-empty key string or an AKPool")
-    if isinstance(api_key, str):
-        _client_check_key(api_key, "reset_api_key: the key")
-    client.api_key = api_key
-
-
 def _client_check_key(key: str, what: str) -> None:
     """A key string holding whitespace or a control character (a trailing newline read from a
     file, say) is refused: it could only fail as a header, or be sent mangled."""
@@ -189,15 +125,6 @@ def _client_check_key(key: str, what: str) -> None:
                 "%s contains whitespace or a control character (%r at position %d); remove it "
                 "(a key read from a file often ends with a newline)" % (what, char, position)
             )
-
-
-def add_usage(total: dict[str, int], usage: object) -> None:
-    """Add a response's ``usage`` token counts to a running ``total`` (ignores what is not a count)."""
-    if isinstance(usage, dict):
-        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                total[name] = total.get(name, 0) + value
 
 
 def _client_default_sleep(seconds: float, cancel: CancelScope | None) -> None:

@@ -15,26 +15,16 @@ turns (see README "Group chat" for the exact text).
 from __future__ import annotations
 
 import os
-import threading
 
-from .aio import offload
 from .chat import write_archive_file
-from .client import (
-    OpenAI,
-    add_usage,
-    check_default_params,
-    client_from_options,
-    merge_request_params,
-    require_choices,
-    reset_client_key,
-)
+from .client import OpenAI, require_choices
 from .common import TYPE_CHECKING
 from .completion import accumulator_from_completion
+from .conversation import BaseConversation
 from .files import read_json_file
 from .history import check_json_text, valid_unicode
 from .keypool import AKPool
 from .objects import to_attr
-from .transport import CancelScope
 
 if TYPE_CHECKING:
     from typing import Any, Iterable, Mapping, Sequence, Tuple, Union
@@ -458,7 +448,7 @@ def _gc_check_max(value: object) -> int | None:
     return value or None
 
 
-class GroupChat:
+class GroupChat(BaseConversation):
     """A group chat of several roles, played by the model one requested remark at a time.
 
     ``GroupChat(api_key, model=..., MaxRemarks=..., **params)``: client options (``base_url``,
@@ -489,28 +479,15 @@ class GroupChat:
     ) -> None:
         if MaxRemarks is not None and max_remarks is not None and MaxRemarks != max_remarks:
             raise ValueError("give MaxRemarks or max_remarks, not both")
-        self._client = client_from_options(api_key, client, kwargs, "GroupChat")
-        check_json_text(kwargs, "GroupChat(...)")  # NaN or a lone surrogate would fail every request
-        check_default_params(kwargs, "GroupChat(...)")
+        super().__init__(api_key, client, kwargs, "GroupChat")
         if language not in (None, "zh", "en"):
             raise ValueError("language must be 'zh', 'en' or None (automatic), not %r" % (language,))
-        self.params: dict[str, Any] = kwargs
         self.roles: dict[str, str] = _gc_check_roles(dict(roles or {}))
         self.language = language
         self._max = _gc_check_max(MaxRemarks if MaxRemarks is not None else max_remarks)
         self._dialogs: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self.last_request: dict[str, Any] | None = None
-        self.last_response: Any = None
-        self.last_usage: dict[str, Any] | None = None
-        self.total_usage: dict[str, int] = {}
 
     # -- configuration ------------------------------------------------------------------------
-    @property
-    def client(self) -> OpenAI:
-        """The low-level client this group sends through."""
-        return self._client
-
     @property
     def MaxRemarks(self) -> int | None:  # noqa: N802 - named like Chat's MsgMaxCount
         """The dialog limit (None: unlimited); setting it trims at once."""
@@ -524,10 +501,6 @@ class GroupChat:
             self._trim()
 
     max_remarks = MaxRemarks
-
-    def reset_api_key(self, api_key: str | AKPool) -> None:
-        """Use another key or :class:`AKPool` from the next request on."""
-        reset_client_key(self._client, api_key)
 
     def __repr__(self) -> str:
         return "<GroupChat model=%r roles=%d remarks=%d client=%r>" % (
@@ -665,9 +638,7 @@ class GroupChat:
         params.pop("stream", None)
         roles = self._roles()
         checked = _gc_check_turns(turns, roles)
-        body, options = merge_request_params(self.params, params)
-        if not body.get("model"):
-            raise ValueError("no model given: use GroupChat(model='gpt-4o-mini', ...) or request(..., model=...)")
+        body, options = self._request_body(params)
         with self._lock:
             dialogs = list(self._dialogs)
         body["messages"] = build_groupchat_messages(roles, dialogs, checked, self.language)
@@ -678,10 +649,7 @@ class GroupChat:
         acc = accumulator_from_completion(result)
         usage = result.get("usage")
         with self._lock:
-            self.last_request = body
-            self.last_response = to_attr(result)
-            self.last_usage = usage if isinstance(usage, dict) else None
-            add_usage(self.total_usage, usage)
+            self._note_answer(body, to_attr(result), usage)
         return acc.content
 
     def _record(self, remarks: list[dict[str, Any]]) -> None:
@@ -704,7 +672,7 @@ class GroupChat:
         :raises APIError: the request failed (after retries)
         """
         body, _, _, options = self._prepare(turns, params)
-        return self._finish(body, self._client.complete(body, **options))
+        return self._finish(body, self._send(body, options))
 
     def request_remarks(self, turns: Sequence[_GCTurn], *, record: bool = False, **params: Any) -> list[dict[str, Any]]:
         """``request``, then parse and check the answer: one remark per requested turn.
@@ -717,7 +685,7 @@ class GroupChat:
         :raises APIError: the request failed (after retries)
         """
         body, checked, roles, options = self._prepare(turns, params)
-        raw = self._finish(body, self._client.complete(body, **options))
+        raw = self._finish(body, self._send(body, options))
         remarks = parse_groupchat_reply(raw, checked, roles)
         if record:
             self._record(remarks)
@@ -729,7 +697,7 @@ class GroupChat:
         Cancelling the awaiting task closes the connection at once.
         """
         body, _, _, options = self._prepare(turns, params)
-        result = await self._offload(body, options)
+        result = await self._send_async(body, options)
         return self._finish(body, result)
 
     async def async_request_remarks(
@@ -737,14 +705,8 @@ class GroupChat:
     ) -> list[dict[str, Any]]:
         """``request_remarks`` as a coroutine (a cancelled request records nothing)."""
         body, checked, roles, options = self._prepare(turns, params)
-        result = await self._offload(body, options)
+        result = await self._send_async(body, options)
         remarks = parse_groupchat_reply(self._finish(body, result), checked, roles)
         if record:
             self._record(remarks)
         return remarks
-
-    async def _offload(self, body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-        scope = CancelScope()
-        client = self._client
-        result: dict[str, Any] = await offload(lambda: client.complete(body, cancel=scope, **options), scope)
-        return result

@@ -391,6 +391,28 @@ class TestFailureSemantics(SeedCase):
         self.assertEqual(stream.reasoning, "thinking hard")
         self.assertNotIn("thinking", json.dumps(c.fetch_messages()))
 
+    def test_a_per_call_none_unsets_a_default_instead_of_sending_null(self):
+        c = self.chat(temperature=0.2, max_tokens=50)
+        c.request("a", temperature=None, stop=None)
+        list(c.stream_request("b", max_tokens=None))
+        asyncio.run(c.async_request("c", temperature=None))
+        c.request("d")
+        sent = [r.json for r in self.server.requests]
+        self.assertNotIn("temperature", sent[0])
+        self.assertNotIn("stop", sent[0])
+        self.assertEqual(sent[0]["max_tokens"], 50)
+        self.assertNotIn("max_tokens", sent[1])
+        self.assertEqual(sent[1]["temperature"], 0.2)
+        self.assertNotIn("temperature", sent[2])
+        self.assertEqual((sent[3]["temperature"], sent[3]["max_tokens"]), (0.2, 50))
+        self.assertEqual(c.params, {"model": "gpt-3.5-turbo", "temperature": 0.2, "max_tokens": 50})
+
+    def test_a_per_call_none_timeout_keeps_the_default_timeout(self):
+        c = self.chat(timeout=7)
+        c.request("a", timeout=None)
+        self.assertNotIn("timeout", self.server.requests[-1].json)
+        self.assertNotIn("timeout", c.last_request)
+
     def test_on_reasoning_gets_thinking_parts_as_the_accumulator_reads_them(self):
         # Mistral's content arrays: "thinking" parts are reasoning; the callback sees what the
         # accumulator merged (it does not read the chunks a second time with its own rule)

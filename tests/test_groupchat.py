@@ -587,6 +587,18 @@ class TestClientAndParams(GroupCase):
         self.assertEqual(g.last_request["temperature"], 0.9)
         self.assertEqual(g.params, {"model": "gpt-3.5-turbo", "temperature": 0.2})
 
+    def test_a_per_call_none_unsets_a_default_instead_of_sending_null(self):
+        self.serve(Reply(content="[]"), Reply(content="[]"))
+        g = self.seed_group(temperature=0.2, top_p=None)
+        g.request(TURNS, temperature=None, seed=None)
+        g.request(TURNS)
+        first, second = self.server.requests
+        for name in ("temperature", "seed", "top_p"):
+            self.assertNotIn(name, first.json)
+        self.assertNotIn("top_p", second.json)  # a default of None is never sent either
+        self.assertEqual(second.json["temperature"], 0.2)  # unset for that one call only
+        self.assertEqual(g.params["temperature"], 0.2)
+
     def test_reserved_and_missing_params(self):
         g = self.seed_group()
         with self.assertRaises(TypeError):
