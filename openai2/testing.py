@@ -66,17 +66,6 @@ if TYPE_CHECKING:
     _FakeHandler = Callable[["RecordedRequest"], Union["Reply", str, Dict[str, Any]]]
     _FakeReplyLike = Union["Reply", str, Dict[str, Any]]
 
-__all__ = [
-    "DemoBrain",
-    "FakeServer",
-    "MemoryTransport",
-    "RecordedRequest",
-    "Reply",
-    "chat_chunk",
-    "chat_completion",
-    "openai_error_body",
-]
-
 
 # ---------------------------------------------------------------------------------------------
 # The server
