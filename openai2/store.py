@@ -236,12 +236,17 @@ class Store:
 
     :param home: the config folder (default: :func:`config_home`)
     :param clock: ``time.time``-like, for the timestamps of archived and corrupt files (tests)
+    :param lock_wait: how long a busy key file is waited for (in pauses of 0.02 s)
+    :param sleep: ``time.sleep``-like, the pause between tries for a busy key file (tests)
     """
 
-    def __init__(self, home: str | None = None, *, clock: Any = None, lock_wait: float = 5.0) -> None:
+    def __init__(
+        self, home: str | None = None, *, clock: Any = None, lock_wait: float = 5.0, sleep: Any = None
+    ) -> None:
         self.home = os.path.abspath(home) if home else config_home()
         self._clock = clock
         self._lock_wait = lock_wait
+        self._sleep = sleep
         self._deferred: dict[str, SessionLock] = {}
         #: per session: SHA-256 of the file as this Store last read or wrote it (None: no file)
         self._seen: dict[str, str | None] = {}
@@ -381,11 +386,13 @@ class Store:
         """``<home>/keys.lock``, held (waiting up to ``lock_wait`` seconds) around a
         read-modify-write of the key file, so parallel ``add_apikey`` runs lose no key."""
         lock = FileLock(os.path.join(self.home, "keys.lock"))
-        deadline = time.monotonic() + self._lock_wait
+        pause = self._sleep or time.sleep
+        pauses = max(0, int(round(self._lock_wait / 0.02)))  # they add up to lock_wait
         while not _store_acquire(lock):
-            if time.monotonic() >= deadline:
+            if pauses <= 0:
                 raise StoreError("the key file is busy (%s is held by another process); try again" % lock.path)
-            time.sleep(0.02)
+            pause(0.02)
+            pauses -= 1
         return lock
 
     def clear_keys(self) -> list[str]:

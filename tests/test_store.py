@@ -113,6 +113,39 @@ class KeysTest(StoreTestCase):
         self.assertEqual(len(removed), 2)
         self.assertEqual(self.store.load_keys(), [])
 
+    def hold_keys_lock(self):
+        from openai2.files import FileLock
+
+        self.store.ensure_home()
+        held = FileLock(os.path.join(self.home, "keys.lock"))
+        self.assertTrue(held.acquire())
+        self.addCleanup(held.release)
+        return held
+
+    def test_busy_key_file_is_waited_for_through_the_injected_sleep(self):
+        held = self.hold_keys_lock()
+        events = []
+
+        def sleep(seconds):  # the other process lets go while we pause
+            events.append(("pause", seconds))
+            if len(events) == 2:
+                held.release()
+
+        store = Store(self.home, sleep=sleep)
+        self.assertEqual(store.add_keys(["sk-busy-0000000000000000"]), (["sk-busy-0000000000000000"], []))
+        self.assertEqual(events, [("pause", 0.02), ("pause", 0.02)])
+        self.assertEqual(store.load_keys(), ["sk-busy-0000000000000000"])
+
+    def test_key_file_busy_for_longer_than_lock_wait_is_a_store_error(self):
+        self.hold_keys_lock()
+        pauses = []
+        store = Store(self.home, lock_wait=0.1, sleep=pauses.append)
+        with self.assertRaises(StoreError) as caught:
+            store.add_keys(["sk-busy-0000000000000000"])
+        self.assertIn("keys.lock", str(caught.exception))
+        self.assertEqual(pauses, [0.02] * 5)  # pauses adding up to lock_wait, none of them real
+        self.assertEqual(store.load_keys(), [])
+
 
 class SessionTest(StoreTestCase):
     MESSAGES = [
