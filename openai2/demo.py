@@ -202,7 +202,7 @@ class DemoBrain:
         for matcher, reply in self.rules:
             found = self._match(matcher, text)
             if found:
-                return reply(found, list(messages)) if callable(reply) else reply  # type: ignore[no-any-return]
+                return reply(found, list(messages)) if callable(reply) else reply
         return self._builtin(text, messages, last_user)
 
     @staticmethod

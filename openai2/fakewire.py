@@ -50,7 +50,6 @@ def _fake_estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-
 def _fake_pieces(value: str | Sequence[str] | None) -> list[str]:
     """Text given as a string (split into single characters) or as explicit pieces."""
     if value is None:
@@ -609,7 +608,9 @@ def parse_request(
     )
 
 
-def choose_reply(replies: collections.deque[Any], handler: Callable[[RecordedRequest], Any], request: RecordedRequest) -> Reply:
+def choose_reply(
+    replies: collections.deque[Any], handler: Callable[[RecordedRequest], Any], request: RecordedRequest
+) -> Reply:
     """The next scripted reply (consumed), else the handler's answer, as a :class:`Reply`.
 
     :raises Exception: whatever the handler raised (a fake server answers it with a 500)

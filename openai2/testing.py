@@ -33,6 +33,7 @@ import threading
 import time
 
 from .common import TYPE_CHECKING, USER_AGENT
+from .connection import CancelScope, Timeout, coerce_timeout
 from .demo import DemoBrain
 from .errors import (
     APIConnectionError,
@@ -46,8 +47,8 @@ from .fakewire import (
     RecordedRequest,
     Reply,
     WirePlan,
-    chat_chunk,
-    chat_completion,
+    chat_chunk,  # noqa: F401 - re-exported: openai2.testing is its public path
+    chat_completion,  # noqa: F401 - re-exported
     choose_reply,
     fold_headers,
     openai_error_body,
@@ -57,7 +58,7 @@ from .fakewire import (
     plan_refusal,
     plan_reply,
 )
-from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
+from .transport import HTTPResponse, HTTPTransport
 
 if TYPE_CHECKING:
     import ssl
