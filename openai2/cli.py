@@ -356,11 +356,12 @@ def _cli_build_parser(out: _CliOutput) -> Any:
 
 
 class _CliContext:
-    def __init__(self, args: Any, out: _CliOutput, stdin: IO[str], store: Store) -> None:
+    def __init__(self, args: Any, out: _CliOutput, stdin: IO[str], store: Store, sleep: Any = None) -> None:
         self.args = args
         self.out = out
         self.stdin = stdin
         self.store = store
+        self.sleep = sleep  # the client's pause between retries (None: the real one)
 
     def opt(self, name: str, default: Any = None) -> Any:
         return getattr(self.args, name, default)
@@ -430,6 +431,8 @@ class _CliContext:
         for name in ("base_url", "timeout", "proxy", "ca_file"):
             if self.opt(name) is not None:
                 options[name] = self.opt(name)
+        if self.sleep is not None:
+            options["sleep"] = self.sleep
         try:
             # "" (not None) when there is no key: OPENAI_API_KEY was already considered above.
             return Chat(key if key is not None else "", MsgMaxCount=self.opt("max_messages"), **options, **params)
@@ -1292,6 +1295,7 @@ def main(
     stdin: IO[str] | None = None,
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
+    sleep: Any = None,
 ) -> int:
     """Run the command line; returns the exit status (0 ok, 1 API error, 2 usage error,
     3 storage problem, 130 interrupted).
@@ -1300,6 +1304,8 @@ def main(
     :param stdin: where questions and keys are read (default ``sys.stdin``)
     :param stdout: where answers go (default ``sys.stdout``)
     :param stderr: where errors, notes and reasoning go (default ``sys.stderr``)
+    :param sleep: ``sleep(seconds, cancel_scope)``, the pause between retries of a failed
+        request (default: a real, cancellable one; tests inject one)
     """
     out = _CliOutput(sys.stdout if stdout is None else stdout, sys.stderr if stderr is None else stderr)
     if stdin is None:
@@ -1323,7 +1329,7 @@ def main(
         if getattr(args, "api_key", None):
             out.secrets.append(args.api_key.strip())
         base_url = getattr(args, "base_url", None) or os.environ.get("OPENAI_BASE_URL") or ""
-        ctx = _CliContext(args, out, stdin, Store())
+        ctx = _CliContext(args, out, stdin, Store(), sleep)
         command = args.command or "chat"
         if command in ("chat", "newchat", "new-chat"):
             return _cli_cmd_chat(ctx, new=command != "chat")
