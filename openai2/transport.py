@@ -51,9 +51,6 @@ if TYPE_CHECKING:
 
     from .connection import _ConnProxy
 
-#: Re-exported from ``connection`` (public import path: openai2.transport).
-_tp_reexported = (CancelScope, Timeout, coerce_timeout)
-
 #: The only request headers that follow a redirect to another origin: anything else may carry
 #: a credential (authorization, api-key, x-api-key, x-goog-api-key, cookie, ...).
 _TP_CROSS_ORIGIN_HEADERS = frozenset(

@@ -60,13 +60,13 @@ class TimeoutTests(unittest.TestCase):
 
     def test_cancel_scope_wait(self):
         scope = CancelScope()
-        start = time.monotonic()
-        self.assertFalse(scope.wait(0.05))
-        self.assertGreaterEqual(time.monotonic() - start, 0.04)
-        threading.Timer(0.05, scope.cancel).start()
-        start = time.monotonic()
-        self.assertTrue(scope.wait(5))
-        self.assertLess(time.monotonic() - start, 1)
+        self.assertFalse(scope.wait(0.01))  # not cancelled: the wait runs out
+        results = []
+        waiter = threading.Thread(target=lambda: results.append(scope.wait(60)))
+        waiter.start()
+        scope.cancel()  # wakes the 60 s wait (or makes it return at once)
+        waiter.join(30)
+        self.assertEqual(results, [True])  # the wait ended by the cancel, not by its 60 s
         self.assertTrue(scope.cancelled)
 
 
@@ -348,17 +348,15 @@ class FailureTests(unittest.TestCase):
             h.send_header("Transfer-Encoding", "chunked")
             h.end_headers()
             h.raw(b"6\r\nfirst!\r\n")
-            release.wait(3)
+            release.wait(30)  # holds the stream open until the client gave up
 
         with OriginServer(app) as o:
             r = get(transport(), o.url("/stall"), timeout=Timeout(1, 0.2))
             it = r.iter_bytes()
             self.assertEqual(next(it), b"first!")
-            start = time.monotonic()
             with self.assertRaises(APITimeoutError) as cm:
-                next(it)
+                next(it)  # the server is still holding the stream: only the read timeout ends it
             release.set()
-            self.assertLess(time.monotonic() - start, 1.5)
             self.assertIn("read timeout", str(cm.exception))
             self.assertIn("0.2", str(cm.exception))
 
@@ -389,11 +387,9 @@ class FailureTests(unittest.TestCase):
                 except BlockingIOError:
                     pass
                 fillers.append(c)
-            start = time.monotonic()
             with self.assertRaises(APITimeoutError) as cm:
                 get(transport(), "http://127.0.0.1:%d/" % port, timeout=Timeout(0.3, 5))
-            self.assertLess(time.monotonic() - start, 2)
-            self.assertIn("connect timeout", str(cm.exception))
+            self.assertIn("connect timeout 0.3s", str(cm.exception))
         finally:
             for c in fillers:
                 c.close()
@@ -722,29 +718,32 @@ class TLSTests(unittest.TestCase):
 
 class CancelTests(unittest.TestCase):
     def test_cancel_unblocks_waiting_request(self):
-        release = threading.Event()
+        arrived, release, gave_up = threading.Event(), threading.Event(), threading.Event()
 
         def app(h, rec):
-            release.wait(5)
+            arrived.set()
+            if not release.wait(30):
+                gave_up.set()
 
         with OriginServer(app) as o:
             scope = CancelScope()
-            threading.Timer(0.2, scope.cancel).start()
-            start = time.monotonic()
+            threading.Thread(target=lambda: arrived.wait(30) and scope.cancel()).start()
             with self.assertRaises(RequestCancelledError):
-                get(transport(), o.url("/wait"), cancel=scope, timeout=Timeout(2, 30))
-            self.assertLess(time.monotonic() - start, 1.0)
+                get(transport(), o.url("/wait"), cancel=scope, timeout=Timeout(2, 60))
+            # woken by the cancel while the server still held the request (not by its hang-up)
+            self.assertFalse(gave_up.is_set())
             release.set()
 
     def test_cancel_unblocks_stream(self):
-        release = threading.Event()
+        release, gave_up = threading.Event(), threading.Event()
 
         def app(h, rec):
             h.send_response(200)
             h.send_header("Transfer-Encoding", "chunked")
             h.end_headers()
             h.raw(b"2\r\nhi\r\n")
-            release.wait(5)
+            if not release.wait(30):
+                gave_up.set()
 
         with OriginServer(app, certfile=SERVER_CERT[0], keyfile=SERVER_CERT[1], host="localhost") as o:
             scope = CancelScope()
@@ -752,11 +751,10 @@ class CancelTests(unittest.TestCase):
             r = get(t, o.url("/stream"), cancel=scope, timeout=Timeout(2, 30))
             it = r.iter_bytes()
             self.assertEqual(next(it), b"hi")
-            threading.Timer(0.2, scope.cancel).start()
-            start = time.monotonic()
+            threading.Thread(target=scope.cancel).start()  # before or during the next read
             with self.assertRaises(RequestCancelledError):
                 next(it)
-            self.assertLess(time.monotonic() - start, 1.0)
+            self.assertFalse(gave_up.is_set())  # woken by the cancel, the server still holding
             release.set()
             self.assertEqual(t._pool.idle_count(), 0)
 
@@ -780,11 +778,11 @@ class CancelTests(unittest.TestCase):
                 fillers.append(c)
             for url in ("http://127.0.0.1:%d/" % port, "https://127.0.0.1:%d/" % silent.getsockname()[1]):
                 scope = CancelScope()
-                threading.Timer(0.2, scope.cancel).start()
-                start = time.monotonic()
-                with self.assertRaises(RequestCancelledError):
-                    get(transport(ca_file=CA), url, cancel=scope, timeout=Timeout(5, 5))
-                self.assertLess(time.monotonic() - start, 1.0, url)
+                threading.Thread(target=scope.cancel).start()  # before or during connect/handshake
+                with self.assertRaises(RequestCancelledError) as cm:
+                    get(transport(ca_file=CA), url, cancel=scope, timeout=Timeout(30, 30))
+                # ended by the cancel, not by the connect timeout running out
+                self.assertNotIsInstance(cm.exception.cause, (socket.timeout, TimeoutError), url)
         finally:
             for c in fillers:
                 c.close()
@@ -813,13 +811,11 @@ class CancelTests(unittest.TestCase):
             scope = CancelScope()
             scope.cancel()  # already cancelled: nothing is registered to shut down
             sock = socket.socket()
-            start = time.monotonic()
-            try:
+            try:  # a missed cancel would end in socket.timeout after 30 s, not in this error
                 with self.assertRaises(RequestCancelledError):
-                    _conn_cancellable_connect(sock, ("127.0.0.1", port), 5.0, scope)
+                    _conn_cancellable_connect(sock, ("127.0.0.1", port), 30.0, scope)
             finally:
                 sock.close()
-            self.assertLess(time.monotonic() - start, 1.0)
             # and an uncancelled connect still completes
             with OriginServer() as o:
                 sock = socket.socket()
