@@ -33,7 +33,6 @@ import threading
 import time
 
 from .common import TYPE_CHECKING, USER_AGENT
-from .connection import CancelScope, Timeout, coerce_timeout
 from .demo import DemoBrain
 from .errors import (
     APIConnectionError,
@@ -58,7 +57,7 @@ from .fakewire import (
     plan_refusal,
     plan_reply,
 )
-from .transport import HTTPResponse, HTTPTransport
+from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
 
 if TYPE_CHECKING:
     import ssl
