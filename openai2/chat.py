@@ -5,7 +5,7 @@ A :class:`Chat` owns a :class:`MessageBuffer` (history, pins, ``MsgMaxCount``) a
 a failed request leaves the history exactly as it was; a stream that the caller stops early
 keeps the user message and the partial answer ("stop generating").  Each exchange is committed
 atomically under a lock, so one Chat may be used from several threads.  What a server's answer
-adds to the history is decided in one place, :func:`_chat_history_answer`, for every path.
+adds to the history is decided in one place, :meth:`ChatAccumulator.history_message`, for every path.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import threading
 
 from .aio import PieceChannel, start_producer
 from .client import ChatCompletionStream, OpenAI, no_answer_error, require_choices
-from .common import TYPE_CHECKING, redact
+from .common import TYPE_CHECKING
 from .completion import ChatAccumulator, accumulator_from_completion
 from .conversation import BaseConversation
-from .errors import APIError, OpenAIError, redact_error
+from .errors import OpenAIError
 from .files import atomic_write, read_json_file
-from .history import MessageBuffer, format_round, from_archive, valid_unicode, validate_message
+from .history import MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
 from .objects import to_attr
 from .transport import CancelScope
@@ -160,142 +160,10 @@ def write_archive_file(path: str | os.PathLike[str], data: object, *, private: b
         raise OSError("cannot write %s: %s" % (path, reason)) from None
 
 
-class _ChatBadAnswer(Exception):
-    """Internal: what is wrong with an answer, turned into an APIError by the caller."""
-
-
-def _chat_answer_text(value: object, what: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return valid_unicode(value)
-    raise _ChatBadAnswer("%s is %s, not text" % (what, type(value).__name__))
-
-
-def _chat_answer_content(content: object) -> str:
-    """An answer's ``content`` as text: a string, None (""), or a list of text parts joined.
-
-    ``thinking`` parts (Mistral) are reasoning, not content, and are left out, as the stream
-    accumulator does; any other part, or any other type, is refused.
-    """
-    if content is None or isinstance(content, str):
-        return _chat_answer_text(content, "content")
-    if not isinstance(content, list):
-        raise _ChatBadAnswer("content is %s, not text" % type(content).__name__)
-    pieces = []
-    for i, part in enumerate(content):
-        if isinstance(part, str):
-            pieces.append(part)
-        elif isinstance(part, dict) and part.get("type") == "text":
-            pieces.append(_chat_answer_text(part.get("text"), "content[%d].text" % i))
-        elif not (isinstance(part, dict) and part.get("type") == "thinking"):
-            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise _ChatBadAnswer("content[%d] is a %r part, not text" % (i, kind))
-    return valid_unicode("".join(pieces))
-
-
-def _chat_answer_call(call: object, i: int) -> dict[str, Any]:
-    """One tool call reduced to ``{"id", "type", "function": {"name", "arguments"}}``."""
-    if not isinstance(call, dict):
-        raise _ChatBadAnswer("tool_calls[%d] is %s, not an object" % (i, type(call).__name__))
-    fn = call.get("function")
-    if not isinstance(fn, dict):
-        raise _ChatBadAnswer("tool_calls[%d] has no function object" % i)
-    call_id = call.get("id")
-    if call_id.__class__ is int:  # some servers number their calls: kept as text
-        call_id = str(call_id)
-    return {
-        "id": _chat_answer_text(call_id, "tool_calls[%d].id" % i),
-        "type": _chat_answer_text(call.get("type"), "tool_calls[%d].type" % i) or "function",
-        "function": _chat_answer_function(fn, "tool_calls[%d].function" % i),
-    }
-
-
-def _chat_answer_function(fn: dict[str, Any], what: str) -> dict[str, str]:
-    args = fn.get("arguments")
-    if isinstance(args, (dict, list)):  # a few servers send the arguments parsed
-        import json
-
-        args = json.dumps(args, ensure_ascii=False)
-    name = _chat_answer_text(fn.get("name"), what + ".name")
-    if not name:
-        raise _ChatBadAnswer("%s has no name" % what)
-    return {"name": name, "arguments": _chat_answer_text(args, what + ".arguments")}
-
-
-def _chat_history_answer(message: object) -> dict[str, Any]:
-    """The message that joins the history for a server's answer: the one rule of every path.
-
-    ``request``, ``stream_request``, their async twins and a stream stopped early all pass the
-    answer here (a stream as its assembled ``chat.completion`` message), so an answer gives the
-    same history message whether streamed or not.  Kept: ``role`` (always ``"assistant"``,
-    whatever the server announced), ``content`` as text (a list of text parts joined; None only
-    beside ``tool_calls``/``function_call`` when there is no text, "" otherwise), ``name``,
-    ``tool_calls`` (each only ``id``, ``type``, ``function`` ``{name, arguments}``),
-    ``refusal``, ``audio`` (only its ``id``, which is how an answer's audio is referred to; none
-    without one) and ``function_call`` (``{name, arguments}``).  Everything else (reasoning, ``annotations``,
-    LiteLLM's ``provider_specific_fields``, ...) stays in ``last_response`` only: strict servers
-    refuse unknown fields in the messages they are sent.
-
-    Refused (:class:`_ChatBadAnswer`, so nothing joins the history), streamed or not: content
-    that is not text or text parts (an ``image_url`` or other part in an answer cannot be
-    carried on as text), a tool call without a ``function`` object, a tool call or
-    ``function_call`` whose name is empty (no one could answer it), fields of the wrong type.
-    A tool call ``id`` that is an integer is kept as its text (servers do send numbers).
-
-    :raises _ChatBadAnswer: the answer has a shape no conversation can carry on with
-    """
-    if message is None:
-        message = {}
-    if not isinstance(message, dict):
-        raise _ChatBadAnswer("the message is %s, not an object" % type(message).__name__)
-    out: dict[str, Any] = {"role": "assistant", "content": _chat_answer_content(message.get("content"))}
-    name = _chat_answer_text(message.get("name"), "name")
-    if name:
-        out["name"] = name
-    calls = message.get("tool_calls")
-    if calls is not None and not isinstance(calls, list):
-        raise _ChatBadAnswer("tool_calls is %s, not a list" % type(calls).__name__)
-    if calls:
-        out["tool_calls"] = [_chat_answer_call(call, i) for i, call in enumerate(calls)]
-    fcall = message.get("function_call")
-    if fcall is not None:
-        if not isinstance(fcall, dict):
-            raise _ChatBadAnswer("function_call is %s, not an object" % type(fcall).__name__)
-        out["function_call"] = _chat_answer_function(fcall, "function_call")
-    refusal = _chat_answer_text(message.get("refusal"), "refusal")
-    if refusal:
-        out["refusal"] = refusal
-    audio = message.get("audio")
-    audio_id = audio.get("id") if isinstance(audio, dict) else None
-    if isinstance(audio_id, str) and audio_id:  # audio without an id cannot be referred to: left out
-        out["audio"] = {"id": valid_unicode(audio_id)}
-    if not out["content"] and ("tool_calls" in out or "function_call" in out):
-        out["content"] = None
-    return out
-
-
-def _chat_answer_error(problem: str, answer: object, secrets: Sequence[str]) -> APIError:
-    import json
-
-    try:
-        excerpt = json.dumps(answer, ensure_ascii=False, default=repr)
-    except (TypeError, ValueError, RecursionError):
-        excerpt = repr(answer)
-    excerpt = redact(" ".join(excerpt.split()), secrets)
-    if len(excerpt) > 200:
-        excerpt = excerpt[:199] + "…"
-    error = APIError(
-        "The server's answer cannot join the conversation (%s); nothing was kept: %s" % (problem, excerpt),
-        body=answer,
-    )
-    return redact_error(error, secrets)
-
-
 def _chat_require_answer(acc: ChatAccumulator) -> None:
     """Raise unless a stream carried an answer: text, tool calls, a refusal or a finish reason."""
     if not (acc.content or acc.tool_calls or acc.refusal or acc.finish_reason):
-        raise no_answer_error(acc.completion())
+        raise no_answer_error(acc.completion(), acc.secrets)
 
 
 class Chat(BaseConversation):
@@ -521,34 +389,25 @@ class Chat(BaseConversation):
             self._note_answer(request, response, usage)
             self.last_reasoning = reasoning
 
-    def _history_answer(self, message: object, answer: object) -> dict[str, Any]:
-        """:func:`_chat_history_answer`, its refusal as an :class:`APIError` (keys masked)."""
-        try:
-            return _chat_history_answer(message)
-        except _ChatBadAnswer as exc:
-            raise _chat_answer_error(str(exc), answer, self._client._secrets()) from None
-
     def _finish_complete(self, user: dict[str, Any], body: dict[str, Any], result: dict[str, Any]) -> str:
-        require_choices(result)
-        assistant = self._history_answer(result["choices"][0].get("message"), result)
-        acc = accumulator_from_completion(result)
+        secrets = self._client._secrets()
+        require_choices(result, secrets)
+        acc = accumulator_from_completion(result, secrets=secrets)
+        assistant = acc.history_message()
         self._commit(user, assistant, body, to_attr(result), acc.reasoning, result.get("usage"))
         return assistant["content"] or ""
 
     def _finish_stream(self, acc: ChatAccumulator, body: dict[str, Any], user: dict[str, Any]) -> None:
         """Commit a whole streamed answer (the same rule as a non-streamed one)."""
         _chat_require_answer(acc)
-        completion = acc.completion()
-        choices = completion.get("choices") if isinstance(completion, dict) else None
-        first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-        assistant = self._history_answer(first.get("message"), completion)
-        self._commit(user, assistant, body, to_attr(completion), acc.reasoning, acc.usage)
+        assistant = acc.history_message()
+        self._commit(user, assistant, body, to_attr(acc.completion()), acc.reasoning, acc.usage)
 
     def _finish_partial(
         self, user: dict[str, Any], text: str, body: dict[str, Any], response: Any, reasoning: str, usage: Any
     ) -> None:
         """Commit the text of a stream stopped early ("stop generating")."""
-        assistant = self._history_answer({"content": text}, None)
+        assistant = ChatAccumulator().history_message(text)
         self._commit(user, assistant, body, response, reasoning, usage)
 
     def request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> str:

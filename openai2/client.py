@@ -15,7 +15,7 @@ import threading
 import time
 
 from .common import TYPE_CHECKING, USER_AGENT, get_logger, header_secrets, mask_key, redact
-from .completion import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
+from .completion import ChatAccumulator, iter_chunk_dicts
 from .errors import (
     APIConnectionError,
     APIError,
@@ -501,7 +501,8 @@ class ChatCompletionStream:
             raise no_answer_error(acc.completion(), self._secrets)
 
     def _whole_json(self, head: bytes, reads: Iterator[bytes]) -> list[tuple[dict[str, Any], str]]:
-        """A plain JSON body answering a stream request: one equivalent chunk."""
+        """A plain JSON body answering a stream request: the accumulator holds it whole, and the
+        stream yields it as one chunk (:meth:`ChatAccumulator.chunk`)."""
         import json
 
         response = self.response
@@ -524,17 +525,11 @@ class ChatCompletionStream:
                 json.dumps(body),
                 secrets=self._secrets,
             )
-        watch = self.accumulator.reasoning_watch
-        whole = accumulator_from_completion(body, secrets=self._secrets)
-        if self._answer_required and not _client_has_answer(whole):
+        acc = self.accumulator
+        acc.add_completion(body)  # the one answer shape: a watched reasoning list gets it too
+        if self._answer_required and not _client_has_answer(acc):
             raise no_answer_error(body, self._secrets)
-        if watch is not None:
-            reasoning = whole.reasoning
-            if reasoning:
-                watch.append(reasoning)
-            whole.watch_reasoning(watch)
-        self.accumulator = whole
-        return [(_client_chunk_from_completion(body), whole.content)]
+        return [(acc.chunk(), acc.content)]
 
     def __iter__(self) -> Iterator[AttrDict]:
         for chunk in self.iter_dicts():
@@ -671,20 +666,6 @@ def _client_block(
 ) -> list[tuple[dict[str, Any], str]]:
     """Parse and accumulate the events of one network read (an error event raises)."""
     return [(chunk, add(chunk)) for chunk in iter_chunk_dicts(events, acc)]
-
-
-def _client_chunk_from_completion(body: dict[str, Any]) -> dict[str, Any]:
-    """Turn a whole chat.completion into one equivalent chunk (message -> delta)."""
-    choices = []
-    for choice in body.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        delta = dict(choice.get("message") or {})
-        choices.append({"index": choice.get("index", 0), "delta": delta, "finish_reason": choice.get("finish_reason")})
-    chunk = {k: v for k, v in body.items() if k != "choices"}
-    chunk["object"] = "chat.completion.chunk"
-    chunk["choices"] = choices
-    return chunk
 
 
 class OpenAI:

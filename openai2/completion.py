@@ -1,5 +1,8 @@
-"""The chat layer over SSE: events -> chunk dicts (:func:`iter_chunk_dicts`), and chunk dicts ->
-one assembled answer (:class:`ChatAccumulator`).
+"""The chat.completion wire shapes: events -> chunk dicts (:func:`iter_chunk_dicts`), and chunk
+dicts -- or one whole ``chat.completion`` body (:meth:`ChatAccumulator.add_completion`) -- -> one
+assembled answer (:class:`ChatAccumulator`), whose views are :meth:`~ChatAccumulator.completion`,
+:meth:`~ChatAccumulator.chunk` and the message that joins a history
+(:meth:`~ChatAccumulator.history_message`, the one place that rule lives).
 
 Providers stream ``chat.completion.chunk`` objects with many small differences; the
 accumulator tolerates those seen on the wire:
@@ -637,6 +640,7 @@ class ChatAccumulator:
         self.done = False
         self.chunks = 0
         self._meta_missing = True
+        self._whole: dict[str, Any] | None = None  # the body add_completion() was given
 
     def __repr__(self) -> str:
         return "<ChatAccumulator chunks=%d content=%d chars finish_reason=%r done=%s>" % (
@@ -854,7 +858,8 @@ class ChatAccumulator:
         return self.done or self._finished
 
     def message(self) -> dict[str, Any]:
-        """The assistant message to append to the conversation history (no reasoning).
+        """The assistant message with the standard fields it carried (no reasoning, no shape
+        refused: ``Chat`` uses :meth:`history_message`, which is the history's rule).
 
         :returns: ``{"role": "assistant", "content"}`` (whatever role the stream announced),
             plus ``"tool_calls"`` when there are any (content is None then if no text came, as
@@ -897,6 +902,92 @@ class ChatAccumulator:
             out["usage"] = usage
         if self.system_fingerprint:
             out["system_fingerprint"] = self.system_fingerprint
+        return out
+
+    def add_completion(self, body: dict[str, Any]) -> None:
+        """Fill this (new) accumulator from a whole ``chat.completion`` JSON body.
+
+        Used for every non-stream answer and when a stream request was answered with one JSON
+        response: the answer then has the one shape a stream gives (the same attributes,
+        :meth:`history_message`, :meth:`completion`; a watched reasoning list gets the whole
+        reasoning).  A whole response counts as ``done``.  Shapes are judged as in a stream.
+
+        :raises APIError: the body is an error object (``{"error": ...}``), not an object at all,
+            or shaped so that the answer would be wrong (``choices``/``message`` of the wrong type ...)
+        """
+        secrets = self.secrets
+        if not isinstance(body, dict):
+            raise APIError(
+                "Expected a chat.completion object, got %s." % type(body).__name__,
+                body=redact_value(body, secrets),
+            )
+        if body.get("error") is not None:
+            raise _stream_error(body, "", secrets)
+        self._whole = body
+        self._meta(body)
+        created = body.get("created")
+        if self.created is None and created.__class__ is int:
+            self.created = created
+        usage = body.get("usage")
+        if usage is None:
+            extra = body.get("x_groq")
+            if isinstance(extra, dict):
+                usage = extra.get("usage")
+        self.usage = usage if isinstance(usage, dict) else None
+        self.done = True
+        try:
+            _stream_fill_choices(self, body.get("choices"))
+        except _StreamShape as exc:
+            raise APIError(
+                "The server sent a response that is not a chat.completion: %s: %s"
+                % (exc, _stream_excerpt(safe_json_text(body), secrets)),
+                body=redact_value(body, secrets),
+            ) from None
+        self.flush()
+
+    def history_message(self, text: str | None = None) -> dict[str, Any]:
+        """The message that joins a conversation's history for this answer (choice 0): the one
+        rule of every path, so an answer gives the same history message streamed or not.
+
+        Kept: ``role`` (always ``"assistant"``, whatever the server announced), ``content`` as
+        text (text parts joined; None only beside ``tool_calls``/``function_call`` when there is
+        no text, ``""`` otherwise), ``name``, ``tool_calls`` (each only ``id``, ``type`` --
+        ``"function"`` when none came --, ``function`` ``{name, arguments}``), ``function_call``
+        (``{name, arguments}``), ``refusal``, ``audio`` (only its ``id``, which is how an
+        answer's audio is referred to; none without one).  Everything else (reasoning,
+        ``annotations``, ``provider_specific_fields`` ...) stays in the response only: strict
+        servers refuse unknown fields in the messages they are sent.
+
+        :param text: for an answer stopped early, the text shown so far: the message is that
+            text alone
+        :raises APIError: the answer cannot carry a conversation on (a content part that is not
+            text, a tool call or ``function_call`` without a name); keys masked
+        """
+        if text is not None:
+            return {"role": "assistant", "content": _stream_valid(text)}
+        try:
+            return _answer_history(self._choice)
+        except _StreamShape as exc:
+            answer = self._whole if self._whole is not None else self.completion()
+            secrets = self.secrets
+            error = APIError(
+                "The server's answer cannot join the conversation (%s); nothing was kept: %s"
+                % (exc, _stream_excerpt(safe_json_text(answer), secrets, 200)),
+                body=redact_value(answer, secrets),
+            )
+            raise error from None
+
+    def chunk(self) -> dict[str, Any]:
+        """The whole answer as one ``chat.completion.chunk`` (each message as its choice's
+        ``delta``, tool calls with their ``index``): what a stream request answered with one JSON
+        body yields."""
+        out = self.completion()
+        out["object"] = "chat.completion.chunk"
+        for choice in out["choices"]:
+            delta = choice.pop("message")
+            for position, call in enumerate(delta.get("tool_calls") or ()):
+                call["index"] = position
+            choice["delta"] = delta
         return out
 
 
@@ -959,48 +1050,19 @@ def _stream_completion_choice(index: int, state: _StreamChoice, ended: bool) -> 
 
 
 def accumulator_from_completion(body: dict[str, Any], *, secrets: Iterable[str | None] = ()) -> ChatAccumulator:
-    """Fill a :class:`ChatAccumulator` from a plain ``chat.completion`` JSON body.
+    """A :class:`ChatAccumulator` holding a plain ``chat.completion`` JSON body
+    (:meth:`ChatAccumulator.add_completion` on a new one).
 
-    Used when a stream request was answered with one JSON response, and for every non-stream
-    answer: the caller then reads the same attributes as after a stream.  A whole response
-    counts as ``done``.  Shapes are judged as in a stream (see :class:`ChatAccumulator`).
+    Used for every non-stream answer: the caller then reads the same attributes, the same
+    :meth:`~ChatAccumulator.history_message` and :meth:`~ChatAccumulator.completion` as after a
+    stream.
 
     :param body: the parsed response body
     :param secrets: API keys to mask in the excerpt of an error
-    :returns: an accumulator holding content, reasoning (``message.reasoning_content`` or
-        ``message.reasoning``), refusal, tool calls, finish reason, logprobs and usage of every
-        choice
-    :raises APIError: the body is an error object (``{"error": ...}``), not an object at all, or
-        shaped so that the answer would be wrong (``choices``/``message`` of the wrong type ...)
+    :raises APIError: as :meth:`ChatAccumulator.add_completion`
     """
     acc = ChatAccumulator(secrets=secrets)
-    if not isinstance(body, dict):
-        raise APIError(
-            "Expected a chat.completion object, got %s." % type(body).__name__,
-            body=redact_value(body, acc.secrets),
-        )
-    if body.get("error") is not None:
-        raise _stream_error(body, "", acc.secrets)
-    acc._meta(body)
-    created = body.get("created")
-    if acc.created is None and created.__class__ is int:
-        acc.created = created
-    usage = body.get("usage")
-    if usage is None:
-        extra = body.get("x_groq")
-        if isinstance(extra, dict):
-            usage = extra.get("usage")
-    acc.usage = usage if isinstance(usage, dict) else None
-    acc.done = True
-    try:
-        _stream_fill_choices(acc, body.get("choices"))
-    except _StreamShape as exc:
-        raise APIError(
-            "The server sent a response that is not a chat.completion: %s: %s"
-            % (exc, _stream_excerpt(safe_json_text(body), acc.secrets)),
-            body=redact_value(body, acc.secrets),
-        ) from None
-    acc.flush()
+    acc.add_completion(body)
     return acc
 
 
@@ -1022,37 +1084,7 @@ def _stream_fill_choices(acc: ChatAccumulator, choices: object) -> None:
             message = {}
         elif not isinstance(message, dict):
             raise _StreamShape("a message is %s, not an object" % _stream_type(message))
-        content = message.get("content")
-        if content:
-            state.add_content(content)
-        reasoning = message.get("reasoning_content")
-        if reasoning is None:
-            reasoning = message.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            state.put("reasoning", reasoning)
-        refusal = message.get("refusal")
-        if refusal:
-            if not isinstance(refusal, str):
-                raise _StreamShape("refusal is %s, not text" % _stream_type(refusal))
-            state.put("refusal", refusal)
-        role = message.get("role")
-        if isinstance(role, str) and role:
-            state.role = role
-        for key in ("name", "function_call", "audio"):
-            value = message.get(key)
-            if value:
-                state.add_extra(key, value)
-        calls = message.get("tool_calls")
-        if calls:
-            if not isinstance(calls, list):
-                raise _StreamShape("tool_calls is %s, not a list" % _stream_type(calls))
-            for position, call in enumerate(calls):
-                if not isinstance(call, dict):
-                    raise _StreamShape("a tool call is %s, not an object" % _stream_type(call))
-                # Some servers (Together) put an "index" in whole messages; position decides.
-                entry = dict(call)
-                entry["index"] = position
-                state.merge_call(entry)
+        _stream_fill_message(state, message)
         reason = choice.get("finish_reason")
         if reason and isinstance(reason, str):
             state.finish(reason)
@@ -1062,5 +1094,88 @@ def _stream_fill_choices(acc: ChatAccumulator, choices: object) -> None:
             state.add_logprobs(logprobs)
 
 
-#: The name the architecture contract uses for :func:`accumulator_from_completion`.
-completion_from_json = accumulator_from_completion
+def _stream_fill_message(state: _StreamChoice, message: dict[str, Any]) -> None:
+    """One whole ``message`` into a choice's state, as its deltas would have come."""
+    content = message.get("content")
+    if content:
+        state.add_content(content)
+    reasoning = message.get("reasoning_content")
+    if reasoning is None:
+        reasoning = message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        state.put("reasoning", reasoning)
+    refusal = message.get("refusal")
+    if refusal:
+        if not isinstance(refusal, str):
+            raise _StreamShape("refusal is %s, not text" % _stream_type(refusal))
+        state.put("refusal", refusal)
+    role = message.get("role")
+    if isinstance(role, str) and role:
+        state.role = role
+    for key in ("name", "function_call", "audio"):
+        value = message.get(key)
+        if value:
+            state.add_extra(key, value)
+    calls = message.get("tool_calls")
+    if calls:
+        if not isinstance(calls, list):
+            raise _StreamShape("tool_calls is %s, not a list" % _stream_type(calls))
+        for position, call in enumerate(calls):
+            if not isinstance(call, dict):
+                raise _StreamShape("a tool call is %s, not an object" % _stream_type(call))
+            # Some servers (Together) put an "index" in whole messages; position decides.
+            entry = dict(call)
+            entry["index"] = position
+            state.merge_call(entry)
+
+
+# -- the history message: the one rule -------------------------------------------------------
+
+
+def _answer_history(state: _StreamChoice) -> dict[str, Any]:
+    """The message that joins a conversation's history for one assembled answer.
+
+    Kept: ``role`` (always ``"assistant"``), ``content`` as text (None only beside
+    ``tool_calls``/``function_call`` when there is no text), ``name``, ``tool_calls`` (each only
+    ``id``, ``type``, ``function`` ``{name, arguments}``), ``function_call``, ``refusal``,
+    ``audio`` (only its ``id``).  Refused (:class:`_StreamShape`): a content part that is not text,
+    a tool call or ``function_call`` whose name is empty.
+    """
+    content: Any = state.text("content")
+    parts = state.extra.get("parts") if state.extra else None
+    for position, part in enumerate(parts or (), 1 if content else 0):
+        if isinstance(part, dict) and part.get("type") == "text":
+            raise _StreamShape("content[%d].text is %s, not text" % (position, _stream_type(part.get("text"))))
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        raise _StreamShape("content[%d] is a %r part, not text" % (position, kind))
+    out: dict[str, Any] = {"role": "assistant", "content": content}
+    extras = state.extras(True)
+    if "name" in extras:
+        out["name"] = extras["name"]
+    calls = []
+    for position, call in enumerate(state.tool_calls(standard=True)):
+        function = call["function"]
+        if not function["name"]:
+            raise _StreamShape("tool_calls[%d].function has no name" % position)
+        calls.append(
+            {
+                "id": call["id"],
+                "type": call["type"],
+                "function": {"name": function["name"], "arguments": function["arguments"]},
+            }
+        )
+    if calls:
+        out["tool_calls"] = calls
+    fcall = extras.get("function_call")
+    if fcall is not None:
+        if not fcall["name"]:
+            raise _StreamShape("function_call has no name")
+        out["function_call"] = fcall
+    refusal = state.text("refusal")
+    if refusal:
+        out["refusal"] = refusal
+    if "audio" in extras:
+        out["audio"] = extras["audio"]
+    if not content and (calls or fcall is not None):
+        out["content"] = None
+    return out
