@@ -4,7 +4,7 @@ PYTHON ?= python3
 
 .PHONY: test
 test:
-	$(PYTHON) tests/run.py
+	$(PYTHON) tests/run.py -j 4
 
 # One file, every Python (issue 6). dist/openai2.py is built from openai2/*.py with ast (see the
 # docstring of tests/build_single.py); the build prints the file's sha256.
