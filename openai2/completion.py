@@ -560,6 +560,25 @@ class _StreamChoice:
                 self.add_part(part)
         return text
 
+    def merge(self, choice: dict[str, Any], key: str) -> str:
+        """Merge one choice: its ``key`` (``"delta"`` of a chunk, ``"message"`` of a whole
+        body), ``finish_reason`` and ``logprobs``; returns the content text it added."""
+        part = choice.get(key)
+        text = ""
+        if part:
+            if not isinstance(part, dict):
+                raise _StreamShape("a %s is %s, not an object" % (key, _stream_type(part)))
+            if key == "message":
+                part = _stream_positioned(part)
+            text = self.add_delta(part)
+        reason = choice.get("finish_reason")
+        if reason and isinstance(reason, str):
+            text += self.finish(reason)
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            self.add_logprobs(logprobs)
+        return text
+
     def add_delta(self, delta: dict[str, Any]) -> str:
         """Merge one delta (the general loop); returns the content text it added."""
         out = ""
@@ -703,84 +722,82 @@ class ChatAccumulator:
         choices = chunk.get("choices")
         if not choices:
             return ""
+        # The fast path, the common chunk: one choice 0 whose delta holds content and maybe
+        # role.  Anything else takes the general loop (_add_choices).
+        if choices.__class__ is not list or len(choices) != 1:
+            return self._add_choices(choices, chunk)
+        choice = choices[0]
+        if choice.__class__ is not dict or choice.get("index"):
+            return self._add_choices(choices, chunk)
+        delta = choice.get("delta")
+        if delta.__class__ is not dict:
+            return self._add_choices(choices, chunk)
+        size = len(delta)
+        content = delta.get("content")
+        if not (
+            (content is None or content.__class__ is str)
+            and (size == (content is not None) + ("role" in delta) or size == 0)
+        ):
+            return self._add_choices(choices, chunk)
         main = self._choice
-        if choices.__class__ is list and len(choices) == 1:
-            # The common chunk: one choice 0 whose delta holds content and maybe role.
-            choice = choices[0]
-            if choice.__class__ is dict and not choice.get("index"):
-                delta = choice.get("delta")
-                if delta.__class__ is dict:
-                    size = len(delta)
-                    content = delta.get("content")
-                    if (content is None or content.__class__ is str) and (
-                        size == (content is not None) + ("role" in delta) or size == 0
-                    ):
-                        role = delta.get("role")
-                        if role and role.__class__ is str:
-                            main.role = role
-                        piece: str = ""
-                        if content:
-                            # Text with no surrogate goes straight in: ASCII (an O(1) test in
-                            # CPython) or text that encodes (a C-speed scan that any surrogate,
-                            # lone or trailing, fails); the rest, and any text after a held
-                            # surrogate, takes put().
-                            clean = main.held is None
-                            if clean and not content.isascii():
-                                try:
-                                    content.encode()
-                                except UnicodeEncodeError:
-                                    clean = False
-                            if clean:
-                                main.content.append(content)
-                                piece = content
-                            else:
-                                piece = main.put("content", content)
-                        reason = choice.get("finish_reason")
-                        if reason and reason.__class__ is str:
-                            piece += main.finish(reason)
-                            self._finished = True
-                        logprobs = choice.get("logprobs")
-                        if logprobs is not None and logprobs.__class__ is dict:
-                            main.add_logprobs(logprobs)
-                        return piece
+        role = delta.get("role")
+        if role and role.__class__ is str:
+            main.role = role
+        piece: str = ""
+        if content:
+            # Text with no surrogate goes straight in: ASCII (an O(1) test in CPython) or text
+            # that encodes (a C-speed scan that any surrogate, lone or trailing, fails); the
+            # rest, and any text after a held surrogate, takes put().
+            clean = main.held is None
+            if clean and not content.isascii():
+                try:
+                    content.encode()
+                except UnicodeEncodeError:
+                    clean = False
+            if clean:
+                main.content.append(content)
+                piece = content
+            else:
+                piece = main.put("content", content)
+        reason = choice.get("finish_reason")
+        if reason and reason.__class__ is str:
+            piece += main.finish(reason)
+            self._finished = True
+        logprobs = choice.get("logprobs")
+        if logprobs is not None and logprobs.__class__ is dict:
+            main.add_logprobs(logprobs)
+        return piece
+
+    def _add_choices(self, choices: object, chunk: dict[str, Any]) -> str:
+        """The general loop over a chunk's choices (any number, any index, any delta keys)."""
         try:
-            return self._add_choices(choices)
+            if not isinstance(choices, list):
+                raise _StreamShape("choices is %s, not a list" % _stream_type(choices))
+            out = ""
+            for choice in choices:
+                out += self._merge_choice(choice, "delta")
+            return out
         except _StreamShape as exc:
             raise self._malformed(str(exc), chunk) from None
 
-    def _add_choices(self, choices: object) -> str:
-        """The general loop over a chunk's choices (any number, any index, any delta keys)."""
-        if not isinstance(choices, list):
-            raise _StreamShape("choices is %s, not a list" % _stream_type(choices))
-        main = self._choice
-        out = ""
-        for choice in choices:
-            if not isinstance(choice, dict):
-                raise _StreamShape("a choice is %s, not an object" % _stream_type(choice))
-            index = _stream_choice_index(choice.get("index"))
-            if not index:
-                state = main
-            else:
-                state = self._others.get(index)  # type: ignore[assignment]
-                if state is None:
-                    state = self._others[index] = _StreamChoice()
-            delta = choice.get("delta")
-            if delta:
-                if not isinstance(delta, dict):
-                    raise _StreamShape("a delta is %s, not an object" % _stream_type(delta))
-                text = state.add_delta(delta)
-                if state is main:
-                    out += text
-            reason = choice.get("finish_reason")
-            if reason and isinstance(reason, str):
-                text = state.finish(reason)
-                if state is main:
-                    out += text
-                self._finished = True
-            logprobs = choice.get("logprobs")
-            if isinstance(logprobs, dict):
-                state.add_logprobs(logprobs)
-        return out
+    def _merge_choice(self, choice: object, key: str) -> str:
+        """One choice of a chunk (``key`` ``"delta"``) or of a whole body (``"message"``).
+
+        :returns: the content text it added to choice 0 (``""`` for another choice)
+        """
+        if not isinstance(choice, dict):
+            raise _StreamShape("a choice is %s, not an object" % _stream_type(choice))
+        index = _stream_choice_index(choice.get("index"))
+        if not index:
+            state = self._choice
+        else:
+            state = self._others.get(index)  # type: ignore[assignment]
+            if state is None:
+                state = self._others[index] = _StreamChoice()
+        text = state.merge(choice, key)
+        if state.finish_reason is not None:
+            self._finished = True
+        return text if state is self._choice else ""
 
     def flush(self) -> str:
         """End the texts: a surrogate still held back becomes U+FFFD (done at a finish_reason
@@ -1072,61 +1089,17 @@ def _stream_fill_choices(acc: ChatAccumulator, choices: object) -> None:
     if not isinstance(choices, list):
         raise _StreamShape("choices is %s, not a list" % _stream_type(choices))
     for choice in choices:
-        if not isinstance(choice, dict):
-            raise _StreamShape("a choice is %s, not an object" % _stream_type(choice))
-        index = _stream_choice_index(choice.get("index"))
-        if not index:
-            state = acc._choice
-        else:
-            state = acc._others.setdefault(index, _StreamChoice())
-        message = choice.get("message")
-        if not message:
-            message = {}
-        elif not isinstance(message, dict):
-            raise _StreamShape("a message is %s, not an object" % _stream_type(message))
-        _stream_fill_message(state, message)
-        reason = choice.get("finish_reason")
-        if reason and isinstance(reason, str):
-            state.finish(reason)
-            acc._finished = True
-        logprobs = choice.get("logprobs")
-        if isinstance(logprobs, dict):
-            state.add_logprobs(logprobs)
+        acc._merge_choice(choice, "message")
 
 
-def _stream_fill_message(state: _StreamChoice, message: dict[str, Any]) -> None:
-    """One whole ``message`` into a choice's state, as its deltas would have come."""
-    content = message.get("content")
-    if content:
-        state.add_content(content)
-    reasoning = message.get("reasoning_content")
-    if reasoning is None:
-        reasoning = message.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
-        state.put("reasoning", reasoning)
-    refusal = message.get("refusal")
-    if refusal:
-        if not isinstance(refusal, str):
-            raise _StreamShape("refusal is %s, not text" % _stream_type(refusal))
-        state.put("refusal", refusal)
-    role = message.get("role")
-    if isinstance(role, str) and role:
-        state.role = role
-    for key in ("name", "function_call", "audio"):
-        value = message.get(key)
-        if value:
-            state.add_extra(key, value)
+def _stream_positioned(message: dict[str, Any]) -> dict[str, Any]:
+    """A whole message as the one delta that would bring it: its tool calls indexed by position
+    (some servers, Together, put an ``index`` of their own in whole messages; position decides)."""
     calls = message.get("tool_calls")
-    if calls:
-        if not isinstance(calls, list):
-            raise _StreamShape("tool_calls is %s, not a list" % _stream_type(calls))
-        for position, call in enumerate(calls):
-            if not isinstance(call, dict):
-                raise _StreamShape("a tool call is %s, not an object" % _stream_type(call))
-            # Some servers (Together) put an "index" in whole messages; position decides.
-            entry = dict(call)
-            entry["index"] = position
-            state.merge_call(entry)
+    if not calls or not isinstance(calls, list):
+        return message
+    positioned = [dict(call, index=i) if isinstance(call, dict) else call for i, call in enumerate(calls)]
+    return dict(message, tool_calls=positioned)
 
 
 # -- the history message: the one rule -------------------------------------------------------
