@@ -10,10 +10,13 @@ Usage: python tests/build_single.py [-o PATH] [--check] [-q]
 
 How the file is made (everything is located with ``ast``; no regular expressions touch code):
 
-* the module order comes from the intra-package ``from .x import Y`` statements executed at
-  import time (top level, outside ``if TYPE_CHECKING:``): a topological sort, ties broken by
-  module name, ``__init__`` last; ``__main__`` becomes the closing ``if __name__ == "__main__":``
-  block (the CLI's ``main()``). A cycle fails the build.
+* the module order is :data:`MODULE_ORDER`, written out by hand in layer order (the layer list of
+  tests/ARCHITECTURE.md, which tests/test_architecture.py holds it to), so the file reads from
+  the foundations up with the fake server and the CLI last, ``__init__`` after them;
+  ``__main__`` becomes the closing ``if __name__ == "__main__":`` block (the CLI's ``main()``).
+  The order is checked against the intra-package ``from .x import Y`` statements executed at
+  import time (top level, outside ``if TYPE_CHECKING:``): a module placed before one it imports,
+  a module missing from the order or listed without a file fails the build.
 * each module's docstring becomes a comment banner; ``from __future__`` imports are hoisted to
   the top once; intra-package imports are cut out wherever they are (top level, under
   ``if TYPE_CHECKING:``, inside functions), leaving ``pass`` where a block would become empty
@@ -35,7 +38,6 @@ import argparse
 import ast
 import builtins
 import hashlib
-import heapq
 import inspect
 import io
 import os
@@ -393,76 +395,76 @@ def _read_version(common_path):
     return None
 
 
-def _find_cycle(nodes, deps):
-    """One dependency cycle among ``nodes`` (each still waiting on a dependency), as a list."""
-    state = {}
-    for start in sorted(nodes):
-        path = []
-        stack = [(start, iter(sorted(d for d in deps[start] if d in nodes)))]
-        state[start] = 1
-        path.append(start)
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                stack.pop()
-                path.pop()
-                state[node] = 2
-                continue
-            if state.get(nxt) == 1:
-                return path[path.index(nxt) :] + [nxt]
-            if nxt not in state:
-                state[nxt] = 1
-                path.append(nxt)
-                stack.append((nxt, iter(sorted(d for d in deps[nxt] if d in nodes))))
-    return sorted(nodes)
+#: The concatenation order: the layers of tests/ARCHITECTURE.md, lowest first (``__init__`` is
+#: appended, ``__main__`` becomes the closing block).  A new module must be added here.
+MODULE_ORDER = (
+    "common",
+    "errors",
+    "sse",
+    "completion",
+    "socks",
+    "connection",
+    "transport",
+    "objects",
+    "keypool",
+    "aio",
+    "client",
+    "compat",
+    "history",
+    "files",
+    "conversation",
+    "chat",
+    "groupchat",
+    "terminal",
+    "store",
+    "demo",
+    "fakewire",
+    "testing",
+    "cli",
+)
 
 
-def _order(modules, problems):
-    """Topological order of the modules (ties by name), ``__init__`` last, no ``__main__``."""
-    names = sorted(n for n in modules if n != "__main__")
-    deps = {n: {d for d in modules[n].deps if d != n} for n in names}
-    waiting = {n: len(deps[n]) for n in names}
-    users = {n: [] for n in names}
-    for n in names:
-        for d in deps[n]:
-            users[d].append(n)
-    ready = [n for n in names if waiting[n] == 0 and n != "__init__"]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        n = heapq.heappop(ready)
-        order.append(n)
-        for u in users[n]:
-            waiting[u] -= 1
-            if waiting[u] == 0 and u != "__init__":
-                heapq.heappush(ready, u)
-    if "__init__" in modules:
-        if waiting["__init__"] == 0:
-            order.append("__init__")
-    stuck = {n for n in names if n not in order}
-    if stuck:
-        cycle = _find_cycle(stuck, deps)
+def _order(modules, problems, order=MODULE_ORDER):
+    """:data:`MODULE_ORDER` checked against the import graph, ``__init__`` last, no ``__main__``."""
+    names = sorted(n for n in modules if n not in ("__main__", "__init__"))
+    missing = [n for n in names if n not in order]
+    if missing:
         problems.append(
             Problem(
-                "cycle",
+                "missing-module",
                 PACKAGE + "/",
                 0,
-                "modules cannot be ordered, import cycle at import time: %s (unordered: %s)"
-                % (" -> ".join(cycle), ", ".join(sorted(stuck))),
+                "not in MODULE_ORDER of tests/build_single.py (add it where its layer is): %s" % ", ".join(missing),
             )
         )
-    missing = set(names) - set(order)
-    if missing and not stuck:
+    stale = [n for n in order if n not in modules]
+    if stale:
         problems.append(
-            Problem("missing-module", PACKAGE + "/", 0, "not in the order: %s" % ", ".join(sorted(missing)))
+            Problem("missing-module", PACKAGE + "/", 0, "in MODULE_ORDER but no such module: %s" % ", ".join(stale))
         )
-    return order
+    placed = [n for n in order if n in modules]
+    position = {n: i for i, n in enumerate(placed)}
+    for n in placed:
+        for d in sorted(modules[n].deps):
+            if d != n and d in position and position[d] > position[n]:
+                problems.append(
+                    Problem(
+                        "order",
+                        modules[n].relpath,
+                        0,
+                        "%s imports %s at import time, but MODULE_ORDER puts %s after it" % (n, d, d),
+                    )
+                )
+    result = placed + list(missing)
+    if "__init__" in modules:
+        result.append("__init__")
+    return result
 
 
-def analyse(pkg_dir=PKG_DIR):
+def analyse(pkg_dir=PKG_DIR, order=None):
     """Parse and check every module of the package.
 
+    :param order: the module order to check and use (default :data:`MODULE_ORDER`)
     :returns: a :class:`Package` with the concatenation order
     :raises BuildError: listing every problem found
     """
@@ -579,7 +581,7 @@ def analyse(pkg_dir=PKG_DIR):
             )
         )
 
-    order = _order(modules, problems)
+    order = _order(modules, problems, MODULE_ORDER if order is None else tuple(order))
     version = None
     if "common" in modules:
         version = _read_version(modules["common"].path)
@@ -853,8 +855,8 @@ def _inside(path, folder):
     return path == folder or path.startswith(folder + os.sep)
 
 
-def build(pkg_dir=PKG_DIR, output=DEFAULT_OUTPUT, revision=None):
-    """Analyse, render and write the single file atomically.
+def build(pkg_dir=PKG_DIR, output=DEFAULT_OUTPUT, revision=None, order=None):
+    """Analyse, render and write the single file atomically (``order``: as for :func:`analyse`).
 
     :returns: ``(output_path, sha256_hex)``
     :raises BuildError: when the package cannot become one module, or the output path is unsafe
@@ -871,7 +873,7 @@ def build(pkg_dir=PKG_DIR, output=DEFAULT_OUTPUT, revision=None):
                 )
             ]
         )
-    text = render(analyse(pkg_dir), revision)
+    text = render(analyse(pkg_dir, order), revision)
     data = text.encode("utf-8")
     os.makedirs(out_dir, exist_ok=True)
     tmp = "%s.%d.tmp" % (os.path.abspath(output), os.getpid())

@@ -233,6 +233,15 @@ class ImportGraphTest(unittest.TestCase):
         imports = {m: real_imports(os.path.join(PACKAGE, m + ".py")) for m in modules}
         self.assertEqual(check_graph(layers, imports), [])
 
+    def test_the_single_file_is_built_in_layer_order(self):
+        # tests/build_single.py concatenates the modules in its own MODULE_ORDER: the same list
+        import importlib
+
+        build_single = importlib.import_module("tests.build_single")
+        with open(DOCUMENT, encoding="utf-8") as handle:
+            layers = [layer.name for layer in parse_layers(handle.read()) if layer.name != "__main__"]
+        self.assertEqual(list(build_single.MODULE_ORDER), layers)
+
     def test_the_package_is_read_at_all(self):
         top, _ = real_imports(os.path.join(PACKAGE, "errors.py"))
         self.assertIn("common", top)

@@ -211,7 +211,7 @@ class TestOneNamespace(unittest.TestCase):
         self.assertEqual(self._of("forbidden-import", "missing-name"), [])
 
     def test_modules_can_be_ordered(self):
-        self.assertEqual(self._of("cycle", "missing-module", "syntax", "future", "version"), [])
+        self.assertEqual(self._of("order", "missing-module", "syntax", "future", "version"), [])
 
     def test_nothing_else(self):
         self.assertEqual([str(p) for p in self.problems], [])
@@ -347,7 +347,9 @@ class _FakePackage:
         "common.py": '"""Common."""\nfrom __future__ import annotations\n\nimport os\n\n__version__ = "9.9.9"\nTYPE_CHECKING = False\n',
     }
 
-    def __init__(self, test, **files):
+    def __init__(self, test, order=None, **files):
+        # the explicit module order the build checks (default: common, then the others by name)
+        self.order = order or ["common"] + sorted(n[:-3] for n in files if n not in ("__init__.py", "__main__.py", "common.py"))
         self.dir = tempfile.mkdtemp(prefix="openai2-fakepkg-")
         test.addCleanup(shutil.rmtree, self.dir, True)
         self.pkg = os.path.join(self.dir, "openai2")
@@ -360,7 +362,7 @@ class _FakePackage:
 
     def problems(self):
         try:
-            build_single.analyse(self.pkg)
+            build_single.analyse(self.pkg, self.order)
         except build_single.BuildError as exc:
             return exc.problems
         return []
@@ -369,7 +371,7 @@ class _FakePackage:
         return sorted({p.kind for p in self.problems()})
 
     def render(self):
-        return build_single.render(build_single.analyse(self.pkg), "test")
+        return build_single.render(build_single.analyse(self.pkg, self.order), "test")
 
 
 def _exec_module(test, text):
@@ -451,16 +453,17 @@ class TestBuildCatches(unittest.TestCase):
         )
         self.assertEqual(fake.kinds(), ["missing-name"])
 
-    def test_cycle(self):
+    def test_an_import_cycle_cannot_be_ordered(self):
         fake = _FakePackage(
             self, **{"a.py": _mod("from .b import B\nA = 1\n"), "b.py": _mod("from .a import A\nB = 1\n")}
         )
-        self.assertEqual(fake.kinds(), ["cycle"])
-        self.assertIn("a -> b -> a", str(fake.problems()[0]))
+        self.assertEqual(fake.kinds(), ["order"])
+        self.assertIn("a imports b at import time, but MODULE_ORDER puts b after it", str(fake.problems()[0]))
 
     def test_no_cycle_through_typing_or_function_imports(self):
         fake = _FakePackage(
             self,
+            order=["common", "b", "a"],
             **{
                 "a.py": _mod("from .b import B\nA = 1\n"),
                 "b.py": _mod(
@@ -473,17 +476,18 @@ class TestBuildCatches(unittest.TestCase):
         text = fake.render()
         self.assertLess(text.index("# openai2/b.py"), text.index("# openai2/a.py"))
 
-    def test_order_is_topological_with_ties_by_name_and_init_last(self):
-        fake = _FakePackage(
-            self,
-            **{
-                "zeta.py": _mod("Z = 1\n"),
-                "alpha.py": _mod("from .zeta import Z\nA = Z\n"),
-                "mid.py": _mod("M = 1\n"),
-            },
-        )
-        order = build_single.analyse(fake.pkg).order
-        self.assertEqual(order, ["common", "mid", "zeta", "alpha", "__init__"])
+    def test_the_order_is_the_explicit_list_checked_against_the_imports(self):
+        files = {"zeta.py": _mod("Z = 1\n"), "alpha.py": _mod("from .zeta import Z\nA = Z\n"), "mid.py": _mod("M = 1\n")}
+        fake = _FakePackage(self, order=["common", "zeta", "alpha", "mid"], **files)
+        self.assertEqual(build_single.analyse(fake.pkg, fake.order).order, ["common", "zeta", "alpha", "mid", "__init__"])
+        self.assertEqual(_FakePackage(self, order=["common", "alpha", "zeta", "mid"], **files).kinds(), ["order"])
+        self.assertEqual(_FakePackage(self, order=["common", "zeta", "alpha"], **files).kinds(), ["missing-module"])
+        self.assertEqual(_FakePackage(self, order=["common", "zeta", "alpha", "mid", "ghost"], **files).kinds(), ["missing-module"])
+
+    def test_the_real_order_lists_every_module_once_with_the_fake_server_and_the_cli_last(self):
+        order = list(build_single.MODULE_ORDER)
+        self.assertEqual(len(order), len(set(order)))
+        self.assertEqual(order[-4:], ["demo", "fakewire", "testing", "cli"])
 
     def test_missing_future_annotations(self):
         fake = _FakePackage(self, **{"a.py": '"""Doc."""\nX = 1\n'})
@@ -533,7 +537,7 @@ class TestBuildCatches(unittest.TestCase):
         )
         out_dir = tempfile.mkdtemp(prefix="openai2-fakeout-")
         self.addCleanup(shutil.rmtree, out_dir, True)
-        path, _ = build_single.build(fake.pkg, os.path.join(out_dir, "openai2.py"), revision="test")
+        path, _ = build_single.build(fake.pkg, os.path.join(out_dir, "openai2.py"), revision="test", order=fake.order)
         out = _run([sys.executable, "-I", "-S", path], out_dir)
         # the multi-line string is not re-indented; `import openai2` in the script is the script
         self.assertEqual((out.returncode, out.stdout), (0, "v9.9.9!\n  ! kept as is\n\nTrue\n"), out.stderr)
