@@ -20,6 +20,7 @@ import time
 from .chat import Chat
 from .common import TYPE_CHECKING, __version__, mask_key, redact
 from .errors import APIConnectionError, APIError, APIStatusError, OpenAIError
+from .files import atomic_write
 from .history import format_round
 from .keypool import AKPool
 from .store import (
@@ -1234,8 +1235,6 @@ def _cli_cmd_sessions(ctx: _CliContext) -> int:
     )
     target = ctx.opt("output")
     if target and target != "-":  # "-o -" is stdout, as in most tools
-        from .files import atomic_write
-
         # an export is for sharing: keys are masked in it as on the terminal (the session file
         # itself keeps the conversation as it was)
         text = redact(text, out.secrets)
