@@ -1,4 +1,13 @@
-"""Chat: the seed examples (000 and 001) against the fake server, and the failure semantics."""
+"""Chat: the seed examples (000 and 001) against the fake server, and the failure semantics.
+
+The tests run in memory (tests/support/memory.py: a MemoryTransport where the FakeServer
+stood; stalls and delays simulated, or really blocking with ``stalls = "block"`` where a test
+stops a stuck request).  TestEndToEndOverSockets keeps a subset on the loopback FakeServer,
+for what only sockets have: the conversation and a stream over a real keep-alive connection
+(and the pool still usable after a stream dropped mid-body), Ctrl-C (SIGINT) arriving while
+the main thread is blocked in a real recv(), and an async cancel that must shut a real socket
+down so that its worker thread exits.
+"""
 import asyncio
 import gc
 import json
@@ -6,12 +15,12 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 import unittest
 
 import openai2
 from openai2 import AKPool, Chat, assistant_msg, system_msg, user_msg
-from openai2.testing import FakeServer, Reply
+from openai2.testing import Reply
+from tests.support.memory import memory_or_socket_server, server_options
 
 KEY = "sk-test-chat-0123456789abcdef"
 
@@ -21,16 +30,21 @@ def no_sleep(seconds, cancel):
 
 
 class SeedCase(unittest.TestCase):
+    #: True: a real FakeServer over loopback sockets; False: a MemoryServer (no sockets)
+    sockets = False
+    #: the MemoryServer's stall mode ("block": delays and stalls really wait, until close/cancel)
+    stalls = "timeout"
+
     def setUp(self):
-        self.server = FakeServer()
-        self.server.start()
+        self.server = memory_or_socket_server(self.sockets, stalls=self.stalls)
         self.addCleanup(self.server.stop)
         self.tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.tmp, True)
 
     def chat(self, **kw):
         kw.setdefault("model", "gpt-3.5-turbo")
-        kw.setdefault("base_url", self.server.base_url)
+        for name, value in server_options(self.server).items():
+            kw.setdefault(name, value)
         kw.setdefault("sleep", no_sleep)
         return Chat(api_key=kw.pop("api_key", KEY), **kw)
 
@@ -318,7 +332,7 @@ class TestSeedConversation(SeedCase):
         self.assertEqual(self.sent_messages()[-2]["role"], "tool")
 
     def test_no_model_is_a_clear_error(self):
-        c = Chat(api_key=KEY, base_url=self.server.base_url)
+        c = Chat(api_key=KEY, **server_options(self.server))
         with self.assertRaises(ValueError) as cm:
             c.request("hi")
         self.assertIn("model", str(cm.exception))
@@ -357,29 +371,6 @@ class TestFailureSemantics(SeedCase):
         self.assertEqual(c2.fetch_messages()[-1], {"role": "assistant", "content": "世界"})
         # the next request still works on the same connection pool
         self.assertEqual(c2.request("自然数1的后面是几?"), "2")
-
-    @unittest.skipUnless(hasattr(__import__("signal"), "pthread_kill"), "needs signal.pthread_kill")
-    def test_ctrl_c_inside_the_network_read_keeps_partial(self):
-        import signal
-
-        c = self.chat(timeout=(5, 10))
-        self.server.replies.append(Reply(content="abcdefgh", stall_after=4, stall_seconds=5))
-        stream = c.stream_request("q")
-        got = [next(stream), next(stream)]
-        main = threading.main_thread().ident
-        # a real SIGINT to the main thread while it is blocked in recv() on the stalled stream
-        timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
-        timer.start()
-        try:
-            with self.assertRaises(KeyboardInterrupt):
-                for piece in stream:
-                    got.append(piece)
-        finally:
-            timer.cancel()
-        self.assertEqual(c.fetch_messages(), [{"role": "user", "content": "q"}, {"role": "assistant", "content": "".join(got)}])
-        self.assertIs(c.last_request, stream._body)
-        stream.close()  # nothing more happens
-        self.assertEqual(len(c.fetch_messages()), 2)
 
     def test_on_reasoning_callback_and_property(self):
         self.server.replies.append(Reply(content="ok", reasoning=["thinking ", "hard"]))
@@ -449,7 +440,7 @@ class TestFailureSemantics(SeedCase):
                 calls.append("stream")
                 return super().stream(body, **options)
 
-        client = Recording(api_key=KEY, base_url=self.server.base_url, sleep=no_sleep)
+        client = Recording(api_key=KEY, sleep=no_sleep, **server_options(self.server))
         c = Chat(client=client, model="m")
         c.request("a")
         list(c.stream_request("b"))
@@ -500,10 +491,9 @@ class TestFailureSemantics(SeedCase):
         for name in ("extra_headers", "extra_body", "timeout"):
             self.assertNotIn(name, req.json)
         self.server.replies.append(Reply(content="slow", delay=3))
-        started = time.monotonic()
-        with self.assertRaises(openai2.APITimeoutError):
+        with self.assertRaises(openai2.APITimeoutError) as cm:
             c.request("hi", timeout=(2, 0.3))
-        self.assertLess(time.monotonic() - started, 2.5)
+        self.assertIn("within 0.3s (read timeout)", str(cm.exception))  # the per-call read limit
         list(c.stream_request("hi", extra_headers={"X-Test": "2"}))
         self.assertEqual(self.server.requests[-1].headers.get("x-test"), "2")
 
@@ -623,6 +613,7 @@ class TestFailureSemantics(SeedCase):
         self.assertEqual(self.server.max_in_flight, n)
 
     def test_async_cancel_frees_worker_and_keeps_history(self):
+        self.server.stalls = "block"  # in memory: the delay really waits, until the cancel
         c = self.chat(timeout=(5, 30))
         c.request("自然数1的后面是几?")
         before = c.fetch_messages()
@@ -630,14 +621,15 @@ class TestFailureSemantics(SeedCase):
 
         async def main():
             task = asyncio.ensure_future(c.async_request("再往后是几?"))
-            await asyncio.sleep(0.3)
+            while len(self.server.requests) < 2:  # the request is in, its answer delayed
+                await asyncio.sleep(0.005)
             task.cancel()
             with self.assertRaises(asyncio.CancelledError):
                 await task
 
         start = threading.active_count()
         asyncio.run(main())
-        # the worker thread exits promptly once its socket is shut down
+        # the worker thread exits promptly once its request is cancelled (its socket shut down)
         for _ in range(100):
             if threading.active_count() <= start:
                 break
@@ -663,27 +655,42 @@ class TestFailureSemantics(SeedCase):
         self.assertEqual(c.fetch_messages()[-1], {"role": "assistant", "content": "".join(got)})
 
     def test_async_stream_break_and_drop_stops_the_worker_at_once(self):
-        c = self.chat()
-        self.server.replies.append(Reply(content="abcdef", stall_after=3, stall_seconds=10))
+        # in memory, the stall really blocks (for an hour) until the response is closed; a
+        # watchdog closes it after 30 s so that a regression fails instead of hanging
+        self.server.stalls = "block"
+        c = self.chat(timeout=(5, 3600))
+        self.server.replies.append(Reply(content="abcdef", stall_after=3, stall_seconds=3600))
+        watchdog_fired = threading.Event()
+
+        def watchdog():
+            watchdog_fired.set()
+            for response in self.server.responses:
+                response.close()
+
+        timer = threading.Timer(30, watchdog)
+        timer.start()
+        self.addCleanup(timer.cancel)
 
         async def main():
             async for _ in c.async_stream_request("hi"):
                 break  # the iterator is dropped here
             gc.collect()  # CPython finalizes it at once; PyPy at a collection (README says: close it)
-            # the partial answer is kept right away, not when the server finishes
-            return c.fetch_messages()
+            # the partial answer is kept right away, not when the server finishes: the stall
+            # is still pending, only the drop ends it
+            return c.fetch_messages(), self.server.responses[0].closed
 
-        started = time.monotonic()
-        msgs = asyncio.run(main())
+        msgs, closed = asyncio.run(main())
         self.assertEqual(msgs, [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}])
-        self.assertLess(time.monotonic() - started, 5)
+        self.assertTrue(closed)
         for _ in range(50):
             if not any(t.name == "openai2-worker" for t in threading.enumerate()):
                 break
-            time.sleep(0.05)
+            threading.Event().wait(0.05)
         self.assertFalse(any(t.name == "openai2-worker" for t in threading.enumerate()))
+        self.assertFalse(watchdog_fired.is_set())
 
     def test_async_stream_cancelled_before_any_text_keeps_nothing(self):
+        self.server.stalls = "block"  # in memory: the delay really waits, until the cancel
         c = self.chat()
         self.server.replies.append(Reply(content="abc", delay=3))
 
@@ -701,6 +708,68 @@ class TestFailureSemantics(SeedCase):
         for name in ("request", "stream_request"):
             self.assertTrue(asyncio.iscoroutinefunction(Chat.async_request))
             self.assertTrue(hasattr(Chat, "async_" + name), name)
+
+
+
+class TestEndToEndOverSockets(SeedCase):
+    """The subset that needs real sockets (see the module docstring): a real keep-alive
+    connection, SIGINT in a real recv(), an async cancel shutting a real socket down."""
+
+    sockets = True
+
+    test_continuous_conversation = TestSeedConversation.test_continuous_conversation
+    test_stream_one_piece_per_character = TestSeedConversation.test_stream_one_piece_per_character
+    test_async_request_and_stream = TestSeedConversation.test_async_request_and_stream
+    test_stream_stopped_early_keeps_partial = TestFailureSemantics.test_stream_stopped_early_keeps_partial
+    test_stream_broken_keeps_nothing = TestFailureSemantics.test_stream_broken_keeps_nothing
+
+    @unittest.skipUnless(hasattr(__import__("signal"), "pthread_kill"), "needs signal.pthread_kill")
+    def test_ctrl_c_inside_the_network_read_keeps_partial(self):
+        import signal
+
+        c = self.chat(timeout=(5, 10))
+        self.server.replies.append(Reply(content="abcdefgh", stall_after=4, stall_seconds=5))
+        stream = c.stream_request("q")
+        got = [next(stream), next(stream)]
+        main = threading.main_thread().ident
+        # a real SIGINT to the main thread while it is blocked in recv() on the stalled stream
+        timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+        timer.start()
+        try:
+            with self.assertRaises(KeyboardInterrupt):
+                for piece in stream:
+                    got.append(piece)
+        finally:
+            timer.cancel()
+        self.assertEqual(c.fetch_messages(), [{"role": "user", "content": "q"}, {"role": "assistant", "content": "".join(got)}])
+        self.assertIs(c.last_request, stream._body)
+        stream.close()  # nothing more happens
+        self.assertEqual(len(c.fetch_messages()), 2)
+
+    def test_async_cancel_shuts_the_socket_down_and_frees_the_worker(self):
+        c = self.chat(timeout=(5, 30))
+        c.request("自然数1的后面是几?")
+        before = c.fetch_messages()
+        self.server.replies.append(Reply(content="slow", delay=20))
+
+        async def main():
+            task = asyncio.ensure_future(c.async_request("再往后是几?"))
+            while len(self.server.requests) < 2:  # the request is in, its answer delayed
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+
+        start = threading.active_count()
+        asyncio.run(main())
+        # the worker thread exits promptly once its socket is shut down
+        for _ in range(100):
+            if threading.active_count() <= start:
+                break
+            threading.Event().wait(0.02)
+        self.assertLessEqual(threading.active_count(), start)
+        self.assertEqual(c.fetch_messages(), before)
+        self.assertEqual(c.request("再往后是几?"), "3")
 
 
 if __name__ == "__main__":
