@@ -1018,8 +1018,7 @@ class OpenAI:
             answer_required=answer_required,
         )
 
-    # The names before complete()/stream() were public; tests/test_keypool.py still calls _complete.
-    _complete = complete
+    # The name before stream() was public; tests/test_memory_transport.py still calls _stream.
     _stream = stream
 
 

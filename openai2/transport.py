@@ -149,11 +149,6 @@ class HTTPTransport:
     def __repr__(self) -> str:
         return "<HTTPTransport proxy=%s verify=%s ca_file=%s>" % (self._pool.proxy_display(), self.verify, self.ca_file)
 
-    @property
-    def _tp_pool(self) -> _ConnPool:
-        # The name tests/test_compat.py knows the pool by; new code uses ``_pool``.
-        return self._pool
-
     # -- public API ---------------------------------------------------------------------
 
     def request(

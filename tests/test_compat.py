@@ -69,9 +69,9 @@ class CompatClientCacheTests(unittest.TestCase):
             self.assertEqual(len(compat._compat_transports), 2)
             openai2.proxy = None
             openai2.ChatCompletion.create(model="m", messages=MESSAGES)
-            self.assertEqual(direct._transport._tp_pool.idle_count(), 1)
+            self.assertEqual(direct._transport._pool.idle_count(), 1)
             compat._compat_close_all()
-            self.assertEqual(direct._transport._tp_pool.idle_count(), 0)
+            self.assertEqual(direct._transport._pool.idle_count(), 0)
             self.assertEqual(len(compat._compat_clients), 0)
             self.assertEqual(len(compat._compat_transports), 0)
 

@@ -323,7 +323,7 @@ class ClientWaitsForAFreeKeyTest(unittest.TestCase):
         scope = CancelScope()
         scope.cancel()
         with self.assertRaises(RequestCancelledError):
-            c._complete({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, cancel=scope)
+            c.complete({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, cancel=scope)
         self.assertEqual(self.server.requests, [])
 
 
