@@ -1,8 +1,17 @@
-"""The SDK-shaped low-level client: responses, streams, errors, retries, key failover, legacy layer."""
+"""The SDK-shaped low-level client: responses, streams, errors, retries, key failover, legacy layer.
+
+The tests run in memory (tests/support/memory.py: a MemoryTransport where the FakeServer
+stood; stalls simulated against the read timeout, or really blocking with ``stalls="block"``).
+On the loopback FakeServer stay: TestEndToEndOverSockets (keep-alive on one connection, a
+completed stream handing its connection back to the pool, a refused connection, the plain-http
+warning for a host that does not resolve, and a few responses, errors and broken streams over
+real sockets) and TestLegacyLayer (the module-level ``openai.api_base`` has no transport option).
+"""
 import io
 import json
 import logging
 import os
+import threading
 import time
 import unittest
 import warnings
@@ -11,7 +20,8 @@ from email.utils import formatdate
 import openai2
 from openai2 import AKPool, OpenAI
 from openai2.client import retry_delay, should_retry
-from openai2.testing import FakeServer, Reply
+from openai2.testing import Reply
+from tests.support.memory import MemoryServer, memory_or_socket_server, server_options
 
 KEY = "sk-test-client-9f8e7d6c5b4a3210"
 CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "wire-corpus")
@@ -28,15 +38,22 @@ class Sleeps:
 
 
 class ClientCase(unittest.TestCase):
+    #: True: a real FakeServer over loopback sockets; False: a MemoryServer (no sockets)
+    sockets = False
+
     def setUp(self):
-        self.server = FakeServer()
-        self.server.start()
+        self.server = memory_or_socket_server(self.sockets)
         self.addCleanup(self.server.stop)
         self.sleeps = Sleeps()
 
+    def transport_option(self):
+        """``{"transport": ...}`` for a MemoryServer (the base URL coming from elsewhere)."""
+        return {"transport": self.server} if isinstance(self.server, MemoryServer) else {}
+
     def client(self, **kw):
         kw.setdefault("api_key", KEY)
-        kw.setdefault("base_url", self.server.base_url)
+        for name, value in server_options(self.server).items():
+            kw.setdefault(name, value)
         kw.setdefault("sleep", self.sleeps)
         c = OpenAI(**kw)
         self.addCleanup(c.close)
@@ -75,7 +92,7 @@ class TestResponses(ClientCase):
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            c = OpenAI(sleep=self.sleeps)
+            c = OpenAI(sleep=self.sleeps, **self.transport_option())
             self.addCleanup(c.close)
             self.create(c)
         finally:
@@ -99,19 +116,13 @@ class TestResponses(ClientCase):
     def test_no_key_is_allowed(self):
         saved = os.environ.pop("OPENAI_API_KEY", None)
         try:
-            c = OpenAI(base_url=self.server.base_url)
+            c = OpenAI(**server_options(self.server))
             self.addCleanup(c.close)
             self.create(c)
         finally:
             if saved is not None:
                 os.environ["OPENAI_API_KEY"] = saved
         self.assertNotIn("authorization", self.server.requests[-1].headers)
-
-    def test_keep_alive_one_connection(self):
-        c = self.client()
-        for _ in range(5):
-            self.create(c)
-        self.assertEqual(len({r.connection_id for r in self.server.requests}), 1)
 
     def test_stream_chunks_and_context_manager(self):
         self.server.replies.append(Reply(content="abc"))
@@ -122,23 +133,30 @@ class TestResponses(ClientCase):
         self.assertEqual(stream.accumulator.content, "abc")
         self.assertEqual(stream.accumulator.finish_reason, "stop")
 
-    def test_completed_stream_returns_its_connection_to_the_pool(self):
-        c = self.client()
-        for _ in range(3):
-            self.server.replies.append(Reply(content="abc"))
-            self.assertEqual(len(list(self.create(c, stream=True))), 5)
-            self.create(c)
-        self.assertEqual(self.server.connection_count, 1)
-
     def test_server_that_never_ends_the_body_after_done(self):
-        # role, 3 content chunks, finish chunk, [DONE]: then the server holds the body open
-        self.server.replies.append(Reply(content="abc", stall_after=6, stall_seconds=20))
-        c = self.client(timeout=(5, 30))
-        started = time.monotonic()
+        # role, 3 content chunks, finish chunk, [DONE]: then the server holds the body open for
+        # an hour (in memory the stall really blocks); the read timeout is an hour too, so only
+        # the grace after [DONE] ends the stream.  A watchdog closes the response after 30 s,
+        # so that a regression fails instead of hanging.
+        self.server.stalls = "block"
+        self.server.replies.append(Reply(content="abc", stall_after=6, stall_seconds=3600))
+        c = self.client(timeout=(5, 3600))
+        watchdog_fired = threading.Event()
+
+        def watchdog():
+            watchdog_fired.set()
+            for response in self.server.responses:
+                response.close()
+
+        timer = threading.Timer(30, watchdog)
+        timer.start()
+        self.addCleanup(timer.cancel)
         stream = self.create(c, stream=True)
+        self.assertEqual(stream.done_grace, 1.0)  # one second of grace, not the read timeout
         list(stream)
-        self.assertLess(time.monotonic() - started, 5)  # one second of grace, not the read timeout
+        self.assertFalse(watchdog_fired.is_set())
         self.assertEqual(stream.accumulator.content, "abc")
+        self.server.stalls = "timeout"
         self.assertEqual(self.create(c).choices[0].message.content, "(demo) You said: hi")
 
     def test_stream_closed_early_then_next_request_ok(self):
@@ -201,10 +219,9 @@ class TestResponses(ClientCase):
     def test_stall_caught_by_read_timeout(self):
         self.server.replies.append(Reply(content="abcdef", stall_after=2, stall_seconds=5))
         c = self.client(timeout=(2, 0.3), max_retries=0)
-        started = time.monotonic()
-        with self.assertRaises(openai2.APITimeoutError):
+        with self.assertRaises(openai2.APITimeoutError) as cm:
             list(self.create(c, stream=True))
-        self.assertLess(time.monotonic() - started, 4)
+        self.assertIn("sent nothing for 0.3s in the middle of the response", str(cm.exception))
 
     def test_line_endings(self):
         for ending in ("\n", "\r\n", "\r"):
@@ -244,7 +261,7 @@ class TestErrors(ClientCase):
         self.server.replies.append(Reply(status=401, body={"error": {"message": "Missing bearer authentication in header", "type": "invalid_request_error"}}))
         saved = os.environ.pop("OPENAI_API_KEY", None)
         try:
-            c = OpenAI(base_url=self.server.base_url)
+            c = OpenAI(**server_options(self.server))
             self.addCleanup(c.close)
             with self.assertRaises(openai2.AuthenticationError) as cm:
                 self.create(c)
@@ -270,18 +287,6 @@ class TestErrors(ClientCase):
         for text in (str(e), repr(e), e.message, repr(e.body)):
             self.assertNotIn(KEY, text)
         self.assertIn(openai2.mask_key(KEY), e.message)
-
-    def test_connection_refused_is_wrapped(self):
-        import socket
-
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        c = self.client(base_url="http://127.0.0.1:%d/v1" % port, max_retries=1)
-        with self.assertRaises(openai2.APIConnectionError):
-            self.create(c)
-        self.assertEqual(len(self.sleeps.delays), 1)
 
     def test_error_event_in_stream(self):
         self.server.replies.append(Reply(raw_stream=b'event: error\ndata: {"error": {"message": "tool_use_failed", "code": "tool_use_failed"}}\n\n'))
@@ -389,6 +394,8 @@ class TestKeyPool(ClientCase):
 
 
 class TestLegacyLayer(ClientCase):
+    sockets = True  # openai.api_base is all the legacy layer is told: no transport to pass
+
     def test_seed_002_004_style(self):
         import openai2 as openai
 
@@ -431,7 +438,7 @@ class TestKeyNeverLeaks(ClientCase):
                 self.create(client)
             except openai2.OpenAIError as exc:
                 seen += [str(exc), repr(exc), repr(getattr(exc, "body", None))]
-        chat = openai2.Chat(api_key=KEY, base_url=self.server.base_url, model="m")
+        chat = openai2.Chat(api_key=KEY, model="m", **server_options(self.server))
         seen.append(repr(chat))
         seen.append(stream.getvalue())
         blob = "\n".join(seen)
@@ -452,22 +459,6 @@ class TestKeyNeverLeaks(ClientCase):
         self.assertEqual(scan.found, [])
         logger.warning("leaked %s", KEY)
         self.assertEqual(scan.found, [("keyscan-selftest", KEY)])
-
-    def test_plain_http_to_remote_host_warns_once(self):
-        c = OpenAI(api_key=KEY, base_url="http://api.example.invalid/v1", max_retries=0, timeout=0.5)
-        self.addCleanup(c.close)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for _ in range(2):
-                with self.assertRaises(openai2.APIConnectionError):
-                    self.create(c)
-        relevant = [w for w in caught if "plain http" in str(w.message)]
-        self.assertEqual(len(relevant), 1)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            self.create()  # loopback: no warning
-        self.assertEqual([w for w in caught if "plain http" in str(w.message)], [])
-
 
 @unittest.skipUnless(os.path.isdir(CORPUS), "the shared wire corpus is not beside the repository")
 class TestWireCorpusThroughClient(ClientCase):
@@ -499,6 +490,62 @@ class TestWireCorpusThroughClient(ClientCase):
                     self.assertEqual(acc.tool_calls, want["tool_calls"])
                 checked += 1
         self.assertGreater(checked, 25)
+
+
+class TestEndToEndOverSockets(ClientCase):
+    """The subset that needs real sockets (see the module docstring)."""
+
+    sockets = True
+
+    test_attribute_and_item_access = TestResponses.test_attribute_and_item_access
+    test_stream_chunks_and_context_manager = TestResponses.test_stream_chunks_and_context_manager
+    test_stream_closed_early_then_next_request_ok = TestResponses.test_stream_closed_early_then_next_request_ok
+    test_stream_broken_partial_holds_what_arrived = TestResponses.test_stream_broken_partial_holds_what_arrived
+    test_stream_reset_mid_body = TestResponses.test_stream_reset_mid_body
+    test_line_endings = TestResponses.test_line_endings
+    test_html_502_page = TestErrors.test_html_502_page
+    test_max_retries_exhausted = TestRetries.test_max_retries_exhausted
+
+    def test_keep_alive_one_connection(self):
+        c = self.client()
+        for _ in range(5):
+            self.create(c)
+        self.assertEqual(len({r.connection_id for r in self.server.requests}), 1)
+
+    def test_completed_stream_returns_its_connection_to_the_pool(self):
+        c = self.client()
+        for _ in range(3):
+            self.server.replies.append(Reply(content="abc"))
+            self.assertEqual(len(list(self.create(c, stream=True))), 5)
+            self.create(c)
+        self.assertEqual(self.server.connection_count, 1)
+
+    def test_connection_refused_is_wrapped(self):
+        import socket
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        c = self.client(base_url="http://127.0.0.1:%d/v1" % port, max_retries=1)
+        with self.assertRaises(openai2.APIConnectionError):
+            self.create(c)
+        self.assertEqual(len(self.sleeps.delays), 1)
+
+    def test_plain_http_to_remote_host_warns_once(self):
+        c = OpenAI(api_key=KEY, base_url="http://api.example.invalid/v1", max_retries=0, timeout=0.5)
+        self.addCleanup(c.close)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):
+                with self.assertRaises(openai2.APIConnectionError):
+                    self.create(c)
+        relevant = [w for w in caught if "plain http" in str(w.message)]
+        self.assertEqual(len(relevant), 1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.create()  # loopback: no warning
+        self.assertEqual([w for w in caught if "plain http" in str(w.message)], [])
 
 
 if __name__ == "__main__":
