@@ -1,4 +1,11 @@
-"""GroupChat: the seed 001 "群聊多角色模拟" example, the prompt, reply parsing, dialog and archives."""
+"""GroupChat: the seed 001 "群聊多角色模拟" example, the prompt, reply parsing, dialog and archives.
+
+The tests run in memory (tests/support/memory.py: a MemoryTransport where the FakeServer
+stood).  On the loopback FakeServer stay TestSeedExample.test_seed_example_runs_verbatim (the
+seed's code runs unchanged, so its GroupChat finds the server through OPENAI_BASE_URL alone:
+no transport can be passed) and TestEndToEndOverSockets (a request, the remarks and the async
+twins over a real connection).
+"""
 import asyncio
 import contextlib
 import io
@@ -12,7 +19,8 @@ import unittest
 import openai2
 from openai2 import AKPool
 from openai2.groupchat import GroupChat, GroupChatReplyError, build_groupchat_messages, parse_groupchat_reply
-from openai2.testing import FakeServer, Reply
+from openai2.testing import Reply
+from tests.support.memory import memory_or_socket_server, server_options
 
 KEY = "sk-test-groupchat-0123456789abcdef"
 
@@ -100,14 +108,16 @@ def as_json(value):
 
 
 class GroupCase(unittest.TestCase):
+    #: True: a real FakeServer over loopback sockets; False: a MemoryServer (no sockets)
+    sockets = False
+
     def setUp(self):
         self.tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.server = None
 
-    def serve(self, *replies):
-        self.server = FakeServer(replies=list(replies))
-        self.server.start()
+    def serve(self, *replies, sockets=None):
+        self.server = memory_or_socket_server(self.sockets if sockets is None else sockets, replies=list(replies))
         self.addCleanup(self.server.stop)
         return self.server
 
@@ -115,7 +125,8 @@ class GroupCase(unittest.TestCase):
         if self.server is None:
             self.serve()
         kw.setdefault("model", "gpt-3.5-turbo")
-        kw.setdefault("base_url", self.server.base_url)
+        for name, value in server_options(self.server).items():
+            kw.setdefault(name, value)
         kw.setdefault("sleep", no_sleep)
         g = GroupChat(api_key=kw.pop("api_key", KEY), **kw)
         for name, description in roles.items():
@@ -135,7 +146,7 @@ class GroupCase(unittest.TestCase):
 
 class TestSeedExample(GroupCase):
     def test_seed_example_runs_verbatim(self):
-        server = self.serve(Reply(content=as_json(SEED_REPLY)))
+        server = self.serve(Reply(content=as_json(SEED_REPLY)), sockets=True)  # the seed passes no transport
         saved = {k: os.environ.get(k) for k in ("OPENAI_BASE_URL", "OPENAI_API_KEY")}
 
         def restore():
@@ -536,15 +547,21 @@ class TestAsync(GroupCase):
     def test_async_cancel_records_nothing(self):
         gate = threading.Event()
         self.addCleanup(gate.set)
-        self.serve(Reply(content=as_json(SEED_REPLY), gate=gate))
-        g = self.seed_group()
+        if self.sockets:
+            self.serve(Reply(content=as_json(SEED_REPLY), gate=gate))
+        else:
+            # in memory a gate is waited on in the worker, deaf to the cancel: a delay that
+            # really blocks (stalls="block") until the cancel stands where the gate stood
+            self.serve(Reply(content=as_json(SEED_REPLY), delay=3600))
+            self.server.stalls = "block"
+        g = self.seed_group(timeout=(5, 3600))
 
         async def main():
             task = asyncio.ensure_future(g.async_request_remarks(TURNS, record=True))
-            for _ in range(200):
+            for _ in range(2000):  # until the request is in (its answer held back)
                 if self.server.requests:
                     break
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.005)
             self.assertEqual(len(self.server.requests), 1)
             task.cancel()
             with self.assertRaises(asyncio.CancelledError):
@@ -625,6 +642,17 @@ class TestClientAndParams(GroupCase):
         self.assertEqual(shared.last_usage, usage)
         self.assertEqual(shared.total_usage, {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30})
         self.assertEqual(shared.last_response.choices[0].message.content, as_json(SEED_REPLY))
+
+
+class TestEndToEndOverSockets(GroupCase):
+    """A request, the remarks and the async twins over a real loopback connection."""
+
+    sockets = True
+
+    test_role_descriptions_and_dialog_reach_the_server = TestSeedExample.test_role_descriptions_and_dialog_reach_the_server
+    test_request_remarks_normalises_audiences = TestSeedExample.test_request_remarks_normalises_audiences
+    test_async_request_and_remarks = TestAsync.test_async_request_and_remarks
+    test_async_cancel_records_nothing = TestAsync.test_async_cancel_records_nothing
 
 
 if __name__ == "__main__":
