@@ -1,7 +1,15 @@
 """Chat and GroupChat against hostile answers and careless input: what joins the history is
 normalised the same way on every path, what cannot be JSON or UTF-8 is refused with its place
 named, system prompts survive rollback, archives round-trip, and a stream stops at once from
-another thread."""
+another thread.
+
+The tests run in memory (tests/support/memory.py: a MemoryTransport where the FakeServer
+stood; TestStopFromAnotherThread with ``stalls = "block"``, so that a stall really holds the
+stream until it is closed).  TestEndToEndOverSockets keeps on the loopback FakeServer the
+close from another thread of a stream blocked in a real socket read (mid-body, and before the
+first byte: a delay, and a Gate holding the answer, which only a socket shutdown cuts short),
+each followed by a request on the same client.
+"""
 import asyncio
 import json
 import os
@@ -13,7 +21,8 @@ import unittest
 import openai2
 from openai2 import Chat, GroupChat, assistant_msg, system_msg, user_msg
 from openai2.groupchat import GroupChatReplyError
-from openai2.testing import FakeServer, Reply, chat_chunk, chat_completion
+from openai2.testing import Reply, chat_chunk, chat_completion
+from tests.support.memory import memory_or_socket_server, server_options
 
 KEY = "sk-test-hostile-0123456789abcdef"
 STANDARD = {"role", "content", "name", "tool_calls", "refusal", "audio", "function_call"}
@@ -40,23 +49,29 @@ def deep_text(levels):
 
 
 class Case(unittest.TestCase):
+    #: True: a real FakeServer over loopback sockets; False: a MemoryServer (no sockets)
+    sockets = False
+    #: the MemoryServer's stall mode ("block": stalls really wait, until close/cancel)
+    stalls = "timeout"
+
     def setUp(self):
-        self.server = FakeServer()
-        self.server.start()
+        self.server = memory_or_socket_server(self.sockets, stalls=self.stalls)
         self.addCleanup(self.server.stop)
         self.tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.tmp, True)
 
     def chat(self, **kw):
         kw.setdefault("model", "gpt-4o-mini")
-        kw.setdefault("base_url", self.server.base_url)
+        for name, value in server_options(self.server).items():
+            kw.setdefault(name, value)
         kw.setdefault("sleep", no_sleep)
         kw.setdefault("max_retries", 0)
         return Chat(api_key=kw.pop("api_key", KEY), **kw)
 
     def group(self, **kw):
         kw.setdefault("model", "gpt-4o-mini")
-        kw.setdefault("base_url", self.server.base_url)
+        for name, value in server_options(self.server).items():
+            kw.setdefault(name, value)
         kw.setdefault("sleep", no_sleep)
         kw.setdefault("max_retries", 0)
         return GroupChat(api_key=KEY, **kw)
@@ -251,10 +266,10 @@ class TestTextThatCannotBeSent(Case):
         for cls in (Chat, GroupChat):
             with self.subTest(cls=cls.__name__):
                 with self.assertRaises(ValueError) as caught:
-                    cls(api_key=KEY, base_url=self.server.base_url, model="m", temperature=float("nan"))
+                    cls(api_key=KEY, model="m", **server_options(self.server), temperature=float("nan"))
                 self.assertIn("temperature", str(caught.exception))
                 with self.assertRaises(ValueError) as caught:
-                    cls(api_key=KEY, base_url=self.server.base_url, model="m", logit_bias={"50256": float("-inf")})
+                    cls(api_key=KEY, model="m", **server_options(self.server), logit_bias={"50256": float("-inf")})
                 self.assertIn("logit_bias", str(caught.exception))
         self.assertEqual(c.fetch_messages(), [])
 
@@ -321,6 +336,8 @@ class TestLastRequest(Case):
 
 
 class TestStopFromAnotherThread(Case):
+    stalls = "block"  # in memory a stall holds the stream until it is closed
+
     def consume(self, stream, got, first_pieces, outcome, wanted):
         try:
             for piece in stream:
@@ -418,20 +435,18 @@ class TestStopFromAnotherThread(Case):
                 self.assertEqual(c.fetch_messages()[1], {"role": "assistant", "content": "a"})
 
     def test_close_while_waiting_for_the_first_byte_keeps_nothing(self):
-        c = self.chat(timeout=(5, 120))
-        gate = Gate()
-        self.addCleanup(gate.release.set)
-        self.server.replies.append(Reply(content="late", gate=gate))
+        c = self.chat(timeout=(5, 3600))
+        # the request arrives, then its answer is held back for an hour (in memory: blocking)
+        self.server.replies.append(Reply(content="late", delay=3600))
         stream = c.stream_request("q")
         got, outcome, done = [], [], threading.Event()
         reader = threading.Thread(target=self.consume, args=(stream, got, done, outcome, 1), daemon=True)
         reader.start()
-        self.assertTrue(gate.arrived.wait(10))  # the request is at the server, no answer yet
+        self.assertTrue(self.server.wait_for_requests(1, 10))  # the request is in, no answer yet
         stream.close()
         reader.join(10)
         self.assertFalse(reader.is_alive())
         self.assertEqual((outcome, got, c.fetch_messages()), (["ended"], [], []))
-
 
 class TestGroupChatArchives(Case):
     ROLES = {"苏轼": "宋朝诗人。", "李清照": "宋代女词人。", "杜甫": "唐朝诗人。"}
@@ -620,6 +635,35 @@ class TestReasoningCallbackText(Case):
         got, c = self.stream_reasoning(b"a\\ude00b", b"c\\ud83d")
         self.assertEqual("".join(got), "a\ufffdbc\ufffd")
         self.assertEqual(c.last_reasoning, "a\ufffdbc\ufffd")
+
+
+class TestEndToEndOverSockets(Case):
+    """Over real loopback sockets (see the module docstring)."""
+
+    sockets = True
+
+    consume = TestStopFromAnotherThread.consume
+    test_close_from_another_thread_stops_at_once = TestStopFromAnotherThread.test_close_from_another_thread_stops_at_once
+    test_closes_racing_from_several_threads_commit_once = (
+        TestStopFromAnotherThread.test_closes_racing_from_several_threads_commit_once)
+    test_close_while_waiting_for_the_first_byte_keeps_nothing = (
+        TestStopFromAnotherThread.test_close_while_waiting_for_the_first_byte_keeps_nothing)
+
+    def test_close_while_the_gate_holds_the_first_byte_keeps_nothing(self):
+        # a Gate (no Event) is cut short only by the socket shutdown: not in memory
+        c = self.chat(timeout=(5, 120))
+        gate = Gate()
+        self.addCleanup(gate.release.set)
+        self.server.replies.append(Reply(content="late", gate=gate))
+        stream = c.stream_request("q")
+        got, outcome, done = [], [], threading.Event()
+        reader = threading.Thread(target=self.consume, args=(stream, got, done, outcome, 1), daemon=True)
+        reader.start()
+        self.assertTrue(gate.arrived.wait(10))  # the request is at the server, no answer yet
+        stream.close()
+        reader.join(10)
+        self.assertFalse(reader.is_alive())
+        self.assertEqual((outcome, got, c.fetch_messages()), (["ended"], [], []))
 
 
 if __name__ == "__main__":
