@@ -1,6 +1,14 @@
 """The low-level client against hostile or odd servers and misuse: echoed keys (also in excerpts
 and hand-given headers), no-choice answers, close() from another thread, pings after [DONE],
-event streams labelled JSON, NaN in a request, misused constructor options."""
+event streams labelled JSON, NaN in a request, misused constructor options.
+
+The tests run in memory (tests/support/memory.py: a MemoryTransport where the FakeServer
+stood).  On the loopback FakeServer stay: TestPingsAfterDone (a connection discarded or kept
+after [DONE] is a real pooled connection, and the pings come paced by write_pause, which the
+memory transport does not wait), TestTransportErrorsAreMasked (the 303 and too-many-redirects
+errors of the real transport's one translator) and TestEndToEndOverSockets (close() from
+another thread of a stream blocked in a real socket read).
+"""
 import itertools
 import json
 import threading
@@ -9,7 +17,8 @@ import unittest
 import openai2
 from openai2 import Chat, OpenAI
 from openai2.client import ChatCompletionStream, no_answer_error
-from openai2.testing import FakeServer, Reply
+from openai2.testing import Reply
+from tests.support.memory import memory_or_socket_server, server_options
 
 KEY = "sk-hostile-client-5e4d3c2b1a09f8e7d6c5"
 AZURE_KEY = "sk-azure-hostile-00112233445566778899aabb"
@@ -66,15 +75,20 @@ class BlockingResponse:
 
 
 class HostileCase(unittest.TestCase):
+    #: True: a real FakeServer over loopback sockets; False: a MemoryServer (no sockets)
+    sockets = False
+    #: the MemoryServer's stall mode ("block": stalls really wait, until close/cancel)
+    stalls = "timeout"
+
     def setUp(self):
-        self.server = FakeServer()
-        self.server.start()
+        self.server = memory_or_socket_server(self.sockets, stalls=self.stalls)
         self.addCleanup(self.server.stop)
         self.sleeps = Sleeps()
 
     def client(self, **kw):
         kw.setdefault("api_key", KEY)
-        kw.setdefault("base_url", self.server.base_url)
+        for name, value in server_options(self.server).items():
+            kw.setdefault(name, value)
         kw.setdefault("sleep", self.sleeps)
         kw.setdefault("max_retries", 0)
         c = OpenAI(**kw)
@@ -107,7 +121,7 @@ class TestNoChoiceAnswers(HostileCase):
 
     def test_chat_request_gets_the_masked_error(self):
         self.server.replies.append(Reply(body={"detail": "bad key " + KEY}))
-        chat = Chat(api_key=KEY, base_url=self.server.base_url, model="m", max_retries=0)
+        chat = Chat(api_key=KEY, model="m", max_retries=0, **server_options(self.server))
         with self.assertRaises(openai2.APIError) as cm:
             chat.request("hi")
         self.assertNoSecretPart(str(cm.exception) + json.dumps(cm.exception.body), KEY)
@@ -188,6 +202,8 @@ class TestHeaderSecrets(HostileCase):
 
 
 class TestCloseFromAnotherThread(HostileCase):
+    stalls = "block"  # in memory a stall holds the stream until it is closed
+
     def test_close_from_another_thread_stops_at_once_and_quietly(self):
         # two content events, then the server goes silent (far longer than the test may take)
         self.server.replies.append(Reply(content="abcdefgh", stall_after=3, stall_seconds=60))
@@ -253,6 +269,8 @@ class TestCloseFromAnotherThread(HostileCase):
 
 
 class TestPingsAfterDone(HostileCase):
+    sockets = True  # real pooled connections (connection_count) and pings paced by write_pause
+
     def pinging_reply(self):
         body = sse(chunk("he"), chunk("llo", "stop")) + b": ping\n" * 3000
         # every write is its own HTTP chunk, 2 ms apart: the server never falls silent
@@ -425,6 +443,8 @@ class TestTransportErrorsAreMasked(HostileCase):
     """Errors the transport raises (a 303, too many redirects) and a 200 body that is not JSON
     quote what the server sent: every key of the client is masked in them."""
 
+    sockets = True  # the real transport's 303 and redirect errors
+
     def assertMasked(self, e, secret):
         texts = [str(e), repr(e), e.message, repr(e.args), json.dumps(e.body), repr(e.headers),
                  str(e.hint), str(e.request_id)]
@@ -467,6 +487,16 @@ class TestTransportErrorsAreMasked(HostileCase):
         error = openai2.APIStatusError("m", status_code=400, hint="see " + KEY)
         openai2.errors.redact_error(error, [KEY])
         self.assertNoSecretPart(error.hint + str(error), KEY)
+
+
+class TestEndToEndOverSockets(HostileCase):
+    """close() from another thread of a stream blocked in a real socket read."""
+
+    sockets = True
+
+    test_close_from_another_thread_stops_at_once_and_quietly = (
+        TestCloseFromAnotherThread.test_close_from_another_thread_stops_at_once_and_quietly)
+    test_closed_before_reading_yields_nothing = TestCloseFromAnotherThread.test_closed_before_reading_yields_nothing
 
 
 class TestKeyAndBaseURLMisuse(unittest.TestCase):
