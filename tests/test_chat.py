@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import unittest
@@ -732,15 +733,31 @@ class TestEndToEndOverSockets(SeedCase):
         stream = c.stream_request("q")
         got = [next(stream), next(stream)]
         main = threading.main_thread().ident
-        # a real SIGINT to the main thread while it is blocked in recv() on the stalled stream
-        timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
-        timer.start()
+        stop = threading.Event()
+
+        def interrupt_once_blocked_in_a_read():
+            # a real SIGINT to the main thread once it is blocked in the socket read of the
+            # stalled stream (its stack is in readinto), not after a guessed pause
+            while not stop.is_set():
+                frame, names = sys._current_frames().get(main), set()
+                while frame is not None:
+                    names.add(frame.f_code.co_name)
+                    frame = frame.f_back
+                if "readinto" in names:
+                    break
+                stop.wait(0.005)
+            if not stop.is_set():
+                signal.pthread_kill(main, signal.SIGINT)
+
+        interrupter = threading.Thread(target=interrupt_once_blocked_in_a_read, daemon=True)
+        interrupter.start()
         try:
             with self.assertRaises(KeyboardInterrupt):
                 for piece in stream:
                     got.append(piece)
         finally:
-            timer.cancel()
+            stop.set()
+            interrupter.join(10)
         self.assertEqual(c.fetch_messages(), [{"role": "user", "content": "q"}, {"role": "assistant", "content": "".join(got)}])
         self.assertIs(c.last_request, stream._body)
         stream.close()  # nothing more happens
