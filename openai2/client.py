@@ -1018,9 +1018,6 @@ class OpenAI:
             answer_required=answer_required,
         )
 
-    # The name before stream() was public; tests/test_memory_transport.py still calls _stream.
-    _stream = stream
-
 
 class _ClientCompletions:
     """``client.chat.completions``: ``create(**params)``."""

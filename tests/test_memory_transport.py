@@ -259,7 +259,7 @@ class ClosingAndCancelling(unittest.TestCase):
         transport = MemoryTransport([Reply("abcdef", stall_after=3, stall_seconds=3600.0)], stalls="block")
         client = OpenAI(api_key=KEY, base_url=BASE, transport=transport, timeout=3600.0)
         scope = CancelScope()
-        stream = client._stream({"model": "m", "messages": MESSAGES, "stream": True}, cancel=scope)
+        stream = client.stream({"model": "m", "messages": MESSAGES, "stream": True}, cancel=scope)
         got = []
         outcome = []
         started = threading.Event()
