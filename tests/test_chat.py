@@ -736,21 +736,27 @@ class TestEndToEndOverSockets(SeedCase):
         main = threading.main_thread().ident
         stop = threading.Event()
 
-        def interrupt_once_blocked_in_a_read():
-            # a real SIGINT to the main thread once it is blocked in the socket read of the
-            # stalled stream (its stack is in readinto), not after a guessed pause
+        def interrupt_while_blocked_in_a_read():
+            # a real SIGINT to the main thread while it is in the socket read of the stalled
+            # stream (its stack is in readinto), not after a guessed pause; again every 0.1 s
+            # while it still is, as a user presses Ctrl-C again: a SIGINT landing between
+            # Python's last signal check and the blocking recv() is only acted on when the
+            # read returns (a CPython limit)
             while not stop.is_set():
                 frame, names = sys._current_frames().get(main), set()
                 while frame is not None:
                     names.add(frame.f_code.co_name)
                     frame = frame.f_back
                 if "readinto" in names:
-                    break
-                stop.wait(0.005)
-            if not stop.is_set():
-                signal.pthread_kill(main, signal.SIGINT)
+                    signal.pthread_kill(main, signal.SIGINT)
+                    stop.wait(0.1)
+                else:
+                    stop.wait(0.005)
 
-        interrupter = threading.Thread(target=interrupt_once_blocked_in_a_read, daemon=True)
+        # Python's own Ctrl-C handler, even where SIGINT came ignored (a shell's background job)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
+        interrupter = threading.Thread(target=interrupt_while_blocked_in_a_read, daemon=True)
         interrupter.start()
         try:
             with self.assertRaises(KeyboardInterrupt):
