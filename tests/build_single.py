@@ -417,6 +417,8 @@ MODULE_ORDER = (
     "groupchat",
     "terminal",
     "store",
+    "logbook",
+    "gateway",
     "demo",
     "fakewire",
     "testing",

@@ -1,0 +1,820 @@
+"""The local OpenAI-compatible gateway behind ``openai2 serve``.
+
+One job: accept OpenAI-shaped requests on a local address and answer them through openai2's own
+client (so the key pool's rotation, 429 cool-downs, 401/403 set-aside, proxies, CA files and
+stall timeouts apply to every program that speaks the OpenAI API), with failover to fallback
+base URLs.  Built on the standard library's ``http.server`` (imported when a gateway is built,
+never by ``import openai2``).
+
+Endpoints: ``POST /v1/chat/completions`` (streaming or not), ``GET /v1/models``, ``GET /health``
+(the same without ``/v1`` too); ``GET /`` answers a short placeholder (the chat page comes later)
+unless ``ui=False``; anything else is an OpenAI-shaped 404.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from .client import OpenAI
+from .common import TYPE_CHECKING, mask_key, redact
+from .errors import APIConnectionError, APIStatusError, APITimeoutError, OpenAIError, RequestCancelledError
+from .keypool import AKPool
+from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout
+
+if TYPE_CHECKING:
+    from typing import IO, Any, Callable, Iterable, Mapping, Sequence
+
+#: Request bodies larger than this get 413 (16 MiB).
+GATEWAY_MAX_BODY = 16 * 1024 * 1024
+#: Connections served at the same time; one more waits ``queue_timeout`` seconds, then gets 503.
+GATEWAY_MAX_WORKERS = 64
+#: The only client request headers that shape the upstream request (by their meaning: the
+#: upstream request is always JSON, and always asks for an event stream when streaming).
+#: Nothing else a client sends — ``Authorization`` least of all — is forwarded.
+GATEWAY_FORWARDED_HEADERS = ("content-type", "accept")
+_GW_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_GW_PLACEHOLDER = (
+    b"openai2 gateway: the OpenAI-compatible API is at /v1 (POST /v1/chat/completions, GET /v1/models).\n"
+    b"The chat page comes in a later release.\n"
+)
+
+
+class GatewayError(ValueError):
+    """The gateway cannot start as configured (a non-loopback address without a token, ...)."""
+
+
+def _gw_is_loopback(host: str) -> bool:
+    return host in _GW_LOOPBACK or host.startswith("127.")
+
+
+def _gw_error_body(message: str, kind: str, code: str | None = None) -> bytes:
+    import json
+
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+
+
+class _GatewayTransport(HTTPTransport):
+    """An HTTPTransport that remembers, per thread, which key the last request carried (the
+    access log shows it masked)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._gw_local = threading.local()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout: Timeout,
+        cancel: CancelScope | None = None,
+        max_redirects: int = 5,
+    ) -> HTTPResponse:
+        auth = headers.get("Authorization", "")
+        self._gw_local.key = auth[7:] if auth.startswith("Bearer ") else ""
+        return super().request(
+            method, url, headers=headers, body=body, timeout=timeout, cancel=cancel, max_redirects=max_redirects
+        )
+
+    def last_key(self) -> str:
+        return getattr(self._gw_local, "key", "") or ""
+
+
+class _GatewayWatcher:
+    """One thread that notices streaming clients hanging up and closes their upstream request
+    at once (a handler thread is blocked reading the upstream and would only notice at its
+    next write)."""
+
+    def __init__(self) -> None:
+        import selectors
+        import socket
+
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._changes: list[tuple[bool, Any, Callable[[], None] | None]] = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="openai2-gateway-watcher", daemon=True)
+        self._thread.start()
+
+    def _change(self, add: bool, sock: Any, callback: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._changes.append((add, sock, callback))
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def watch(self, sock: Any, callback: Callable[[], None]) -> None:
+        self._change(True, sock, callback)
+
+    def unwatch(self, sock: Any) -> None:
+        self._change(False, sock, None)
+
+    def _apply(self) -> None:
+        import selectors
+
+        with self._lock:
+            changes, self._changes = self._changes, []
+        for add, sock, callback in changes:
+            try:
+                if add:
+                    self._selector.register(sock, selectors.EVENT_READ, callback)
+                else:
+                    self._selector.unregister(sock)
+            except (KeyError, ValueError, OSError):
+                pass
+
+    def _run(self) -> None:
+        import socket
+
+        while not self._stopping:
+            self._apply()
+            try:
+                ready = self._selector.select(5.0)
+            except OSError:
+                ready = []
+            for key, _ in ready:
+                if key.fileobj is self._wake_r:
+                    try:
+                        self._wake_r.recv(4096)
+                    except OSError:
+                        pass
+                    continue
+                sock: Any = key.fileobj
+                try:
+                    gone = sock.recv(1, socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)) == b""
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    gone = True
+                try:
+                    self._selector.unregister(sock)
+                except (KeyError, ValueError, OSError):
+                    pass
+                if gone and key.data is not None:
+                    key.data()
+
+    def close(self) -> None:
+        self._stopping = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        self._thread.join(5.0)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+class Gateway:
+    """A local OpenAI-compatible HTTP server relaying to one or more upstreams.
+
+    ``with Gateway(api_key=pool, base_url=URL) as gw:`` then point any OpenAI client at
+    ``gw.base_url`` (``http://127.0.0.1:PORT/v1``).
+
+    :param base_url: the upstream base URL (default: ``$OPENAI_BASE_URL`` or OpenAI's)
+    :param api_key: the upstream key or an :class:`AKPool` (default: ``$OPENAI_API_KEY``)
+    :param fallbacks: base URLs tried in order when the upstream (and each fallback before) fails
+        with a connection error or a 5xx before any byte of the answer reached the client; an
+        item is a URL (same keys as ``api_key``) or a ``(url, key_or_pool)`` pair (its own keys)
+    :param token: the token clients must send (``Authorization: Bearer TOKEN`` or ``api-key:
+        TOKEN``); required for any address but loopback; checked in constant time
+    :param host: the address to listen on (default ``127.0.0.1``)
+    :param port: the port (0: any free port; see :attr:`port` after :meth:`start`)
+    :param aliases: ``{name: model}``: a request for ``name`` goes upstream as ``model``
+    :param cors: an origin (``https://app.example``, or ``*``) sent in CORS headers; None: none
+    :param max_body: request bodies larger than this get 413
+    :param max_workers: connections served at once; beyond, 503 with ``Retry-After``
+    :param queue_timeout: how long a connection beyond ``max_workers`` waits for a free worker
+    :param idle_timeout: a keep-alive connection idle this long is closed (frees its worker)
+    :param proxy: :param ca_file: :param verify: :param timeout: for the upstream, as ``OpenAI``
+    :param max_retries: upstream retries per request before failover (default 0: the clients
+        retry themselves; key rotation on 429/401/403 happens regardless)
+    :param ui: answer ``GET /`` (a placeholder until the chat page lands); False: 404
+    :param log: where the access log goes (default ``sys.stderr``); None with ``quiet``
+    :param quiet: no access log
+    :raises GatewayError: a non-loopback ``host`` without a ``token``
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | AKPool | None = None,
+        *,
+        fallbacks: Sequence[str | tuple[str, str | AKPool | None]] = (),
+        token: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        aliases: Mapping[str, str] | None = None,
+        cors: str | None = None,
+        max_body: int = GATEWAY_MAX_BODY,
+        max_workers: int = GATEWAY_MAX_WORKERS,
+        queue_timeout: float = 1.0,
+        idle_timeout: float = 15.0,
+        proxy: str | None = None,
+        ca_file: str | None = None,
+        verify: bool = True,
+        timeout: float | tuple[float, float] | Timeout | None = None,
+        max_retries: int = 0,
+        ui: bool = True,
+        log: IO[str] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        if token is not None and not token.strip():
+            raise GatewayError("the token is empty")
+        if not _gw_is_loopback(host) and not token:
+            raise GatewayError(
+                "refusing to listen on %s without a token: anyone who can reach it could spend your keys "
+                "(give --token, or keep the default 127.0.0.1)" % host
+            )
+        if max_workers < 1 or max_body < 1:
+            raise ValueError("max_workers and max_body must be at least 1")
+        self.host = host
+        self.port = port
+        self.token = token
+        self.aliases = dict(aliases or {})
+        self.cors = cors
+        self.max_body = max_body
+        self.max_workers = max_workers
+        self.queue_timeout = queue_timeout
+        self.idle_timeout = idle_timeout
+        self.ui = ui
+        self.quiet = quiet
+        self._log = log
+        self._transport = _GatewayTransport(proxy=proxy, verify=verify, ca_file=ca_file)
+        options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries, "transport": self._transport}
+        self._clients = [OpenAI(api_key, base_url=base_url, **options)]
+        for item in fallbacks:
+            url, key = (item, api_key) if isinstance(item, str) else item
+            self._clients.append(OpenAI(key, base_url=url, **options))
+        secrets: list[str] = []
+        for client in self._clients:
+            secrets.extend(client._secrets())
+        self._secrets = tuple(dict.fromkeys(secrets))
+        self._slots = threading.BoundedSemaphore(max_workers)
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+        self._server: Any = None
+        self._serve_thread: threading.Thread | None = None
+        self._watcher: _GatewayWatcher | None = None
+        self._log_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> Gateway:
+        """Bind and serve in a background thread.  :returns: self"""
+        if self._server is not None:
+            return self
+        self._server = _gw_make_server(self)
+        self.port = self._server.server_address[1]
+        self._watcher = _GatewayWatcher()
+        self._serve_thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="openai2-gateway", daemon=True
+        )
+        self._serve_thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Bind (if not yet) and serve in this thread until :meth:`stop` (another thread or a signal)."""
+        self.start()
+        assert self._serve_thread is not None
+        while self._serve_thread.is_alive():
+            self._serve_thread.join(0.5)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, end the connections being served (streams are cut at once: their
+        upstream requests are closed), wait for the workers at most ``timeout`` seconds, close
+        the upstream connections."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._serve_thread is not None:
+            self._serve_thread.join(timeout)
+        with self._lock:
+            threads = list(self._threads)
+            conns = list(getattr(server, "gw_conns", {}).values())
+        for conn in conns:
+            _gw_shutdown(conn)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        for client in self._clients:
+            client.close()
+        self._transport.close()
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (after :meth:`start`)."""
+        host = self.host if ":" not in self.host else "[%s]" % self.host
+        return "http://%s:%d" % (host, self.port)
+
+    @property
+    def base_url(self) -> str:
+        """The base URL to give OpenAI clients: ``url + "/v1"``."""
+        return self.url + "/v1"
+
+    def __repr__(self) -> str:
+        return "Gateway(%s, upstreams=%d, token=%s)" % (self.url, len(self._clients), "set" if self.token else "none")
+
+    # -- one request ------------------------------------------------------------------------------
+    def _authorized(self, h: Any) -> bool:
+        if not self.token:
+            return True
+        import hmac
+
+        auth = h.headers.get("Authorization", "") or ""
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else (h.headers.get("api-key", "") or "").strip()
+        return hmac.compare_digest(given.encode("utf-8", "replace"), self.token.encode("utf-8"))
+
+    def _cors_headers(self, h: Any) -> list[tuple[str, str]]:
+        if not self.cors:
+            return []
+        return [
+            ("Access-Control-Allow-Origin", self.cors),
+            ("Access-Control-Allow-Headers", "Authorization, Content-Type, api-key"),
+            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+            ("Vary", "Origin"),
+        ]
+
+    def _send(
+        self, h: Any, status: int, body: bytes, ctype: str = "application/json", extra: Iterable[Any] = ()
+    ) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(body)))
+        for name, value in list(extra) + self._cors_headers(h):
+            h.send_header(name, value)
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(body)
+        h.gw_info["status"] = status
+
+    def _handle(self, h: Any) -> None:
+        start = time.monotonic()
+        info: dict[str, Any] = {"status": 0, "model": "-", "key": "", "tokens": None}
+        h.gw_info = info
+        path = h.path.split("?", 1)[0]
+        if path.startswith("/v1/"):
+            path = path[3:]
+        try:
+            if h.command == "OPTIONS" and self.cors:
+                h.send_response(204)
+                for name, value in self._cors_headers(h):
+                    h.send_header(name, value)
+                h.send_header("Content-Length", "0")
+                h.end_headers()
+                info["status"] = 204
+            elif path == "/health" and h.command == "GET":
+                self._send(h, 200, b'{"status":"ok"}')
+            elif path == "/" and h.command == "GET" and self.ui:
+                self._send(h, 200, _GW_PLACEHOLDER, "text/plain; charset=utf-8")
+            elif path not in ("/chat/completions", "/models") or h.command not in ("GET", "POST"):
+                self._drain(h)
+                self._send(
+                    h,
+                    404,
+                    _gw_error_body("Unknown path: %s %s" % (h.command, path), "invalid_request_error", "not_found"),
+                )
+            elif not self._authorized(h):
+                self._drain(h)
+                self._send(
+                    h,
+                    401,
+                    _gw_error_body(
+                        "Missing or wrong gateway token (Authorization: Bearer TOKEN).",
+                        "invalid_request_error",
+                        "invalid_api_key",
+                    ),
+                    extra=[("WWW-Authenticate", "Bearer")],
+                )
+            elif path == "/models" and h.command == "GET":
+                self._models(h)
+            elif path == "/chat/completions" and h.command == "POST":
+                self._chat(h, info)
+            else:
+                self._drain(h)
+                self._send(
+                    h,
+                    405,
+                    _gw_error_body("Method not allowed", "invalid_request_error"),
+                    extra=[("Allow", "GET" if path == "/models" else "POST")],
+                )
+        except (BrokenPipeError, ConnectionError):
+            h.close_connection = True
+            if not info["status"]:
+                info["status"] = 499
+        finally:
+            self._access_log(h, info, time.monotonic() - start)
+
+    def _drain(self, h: Any) -> None:
+        """Read a small unread body so the connection can carry on; a large one closes it."""
+        length = h.headers.get("Content-Length")
+        try:
+            n = int(length) if length else 0
+        except ValueError:
+            n = -1
+        if n < 0 or n > 65536 or h.headers.get("Transfer-Encoding"):
+            h.close_connection = True
+        elif n:
+            h.rfile.read(n)
+
+    def _read_json(self, h: Any) -> dict[str, Any] | None:
+        import json
+
+        if h.headers.get("Transfer-Encoding"):
+            h.close_connection = True
+            self._send(h, 411, _gw_error_body("Send the body with a Content-Length.", "invalid_request_error"))
+            return None
+        try:
+            n = int(h.headers.get("Content-Length") or "0")
+        except ValueError:
+            n = -1
+        if n < 0:
+            h.close_connection = True
+            self._send(h, 400, _gw_error_body("Bad Content-Length.", "invalid_request_error"))
+            return None
+        if n > self.max_body:
+            h.close_connection = True
+            self._send(
+                h,
+                413,
+                _gw_error_body(
+                    "Request body over the gateway's limit of %d bytes." % self.max_body,
+                    "invalid_request_error",
+                    "request_too_large",
+                ),
+            )
+            return None
+        raw = h.rfile.read(n)
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            self._send(h, 400, _gw_error_body("The body must be a JSON object.", "invalid_request_error"))
+            return None
+        return body
+
+    def _chat(self, h: Any, info: dict[str, Any]) -> None:
+        body = self._read_json(h)
+        if body is None:
+            return
+        model = body.get("model")
+        if isinstance(model, str):
+            info["model"] = model
+            if model in self.aliases:
+                body["model"] = self.aliases[model]
+        stream = body.get("stream") is True
+        last: OpenAIError | None = None
+        for client in self._clients:
+            try:
+                response = client.post("/chat/completions", body, stream=stream)
+            except ValueError as exc:  # NaN / Infinity in the body: not JSON
+                self._send(h, 400, _gw_error_body(str(exc), "invalid_request_error"))
+                return
+            except RequestCancelledError as exc:
+                last = exc
+                break
+            except APIConnectionError as exc:
+                last = exc
+                info["key"] = self._transport.last_key()
+                continue
+            except APIStatusError as exc:
+                last = exc
+                info["key"] = self._transport.last_key()
+                if exc.status_code >= 500:
+                    continue
+                break
+            info["key"] = self._transport.last_key()
+            if stream:
+                self._relay_stream(h, response, info)
+                return
+            try:
+                raw = response.read(limit=client.max_response_bytes)
+            except OpenAIError as exc:
+                last = exc
+                continue
+            finally:
+                response.close()
+            self._relay_whole(h, response, raw, info)
+            return
+        self._send_upstream_error(h, last)
+
+    def _relay_whole(self, h: Any, response: HTTPResponse, raw: bytes, info: dict[str, Any]) -> None:
+        raw = self._mask_bytes(raw)
+        ctype = response.headers.get("content-type", "application/json")
+        if b'"usage"' in raw:
+            import json
+
+            try:
+                info["tokens"] = _gw_tokens(json.loads(raw.decode("utf-8")))
+            except ValueError:
+                pass
+        extra = [("X-Request-Id", response.headers["x-request-id"])] if "x-request-id" in response.headers else []
+        self._send(h, response.status, raw, ctype, extra)
+
+    def _mask_bytes(self, raw: bytes) -> bytes:
+        if not self._secrets:
+            return raw
+        text = raw.decode("utf-8", "surrogateescape")
+        masked = redact(text, self._secrets)
+        return raw if masked == text else masked.encode("utf-8", "surrogateescape")
+
+    def _send_upstream_error(self, h: Any, error: OpenAIError | None) -> None:
+        import json
+
+        message = redact(str(error) if error is not None else "no upstream", self._secrets)
+        if isinstance(error, APIStatusError):
+            body = error.body
+            headers = error.headers or {}
+            if isinstance(body, (dict, list)):
+                raw = json.dumps(body).encode()
+                ctype = "application/json"
+            elif isinstance(body, str) and body:
+                raw = body.encode("utf-8", "replace")
+                ctype = headers.get("content-type", "text/plain; charset=utf-8")
+            else:
+                raw = _gw_error_body(message, "upstream_error")
+                ctype = "application/json"
+            extra = [("Retry-After", headers["retry-after"])] if "retry-after" in headers else []
+            self._send(h, error.status_code, self._mask_bytes(raw), ctype, extra)
+            return
+        status = 504 if isinstance(error, APITimeoutError) else 502
+        self._send(h, status, _gw_error_body("Upstream failed: %s" % message, "upstream_error", "upstream_unreachable"))
+
+    def _relay_stream(self, h: Any, response: HTTPResponse, info: dict[str, Any]) -> None:
+        chunked = h.request_version == "HTTP/1.1"
+        sse = "event-stream" in response.headers.get("content-type", "text/event-stream")
+        h.send_response(response.status)
+        h.send_header("Content-Type", response.headers.get("content-type", "text/event-stream"))
+        h.send_header("Cache-Control", "no-cache")
+        if chunked:
+            h.send_header("Transfer-Encoding", "chunked")
+        else:
+            h.close_connection = True
+        for name, value in self._cors_headers(h):
+            h.send_header(name, value)
+        h.end_headers()
+        info["status"] = response.status
+        write = h.wfile.write
+
+        def send(data: bytes) -> None:
+            data = self._mask_bytes(data)
+            if b'"usage"' in data:
+                info["tokens"] = _gw_stream_tokens(data) or info["tokens"]
+            write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+            h.wfile.flush()
+
+        client_gone = threading.Event()
+
+        def on_gone() -> None:
+            client_gone.set()
+            response.close()
+
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.watch(h.connection, on_gone)
+        pending = b""
+        failure: str | None = None
+        try:
+            try:
+                for piece in response.iter_bytes():
+                    if not sse:
+                        send(piece)
+                        continue
+                    pending += piece
+                    cut = _gw_event_end(pending)
+                    if cut or len(pending) > 1024 * 1024:
+                        cut = cut or len(pending)
+                        send(pending[:cut])
+                        pending = pending[cut:]
+            except OpenAIError as exc:
+                failure = redact(str(exc), self._secrets)
+            if client_gone.is_set():
+                h.close_connection = True
+                info["status"] = 499
+                return
+            if pending and failure is None:
+                send(pending)
+            if failure is not None:
+                import json
+
+                event = {
+                    "error": {
+                        "message": "Upstream stream failed: %s" % failure,
+                        "type": "upstream_error",
+                        "code": "stream_interrupted",
+                    }
+                }
+                send(b"data: " + json.dumps(event).encode() + b"\n\n")
+                info["status"] = "%d+error" % response.status
+            if chunked:
+                write(b"0\r\n\r\n")
+                h.wfile.flush()
+        except (BrokenPipeError, ConnectionError, OSError):
+            h.close_connection = True
+            info["status"] = 499
+        finally:
+            if watcher is not None:
+                watcher.unwatch(h.connection)
+            response.close()
+
+    def _models(self, h: Any) -> None:
+        import json
+
+        data: list[Any] | None = None
+        for client in self._clients:
+            key = client.api_key
+            if isinstance(key, AKPool):
+                try:
+                    key = key.next_key()
+                except OpenAIError:
+                    continue
+            headers = {"Accept": "application/json"}
+            if key:
+                headers["Authorization"] = "Bearer " + key
+            try:
+                response = self._transport.request(
+                    "GET", client.base_url + "/models", headers=headers, body=None, timeout=client.timeout
+                )
+                try:
+                    raw = response.read(limit=8 * 1024 * 1024) if response.status < 300 else b""
+                finally:
+                    response.close()
+                listed = json.loads(raw.decode("utf-8")).get("data") if raw else None
+            except (OpenAIError, ValueError, AttributeError):
+                continue
+            if isinstance(listed, list):
+                data = listed
+                break
+        data = list(data or [])
+        known = {m.get("id") for m in data if isinstance(m, dict)}
+        for name in self.aliases:
+            if name not in known:
+                data.append({"id": name, "object": "model", "created": 0, "owned_by": "openai2-gateway-alias"})
+        self._send(h, 200, self._mask_bytes(json.dumps({"object": "list", "data": data}).encode()))
+
+    # -- the access log ---------------------------------------------------------------------------
+    def _access_log(self, h: Any, info: dict[str, Any], seconds: float) -> None:
+        if self.quiet:
+            return
+        stream = self._log if self._log is not None else sys.stderr
+        tokens = info["tokens"]
+        line = '%s %s "%s %s" %s model=%s key=%s %.0fms tokens=%s\n' % (
+            time.strftime("%Y-%m-%dT%H:%M:%S"),
+            h.client_address[0],
+            h.command,
+            h.path.split("?", 1)[0][:200],
+            info["status"],
+            str(info["model"])[:100],
+            mask_key(info["key"]) if info["key"] else "-",
+            seconds * 1000,
+            tokens if tokens is not None else "-",
+        )
+        line = redact(line, self._secrets)
+        with self._log_lock:
+            try:
+                stream.write(line)
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def _gw_event_end(data: bytes) -> int:
+    """Where the last complete SSE event in ``data`` ends (0: none yet)."""
+    return max(
+        data.rfind(b"\n\n") + 2 if b"\n\n" in data else 0,
+        data.rfind(b"\r\n\r\n") + 4 if b"\r\n\r\n" in data else 0,
+        data.rfind(b"\r\r") + 2 if b"\r\r" in data else 0,
+    )
+
+
+def _gw_tokens(body: Any) -> int | None:
+    usage = body.get("usage") if isinstance(body, dict) else None
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
+
+
+def _gw_stream_tokens(data: bytes) -> int | None:
+    import json
+
+    found = None
+    for line in data.splitlines():
+        if line.startswith(b"data:") and b'"usage"' in line:
+            try:
+                found = _gw_tokens(json.loads(line[5:].decode("utf-8"))) or found
+            except ValueError:
+                pass
+    return found
+
+
+def _gw_shutdown(sock: Any) -> None:
+    import socket
+
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass
+
+
+def _gw_refuse_busy(sock: Any) -> None:
+    """Answer 503 with Retry-After on a connection no worker is free for, from the accept thread."""
+    import socket
+
+    body = _gw_error_body("The gateway is busy; retry shortly.", "server_error", "overloaded")
+    head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    head += "Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    try:
+        sock.settimeout(0.5)
+        sock.sendall(head.encode() + body)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):  # let the client read the answer before the close (no RST)
+            pass
+    except OSError:
+        pass
+
+
+def _gw_make_server(gw: Gateway) -> Any:
+    import http.server
+    import socket
+
+    class _GatewayHandler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "openai2-gateway"
+        sys_version = ""
+        timeout = gw.idle_timeout
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+            pass  # the gateway writes its own one-line access log
+
+        def handle_one_request(self) -> None:
+            try:
+                super().handle_one_request()
+            except socket.timeout:
+                self.close_connection = True
+
+        def do_GET(self) -> None:
+            gw._handle(self)
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET
+
+    class _GatewayServer(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in gw.host else socket.AF_INET
+        daemon_threads = True
+
+        def __init__(self) -> None:
+            self.gw_conns: dict[int, Any] = {}
+            super().__init__((gw.host, gw.port), _GatewayHandler)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not gw._slots.acquire(timeout=gw.queue_timeout):
+                _gw_refuse_busy(request)
+                self.shutdown_request(request)
+                return
+            thread = threading.Thread(target=self._gw_run, args=(request, client_address), daemon=True)
+            with gw._lock:
+                gw._threads.add(thread)
+                self.gw_conns[id(thread)] = request
+            thread.start()
+
+        def _gw_run(self, request: Any, client_address: Any) -> None:
+            try:
+                self.process_request_thread(request, client_address)
+            finally:
+                with gw._lock:
+                    gw._threads.discard(threading.current_thread())
+                    self.gw_conns.pop(id(threading.current_thread()), None)
+                gw._slots.release()
+
+    return _GatewayServer()
+
+
+def gateway_keys_from_env(name: str) -> str | AKPool:
+    """The keys of a ``--fallback URL=ENVVAR``: the variable holds one key, or several separated
+    by commas or whitespace (a pool).
+
+    :raises GatewayError: the variable is unset or empty
+    """
+    raw = os.environ.get(name, "")
+    keys = [k for k in raw.replace(",", " ").split() if k]
+    if not keys:
+        raise GatewayError("the environment variable %s (named by --fallback) holds no key" % name)
+    return keys[0] if len(keys) == 1 else AKPool(keys)

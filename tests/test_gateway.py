@@ -1,0 +1,372 @@
+"""The local gateway (openai2.gateway.Gateway, `openai2 serve`) in front of the socket FakeServer,
+with openai2's own client (and http.client for raw looks) as the gateway's client."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import socket
+import threading
+import unittest
+
+from openai2 import AKPool, OpenAI
+from openai2.gateway import Gateway, GatewayError
+from openai2.testing import FakeServer, Reply
+
+KEY_A = "sk-gatewaytestkeyAAAA1111"
+KEY_B = "sk-gatewaytestkeyBBBB2222"
+KEY_C = "sk-gatewaytestkeyCCCC3333"
+ALL_KEYS = (KEY_A, KEY_B, KEY_C)
+
+
+def _raw(gw: Gateway, method: str, path: str, body: object = None, headers: dict | None = None):
+    conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
+    try:
+        data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
+        conn.request(
+            method,
+            path,
+            body=data,
+            headers=dict(headers or {}, **({"Content-Type": "application/json"} if data else {})),
+        )
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+class _GatewayCase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.log = io.StringIO()
+
+    def gateway(self, upstream: FakeServer, key: object = KEY_A, **kw: object) -> Gateway:
+        gw = Gateway(upstream.base_url, key, log=self.log, **kw)  # type: ignore[arg-type]
+        gw.start()
+        self.addCleanup(gw.stop)
+        return gw
+
+    def server(self, replies: list | None = None, **kw: object) -> FakeServer:
+        srv = FakeServer(replies, **kw)  # type: ignore[arg-type]
+        srv.start()
+        self.addCleanup(srv.stop)
+        return srv
+
+    def client(self, gw: Gateway, key: str = "unused-client-key") -> OpenAI:
+        c = OpenAI(key, base_url=gw.base_url, max_retries=0)
+        self.addCleanup(c.close)
+        return c
+
+    def logged(self, gw: Gateway) -> str:
+        """The access log once every worker finished (stop() joins them: no race with the line)."""
+        gw.stop()
+        return self.log.getvalue()
+
+    def assertNoKey(self, *texts: object) -> None:
+        for text in texts:
+            raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+            for key in ALL_KEYS:
+                self.assertNotIn(key, raw)
+
+
+class TestPassThrough(_GatewayCase):
+    def test_non_streaming_answer_and_body_reach_upstream_unchanged(self) -> None:
+        srv = self.server([Reply("hello there")])
+        gw = self.gateway(srv)
+        body = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "x_extra": [1]}
+        result = self.client(gw).complete(body)
+        self.assertEqual(result["choices"][0]["message"]["content"], "hello there")
+        self.assertEqual(srv.last_request.json, body)
+        self.assertEqual(srv.last_request.headers["authorization"], "Bearer " + KEY_A)
+        self.assertIn("model=m1", self.logged(gw))
+
+    def test_streaming_answer_relayed(self) -> None:
+        srv = self.server([Reply("streamed!", usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7})])
+        gw = self.gateway(srv)
+        stream = self.client(gw).stream({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True})
+        self.assertEqual("".join(stream.iter_text()), "streamed!")
+        self.assertTrue(stream.accumulator.done)
+        self.assertIn("tokens=7", self.logged(gw))
+
+    def test_client_headers_not_forwarded(self) -> None:
+        srv = self.server([Reply("ok")])
+        gw = self.gateway(srv)
+        _raw(
+            gw,
+            "POST",
+            "/v1/chat/completions",
+            {"model": "m", "messages": []},
+            {"X-Secret-Thing": "leak", "Cookie": "c=1"},
+        )
+        headers = srv.last_request.headers
+        self.assertNotIn("x-secret-thing", headers)
+        self.assertNotIn("cookie", headers)
+
+    def test_alias_rewrites_model_only(self) -> None:
+        srv = self.server([Reply("ok")])
+        gw = self.gateway(srv, aliases={"fast": "real-model-x"})
+        self.client(gw).complete({"model": "fast", "messages": [{"role": "user", "content": "q"}]})
+        self.assertEqual(srv.last_request.json["model"], "real-model-x")
+        self.assertEqual(srv.last_request.json["messages"], [{"role": "user", "content": "q"}])
+
+    def test_models_lists_aliases_when_upstream_has_none(self) -> None:
+        srv = self.server()
+        gw = self.gateway(srv, aliases={"fast": "real-model-x"})
+        status, _, raw = _raw(gw, "GET", "/v1/models")
+        self.assertEqual(status, 200)
+        self.assertEqual([m["id"] for m in json.loads(raw)["data"]], ["fast"])
+
+    def test_health_and_unknown_path(self) -> None:
+        gw = self.gateway(self.server())
+        status, _, raw = _raw(gw, "GET", "/health")
+        self.assertEqual((status, json.loads(raw)["status"]), (200, "ok"))
+        status, _, raw = _raw(gw, "GET", "/v1/nothing-here")
+        self.assertEqual(status, 404)
+        self.assertEqual(json.loads(raw)["error"]["code"], "not_found")
+
+    def test_root_placeholder_and_no_ui(self) -> None:
+        srv = self.server()
+        self.assertEqual(_raw(self.gateway(srv), "GET", "/")[0], 200)
+        self.assertEqual(_raw(self.gateway(srv, ui=False), "GET", "/")[0], 404)
+
+
+class TestKeysAndFailover(_GatewayCase):
+    def test_keys_rotate_per_request(self) -> None:
+        srv = self.server(["a", "b"])
+        gw = self.gateway(srv, key=AKPool([KEY_A, KEY_B]))
+        c = self.client(gw)
+        for _ in range(2):
+            c.complete({"model": "m", "messages": []})
+        used = [r.headers["authorization"] for r in srv.requests]
+        self.assertEqual(sorted(used), sorted(["Bearer " + KEY_A, "Bearer " + KEY_B]))
+
+    def test_429_moves_to_next_key_and_401_sets_aside(self) -> None:
+        pool = AKPool([KEY_A, KEY_B, KEY_C])
+        srv = self.server(
+            [Reply(status=429, headers={"Retry-After": "30"}), Reply(status=401), Reply("third key works")]
+        )
+        gw = self.gateway(srv, key=pool)
+        result = self.client(gw).complete({"model": "m", "messages": []})
+        self.assertEqual(result["choices"][0]["message"]["content"], "third key works")
+        used = [r.headers["authorization"][7:] for r in srv.requests]
+        self.assertEqual(len(set(used)), 3)
+        self.assertEqual(len(pool.set_aside), 1)
+        self.assertNoKey(self.logged(gw))
+
+    def test_5xx_and_connection_error_fall_back_to_next_base_url(self) -> None:
+        bad = self.server([Reply(status=503)])
+        good = self.server([Reply("from fallback")])
+        dead = socket.socket()
+        dead.bind(("127.0.0.1", 0))
+        dead_url = "http://127.0.0.1:%d/v1" % dead.getsockname()[1]
+        dead.close()
+        gw = Gateway(bad.base_url, KEY_A, fallbacks=[dead_url, (good.base_url, KEY_B)], log=self.log).start()
+        self.addCleanup(gw.stop)
+        result = self.client(gw).complete({"model": "m", "messages": []})
+        self.assertEqual(result["choices"][0]["message"]["content"], "from fallback")
+        self.assertEqual(good.last_request.headers["authorization"], "Bearer " + KEY_B)
+
+    def test_every_upstream_failed_relays_the_upstream_error_masked(self) -> None:
+        echo = {"error": {"message": "bad key " + KEY_A, "type": "invalid_request_error", "code": "teapot"}}
+        srv = self.server([Reply(status=418, body=echo)])
+        gw = self.gateway(srv)
+        status, headers, raw = _raw(gw, "POST", "/v1/chat/completions", {"model": "m", "messages": []})
+        self.assertEqual(status, 418)
+        self.assertEqual(json.loads(raw)["error"]["code"], "teapot")
+        self.assertNoKey(raw, headers, self.logged(gw))
+
+
+class _HoldingUpstream:
+    """A one-shot upstream that sends a stream head and one event, then holds the connection
+    until the gateway closes it (``closed`` is set), or breaks it (``break_now``)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.base_url = "http://127.0.0.1:%d/v1" % self.listener.getsockname()[1]
+        self.closed = threading.Event()
+        self.break_now = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = int(
+                [ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")][0]
+            )
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            event = b'data: {"choices":[{"index":0,"delta":{"content":"first"}}]}\n\n'
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"%x\r\n%s\r\n" % (len(event), event)
+            )
+            conn.settimeout(0.05)
+            for _ in range(200):
+                if self.break_now.is_set():
+                    conn.sendall(b"5\r\ndata:")  # half a chunk, then the connection drops
+                    return
+                try:
+                    if conn.recv(1) == b"":
+                        self.closed.set()
+                        return
+                except socket.timeout:
+                    continue
+                except OSError:
+                    self.closed.set()
+                    return
+
+    def stop(self) -> None:
+        self.break_now.set()
+        self.thread.join(10)
+        self.listener.close()
+
+
+class TestStreams(_GatewayCase):
+    def test_upstream_breaking_mid_stream_ends_with_an_error_event(self) -> None:
+        up = _HoldingUpstream()
+        self.addCleanup(up.stop)
+        gw = Gateway(up.base_url, KEY_A, log=self.log).start()
+        self.addCleanup(gw.stop)
+        conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("POST", "/v1/chat/completions", body=json.dumps({"model": "m", "messages": [], "stream": True}))
+        resp = conn.getresponse()
+        first = resp.read1(65536) if hasattr(resp, "read1") else resp.read(10)
+        self.assertIn(b"first", first)
+        up.break_now.set()
+        rest = resp.read()
+        self.assertIn(b'data: {"error"', rest)
+        self.assertNotIn(b"data:data", first + rest)  # the half event was not relayed
+        self.assertNoKey(first, rest, self.logged(gw))
+
+    def test_client_disconnect_closes_upstream_at_once(self) -> None:
+        up = _HoldingUpstream()
+        self.addCleanup(up.stop)
+        gw = Gateway(up.base_url, KEY_A, log=self.log).start()
+        self.addCleanup(gw.stop)
+        conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
+        conn.request("POST", "/v1/chat/completions", body=json.dumps({"model": "m", "messages": [], "stream": True}))
+        resp = conn.getresponse()
+        self.assertIn(b"first", resp.read1(65536) if hasattr(resp, "read1") else resp.read(10))
+        resp.close()
+        conn.close()
+        self.assertTrue(up.closed.wait(8), "the upstream connection stayed open after the client left")
+
+
+class TestSecurity(_GatewayCase):
+    def test_token_required_and_checked(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv, token="tok-secret-123")
+        status, headers, raw = _raw(gw, "POST", "/v1/chat/completions", {"model": "m", "messages": []})
+        self.assertEqual(status, 401)
+        self.assertEqual(json.loads(raw)["error"]["code"], "invalid_api_key")
+        status, _, _ = _raw(gw, "GET", "/v1/models", headers={"Authorization": "Bearer wrong"})
+        self.assertEqual(status, 401)
+        self.assertEqual(srv.requests, [])
+        result = self.client(gw, key="tok-secret-123").complete({"model": "m", "messages": []})
+        self.assertEqual(result["choices"][0]["message"]["content"], "ok")
+        self.assertEqual(_raw(gw, "GET", "/v1/models", headers={"api-key": "tok-secret-123"})[0], 200)
+        self.assertEqual(srv.last_request.headers["authorization"], "Bearer " + KEY_A)
+
+    def test_non_loopback_bind_refused_without_token(self) -> None:
+        with self.assertRaises(GatewayError):
+            Gateway("http://127.0.0.1:9/v1", KEY_A, host="0.0.0.0")
+        Gateway("http://127.0.0.1:9/v1", KEY_A, host="0.0.0.0", token="t0ken-value")  # allowed, not started
+
+    def test_body_over_the_limit_is_413(self) -> None:
+        srv = self.server()
+        gw = self.gateway(srv, max_body=100)
+        status, _, raw = _raw(gw, "POST", "/v1/chat/completions", {"model": "m", "messages": [{"content": "x" * 200}]})
+        self.assertEqual(status, 413)
+        self.assertEqual(json.loads(raw)["error"]["code"], "request_too_large")
+        self.assertEqual(srv.requests, [])
+
+    def test_cors_off_by_default_on_when_configured(self) -> None:
+        srv = self.server()
+        _, headers, _ = _raw(self.gateway(srv), "GET", "/health")
+        self.assertFalse([h for h in headers if h.startswith("access-control")])
+        _, headers, _ = _raw(self.gateway(srv, cors="https://app.example"), "GET", "/health")
+        self.assertEqual(headers["access-control-allow-origin"], "https://app.example")
+
+    def test_key_never_in_responses_or_log(self) -> None:
+        srv = self.server([Reply("echo " + KEY_A), Reply(chunks=["streamed echo ", KEY_A, " done"])])
+        gw = self.gateway(srv)
+        _, h1, r1 = _raw(gw, "POST", "/v1/chat/completions", {"model": KEY_A, "messages": []})
+        _, h2, r2 = _raw(gw, "POST", "/v1/chat/completions", {"model": "m", "messages": [], "stream": True})
+        self.assertIn(b"echo", r1)
+        self.assertIn(b"echo", r2)
+        self.assertNoKey(r1, h1, r2, h2, repr(gw), self.logged(gw))
+
+
+class TestConcurrency(_GatewayCase):
+    def test_beyond_the_worker_bound_is_503_with_retry_after(self) -> None:
+        gate = threading.Event()
+        srv = self.server([Reply("slow", gate=gate)])
+        gw = self.gateway(srv, max_workers=1, queue_timeout=0.0)
+        holder = threading.Thread(
+            target=_raw, args=(gw, "POST", "/v1/chat/completions", {"model": "m", "messages": []})
+        )
+        holder.start()
+        try:
+            self.assertTrue(srv.wait_for_requests(1))
+            status, headers, raw = _raw(gw, "GET", "/health")
+            self.assertEqual(status, 503)
+            self.assertIn("retry-after", headers)
+            self.assertEqual(json.loads(raw)["error"]["code"], "overloaded")
+        finally:
+            gate.set()
+            holder.join(10)
+
+    def test_fifty_concurrent_streams_leave_no_threads_or_fds(self) -> None:
+        def fds() -> int:
+            try:
+                return len(os.listdir("/proc/self/fd"))
+            except OSError:
+                return -1
+
+        threads0, fds0 = threading.active_count(), fds()
+        n = 50
+        barrier = threading.Barrier(n, timeout=20)
+        srv = FakeServer(handler=lambda req: Reply("abc", gate=barrier))
+        srv.start()
+        gw = Gateway(srv.base_url, KEY_A, log=self.log).start()
+        client = OpenAI("x", base_url=gw.base_url, max_retries=0)
+        texts: list[str] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            s = client.stream({"model": "m", "messages": [], "stream": True})
+            text = "".join(s.iter_text())
+            with lock:
+                texts.append(text)
+
+        workers = [threading.Thread(target=one) for _ in range(n)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        client.close()
+        gw.stop()
+        srv.stop()
+        self.assertEqual(texts, ["abc"] * n)
+        self.assertEqual(srv.max_in_flight, n)
+        for _ in range(100):
+            if threading.active_count() <= threads0:
+                break
+            threading.Event().wait(0.05)  # hang guard while daemon threads finish exiting
+        self.assertEqual(threading.active_count(), threads0)
+        if fds0 >= 0:
+            self.assertEqual(fds(), fds0)
+
+
+if __name__ == "__main__":
+    unittest.main()
