@@ -29,7 +29,7 @@ from .errors import (
     redact_error,
     redact_value,
 )
-from .keypool import AKPool
+from .keypool import AKPool, PoolSnapshot
 from .objects import AttrDict, to_attr
 from .sse import SSEDecoder
 from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
@@ -147,8 +147,12 @@ def retry_delay(attempt: int, headers: Mapping[str, str] | None = None, *, now: 
             return min(wait, 60.0)
     import random
 
-    base = min(0.5 * (2.0**attempt), 8.0)
-    return base * (1.0 - 0.25 * random.random())
+    return _client_backoff(attempt, random.random())
+
+
+def _client_backoff(attempt: int, jitter: float) -> float:
+    """0.5 s doubling per attempt, capped at 8 s, minus ``jitter`` (0 to 1) times 25 %."""
+    return min(0.5 * (2.0**attempt), 8.0) * (1.0 - 0.25 * jitter)
 
 
 def _client_parse_retry_after(headers: Mapping[str, str], now: float | None) -> float | None:
@@ -192,6 +196,196 @@ def should_retry(status: int, headers: Mapping[str, str], code: object = None) -
     if status == 429 and code == "insufficient_quota":
         return False
     return status in _RETRY_STATUSES or status >= 500
+
+
+class RetryDecision:
+    """What :meth:`OpenAI.post` does after an attempt failed (or before sending, with a pool).
+
+    Made by :func:`decide_retry` and :func:`decide_pool_wait`; ``post`` applies it, and it is
+    the only code that changes the pool or sleeps.
+
+    :ivar action: ``"retry"`` (sleep ``delay``, then send again), ``"next_key"`` (send again at
+        once, with the pool's next key), ``"raise"`` (give up: raise the error);
+        from :func:`decide_pool_wait`: ``"send"`` (a key is free) or ``"wait"`` (sleep ``delay``
+        for the first free key, then look again)
+    :ivar delay: seconds to sleep before the next attempt (0.0 unless ``retry``/``wait``)
+    :ivar key_action: what happens to the key just used, before the action: None,
+        ``"set_aside"`` (``AKPool.mark_invalid``; with ``raise`` it was the last usable key) or
+        ``"cool_down"`` (``AKPool.mark_rate_limited(key, cool_down)``)
+    :ivar cool_down: the seconds for ``"cool_down"``, else None
+    :ivar reason: why, in words, for the log line (never a key)
+    :ivar hint: for ``raise`` after a 429 with a pool whose keys all cool down: the error's hint
+        (when the first key is free again), else None
+    """
+
+    __slots__ = ("action", "delay", "key_action", "cool_down", "reason", "hint")
+    action: str
+    delay: float
+    key_action: str | None
+    cool_down: float | None
+    reason: str
+    hint: str | None
+
+    def __init__(
+        self,
+        action: str,
+        reason: str,
+        delay: float = 0.0,
+        key_action: str | None = None,
+        cool_down: float | None = None,
+        hint: str | None = None,
+    ) -> None:
+        for name, value in (
+            ("action", action),
+            ("delay", delay),
+            ("key_action", key_action),
+            ("cool_down", cool_down),
+            ("reason", reason),
+            ("hint", hint),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("RetryDecision is frozen")
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RetryDecision) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "RetryDecision(%s)" % ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.__slots__)
+
+
+def decide_retry(
+    *,
+    attempt: int,
+    max_retries: int,
+    status: int | None,
+    headers: Mapping[str, str] | None = None,
+    code: object = None,
+    retryable: bool = True,
+    pool: PoolSnapshot | None = None,
+    failovers: int = 0,
+    read_timeout: float = POOL_WAIT_CAP_SECONDS,
+    now: float = 0.0,
+    jitter: float = 0.0,
+) -> RetryDecision:
+    """The retry and key-failover policy: what to do after attempt ``attempt`` failed.
+
+    A pure function (no I/O, no clock, no pool change): everything comes in as arguments.
+
+    - A connection error (``status`` None) is retried with backoff unless it is not
+      ``retryable`` (the request may have reached the server) or ``max_retries`` are used up.
+    - With a pool (``pool``: its :meth:`AKPool.snapshot` from the failed key's side): a 401,
+      403 or a 429 ``insufficient_quota`` sets the key aside and moves on to the next key at
+      once (no retry is used up), or raises when no other usable key is left; a 429 cools the
+      key down for its ``retry-after-ms``/``Retry-After`` (at most an hour; the pool's
+      ``cooldown`` without one) and moves on at once while another key is free (at most
+      ``size - 1`` times per request, counted by ``failovers``); when every key cools down, the
+      retry waits for the first free one, or raises at once if that is further away than a
+      request waits (:data:`POOL_WAIT_CAP_SECONDS`, or ``read_timeout`` if shorter).
+    - Otherwise :func:`should_retry` decides (408, 409, 429, >= 500, ``x-should-retry``,
+      never ``insufficient_quota``), within ``max_retries``, after :func:`retry_delay`.
+
+    :param attempt: retries made so far (0 after the first attempt)
+    :param status: the HTTP status, or None when the connection failed
+    :param headers: the response headers (lower-case names)
+    :param code: the error body's ``code``
+    :param retryable: for a connection error, its ``retryable`` attribute
+    :param now: the wall-clock time (``time.time()``), for a ``Retry-After`` HTTP date
+    :param jitter: a number from 0 to 1 (``random.random()``): the backoff's jitter
+    :returns: the :class:`RetryDecision`
+    """
+    if status is None:
+        if not retryable:
+            return RetryDecision("raise", "connection failed; not retried (the request may have been received)")
+        if attempt >= max_retries:
+            return RetryDecision("raise", "connection failed; %d retries used up" % max_retries)
+        delay = _client_backoff(attempt, jitter)
+        return RetryDecision(
+            "retry", "connection failed, retry %d/%d in %.2fs" % (attempt + 1, max_retries, delay), delay
+        )
+    headers = headers or {}
+    pool_wait = 0.0
+    key_action: str | None = None
+    cool_down: float | None = None
+    hint: str | None = None
+    if pool is not None:
+        if status in (401, 403) or (status == 429 and code == "insufficient_quota"):
+            if pool.others_usable > 0:
+                return RetryDecision("next_key", "rejected (%d); trying the next key" % status, key_action="set_aside")
+            return RetryDecision("raise", "rejected (%d); no usable key left" % status, key_action="set_aside")
+        if status == 429:
+            wait = _client_parse_retry_after(headers, now)
+            key_action = "cool_down"
+            cool_down = min(wait, 3600.0) if wait is not None and wait >= 0 else pool.cooldown
+            # a later cool-down never shortens a longer one already in force
+            pool_wait = max(pool.key_wait, cool_down)
+            if pool.others_wait is not None:
+                pool_wait = min(pool_wait, pool.others_wait)
+            if failovers < pool.size - 1 and pool_wait == 0:
+                return RetryDecision(
+                    "next_key", "rate limited (429); moving to the next key", key_action=key_action, cool_down=cool_down
+                )
+            if pool_wait > 0:
+                hint = "Every key in the pool is rate limited; the first one is free again in %s s." % (
+                    _client_seconds(pool_wait)
+                )
+    if not should_retry(status, headers, code):
+        return RetryDecision("raise", "HTTP %d; not retried" % status, 0.0, key_action, cool_down, hint)
+    if attempt >= max_retries:
+        return RetryDecision(
+            "raise", "HTTP %d; %d retries used up" % (status, max_retries), 0.0, key_action, cool_down, hint
+        )
+    cap = min(POOL_WAIT_CAP_SECONDS, read_timeout)
+    if pool_wait > cap:
+        # no key free within what a request may wait: say so now, not after a long sleep
+        reason = "HTTP %d; no key free within %s s (the first in %s s)" % (
+            status,
+            _client_seconds(cap),
+            _client_seconds(pool_wait),
+        )
+        return RetryDecision("raise", reason, 0.0, key_action, cool_down, hint)
+    # with a pool, retry when its first key is free (the cool-downs follow each Retry-After)
+    delay = pool_wait if pool_wait > 0 else _client_retry_delay(attempt, headers, now, jitter)
+    reason = "HTTP %d, retry %d/%d in %.2fs" % (status, attempt + 1, max_retries, delay)
+    return RetryDecision("retry", reason, delay, key_action, cool_down)
+
+
+def decide_pool_wait(wait: float, waited: float, read_timeout: float) -> RetryDecision:
+    """Before sending with a pool: send, wait for the first free key, or refuse at once.
+
+    Pure, like :func:`decide_retry`.  A request waits at most :data:`POOL_WAIT_CAP_SECONDS` in
+    all, and never longer than ``read_timeout``.
+
+    :param wait: seconds until the pool's first usable key is free
+        (:meth:`AKPool.seconds_until_available`)
+    :param waited: seconds this request already waited for a key
+    :returns: ``send``, ``wait`` (``delay``) or ``raise`` (``RateLimitError``, saying when)
+    """
+    if wait <= 0:
+        return RetryDecision("send", "a key is free")
+    cap = min(POOL_WAIT_CAP_SECONDS, read_timeout)
+    if waited + wait > cap:
+        return RetryDecision(
+            "raise",
+            "every key of the pool is rate limited; the first is free in %s s, beyond %s s"
+            % (_client_seconds(wait), _client_seconds(cap)),
+        )
+    return RetryDecision("wait", "every key of the pool is rate limited; waiting %.2fs for the first" % wait, wait)
+
+
+def _client_retry_delay(attempt: int, headers: Mapping[str, str], now: float, jitter: float) -> float:
+    """:func:`retry_delay` without randomness or a clock: ``now`` and ``jitter`` come in."""
+    wait = _client_parse_retry_after(headers, now) if headers else None
+    if wait is not None and wait >= 0:
+        return min(wait, 60.0)
+    return _client_backoff(attempt, jitter)
 
 
 def _client_is_loopback(host: str) -> bool:
@@ -867,7 +1061,6 @@ class OpenAI:
         pool = self._api_key if isinstance(self._api_key, AKPool) else None
         attempt = 0
         failovers = 0
-        log = get_logger()
         while True:
             if pool is not None:
                 self._wait_for_key(pool, limits, cancel)
@@ -890,66 +1083,88 @@ class OpenAI:
             except RequestCancelledError:
                 raise
             except APIConnectionError as exc:
-                if attempt >= self.max_retries or not getattr(exc, "retryable", True):
+                decision = self._decide(attempt, failovers, limits, retryable=getattr(exc, "retryable", True))
+                if decision.action == "raise":
                     raise
-                delay = retry_delay(attempt)
-                attempt += 1
-                log.info("openai2: connection failed, retry %d/%d in %.2fs", attempt, self.max_retries, delay)
-                self._sleep(delay, cancel)
+            else:
+                if response.status < 300:
+                    return response
+                try:
+                    raw = response.read(limit=1024 * 1024)
+                except OpenAIError:
+                    raw = b""
+                finally:
+                    response.close()
+                error = make_status_error(response.status, response.headers, raw, secrets=secrets, sent_key=bool(key))
+                snapshot = pool.snapshot(key) if pool is not None and key else None
+                decision = self._decide(
+                    attempt, failovers, limits, response.status, response.headers, error.code, snapshot
+                )
+                if pool is not None and key:
+                    if decision.key_action == "set_aside":
+                        pool.mark_invalid(key, response.status)
+                    elif decision.key_action == "cool_down":
+                        pool.mark_rate_limited(key, decision.cool_down)
+                if decision.action == "raise":
+                    if decision.key_action == "set_aside" and pool is not None:
+                        raise _client_pool_exhausted(pool, error)
+                    if decision.hint is not None:
+                        error.hint = decision.hint
+                    raise error
+            if decision.action == "next_key":
+                # a rejected key costs no retry; a rate-limited one is a failover (size - 1 at most)
+                if decision.key_action == "cool_down":
+                    failovers += 1
+                if decision.key_action == "set_aside":
+                    get_logger().warning("openai2: key %s %s", mask_key(key or ""), decision.reason)
+                else:
+                    get_logger().info("openai2: key %s %s", mask_key(key or ""), decision.reason)
                 continue
-            if response.status < 300:
-                return response
-            try:
-                raw = response.read(limit=1024 * 1024)
-            except OpenAIError:
-                raw = b""
-            finally:
-                response.close()
-            error = make_status_error(response.status, response.headers, raw, secrets=secrets, sent_key=bool(key))
-            status = response.status
-            pool_wait = 0.0
-            if pool is not None and key:
-                if status in (401, 403) or (status == 429 and error.code == "insufficient_quota"):
-                    pool.mark_invalid(key, status)
-                    if pool.usable_count > 0:
-                        log.warning("openai2: key %s rejected (%d); trying the next key", mask_key(key), status)
-                        continue
-                    raise _client_pool_exhausted(pool, error)
-                if status == 429:
-                    wait = _client_parse_retry_after(response.headers, None)
-                    pool.mark_rate_limited(key, min(wait, 3600.0) if wait is not None and wait >= 0 else None)
-                    if failovers < len(pool) - 1 and pool.seconds_until_available() == 0:
-                        failovers += 1
-                        log.info("openai2: key %s rate limited; moving to the next key", mask_key(key))
-                        continue
-                    pool_wait = pool.seconds_until_available()
-                    if pool_wait > 0:
-                        error.hint = "Every key in the pool is rate limited; the first one is free again in %s s." % (
-                            _client_seconds(pool_wait)
-                        )
-            if attempt >= self.max_retries or not should_retry(status, response.headers, error.code):
-                raise error
-            if pool_wait > _client_pool_wait_cap(limits):
-                raise error  # no key free within what a request may wait: say so now, not later
-            # with a pool, retry when its first key is free (the cool-downs follow each Retry-After)
-            delay = pool_wait if pool_wait > 0 else retry_delay(attempt, response.headers)
             attempt += 1
-            log.info("openai2: HTTP %d, retry %d/%d in %.2fs", status, attempt, self.max_retries, delay)
-            self._sleep(delay, cancel)
+            get_logger().info("openai2: %s", decision.reason)
+            self._sleep(decision.delay, cancel)
+
+    def _decide(
+        self,
+        attempt: int,
+        failovers: int,
+        limits: Timeout,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        code: object = None,
+        snapshot: PoolSnapshot | None = None,
+        retryable: bool = True,
+    ) -> RetryDecision:
+        """:func:`decide_retry` with this client's settings, the clock and a jitter."""
+        import random
+
+        return decide_retry(
+            attempt=attempt,
+            max_retries=self.max_retries,
+            status=status,
+            headers=headers,
+            code=code,
+            retryable=retryable,
+            pool=snapshot,
+            failovers=failovers,
+            read_timeout=limits.read,
+            now=time.time(),
+            jitter=random.random(),
+        )
 
     def _wait_for_key(self, pool: AKPool, limits: Timeout, cancel: CancelScope | None) -> None:
         """Wait until a key of ``pool`` is out of its cool-down (see :meth:`post`)."""
-        cap = _client_pool_wait_cap(limits)
         waited = 0.0
         while True:
             wait = pool.seconds_until_available()
-            if wait <= 0:
+            decision = decide_pool_wait(wait, waited, limits.read)
+            if decision.action == "send":
                 return
-            if waited + wait > cap:
-                raise _client_pool_busy(pool, wait, cap)
-            get_logger().info("openai2: every key of the pool is rate limited; waiting %.2fs for the first", wait)
-            self._sleep(wait, cancel)
-            waited += wait
+            if decision.action == "raise":
+                raise _client_pool_busy(pool, wait, _client_pool_wait_cap(limits))
+            get_logger().info("openai2: %s", decision.reason)
+            self._sleep(decision.delay, cancel)
+            waited += decision.delay
 
     def complete(
         self,

@@ -65,6 +65,50 @@ def _pool_check_seconds(value: object, what: str, clamp: bool) -> float:
     return max(0.0, float(value))
 
 
+class PoolSnapshot:
+    """A frozen view of an :class:`AKPool` from one key's side, taken by :meth:`AKPool.snapshot`.
+
+    It is what the client's retry policy (``openai2.client.decide_retry``, a pure function)
+    needs to decide what to do after that key failed, without touching the pool or a clock.
+
+    :ivar size: how many keys the pool has (duplicates counted)
+    :ivar others_usable: how many of them are other keys not set aside (copies of this key do
+        not count: setting a key aside sets all its copies aside)
+    :ivar others_wait: seconds until one of those other keys is out of its cool-down (0.0 when
+        one is free now), or None when there is no other usable key
+    :ivar key_wait: seconds this key itself still cools down (0.0 normally: it was just drawn)
+    :ivar cooldown: the pool's default cool-down, for a 429 without ``Retry-After``
+    """
+
+    __slots__ = ("size", "others_usable", "others_wait", "key_wait", "cooldown")
+    size: int
+    others_usable: int
+    others_wait: float | None
+    key_wait: float
+    cooldown: float
+
+    def __init__(
+        self, size: int, others_usable: int, others_wait: float | None, key_wait: float = 0.0, cooldown: float = 5.0
+    ) -> None:
+        for name, value in zip(self.__slots__, (size, others_usable, others_wait, key_wait, cooldown)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("PoolSnapshot is frozen")
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PoolSnapshot) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return "PoolSnapshot(%s)" % ", ".join("%s=%r" % (n, getattr(self, n)) for n in self.__slots__)
+
+
 class AKPool:
     """A pool of API keys used in turn, one key per request.
 
@@ -153,6 +197,29 @@ class AKPool:
                 if soonest is None or ends < soonest:
                     soonest = ends
             return 0.0 if soonest is None else soonest - now
+
+    def snapshot(self, key: str) -> PoolSnapshot:
+        """The pool as seen from ``key`` right now, frozen (see :class:`PoolSnapshot`).
+
+        The client takes one after ``key`` failed and hands it to its retry policy, which
+        decides from it alone whether to move on to another key, wait for one, or give up;
+        the pool is not changed.
+
+        :param key: the key just used (a key not in the pool is seen as "other than all")
+        """
+        with self._lock:
+            now = self._clock()
+            others = 0
+            soonest: float | None = None
+            for k in self._keys:
+                if k == key or k in self._aside:
+                    continue
+                others += 1
+                wait = max(0.0, self._until.get(k, now) - now)
+                if soonest is None or wait < soonest:
+                    soonest = wait
+            own = max(0.0, self._until.get(key, now) - now)
+            return PoolSnapshot(len(self._keys), others, soonest, own, self._cooldown)
 
     # -- feedback from the client -----------------------------------------------------------
 

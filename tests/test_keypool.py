@@ -4,7 +4,7 @@ import threading
 import unittest
 
 from openai2.errors import AuthenticationError
-from openai2.keypool import AKPool
+from openai2.keypool import AKPool, PoolSnapshot
 
 K1 = "sk-test-aaaaaaaaaaaaaaaa1111"
 K2 = "sk-test-bbbbbbbbbbbbbbbb2222"
@@ -149,6 +149,45 @@ class SetAsideTest(unittest.TestCase):
         pool.mark_invalid(K1, 401)
         self.assertEqual(pool.usable_count, 1)
         self.assertEqual([pool.next_key() for _ in range(3)], [K2, K2, K2])
+
+
+class SnapshotTest(unittest.TestCase):
+    """snapshot(key): the pool as the retry policy sees it from one key, frozen, unchanged."""
+
+    def test_other_keys_their_first_free_time_and_this_keys_own(self):
+        clock = FakeClock()
+        pool = AKPool(KEYS, cooldown=2.5, clock=clock)
+        self.assertEqual(pool.snapshot(K1), PoolSnapshot(3, 2, 0.0, 0.0, 2.5))
+        pool.mark_rate_limited(K2, 10)
+        pool.mark_rate_limited(K3, 4)
+        pool.mark_rate_limited(K1, 30)
+        self.assertEqual(pool.snapshot(K1), PoolSnapshot(3, 2, 4.0, 30.0, 2.5))
+        clock.now += 5  # K3's cool-down is over
+        self.assertEqual(pool.snapshot(K1), PoolSnapshot(3, 2, 0.0, 25.0, 2.5))
+        pool.mark_invalid(K3)
+        self.assertEqual(pool.snapshot(K1), PoolSnapshot(3, 1, 5.0, 25.0, 2.5))
+        pool.mark_invalid(K2)
+        self.assertEqual(pool.snapshot(K1), PoolSnapshot(3, 0, None, 25.0, 2.5))
+
+    def test_copies_of_the_key_are_not_others(self):
+        pool = AKPool([K1, K1, K2])
+        self.assertEqual(pool.snapshot(K1).others_usable, 1)
+        self.assertEqual(pool.snapshot(K2).others_usable, 2)
+        self.assertEqual(AKPool([K1, K1]).snapshot(K1), PoolSnapshot(2, 0, None, 0.0, 5.0))
+
+    def test_a_key_not_in_the_pool_sees_every_key_as_other(self):
+        self.assertEqual(AKPool([K1, K2]).snapshot(K3), PoolSnapshot(2, 2, 0.0, 0.0, 5.0))
+
+    def test_snapshot_changes_nothing_and_is_frozen(self):
+        clock = FakeClock()
+        pool = AKPool([K1, K2], clock=clock)
+        pool.mark_rate_limited(K1, 3)
+        snap = pool.snapshot(K1)
+        self.assertEqual([pool.next_key() for _ in range(3)], [K2, K2, K2])
+        with self.assertRaises(AttributeError):
+            snap.others_usable = 0
+        self.assertNotIn(K1, repr(snap))
+        self.assertEqual(snap.key_wait, 3.0)
 
 
 class ValidationTest(unittest.TestCase):
