@@ -1,7 +1,8 @@
 """The low-level client, shaped like the official SDK: ``OpenAI(...).chat.completions.create(...)``.
 
 It owns request shaping (headers, body, environment fallbacks), the retry policy (backoff,
-``Retry-After``, ``x-should-retry``), API-key failover across an :class:`AKPool`, and turning
+``Retry-After``, ``x-should-retry``) and API-key failover across an :class:`AKPool` — decided by
+one pure function, :func:`decide_retry`, and applied by :meth:`OpenAI.post` — and turning
 response bodies into :class:`AttrDict` results or a :class:`ChatCompletionStream`.  Bytes move
 through :class:`HTTPTransport`; SSE is decoded by :class:`SSEDecoder`; chunks are merged by
 :class:`ChatAccumulator`.
@@ -1046,6 +1047,10 @@ class OpenAI:
         waits (through ``sleep``: cancellable, Ctrl-C works) until the first key is free, at most
         :data:`POOL_WAIT_CAP_SECONDS` (60 s) and never longer than the read timeout; a key
         further away than that raises ``RateLimitError`` at once, saying when one is free.
+
+        What to do after a failed attempt is decided by :func:`decide_retry` (before sending
+        with a pool: :func:`decide_pool_wait`); this method applies the decision, and is the only
+        code that marks the pool's keys and sleeps.
 
         :raises ValueError: the body holds a NaN or an infinity (not JSON), named by its path
             (``messages[2].content``, ``temperature``); nothing is sent
