@@ -332,6 +332,23 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     add("read_apikey", "show the stored keys (masked) and where the active key comes from", ["read-apikey"])
     add("clear_apikey", "remove the stored keys", ["clear-apikey"])
     add("demo", "a short offline conversation with a built-in scripted model (no key needed)")
+    p = add("serve", "run a local OpenAI-compatible gateway (key pool, failover, proxy) for other programs")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need --token)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--token", metavar="TOKEN", help="clients must send Authorization: Bearer TOKEN (or api-key)")
+    p.add_argument(
+        "--fallback",
+        action="append",
+        default=[],
+        metavar="URL[=ENVVAR]",
+        help="base URL tried when the upstream fails (connection error, 5xx); =ENVVAR: its own keys from that variable",
+    )
+    p.add_argument(
+        "--alias", action="append", default=[], metavar="NAME=MODEL", help="a model name sent upstream as MODEL"
+    )
+    p.add_argument("--cors", metavar="ORIGIN", help="send CORS headers allowing this origin (default: none)")
+    p.add_argument("--no-ui", action="store_true", help="no page at / (404)")
+    p.add_argument("--quiet", action="store_true", help="no access log on stderr")
     p = add("sessions", "list, show, delete or export named conversations")
     ss = p.add_subparsers(dest="action", metavar="ACTION")
     ss.required = True
@@ -1283,6 +1300,75 @@ def _cli_cmd_demo(ctx: _CliContext) -> int:
     return EXIT_OK
 
 
+def _cli_serve_pairs(items: Sequence[str], what: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise _CliUsageError("%s wants NAME=VALUE, got %r" % (what, item))
+        pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def _cli_cmd_serve(ctx: _CliContext) -> int:
+    """``openai2 serve``: the gateway in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+
+    # Deliberately lazy: only `serve` needs http.server and the gateway.
+    from .gateway import Gateway, GatewayError, gateway_keys_from_env
+
+    key, where = ctx.resolve_key()
+    token = ctx.opt("token")
+    if token:
+        ctx.out.secrets.append(token)
+    fallbacks: list[Any] = []
+    for item in ctx.opt("fallback") or []:
+        url, sep, env = item.rpartition("=")
+        if sep and env.replace("_", "").isalnum() and not env[:1].isdigit() and "/" not in env:
+            fallbacks.append((url, gateway_keys_from_env(env)))
+        else:
+            fallbacks.append(item)
+    try:
+        gateway = Gateway(
+            ctx.opt("base_url"),
+            key,
+            fallbacks=fallbacks,
+            token=token,
+            host=ctx.opt("host"),
+            port=ctx.opt("port"),
+            aliases=dict(_cli_serve_pairs(ctx.opt("alias") or [], "--alias")),
+            cors=ctx.opt("cors"),
+            proxy=ctx.opt("proxy"),
+            ca_file=ctx.opt("ca_file"),
+            timeout=ctx.opt("timeout"),
+            ui=not ctx.opt("no_ui"),
+            quiet=bool(ctx.opt("quiet")),
+            log=ctx.out.err,
+        )
+        gateway.start()
+    except (GatewayError, ValueError, TypeError) as exc:
+        raise _CliUsageError(str(exc)) from None
+
+    def _on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_term)
+    except (ValueError, OSError):  # not the main thread
+        previous = None
+    ctx.out.line("openai2 serve: %s (keys: %s); Ctrl-C stops" % (gateway.base_url, where), err=True)
+    try:
+        gateway.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gateway.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    ctx.out.line("openai2 serve: stopped", err=True)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------------------------
@@ -1342,6 +1428,8 @@ def main(
             return _cli_cmd_sessions(ctx)
         if command == "demo":
             return _cli_cmd_demo(ctx)
+        if command == "serve":
+            return _cli_cmd_serve(ctx)
         raise _CliUsageError("unknown command %r" % command)  # pragma: no cover - argparse checks
     except BrokenPipeError:
         # The reader went away (``openai2 chat ... | head``): stop quietly; point stdout at

@@ -368,5 +368,23 @@ class TestConcurrency(_GatewayCase):
             self.assertEqual(fds(), fds0)
 
 
+class TestServeCommand(unittest.TestCase):
+    def test_serve_refuses_a_public_address_without_token(self) -> None:
+        from openai2.cli import main
+
+        err = io.StringIO()
+        code = main(["serve", "--host", "0.0.0.0", "--api-key", KEY_A], stdout=io.StringIO(), stderr=err)
+        self.assertEqual(code, 2)
+        self.assertIn("token", err.getvalue())
+        self.assertNotIn(KEY_A, err.getvalue())
+
+    def test_serve_rejects_a_malformed_alias(self) -> None:
+        from openai2.cli import main
+
+        err = io.StringIO()
+        self.assertEqual(main(["serve", "--alias", "nomodel", "--api-key", KEY_A], stdout=io.StringIO(), stderr=err), 2)
+        self.assertIn("--alias", err.getvalue())
+
+
 if __name__ == "__main__":
     unittest.main()
