@@ -23,6 +23,7 @@ from .errors import APIConnectionError, APIError, APIStatusError, OpenAIError
 from .files import atomic_write
 from .history import format_round
 from .keypool import AKPool
+from .logbook import Logbook, LogbookError, logbook_since, logbook_unavailable
 from .store import (
     DEFAULT_SESSION,
     SessionConflictError,
@@ -365,6 +366,15 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     q.add_argument("--session", default=S, metavar="NAME", help=argparse.SUPPRESS)
     q.add_argument("--format", choices=("json", "markdown", "md"), default="json")
     q.add_argument("-o", "--output", metavar="FILE", help="write to FILE (a regular file; - is stdout), not stdout")
+    p = add("logs", "list, search and show the logged exchanges; turn logging on or off")
+    p.add_argument(
+        "action", nargs="?", choices=("show", "on", "off", "status", "path"), metavar="show ID|on|off|status|path"
+    )
+    p.add_argument("id", nargs="?", type=int, metavar="ID", help=argparse.SUPPRESS)
+    p.add_argument("-n", type=int, default=10, metavar="N", help="how many exchanges (default 10, newest last)")
+    p.add_argument("-q", "--query", metavar="TEXT", help="only exchanges whose question or answer contains TEXT")
+    p.add_argument("--since", metavar="AGE_OR_DATE", help="only exchanges since 30m, 12h, 7d, 2w ago or a date")
+    p.add_argument("-r", "--response", action="store_true", help="print only the last answer (for scripts)")
     return parser
 
 
@@ -380,6 +390,30 @@ class _CliContext:
         self.stdin = stdin
         self.store = store
         self.sleep = sleep  # the client's pause between retries (None: the real one)
+        self.key_used: Any = None  # what make_chat() used: a key, or a description of a pool
+        self._logbook: Logbook | None = None
+        self._log_failed = False
+
+    def logbook(self) -> Logbook | None:
+        """The exchange log, or None when it is off (``OPENAI2_LOG=0``, ``logs off``, no
+        sqlite3, or it failed earlier in this run)."""
+        if self._log_failed or os.environ.get("OPENAI2_LOG", "").strip() in ("0", "off", "false", "no"):
+            return None
+        if self._logbook is None:
+            if os.path.lexists(self.store.logs_off_path) or logbook_unavailable():
+                return None
+            self._logbook = Logbook(self.store.logs_path)
+        return self._logbook
+
+    def log_failed(self, exc: BaseException) -> None:
+        """Warn once that the log failed; logging is off for the rest of this run."""
+        self._log_failed = True
+        self.out.end_line()
+        self.out.note("openai2: warning: the exchange was not logged: %s" % _cli_error_text(exc))
+
+    def close_logbook(self) -> None:
+        if self._logbook is not None:
+            self._logbook.close()
 
     def opt(self, name: str, default: Any = None) -> Any:
         return getattr(self.args, name, default)
@@ -451,6 +485,7 @@ class _CliContext:
                 options[name] = self.opt(name)
         if self.sleep is not None:
             options["sleep"] = self.sleep
+        self.key_used = "a pool of %d keys" % len(key) if isinstance(key, AKPool) else key
         try:
             # "" (not None) when there is no key: OPENAI_API_KEY was already considered above.
             return Chat(key if key is not None else "", MsgMaxCount=self.opt("max_messages"), **options, **params)
@@ -465,6 +500,15 @@ def _cli_set_system(chat: Chat, text: str) -> None:
 
 def _cli_replace_history(chat: Chat, messages: list[dict[str, Any]], pins: list[int]) -> None:
     chat.replace_messages(messages, pins)
+
+
+def _cli_finish_reason(response: Any) -> str | None:
+    """choices[0].finish_reason of an answer, when it has one."""
+    try:
+        reason = response["choices"][0]["finish_reason"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return reason if isinstance(reason, str) else None
 
 
 def _cli_error_text(exc: BaseException, base_url: str = "") -> str:
@@ -553,17 +597,90 @@ class _CliConversation:
         :raises APIError: the request failed; the history is unchanged (or ``restore``d)
         """
         self._settled = False  # True once memory holds what is to be saved (answer committed)
+        before, started = self.chat.last_request, time.monotonic()
+        history = None
         try:
             if rollback:
                 self.chat.rollback(rollback)
-            return self._ask(text, restore)
+            history = self.chat.fetch_messages()
+            complete = self._ask(text, restore)
         except BaseException as exc:
             if restore is not None and not self._settled:
                 _cli_replace_history(self.chat, restore[0], restore[1])
                 if isinstance(exc, KeyboardInterrupt):
                     self.out.end_line()
                     self.out.note(_CLI_RETRY_KEPT)
+            if history is not None:
+                self.log(text, history, before, started, exc)
             raise
+        self.log(text, history, before, started, None if complete else KeyboardInterrupt())
+        return complete
+
+    def log(
+        self, text: Any, history: list[dict[str, Any]], before: Any, started: float, exc: BaseException | None
+    ) -> None:
+        """Append this exchange to the log, after the answer was shown and saved; a failure
+        of the log is a warning, never a lost answer.
+
+        :param history: the messages before the question; :param before: ``last_request`` then
+        """
+        if not isinstance(exc, (type(None), KeyboardInterrupt, BrokenPipeError, APIError, OpenAIError, StoreError)):
+            return  # no request was made (one that could not be built)
+        book = self.ctx.logbook()
+        if book is None:
+            return
+        chat = self.chat
+        body = chat.last_request
+        answered = body is not None and body is not before
+        fields: dict[str, Any] = {}
+        if answered:
+            assert body is not None
+            messages = list(body.get("messages") or [])
+            now = chat.fetch_messages()
+            reply = now[-1] if now and now[-1].get("role") == "assistant" else {}
+            content = reply.get("content")
+            fields.update(
+                answer=content if isinstance(content, str) else None,
+                tool_calls=reply.get("tool_calls"),
+                reasoning=chat.last_reasoning,
+                usage=chat.last_usage,
+                finish_reason=_cli_finish_reason(chat.last_response),
+            )
+        else:
+            messages = list(history) + [{"role": "user", "content": text}]
+        if exc is None:
+            status = "ok"
+        elif isinstance(exc, (KeyboardInterrupt, BrokenPipeError)):
+            status = "interrupted"
+        elif isinstance(exc, StoreError) and answered:
+            status = "ok"  # the answer is complete; only its save failed
+        else:
+            status = "error"
+            fields["error"] = _cli_error_text(exc, chat.client.base_url)
+        try:
+            from urllib.parse import urlsplit
+
+            host = urlsplit(chat.client.base_url).hostname
+            book.append(
+                messages=messages,
+                session=self.name or self.ctx.session_name(),
+                model=str((body if answered and body else chat.params).get("model") or ""),
+                host=host,
+                latency=round(time.monotonic() - started, 3),
+                status=status,
+                key=self.ctx.key_used,
+                secrets=self.out.secrets,
+                **fields,
+            )
+        except (LogbookError, OSError) as failure:
+            self.ctx.log_failed(failure)
+            return
+        if book.moved_aside:
+            self.out.note(
+                "openai2: warning: %s was corrupted; it was kept as %s and a fresh log started"
+                % (book.path, book.moved_aside)
+            )
+            book.moved_aside = None
 
     def _ask(self, text: Any, restore: tuple[list[dict[str, Any]], list[int]] | None) -> bool:
         out = self.out
@@ -1184,12 +1301,19 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
             import json
 
             conv.stream = False
-            chat.request(question)
-            ctx.out.line(json.dumps(chat.last_response, ensure_ascii=False, indent=2))
-            conv.save()  # after the answer is shown: a refused save still leaves it on stdout
+            before, started, history = chat.last_request, time.monotonic(), chat.fetch_messages()
+            try:
+                chat.request(question)
+                ctx.out.line(json.dumps(chat.last_response, ensure_ascii=False, indent=2))
+                conv.save()  # after the answer is shown: a refused save still leaves it on stdout
+            except BaseException as exc:
+                conv.log(question, history, before, started, exc)
+                raise
+            conv.log(question, history, before, started, None)
             return EXIT_OK
         return EXIT_OK if conv.ask(question) else EXIT_INTERRUPTED
     finally:
+        ctx.close_logbook()
         if lock is not None:
             lock.release()
 
@@ -1260,6 +1384,124 @@ def _cli_cmd_sessions(ctx: _CliContext) -> int:
     else:
         out.write(text)
     return EXIT_OK
+
+
+def _cli_cmd_logs(ctx: _CliContext) -> int:
+    import json
+
+    out = ctx.out
+    store = ctx.store
+    action = ctx.opt("action")
+    if action == "path":
+        out.line(store.logs_path)
+        return EXIT_OK
+    if action in ("on", "off"):
+        if action == "off":
+            store.ensure_home()
+            atomic_write(store.logs_off_path, b"logging turned off by `openai2 logs off`\n", private=True)
+        elif os.path.lexists(store.logs_off_path):
+            os.unlink(store.logs_off_path)
+        out.line("Logging is %s (%s)." % (action, store.logs_path))
+        return EXIT_OK
+    missing = logbook_unavailable()
+    if action == "status":
+        if missing:
+            out.line("Logging is off: %s." % missing)
+        elif os.path.lexists(store.logs_off_path):
+            out.line("Logging is off (`openai2 logs on` turns it on); the log is %s." % store.logs_path)
+        elif os.environ.get("OPENAI2_LOG", "").strip() in ("0", "off", "false", "no"):
+            out.line("Logging is off for this run (OPENAI2_LOG=0); the log is %s." % store.logs_path)
+        else:
+            out.line("Logging is on: %s." % store.logs_path)
+        if not missing and os.path.exists(store.logs_path):
+            with Logbook(store.logs_path) as book:
+                count = len(book.exchanges(limit=None))
+                out.line("%d exchange%s logged; search: %s." % (count, "" if count == 1 else "s", book.search_mode))
+        return EXIT_OK
+    if missing:
+        raise _CliUsageError("the log is off: %s" % missing)
+    ctx.mask_known_keys()
+    if not os.path.exists(store.logs_path):
+        out.line("Nothing logged yet (%s does not exist)." % store.logs_path)
+        return EXIT_OK
+    try:
+        with Logbook(store.logs_path) as book:
+            if action == "show":
+                if ctx.opt("id") is None:
+                    raise _CliUsageError("give the exchange's number: openai2 logs show ID (see `openai2 logs`)")
+                record = book.get(ctx.opt("id"))
+                if record is None:
+                    raise StoreError("no exchange %d in the log (see `openai2 logs`)" % ctx.opt("id"))
+                if ctx.opt("json", False):
+                    out.line(json.dumps(record, ensure_ascii=False, indent=2))
+                    return EXIT_OK
+                _cli_show_exchange(out, record)
+                return EXIT_OK
+            since = ctx.opt("since")
+            try:
+                when = logbook_since(since) if since else None
+            except ValueError as exc:
+                raise _CliUsageError(str(exc)) from None
+            records = book.exchanges(
+                limit=1 if ctx.opt("response") else ctx.opt("n"),
+                query=ctx.opt("query"),
+                session=ctx.opt("session"),
+                model=ctx.opt("model"),
+                since=when,
+            )
+    except LogbookError as exc:
+        raise StoreError(str(exc)) from None
+    if ctx.opt("response"):
+        if records:
+            out.line(records[-1]["answer"] or "")
+        return EXIT_OK
+    if ctx.opt("json", False):
+        out.line(json.dumps(records, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if not records:
+        out.line("No logged exchange matches.")
+    for record in records:
+        _cli_show_exchange(out, record, brief=True)
+    return EXIT_OK
+
+
+def _cli_usage_text(usage: Any) -> str:
+    if not isinstance(usage, dict):
+        return str(usage)
+    return "%s+%s tokens" % (usage.get("prompt_tokens", "?"), usage.get("completion_tokens", "?"))
+
+
+def _cli_show_exchange(out: _CliOutput, record: dict[str, Any], *, brief: bool = False) -> None:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["time"]))
+    state = "" if record["status"] == "ok" else " [%s]" % record["status"]
+    out.line(
+        "#%d  %s  %s  %s @ %s%s"
+        % (record["id"], when, record["session"] or "-", record["model"] or "?", record["host"] or "?", state),
+        "bold",
+    )
+    if brief:
+        for label, text in (("Q", record["question"]), ("A", record["answer"] or record["error"])):
+            one = " ".join((text or "").split())
+            out.line("  %s: %s" % (label, one[:200] + ("…" if len(one) > 200 else "")))
+        return
+    for msg in record.get("messages", []):
+        content = msg.get("content")
+        out.line("[%s]" % msg.get("role"), "dim")
+        out.line(content if isinstance(content, str) else format_round([msg]).split(":", 1)[-1])
+    if record["reasoning"]:
+        out.line("[reasoning]", "dim")
+        out.line(record["reasoning"])
+    out.line("[answer]", "assistant")
+    out.line(record["answer"] or "")
+    if record["error"]:
+        out.line("[error] %s" % record["error"], "error")
+    details = [
+        "finish reason %s" % record["finish_reason"] if record["finish_reason"] else "",
+        "%.2f s" % record["latency"] if record["latency"] is not None else "",
+        "usage %s" % _cli_usage_text(record["usage"]) if record["usage"] else "",
+        "key %s" % record["key_fingerprint"] if record["key_fingerprint"] else "",
+    ]
+    out.line("(%s)" % ", ".join(d for d in details if d), "dim")
 
 
 _CLI_DEMO_SCRIPT = (
@@ -1430,6 +1672,8 @@ def main(
             return _cli_cmd_demo(ctx)
         if command == "serve":
             return _cli_cmd_serve(ctx)
+        if command == "logs":
+            return _cli_cmd_logs(ctx)
         raise _CliUsageError("unknown command %r" % command)  # pragma: no cover - argparse checks
     except BrokenPipeError:
         # The reader went away (``openai2 chat ... | head``): stop quietly; point stdout at

@@ -180,6 +180,8 @@ class Logbook:
             self.close()
             if "locked" in str(exc) or "busy" in str(exc):
                 raise LogbookError("%s is busy (%s); this exchange was not logged" % (self.path, exc)) from None
+            if not os.path.isfile(self.path):  # a folder or a device: not ours to move
+                raise LogbookError("cannot use %s: %s" % (self.path, exc)) from None
             self._move_aside(str(exc))
             try:
                 self._conn = self._open(sqlite3)

@@ -8,6 +8,8 @@ This is the only code that decides paths.  Layout (everything under one folder, 
     <home>/keys.json             0600   {"format": "openai2.keys", "version": 1, "keys": [...]}
     <home>/keys.lock             0600   held (flock) while the key file is read and rewritten
     <home>/input_history         0600   the interactive prompt's line history (no key lines)
+    <home>/logs.db               0600   the exchange log (SQLite, WAL: logs.db-wal, logs.db-shm)
+    <home>/logs.off                     present while ``openai2 logs off`` holds
     <home>/sessions/NAME.json    0600   one conversation, in Chat.dump's archive format
     <home>/sessions/NAME.lock    0600   held (flock) while a process uses the session
     <home>/sessions/NAME.conflict-<time>.json  a save refused because NAME.json changed meanwhile
@@ -264,6 +266,16 @@ class Store:
     def history_path(self) -> str:
         """``<home>/input_history``: the interactive prompt's line history."""
         return os.path.join(self.home, "input_history")
+
+    @property
+    def logs_path(self) -> str:
+        """``<home>/logs.db``: the exchange log (see :mod:`logbook`)."""
+        return os.path.join(self.home, "logs.db")
+
+    @property
+    def logs_off_path(self) -> str:
+        """``<home>/logs.off``: present after ``openai2 logs off`` (logging stays off until ``logs on``)."""
+        return os.path.join(self.home, "logs.off")
 
     @property
     def sessions_dir(self) -> str:

@@ -56,7 +56,7 @@ class SchemaTest(LogbookCase):
 
     def test_migrates_from_every_earlier_version(self):
         # each earlier version: a database stopped there, with a row, then opened by this code
-        for start in range(0, LOGBOOK_VERSION):
+        for start in range(LOGBOOK_VERSION):
             path = os.path.join(self.tmp, "v%d.db" % start)
             conn = sqlite3.connect(path, isolation_level=None)
             self.assertEqual(logbook_migrate(conn, target=start), start)
