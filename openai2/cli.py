@@ -626,6 +626,10 @@ class _CliConversation:
         """
         if not isinstance(exc, (type(None), KeyboardInterrupt, BrokenPipeError, APIError, OpenAIError, StoreError)):
             return  # no request was made (one that could not be built)
+        if self.name is None:
+            return  # --no-save and the demo: nothing is written, the log included
+        if exc is not None and not os.path.isdir(self.ctx.store.home):
+            return  # a first run that failed creates no config folder just for its error
         book = self.ctx.logbook()
         if book is None:
             return

@@ -60,6 +60,7 @@ class LoggingTest(CLILogsCase):
 
     def test_a_failed_exchange_is_logged_with_its_error(self):
         self.server.add_replies(Reply(content="bad model " + KEY, status=400))
+        os.makedirs(self.home)  # a first run that fails creates nothing (test_cli holds that)
         code, _, err = self.run_cli("chat", "hello")
         self.assertEqual(code, EXIT_API_ERROR)
         (record,) = self.logged()
