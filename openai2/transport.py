@@ -24,14 +24,20 @@ import threading
 from .common import TYPE_CHECKING, USER_AGENT, get_logger, header_secrets
 from .connection import (
     _CONN_DEFAULT_PORTS,
-    CancelScope,
-    Timeout,
     _conn_final,
     _conn_split_hostport,
     _ConnPool,
     _PooledConn,
     _RequestContext,
-    coerce_timeout,
+)
+from .connection import (
+    CancelScope as CancelScope,  # re-exported: openai2.transport.CancelScope is a public path
+)
+from .connection import (
+    Timeout as Timeout,
+)
+from .connection import (
+    coerce_timeout as coerce_timeout,
 )
 from .errors import (
     APIConnectionError,

@@ -22,8 +22,8 @@ import os
 import random
 import unittest
 
-from openai2.sse import SSEDecoder
 from openai2.completion import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
+from openai2.sse import SSEDecoder
 from tests.test_streaming import generate_stream
 from tests.test_wire_corpus import CORPUS, HAVE_CORPUS, SKIP_REASON, corpus_files, read_stream
 

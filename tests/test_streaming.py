@@ -3,9 +3,9 @@ import json
 import random
 import unittest
 
+from openai2.completion import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
 from openai2.errors import APIError
 from openai2.sse import ServerSentEvent, SSEDecoder
-from openai2.completion import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
 
 
 def chunk(delta=None, finish_reason=None, index=0, **top):

@@ -24,9 +24,9 @@ import random
 import re
 import unittest
 
+from openai2.completion import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
 from openai2.errors import APIError, make_status_error, status_error_class
 from openai2.sse import SSEDecoder
-from openai2.completion import ChatAccumulator, accumulator_from_completion, iter_chunk_dicts
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "wire-corpus"))
