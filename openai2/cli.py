@@ -384,12 +384,15 @@ def _cli_build_parser(out: _CliOutput) -> Any:
 
 
 class _CliContext:
-    def __init__(self, args: Any, out: _CliOutput, stdin: IO[str], store: Store, sleep: Any = None) -> None:
+    def __init__(
+        self, args: Any, out: _CliOutput, stdin: IO[str], store: Store, sleep: Any = None, transport: Any = None
+    ) -> None:
         self.args = args
         self.out = out
         self.stdin = stdin
         self.store = store
         self.sleep = sleep  # the client's pause between retries (None: the real one)
+        self.transport = transport  # the client's transport (None: HTTP; tests: MemoryTransport)
         self.key_used: Any = None  # what make_chat() used: a key, or a description of a pool
         self._logbook: Logbook | None = None
         self._log_failed = False
@@ -485,6 +488,8 @@ class _CliContext:
                 options[name] = self.opt(name)
         if self.sleep is not None:
             options["sleep"] = self.sleep
+        if self.transport is not None:
+            options["transport"] = self.transport
         self.key_used = "a pool of %d keys" % len(key) if isinstance(key, AKPool) else key
         try:
             # "" (not None) when there is no key: OPENAI_API_KEY was already considered above.
@@ -1627,6 +1632,7 @@ def main(
     stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
     sleep: Any = None,
+    transport: Any = None,
 ) -> int:
     """Run the command line; returns the exit status (0 ok, 1 API error, 2 usage error,
     3 storage problem, 130 interrupted).
@@ -1637,6 +1643,8 @@ def main(
     :param stderr: where errors, notes and reasoning go (default ``sys.stderr``)
     :param sleep: ``sleep(seconds, cancel_scope)``, the pause between retries of a failed
         request (default: a real, cancellable one; tests inject one)
+    :param transport: the transport of the chat commands' client (default: HTTP; tests pass a
+        :class:`openai2.testing.MemoryTransport` to run the CLI without sockets)
     """
     out = _CliOutput(sys.stdout if stdout is None else stdout, sys.stderr if stderr is None else stderr)
     if stdin is None:
@@ -1660,7 +1668,7 @@ def main(
         if getattr(args, "api_key", None):
             out.secrets.append(args.api_key.strip())
         base_url = getattr(args, "base_url", None) or os.environ.get("OPENAI_BASE_URL") or ""
-        ctx = _CliContext(args, out, stdin, Store(), sleep)
+        ctx = _CliContext(args, out, stdin, Store(), sleep, transport)
         command = args.command or "chat"
         if command in ("chat", "newchat", "new-chat"):
             return _cli_cmd_chat(ctx, new=command != "chat")
