@@ -262,6 +262,25 @@ def format_round(msgs: Iterable[Mapping[str, Any]]) -> str:
     return " ".join("[%s]:%s" % (m.get("role"), _hist_content_text(m)) for m in msgs)
 
 
+_HIST_TOOL_ROLES = ("tool", "function")
+
+
+def _hist_units(msgs: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
+    """``(start, stop)`` index ranges of the units trimming keeps or removes whole: an assistant
+    message with the ``tool``/``function`` answers right after it, or any other single message.
+    O(n)."""
+    units = []
+    i, n = 0, len(msgs)
+    while i < n:
+        j = i + 1
+        if msgs[i].get("role") == "assistant":
+            while j < n and msgs[j].get("role") in _HIST_TOOL_ROLES:
+                j += 1
+        units.append((i, j))
+        i = j
+    return units
+
+
 def _hist_check_index(index: object, length: int) -> int:
     # bool is an int subclass, but pin(True) is surely a mistake.
     if not isinstance(index, int) or isinstance(index, bool):
@@ -334,6 +353,10 @@ class MessageBuffer:
         """A copy of the history; changing it (nested content included) leaves the buffer as is."""
         return [_hist_copy(m) for m in self._msgs]
 
+    def view(self) -> Sequence[dict[str, Any]]:
+        """The stored messages themselves, for reading only (no copy): do not modify them."""
+        return self._msgs
+
     def pinned_indexes(self) -> list[int]:
         """Indexes (0-based, ascending) of the pinned messages."""
         return [i for i, p in enumerate(self._pins) if p]
@@ -392,20 +415,23 @@ class MessageBuffer:
             return 0
         excess = total - limit
         end = total - protect  # messages at end..total are protected
-        keep_msgs: list[dict[str, Any]] = []
-        keep_pins: list[bool] = []
-        removed = 0
         msgs, pins = self._msgs, self._pins
-        for i in range(end):
-            if removed < excess and not pins[i]:
-                removed += 1
+        drop = [False] * total
+        removed = 0
+        # whole units only: an assistant message and the tool answers after it go together
+        # (never a call without its answers, never answers without their call); a unit with a
+        # pinned message stays whole.  Removing a unit may remove a little more than the excess.
+        for start, stop in _hist_units(msgs):
+            if removed >= excess or stop > end:
+                break
+            if True in pins[start:stop]:
                 continue
-            keep_msgs.append(msgs[i])
-            keep_pins.append(pins[i])
+            for i in range(start, stop):
+                drop[i] = True
+            removed += stop - start
         if removed:
-            keep_msgs.extend(msgs[end:])
-            keep_pins.extend(pins[end:])
-            self._msgs, self._pins = keep_msgs, keep_pins
+            self._msgs = [m for m, d in zip(msgs, drop) if not d]
+            self._pins = [p for p, d in zip(pins, drop) if not d]
         return removed
 
     def payload(self, new_messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -424,21 +450,18 @@ class MessageBuffer:
         pins = self._pins
         excess = len(msgs) + len(new_messages) - limit if limit else 0
         out: list[dict[str, Any]] = []
-        # A tool answer whose assistant tool_calls message is not sent would be refused by the
-        # API ("messages with role 'tool' must be a response to a preceding message with
-        # 'tool_calls'"), every time: unpinned answers of a call that was left out go too.
-        call_left_out = True  # nothing sent yet: a tool answer here would have no call before it
-        for i, m in enumerate(msgs):
-            role = m.get("role")
-            if excess > 0 and not pins[i]:
-                excess -= 1
-                call_left_out = True if role == "assistant" else call_left_out
+        # The same units as _trim: an assistant message goes with the tool answers after it.  A
+        # tool answer with no assistant message before it (a hand-made or imported history)
+        # would be refused by the API ("messages with role 'tool' must be a response to a
+        # preceding message with 'tool_calls'") every time: it is never sent.
+        for start, stop in _hist_units(msgs):
+            pinned = True in pins[start:stop]
+            if excess > 0 and not pinned:
+                excess -= stop - start
                 continue
-            if role in ("tool", "function") and call_left_out and not pins[i]:
+            if msgs[start].get("role") in _HIST_TOOL_ROLES:
                 continue
-            out.append(m)
-            if role != "tool" and role != "function":
-                call_left_out = False
+            out.extend(msgs[start:stop])
         out.extend(new_messages)
         return out
 

@@ -462,6 +462,18 @@ class LinearCostTest(unittest.TestCase):
             self.assertLess(big, small * 3)  # linear: about 2; quadratic would be about 4
 
 
+def units(messages):
+    """Reference model: an assistant message and the tool answers right after it form one unit;
+    every other message is a unit of its own."""
+    out = []
+    for m in messages:
+        if m["role"] == "tool" and out and out[-1][0]["role"] == "assistant":
+            out[-1].append(m)
+        else:
+            out.append([m])
+    return out
+
+
 class RandomPropertyTest(unittest.TestCase):
     """Random commits, rollbacks, pins, unpins, trims and archive round trips keep invariants."""
 
@@ -499,31 +511,34 @@ class RandomPropertyTest(unittest.TestCase):
                 after = ids()
                 new_ids = [int(m["content"]) for m in new]
                 self.assertEqual(after[-len(new):], new_ids)
-                # what is sent: the history after the exchange, except unpinned tool answers
-                # whose tool call was left out (or that have nothing before them)
-                kept, expected, call_left_out = set(after), [], True
-                for m in snapshot + new:
-                    mid = int(m["content"])
-                    if mid not in kept:
-                        call_left_out = call_left_out or m["role"] == "assistant"
+                # what is sent: the history minus its oldest unpinned units (an assistant
+                # message with the tool answers right after it goes whole) until history + new
+                # fit the limit, never a tool answer without an assistant message before it
+                excess = len(snapshot) + len(new) - limit if limit else 0
+                expected = []
+                for unit in units(snapshot):
+                    unit_ids = [int(m["content"]) for m in unit]
+                    if excess > 0 and not pinned_ids & set(unit_ids):
+                        excess -= len(unit)
                         continue
-                    if m["role"] == "tool" and call_left_out and mid not in pinned_ids:
-                        continue
-                    expected.append(mid)
-                    call_left_out = call_left_out and m["role"] == "tool"
-                self.assertEqual([int(m["content"]) for m in sent], expected)
+                    if unit[0]["role"] != "tool":
+                        expected.extend(unit_ids)
+                self.assertEqual([int(m["content"]) for m in sent], expected + new_ids)
                 removed = set(before) - set(after)
                 self.assertFalse(removed & pinned_ids)
+                for unit in units(snapshot):  # a unit is removed whole or kept whole
+                    unit_ids = {int(m["content"]) for m in unit}
+                    self.assertIn(len(unit_ids & removed), (0, len(unit_ids)))
+                in_pinned_units = {int(m["content"]) for unit in units(snapshot) for m in unit
+                                   if pinned_ids & {int(x["content"]) for x in unit}}
+                rest = after[:-len(new)]
                 if limit and len(after) > limit:
-                    rest = after[:-len(new)]
-                    self.assertTrue(all(i in pinned_ids for i in rest))
-                elif limit:
-                    self.assertTrue(len(after) <= limit)
-                else:
+                    self.assertTrue(all(i in in_pinned_units for i in rest))
+                elif not limit:
                     self.assertFalse(removed)
-                kept_unpinned = [i for i in after[:-len(new)] if i not in pinned_ids]
-                if removed and kept_unpinned:
-                    self.assertLess(max(removed), min(kept_unpinned))
+                kept_free = [i for i in rest if i not in in_pinned_units]
+                if removed and kept_free:
+                    self.assertLess(max(removed), min(kept_free))
             elif op < 0.55:
                 n = rng.randrange(0, 4)
                 users = [i for i, m in zip(before, buf.messages()) if m["role"] == "user"]
@@ -558,7 +573,10 @@ class RandomPropertyTest(unittest.TestCase):
                 after = ids()
                 self.assertEqual(len(before) - len(after), removed)
                 if limit:
-                    self.assertTrue(len(after) <= limit or all(i in pinned_ids for i in after))
+                    msgs = buf.messages()
+                    in_pinned_units = {int(m["content"]) for unit in units(msgs) for m in unit
+                                       if pinned_ids & {int(x["content"]) for x in unit}}
+                    self.assertTrue(len(after) <= limit or all(i in in_pinned_units for i in after))
             elif op < 0.9:
                 data = json.loads(json.dumps(buf.to_archive()))
                 pins_before = buf.pinned_indexes()
