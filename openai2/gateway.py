@@ -1041,6 +1041,13 @@ def _gw_make_server(gw: Gateway) -> Any:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
             pass  # the gateway writes its own one-line access log
 
+        def setup(self) -> None:
+            super().setup()
+            try:  # the head and the body (or each event) go out at once, not after a delayed ACK
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
+
         def parse_request(self) -> bool:
             with gw._lock:  # from the request line on, shutdown() lets it finish (grace)
                 gw._busy.add(self.connection)

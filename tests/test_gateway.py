@@ -528,6 +528,22 @@ class TestConcurrency(_GatewayCase):
             gate.set()
             holder.join(10)
 
+    def test_client_connections_send_at_once_without_nagle(self) -> None:
+        # Without TCP_NODELAY the body written after the head waits for the client's delayed ACK
+        # (about 40 ms per answer on Linux).
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        srv = self.server([Reply("held", gate=gate)])
+        gw = self.gateway(srv)
+        asker = threading.Thread(target=_raw, args=(gw, "POST", "/v1/chat/completions", {"model": "m", "messages": []}))
+        asker.start()
+        self.addCleanup(asker.join, 10)
+        self.assertTrue(srv.wait_for_requests(1))
+        conns = list(gw._server.gw_conns.values())
+        self.assertEqual(len(conns), 1)
+        self.assertNotEqual(conns[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 0)
+        gate.set()
+
     @unittest.skipUnless(os.path.isdir("/proc/self/fd"), "counts open descriptors in /proc/self/fd")
     def test_200_concurrent_streams_complete_and_leave_no_threads_or_fds(self) -> None:
         def fds() -> int:
