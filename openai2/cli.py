@@ -1220,13 +1220,23 @@ def _cli_continue_source(ctx: _CliContext, new: bool) -> _CliContinued | None:
             if exchange_id is None:
                 latest_rows = book.exchanges(limit=1)
                 if not latest_rows:
-                    raise _CliUsageError("nothing to continue: the log is empty (%s)" % path)
+                    raise _CliUsageError(
+                        "nothing to continue: the log is empty (%s)" % path
+                        if not book.moved_aside
+                        else "nothing to continue: the log %s was corrupted; it was kept as %s and a fresh "
+                        "one started" % (path, book.moved_aside)
+                    )
                 exchange_id = latest_rows[-1]["id"]
             record = book.get(exchange_id)
             messages = book.conversation(exchange_id) if record is not None else None
     except LogbookError as exc:
         raise StoreError(str(exc)) from None
     if record is None or messages is None:
+        if book.moved_aside:
+            raise StoreError(
+                "no exchange %d: the log %s was corrupted; it was kept as %s and a fresh one started"
+                % (exchange_id, path, book.moved_aside)
+            )
         raise _CliUsageError("no exchange %d in the log (see `openai2 logs`)" % exchange_id)
     dropped = ""
     if messages and messages[-1].get("role") == "user":  # a failed exchange: no answer to go on from
