@@ -925,7 +925,7 @@ def _cli_parse_size(text: str) -> int:
 
     raw = text.strip().lower()
     for tail in ("ib", "b"):
-        if raw.endswith(tail) and raw[:-len(tail)][-1:] in ("k", "m"):
+        if raw.endswith(tail) and raw[: -len(tail)][-1:] in ("k", "m"):
             raw = raw[: -len(tail)]
     factor = {"k": 1024, "m": 1024 * 1024}.get(raw[-1:], 1)
     number = raw[:-1] if factor > 1 else raw
@@ -1165,7 +1165,8 @@ def _cli_edit(out: _CliOutput, initial: str = "") -> str | None:
                 process = subprocess.Popen(argv + [path], **extra)
             except OSError as exc:
                 raise _CliInputError(
-                    "cannot start the editor %r (from $%s): %s" % (argv[0] if argv else command, variable, exc.strerror or exc)
+                    "cannot start the editor %r (from $%s): %s"
+                    % (argv[0] if argv else command, variable, exc.strerror or exc)
                 ) from None
             status = process.wait()
         finally:
@@ -1327,7 +1328,9 @@ class _CliReplInputs:
                 return
             role, builtin = _cli_find_role(self.conv.ctx, self.role)
             params = _cli_role_params(role)
-            self.out.line("Role: %s%s%s" % (self.role, " (built-in)" if builtin else "", "; " + params if params else ""))
+            self.out.line(
+                "Role: %s%s%s" % (self.role, " (built-in)" if builtin else "", "; " + params if params else "")
+            )
             return
         role, builtin = _cli_find_role(self.conv.ctx, rest)
         _cli_undo_role(chat, self.role_undo)
@@ -1379,8 +1382,8 @@ class _CliReplInputs:
         lines = text.count("\n") + 1
         first = text.split("\n", 1)[0]
         self.out.line(
-            "(sending the edited text: %s%s)" % (first[:60] + ("…" if len(first) > 60 else ""),
-                                                 ", %d lines" % lines if lines > 1 else ""),
+            "(sending the edited text: %s%s)"
+            % (first[:60] + ("…" if len(first) > 60 else ""), ", %d lines" % lines if lines > 1 else ""),
             "dim",
         )
         self.send(text)
@@ -2209,8 +2212,10 @@ def _cli_cmd_roles(ctx: _CliContext) -> int:
         width = max(len(n) for n in set(user) | set(builtin))
         for name in sorted(set(user) | set(builtin)):
             role = user.get(name) or builtin[name]
-            mark = "yours, overrides the built-in" if name in user and name in builtin else (
-                "yours" if name in user else "built-in"
+            mark = (
+                "yours, overrides the built-in"
+                if name in user and name in builtin
+                else ("yours" if name in user else "built-in")
             )
             params = _cli_role_params(role)
             summary = " ".join(role["system"].split())
@@ -2242,9 +2247,7 @@ def _cli_cmd_roles(ctx: _CliContext) -> int:
                     % (name, name)
                 )
             raise _CliUsageError("no role of yours named %r (see `openai2 roles list`)" % name)
-        out.line(
-            "Deleted your role %s%s." % (name, "; the built-in %s is back" % name if name in builtin else "")
-        )
+        out.line("Deleted your role %s%s." % (name, "; the built-in %s is back" % name if name in builtin else ""))
         return EXIT_OK
     if action == "add":
         system = ctx.opt("system")

@@ -127,7 +127,7 @@ def check_role(role: object, where: str = "the role") -> dict[str, Any]:
     import math
 
     if not isinstance(role, dict):
-        raise ValueError("%s must be an object with a \"system\" text" % where)
+        raise ValueError('%s must be an object with a "system" text' % where)
     unknown = sorted(set(role) - {"system"} - set(ROLE_PARAMETERS))
     if unknown:
         raise ValueError(
@@ -135,10 +135,10 @@ def check_role(role: object, where: str = "the role") -> dict[str, Any]:
         )
     system = role.get("system")
     if not isinstance(system, str) or not system.strip():
-        raise ValueError("%s needs a non-empty \"system\" text" % where)
+        raise ValueError('%s needs a non-empty "system" text' % where)
     model = role.get("model")
     if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise ValueError("%s: \"model\" must be a non-empty text" % where)
+        raise ValueError('%s: "model" must be a non-empty text' % where)
     temperature = role.get("temperature")
     if temperature is not None and (
         isinstance(temperature, bool)
@@ -146,10 +146,10 @@ def check_role(role: object, where: str = "the role") -> dict[str, Any]:
         or math.isnan(temperature)
         or math.isinf(temperature)
     ):
-        raise ValueError("%s: \"temperature\" must be a finite number" % where)
+        raise ValueError('%s: "temperature" must be a finite number' % where)
     tokens = role.get("max_tokens")
     if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
-        raise ValueError("%s: \"max_tokens\" must be a whole number, 1 or more" % where)
+        raise ValueError('%s: "max_tokens" must be a whole number, 1 or more' % where)
     return {k: v for k, v in role.items() if v is not None}
 
 
