@@ -639,7 +639,8 @@ class _schema_Builder:  # noqa: N801
             key, _ = _schema_unwrap(args[0])
             if key is not str:
                 raise self.unsupported(tp, where, top, "JSON object keys are strings: use dict[str, X]")
-            return {"type": "object", "additionalProperties": self.build(args[1], where, top)}
+            values = self.build(args[1], where, top)
+            return {"type": "object", "additionalProperties": values} if values else {"type": "object"}
         raise self.unsupported(tp, where, top)
 
     def def_name(self, cls: object) -> str:
@@ -712,17 +713,18 @@ class _schema_Builder:  # noqa: N801
         return schema
 
     def property(
-        self, annotation: object, where: str, has_default: bool, default: object
+        self, annotation: object, where: str, has_default: bool, default: object, parameter: bool = False
     ) -> tuple[dict[str, Any], bool]:
         """One property of an object: ``(schema, required?)`` under the parameter/field rules.
 
-        Non-strict: ``Optional[X] = None`` gives X, not required; any other default makes it
-        optional, with a ``default`` keyword when JSON can hold it.  Strict: required, and nullable
-        when it had a default.
+        Non-strict: a default makes it optional, with a ``default`` keyword when JSON can hold it
+        (None is not written); a *parameter* ``Optional[X] = None`` gives X (the issue's rule for
+        tools: leaving it out is how a model says None), a *field* keeps the null (a dataclass
+        holding None must validate).  Strict: required, and nullable when it had a default.
         """
         import dataclasses
 
-        if has_default and default is None and not self.strict and _schema_accepts_none(annotation):
+        if parameter and has_default and default is None and not self.strict and _schema_accepts_none(annotation):
             stripped = self.without_none(annotation)
             if stripped is not None:
                 return self.build(stripped, where), False
@@ -738,20 +740,31 @@ class _schema_Builder:  # noqa: N801
         return schema, False
 
     def without_none(self, annotation: object) -> object:
-        """``Optional[X]`` -> X (``Union[A, B, None]`` -> ``Union[A, B]``; Annotated kept); None
-        when there is nothing else."""
+        """``Optional[X]`` -> X (``Union[A, B, None]`` -> ``Union[A, B]``), through nested unions
+        and ``Annotated`` (its description kept; Python < 3.11 wraps ``Annotated[Optional[X], ...]
+        = None`` in one more Optional); None when nothing but None is left."""
         import typing
 
-        inner, description = _schema_unwrap(annotation)
-        if typing.get_origin(inner) not in _schema_union_types():
+        members: list[object] = []
+        texts: list[str] = []
+
+        def walk(tp: object) -> None:
+            inner, text = _schema_unwrap(tp)
+            if typing.get_origin(inner) in _schema_union_types():
+                if text is not None:
+                    texts.append(text)
+                for arg in typing.get_args(inner):
+                    walk(arg)
+            elif inner is not None and inner is not type(None):
+                members.append(tp)
+
+        walk(annotation)
+        if not members:
             return None
-        others = tuple(a for a in typing.get_args(inner) if a is not type(None))
-        if not others:
-            return None
-        result: Any = others[0] if len(others) == 1 else typing.Union[others]
+        result: Any = members[0] if len(members) == 1 else typing.Union[tuple(members)]
         annotated = getattr(typing, "Annotated", None)
-        if description is not None and annotated is not None:
-            result = annotated[result, description]
+        if texts and annotated is not None:
+            result = annotated[result, texts[0]]
         return result
 
     def finish(self, schema: dict[str, Any]) -> dict[str, Any]:
@@ -882,7 +895,7 @@ def function_parameters(
                 annotation = param.annotation
         has_default = param.default is not inspect.Parameter.empty
         default = param.default if has_default else None
-        prop, is_required = builder.property(annotation, param_where, has_default, default)
+        prop, is_required = builder.property(annotation, param_where, has_default, default, parameter=True)
         text = docs.get(param.name)
         if text and _schema_unwrap(annotation)[1] is None:
             prop = _schema_describe(prop, text)
