@@ -1033,6 +1033,7 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
     found: list[_CliAttachment] = []
     skipped: list[str] = []
     total = 0
+    capped = False
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for d in [d for d in dirs if d.startswith(".")]:
@@ -1055,6 +1056,7 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
                 skipped.append(path + " (not a regular file)")
                 continue
             if total + st.st_size > limit:
+                capped = True
                 skipped.append("%s (%s: over the %s cap)" % (path, _cli_size_text(st.st_size), _cli_size_text(limit)))
                 continue
             try:
@@ -1064,6 +1066,7 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
                 skipped.append("%s (%s)" % (path, exc.strerror or exc))
                 continue
             if len(raw) > limit - total:
+                capped = True
                 skipped.append("%s (grew past the %s cap)" % (path, _cli_size_text(limit)))
                 continue
             if b"\0" in raw[:_CLI_BINARY_SNIFF]:
@@ -1081,8 +1084,18 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
         more = len(items) - _CLI_LIST_SHOWN
         return ", ".join(items[:_CLI_LIST_SHOWN]) + (", and %d more" % more if more > 0 else "")
 
+    if found:
+        out.note(
+            "openai2: attached %d file%s from %s (%s): %s"
+            % (
+                len(found),
+                "" if len(found) == 1 else "s",
+                folder,
+                _cli_size_text(total),
+                listing([a.name for a in found]),
+            )
+        )
     if skipped:
-        capped = any("cap)" in s for s in skipped)
         out.note(
             "openai2: skipped in %s: %s%s"
             % (
@@ -1093,10 +1106,6 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
         )
     if not found:
         raise _CliInputError("no text file to attach in %s (hidden, binary and image files are skipped)" % folder)
-    out.note(
-        "openai2: attached %d file%s from %s (%s): %s"
-        % (len(found), "" if len(found) == 1 else "s", folder, _cli_size_text(total), listing([a.name for a in found]))
-    )
     return found
 
 
@@ -1899,14 +1908,19 @@ def _cli_cmd_clear_apikey(ctx: _CliContext) -> int:
     return EXIT_OK
 
 
-def _cli_question(ctx: _CliContext) -> str | None:
-    """The one-shot question (TEXT words, else stdin when it is not a terminal), or None."""
+def _cli_question(ctx: _CliContext, attached: bool = False) -> str | None:
+    """The one-shot question (TEXT words, else stdin when it is not a terminal), or None.
+
+    :param attached: files are attached (``-a``): an empty stdin then sends them alone
+    """
     words = ctx.opt("text") or []
     if words:
         return ctx.clean(" ".join(words), "the TEXT argument")
     if ctx.opt("interactive", False) or _cli_isatty(ctx.stdin):
         return None
     text, note = _cli_read_stdin(ctx.stdin)
+    if not text.strip() and attached:
+        return ""
     if not text.strip():
         raise _CliUsageError(
             "nothing to ask: give TEXT, pipe a question on stdin, or use -i for the interactive prompt"
@@ -1931,7 +1945,7 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
         # the editor writes the question (TEXT is its first draft); with -a -, stdin was the attachment
         question: Any = "" if editing else ctx.clean(" ".join(ctx.opt("text") or []), "the TEXT argument")
     else:
-        question = _cli_question(ctx)
+        question = _cli_question(ctx, attached=bool(attachments))
     if question is None and ctx.opt("json", False):
         raise _CliUsageError("--json needs a question (TEXT or stdin)")
     name = continued.name if continued is not None else ctx.session_name()

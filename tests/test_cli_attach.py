@@ -50,13 +50,16 @@ class AttachOptionTest(AttachCase):
         self.assertTrue(content[2]["image_url"]["url"].startswith("data:image/jpeg;base64,"))
         self.assertEqual(len(content), 3)
 
-    def test_an_image_alone_needs_no_text(self):
+    def test_attachments_alone_need_no_text(self):
         picture = self.write("cat.webp", b"RIFF....WEBP")
-        self.run_cli("chat", "-a", picture, "--no-save", stdin="")
-        # no TEXT and an empty stdin: nothing to ask — the usage error names it (no request)
-        self.assertEqual(self.transport.requests, [])
+        self.assertEqual(self.run_cli("chat", "-a", picture, "--no-save", stdin="")[0], EXIT_OK)
+        self.assertEqual([p["type"] for p in self.last_user()], ["image_url"])
         self.run_cli("chat", "-a", picture, "--no-save", "?")
         self.assertEqual([p["type"] for p in self.last_user()], ["text", "image_url"])
+        text = self.write("t.txt", "just this")
+        self.run_cli("chat", "-a", text, "--no-save", stdin="\n")
+        self.assertEqual(self.last_user(), "```%s\njust this\n```" % text)
+        self.assertEqual(self.run_cli("chat", "--no-save", stdin="\n")[0], EXIT_USAGE)  # nothing at all
 
     def test_stdin_as_an_attachment(self):
         code, _, _ = self.run_cli("chat", "-a", "-", "Review this diff", stdin="- old\n+ new\n")
