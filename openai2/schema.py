@@ -301,6 +301,8 @@ def _schema_hints(obj: object, where: str, kind: str) -> dict[str, Any]:
     cannot be evaluated (``kind`` is "parameter" or "field")."""
     import typing
 
+    if not isinstance(obj, type) and getattr(obj, "__annotations__", None) is None:
+        return {}  # a builtin function or a C method: nothing annotated
     try:
         if sys.version_info >= (3, 9):
             return typing.get_type_hints(obj, include_extras=True)  # novermin
@@ -773,7 +775,9 @@ class _schema_Builder:  # noqa: N801
             return schema
         ref = schema.get("$ref")
         if isinstance(ref, str) and len(schema) == 1:
-            schema = dict(self.defs[ref.rsplit("/", 1)[1]])
+            import copy
+
+            schema = copy.deepcopy(self.defs[ref.rsplit("/", 1)[1]])  # the root shares nothing with $defs
         schema = dict(schema)
         schema["$defs"] = dict(self.defs)
         return schema
@@ -857,7 +861,7 @@ def function_parameters(
     base: Any = fn
     while isinstance(base, functools.partial):
         base = base.func
-    plain = inspect.isfunction(base) or inspect.ismethod(base) or isinstance(base, type)
+    plain = inspect.isroutine(base) or isinstance(base, type)
     name = getattr(base, "__name__", None) if plain else None
     if not isinstance(name, str):
         name = type(base).__name__
@@ -868,7 +872,7 @@ def function_parameters(
         raise TypeError("%s: no signature to describe (%s)" % (where, exc)) from None
     hint_source: object
     doc_source: object
-    if inspect.isfunction(base) or inspect.ismethod(base):
+    if inspect.isroutine(base):
         hint_source, doc_source = base, base
     elif isinstance(base, type):
         hint_source, doc_source = next(vars(k)["__init__"] for k in base.__mro__ if "__init__" in vars(k)), base
@@ -877,7 +881,7 @@ def function_parameters(
         hint_source = call
         doc_source = call if getattr(call, "__doc__", None) else type(base)
     hints = _schema_hints(hint_source, where, "parameter")
-    summary, docs = parse_docstring(inspect.getdoc(doc_source))
+    summary, docs = parse_docstring(_schema_class_doc(base) if isinstance(base, type) else inspect.getdoc(doc_source))
     builder = _schema_Builder(strict)
     properties: dict[str, Any] = {}
     required: list[str] = []

@@ -322,6 +322,10 @@ class ParseDocstringTests(unittest.TestCase):
                 doc = "Do it.\n\n%s\n    x: the x\n\nExamples:\n    y: not a parameter\n" % header
                 self.assertEqual(parse_docstring(doc), ("Do it.", {"x": "the x"}))
 
+    def test_google_entries_not_indented_under_the_header(self):
+        doc = "Args:\nx: the x\ny (int): the y\n    continued\nReturns:\n    z: no"
+        self.assertEqual(parse_docstring(doc), ("", {"x": "the x", "y": "the y continued"}))
+
     def test_google_sections_before_args_end_the_summary(self):
         doc = "Do it.\n\nNote:\n    careful\n\nArgs:\n    x: the x\n"
         self.assertEqual(parse_docstring(doc), ("Do it.", {"x": "the x"}))
@@ -628,6 +632,11 @@ class SchemaForClassTests(unittest.TestCase):
             ["$.pong.ping.pong.ping: expected object, got integer 3"],
         )
 
+    def test_inlined_root_shares_nothing_with_defs(self):
+        schema = schema_for(TreeNode)
+        schema["properties"]["name"]["type"] = "integer"
+        self.assertEqual(schema["$defs"]["TreeNode"]["properties"]["name"], {"type": "string"})
+
     def test_recursive_list_item_root_keeps_defs(self):
         schema = schema_for(List[TreeNode])
         self.assertEqual(schema["items"], {"$ref": "#/$defs/TreeNode"})
@@ -858,6 +867,14 @@ class FunctionParametersTests(unittest.TestCase):
                 "required": ["a"],
             },
         )
+
+    def test_builtin_function_and_class(self):
+        summary, params = function_parameters(len)
+        self.assertEqual(summary, parse_docstring(len.__doc__)[0])
+        self.assertEqual(params, {"type": "object", "properties": {"obj": {}}, "required": ["obj"]})
+        summary, params = function_parameters(Plain)
+        self.assertEqual(summary, "")
+        self.assertEqual(params, schema_for(Plain))
 
     def test_unsupported_annotation_names_function_and_parameter(self):
         with self.assertRaises(TypeError) as cm:
