@@ -7,8 +7,8 @@ The tests run in memory (tests/support/memory.py: a MemoryTransport where the Fa
 stood; TestStopFromAnotherThread with ``stalls = "block"``, so that a stall really holds the
 stream until it is closed).  TestEndToEndOverSockets keeps on the loopback FakeServer the
 close from another thread of a stream blocked in a real socket read (mid-body, and before the
-first byte: a delay, and a Gate holding the answer, which only a socket shutdown cuts short),
-each followed by a request on the same client.
+first byte: a delay, and a Gate holding the answer), each followed by a request on the same
+client where the test says so.
 """
 import asyncio
 import json
@@ -372,6 +372,22 @@ class TestStopFromAnotherThread(Case):
         self.assertEqual(len(c.fetch_messages()), 2)  # committed exactly once
         self.assertEqual(c.request("自然数1的后面是几?"), "2")
 
+    def test_close_while_the_gate_holds_the_first_byte_keeps_nothing(self):
+        # over sockets the close shuts the socket down; in memory it cancels the wait at the gate
+        c = self.chat(timeout=(5, 120))
+        gate = Gate()
+        self.addCleanup(gate.release.set)
+        self.server.replies.append(Reply(content="late", gate=gate, gate_timeout=3600))
+        stream = c.stream_request("q")
+        got, outcome, done = [], [], threading.Event()
+        reader = threading.Thread(target=self.consume, args=(stream, got, done, outcome, 1), daemon=True)
+        reader.start()
+        self.assertTrue(gate.arrived.wait(10))  # the request is at the server, no answer yet
+        stream.close()
+        reader.join(10)
+        self.assertFalse(reader.is_alive())
+        self.assertEqual((outcome, got, c.fetch_messages()), (["ended"], [], []))
+
     def test_closes_racing_from_several_threads_commit_once(self):
         c = self.chat(timeout=(5, 120))
         self.server.replies.append(Reply(content="abcdefgh", stall_after=4, stall_seconds=60))
@@ -648,22 +664,8 @@ class TestEndToEndOverSockets(Case):
         TestStopFromAnotherThread.test_closes_racing_from_several_threads_commit_once)
     test_close_while_waiting_for_the_first_byte_keeps_nothing = (
         TestStopFromAnotherThread.test_close_while_waiting_for_the_first_byte_keeps_nothing)
-
-    def test_close_while_the_gate_holds_the_first_byte_keeps_nothing(self):
-        # a Gate (no Event) is cut short only by the socket shutdown: not in memory
-        c = self.chat(timeout=(5, 120))
-        gate = Gate()
-        self.addCleanup(gate.release.set)
-        self.server.replies.append(Reply(content="late", gate=gate))
-        stream = c.stream_request("q")
-        got, outcome, done = [], [], threading.Event()
-        reader = threading.Thread(target=self.consume, args=(stream, got, done, outcome, 1), daemon=True)
-        reader.start()
-        self.assertTrue(gate.arrived.wait(10))  # the request is at the server, no answer yet
-        stream.close()
-        reader.join(10)
-        self.assertFalse(reader.is_alive())
-        self.assertEqual((outcome, got, c.fetch_messages()), (["ended"], [], []))
+    test_close_while_the_gate_holds_the_first_byte_keeps_nothing = (
+        TestStopFromAnotherThread.test_close_while_the_gate_holds_the_first_byte_keeps_nothing)
 
 
 if __name__ == "__main__":
