@@ -396,29 +396,35 @@ class TestChatPage(_PageCase):
         self.assertEqual(pasted, "Copied **text**")  # the message as written, Markdown included
 
     def test_screenshots_light_and_dark(self) -> None:
-        self.driver.find_element(By.CSS_SELECTOR, "#system-box summary").click()
-        self.driver.find_element(By.ID, "system").send_keys("You are a helpful assistant.")
+        self.answer("What is openai2?", Reply("A dependency-free client for OpenAI-compatible chat APIs."))
+        self.driver.find_element(By.ID, "new-chat").click()
         self.answer(
             "How do I stream a reply with openai2?",
             Reply(
-                "Use `Chat.stream_request`:\n\n```python\nfrom openai2 import Chat\nchat = Chat()\n"
+                "Use `Chat.stream_request`:\n\n```python\nfrom openai2 import Chat\n\nchat = Chat()\n"
                 "for piece in chat.stream_request(\"Hello\"):\n    print(piece, end=\"\")\n```\n\n"
-                "- the pieces arrive **as they are written**\n- the history keeps the whole answer\n\n"
-                "See the [README](https://github.com/) for more.",
+                "- the pieces arrive **as they are written**\n- the history keeps the *whole* answer\n\n"
+                "See the [README](https://example.com/openai2) for more.",
                 reasoning="The user wants streaming.",
             ),
         )
         os.makedirs(SCREENSHOTS, exist_ok=True)
+        # a fixed viewport, whatever the window's decorations take
+        metrics = {"width": 1100, "height": 700, "deviceScaleFactor": 1, "mobile": False}
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        self.addCleanup(self.driver.execute_cdp_cmd, "Emulation.clearDeviceMetricsOverride", {})
+        self.addCleanup(self.driver.execute_cdp_cmd, "Emulation.setEmulatedMedia", {"features": []})
+        self.js("document.activeElement.blur(); const m = document.getElementById('messages'); m.scrollTop = 0;")
         for scheme in ("light", "dark"):
             self.driver.execute_cdp_cmd(
                 "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
             )
-            dark = self.js("return matchMedia('(prefers-color-scheme: dark)').matches")
-            self.assertEqual(dark, scheme == "dark")
+            self.assertEqual(self.js("return matchMedia('(prefers-color-scheme: dark)').matches"), scheme == "dark")
+            background = self.js("return getComputedStyle(document.body).backgroundColor")
+            self.assertEqual(background, "rgb(255, 255, 255)" if scheme == "light" else "rgb(13, 17, 23)")
             path = os.path.join(SCREENSHOTS, "chat-page-%s.png" % scheme)
             self.assertTrue(self.driver.save_screenshot(path))
             self.assertLess(os.path.getsize(path), 150 * 1024)
-        self.driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
 class TestChatPageChinese(_PageCase):
