@@ -1529,6 +1529,13 @@ class _CliRepl(_CliReplInputs):
             "Type new (or /new) to start over, quit (or /exit, Ctrl-D) to leave; Ctrl-C stops an answer.",
             "dim",
         )
+        if self.pending:
+            count = len(self.pending)
+            self.out.line(
+                "%d attachment%s go%s with your first message (/attach lists them, /detach drops them)."
+                % (count, "" if count == 1 else "s", "es" if count == 1 else ""),
+                "dim",
+            )
 
     def run(self) -> int:
         self.banner()
