@@ -248,6 +248,14 @@ class RoleCommandsTest(CliCase):
         self.assertIn("nothing sent", err)
         self.assertEqual(self.store.load_roles()["r"]["system"], "Keep me.")
 
+    def test_edit_of_a_new_name_creates_the_role(self):
+        self.use_editor("Write haiku only.\n")
+        code, out, _ = self.run_cli("roles", "edit", "haiku")
+        self.assertEqual(code, EXIT_OK)
+        self.assertEqual(self.editor_record()["before"], "")
+        self.assertEqual(self.store.load_roles()["haiku"], {"system": "Write haiku only."})
+        self.assertIn("Saved the role haiku", out)
+
     def test_edit_without_an_editor_says_how_to_set_one(self):
         code, _, err = self.run_cli("roles", "edit", "r")
         self.assertEqual(code, EXIT_USAGE)
