@@ -13,8 +13,6 @@ client where the test says so.
 import asyncio
 import json
 import os
-import shutil
-import tempfile
 import threading
 import unittest
 
@@ -22,59 +20,20 @@ import openai2
 from openai2 import Chat, GroupChat, assistant_msg, system_msg, user_msg
 from openai2.groupchat import GroupChatReplyError
 from openai2.testing import Reply, chat_chunk, chat_completion
-from tests.support.memory import memory_or_socket_server, server_options
+from tests.support.memory import server_options
+from tests.support.serving import ChatServerCase, Gate
 
 KEY = "sk-test-hostile-0123456789abcdef"
 STANDARD = {"role", "content", "name", "tool_calls", "refusal", "audio", "function_call"}
-
-
-def no_sleep(seconds, cancel):
-    pass
-
-
-class Gate:
-    """A Reply gate: records that the request arrived, then holds the answer until released."""
-
-    def __init__(self):
-        self.arrived = threading.Event()
-        self.release = threading.Event()
-
-    def wait(self, timeout=None):
-        self.arrived.set()
-        return self.release.wait(timeout)
 
 
 def deep_text(levels):
     return "[" * levels + "]" * levels
 
 
-class Case(unittest.TestCase):
-    #: True: a real FakeServer over loopback sockets; False: a MemoryServer (no sockets)
-    sockets = False
-    #: the MemoryServer's stall mode ("block": stalls really wait, until close/cancel)
-    stalls = "timeout"
-
-    def setUp(self):
-        self.server = memory_or_socket_server(self.sockets, stalls=self.stalls)
-        self.addCleanup(self.server.stop)
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-
-    def chat(self, **kw):
-        kw.setdefault("model", "gpt-4o-mini")
-        for name, value in server_options(self.server).items():
-            kw.setdefault(name, value)
-        kw.setdefault("sleep", no_sleep)
-        kw.setdefault("max_retries", 0)
-        return Chat(api_key=kw.pop("api_key", KEY), **kw)
-
-    def group(self, **kw):
-        kw.setdefault("model", "gpt-4o-mini")
-        for name, value in server_options(self.server).items():
-            kw.setdefault(name, value)
-        kw.setdefault("sleep", no_sleep)
-        kw.setdefault("max_retries", 0)
-        return GroupChat(api_key=KEY, **kw)
+class Case(ChatServerCase):
+    key = KEY
+    chat_defaults = {"model": "gpt-4o-mini", "max_retries": 0}
 
     def answer_json(self, message, **extra):
         body = chat_completion("placeholder", model="gpt-4o-mini")

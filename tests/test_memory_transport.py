@@ -22,6 +22,7 @@ from openai2.errors import (
 )
 from openai2.testing import MemoryTransport, Reply, chat_chunk, chat_completion
 from openai2.transport import CancelScope, HTTPTransport, Timeout
+from tests.support.serving import Gate  # a gate that is no Event: it tells when the request arrived
 
 try:
     from openai2.testing import FakeServer
@@ -311,19 +312,6 @@ class ClosingAndCancelling(unittest.TestCase):
         self.assertEqual(transport.in_flight, 0)
 
 
-class PolledGate:
-    """A gate that is no Event (what Reply's ``gate`` also takes: anything with ``wait``):
-    records that the request arrived, then holds the answer until ``release`` is set."""
-
-    def __init__(self):
-        self.arrived = threading.Event()
-        self.release = threading.Event()
-
-    def wait(self, timeout=None):
-        self.arrived.set()
-        return self.release.wait(timeout)
-
-
 class GatesStopWithTheRequest(unittest.TestCase):
     """A request held at a Reply's gate (its answer not yet begun) ends as over sockets: at
     once on a cancel (RequestCancelledError), at the read timeout (APITimeoutError), whatever
@@ -382,7 +370,7 @@ class GatesStopWithTheRequest(unittest.TestCase):
     def test_cancel_stops_a_request_held_by_a_gate_that_is_no_event(self):
         for transport, url in self.both():
             with self.subTest(transport=type(transport).__name__):
-                gate = PolledGate()
+                gate = Gate()
                 self.addCleanup(gate.release.set)
                 scope = CancelScope()
                 sender, outcome = self.hold(transport, url, gate, scope)
@@ -415,7 +403,7 @@ class GatesStopWithTheRequest(unittest.TestCase):
     def test_a_gate_opened_in_time_lets_the_answer_through(self):
         for transport, url in self.both():
             with self.subTest(transport=type(transport).__name__):
-                gate = PolledGate()
+                gate = Gate()
                 sender, outcome = self.hold(transport, url, gate, CancelScope())
                 self.assertTrue(gate.arrived.wait(10))
                 gate.release.set()
@@ -424,7 +412,7 @@ class GatesStopWithTheRequest(unittest.TestCase):
                 self.assertIn(b'"held"', outcome[0])
 
     def test_stop_ends_a_fake_server_connection_held_by_a_gate_that_is_no_event(self):
-        server = FakeServer([Reply("held", gate=PolledGate(), gate_timeout=3600.0)]).start()
+        server = FakeServer([Reply("held", gate=Gate(), gate_timeout=3600.0)]).start()
         http = HTTPTransport(trust_env=False)
         self.addCleanup(http.close)
         scope = CancelScope()
