@@ -411,6 +411,34 @@ class GatesStopWithTheRequest(unittest.TestCase):
                 self.assertEqual(len(outcome), 1, outcome)
                 self.assertIn(b'"held"', outcome[0])
 
+    def test_an_async_cancel_frees_the_worker_held_by_a_gate(self):
+        import asyncio
+
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        transport = MemoryTransport([Reply("held", gate=gate, gate_timeout=3600.0), Reply("next")])
+        chat = Chat(api_key=KEY, base_url=BASE, transport=transport, model="m", timeout=3600.0, max_retries=0)
+
+        async def main():
+            task = asyncio.ensure_future(chat.async_request("q"))
+            while not transport.requests:  # the request is in, held at the gate
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        freed = threading.Event()
+        for _ in range(2000):  # bounded (10 s): the worker leaves the gate once the cancel lands
+            if transport.in_flight == 0:
+                freed.set()
+                break
+            freed.wait(0.005)
+        self.assertTrue(freed.is_set(), "the worker is still held at the gate")
+        self.assertFalse(gate.is_set())
+        self.assertEqual(chat.fetch_messages(), [])
+        self.assertEqual(chat.request("again"), "next")
+
     def test_stop_ends_a_fake_server_connection_held_by_a_gate_that_is_no_event(self):
         server = FakeServer([Reply("held", gate=Gate(), gate_timeout=3600.0)]).start()
         http = HTTPTransport(trust_env=False)
