@@ -31,6 +31,7 @@ from openai2.schema import (
     function_parameters,
     parse_docstring,
     schema_for,
+    strict_schema,
     validate,
 )
 
@@ -1432,6 +1433,70 @@ class CheckSchemaTests(unittest.TestCase):
         with self.assertRaises(TypeError) as cm:
             check_schema({"$ref": "https://example.com/schema.json"})
         self.assertIn("cannot be resolved", str(cm.exception))
+
+
+class StrictSchemaTests(unittest.TestCase):
+    def test_a_built_schema_made_strict_equals_the_strict_build(self):
+        for tp in (Trip, TreeNode, Ping, Movie, MovieOptional, List[Location]):
+            with self.subTest(tp=tp):
+                loose = schema_for(tp)
+                before = json.dumps(loose, sort_keys=True)
+                self.assertEqual(strict_schema(loose), schema_for(tp, strict=True))
+                self.assertEqual(json.dumps(loose, sort_keys=True), before)  # the input is unchanged
+
+    def test_hand_written_schema(self):
+        schema = {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "default": "x"},
+                "tags": {"type": "array", "items": {"type": "object", "properties": {"k": {"type": "string"}}}},
+                "node": {"$ref": "#/$defs/N", "description": "a node"},
+            },
+            "required": ["tags"],
+            "$defs": {"N": {"type": "object", "properties": {}}},
+        }
+        self.assertEqual(
+            strict_schema(schema),
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"type": ["string", "null"]},
+                    "tags": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"k": {"type": ["string", "null"]}},
+                            "required": ["k"],
+                            "additionalProperties": False,
+                        },
+                    },
+                    "node": {"anyOf": [{"$ref": "#/$defs/N"}, {"type": "null"}], "description": "a node"},
+                },
+                "required": ["tags", "name", "node"],
+                "$defs": {"N": {"type": "object", "properties": {}, "required": [], "additionalProperties": False}},
+                "additionalProperties": False,
+            },
+        )
+
+    def test_what_strict_mode_cannot_express(self):
+        cases = [
+            ({"type": "object"}, "#: an object with free-form keys"),
+            (
+                {
+                    "type": "object",
+                    "properties": {"a": {"type": "object", "additionalProperties": {"type": "integer"}}},
+                },
+                "#/properties/a: an object with free-form keys",
+            ),
+            ({"type": "array", "prefixItems": [{"type": "integer"}]}, "#: fixed-length arrays (prefixItems)"),
+            ({"type": "array", "items": [{"type": "integer"}]}, "#: fixed-length arrays (items)"),
+        ]
+        for schema, message in cases:
+            with self.subTest(schema=schema):
+                with self.assertRaises(TypeError) as cm:
+                    strict_schema(schema, where="parse()")
+                self.assertTrue(str(cm.exception).startswith("parse(): " + message), str(cm.exception))
+        self.assertRaises(TypeError, strict_schema, True)
 
 
 def positional(a: int, b: int = 2, /, c: Unit = Unit.CELSIUS, *, d: Optional[Location] = None) -> None:
