@@ -153,8 +153,10 @@ def _schema_numpy_header(lines: list[str], i: int) -> str | None:
 
 def _schema_section_start(lines: list[str], i: int) -> bool:
     line = lines[i]
+    head = line.strip().split(":", 1)[0].lower()
     return bool(
         _schema_google_header(line) is not None
+        or (head in ("returns", "return", "raises", "yields") and ":" in line)  # "Returns: the id."
         or _schema_numpy_header(lines, i) is not None
         or _schema_regexes()["rest_field"].match(line.strip())
     )
@@ -808,10 +810,11 @@ def schema_for(annotation: object, *, strict: bool = False, where: str = "the an
 
     See the module docstring for the mapping.  Decisions: ``Optional[X]`` in a nested position
     (a field, a list item) is X-or-null -- ``{"type": ["string", "null"]}`` for a plain scalar,
-    ``anyOf [X, {"type": "null"}]`` otherwise (only a *parameter* or *field* whose default is
-    None drops the null: see :func:`function_parameters`).  A fixed tuple ``tuple[int, str]`` is
-    ``{"type": "array", "prefixItems": [...], "minItems": 2, "maxItems": 2}`` and a TypeError in
-    strict mode (OpenAI's strict subset has no ``prefixItems``).  A dataclass or TypedDict that
+    ``anyOf [X, {"type": "null"}]`` otherwise; a dataclass/TypedDict field keeps the null too
+    (only a function *parameter* ``Optional[X] = None`` drops it: see :func:`function_parameters`).
+    A fixed tuple ``tuple[int, str]`` is ``{"type": "array", "prefixItems": [...], "minItems": 2,
+    "maxItems": 2}`` and a TypeError in strict mode (OpenAI's strict subset has no
+    ``prefixItems``).  A dataclass or TypedDict that
     contains itself (directly or through others) is defined once under ``"$defs"`` at the root
     and referenced with ``{"$ref": "#/$defs/Name"}``; a root that is such a class is inlined
     (strict mode wants an object at the root), keeping its ``$defs``.  Object schemas always

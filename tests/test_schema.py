@@ -344,6 +344,10 @@ class ParseDocstringTests(unittest.TestCase):
         doc = "Do it.\n\nArgs:\n    url: see http://example.com: ok\n    empty:\n    last: end\n"
         self.assertEqual(parse_docstring(doc)[1], {"url": "see http://example.com: ok", "last": "end"})
 
+    def test_inline_returns_line_ends_the_summary(self):
+        self.assertEqual(parse_docstring("Make an id.\n\nReturns: the id.\n"), ("Make an id.", {}))
+        self.assertEqual(parse_docstring("Make an id.\nRaises: KeyError\nArgs:\n    n: count"), ("Make an id.", {"n": "count"}))
+
     def test_prose_colon_line_is_not_a_section(self):
         doc = "Do it like this:\n\n    example text\n\nArgs:\n    x: the x\n"
         self.assertEqual(parse_docstring(doc), ("Do it like this: example text", {"x": "the x"}))
