@@ -27,7 +27,7 @@ from __future__ import annotations
 #: ``<script>`` and ``<style>`` exactly as written below.
 CHAT_PAGE_CSP = (
     "default-src 'none'; "
-    "script-src 'sha256-MJGxR5JJ2yjgjPvMMZ57IVAP/GmzileP4MWGIWcyQIc='; "
+    "script-src 'sha256-G/hBUSnDuADbavOyOy+aXvwgQNc0VkjPyhXEf1v991g='; "
     "style-src 'sha256-QAJQ/YyiRd+Y3Myrx/Fpo7B7AM74xkhYw9CQ+SThv2w='; "
     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
@@ -225,6 +225,7 @@ const state = {
   current: null,    // the conversation shown
   busy: null,       // the answer being streamed: {conv, msg, controller}
   token: '',        // the gateway token when sessionStorage is unavailable
+  deleted: new Set(),  // ids of conversations deleted in this tab (not brought back from storage)
 };
 const nodes = new WeakMap();  // message -> its element (kept out of the stored objects)
 
@@ -245,9 +246,17 @@ function loadConvs() {
   storageSet(localStorage, STORE_KEY + '.unreadable', raw);
   return [];
 }
+// Another tab may have saved conversations since this one read the list: keep those (unless
+// deleted here), newest first.  The same conversation changed in two tabs: the last save wins.
+function mergeStored() {
+  const known = new Set(state.convs.map((c) => c.id));
+  for (const c of loadConvs()) if (!known.has(c.id) && !state.deleted.has(c.id)) state.convs.push(c);
+  state.convs.sort((a, b) => (b.updated || 0) - (a.updated || 0));
+}
 function saveConvs() {
+  mergeStored();
   const kept = state.convs.filter((c) => c.messages.length || c.system);
-  const ok = storageSet(localStorage, STORE_KEY, JSON.stringify(kept, (k, v) => (k === 'stopped' ? undefined : v)))
+  const ok = storageSet(localStorage, STORE_KEY, JSON.stringify(kept))
     && storageSet(localStorage, CURRENT_KEY, state.current ? state.current.id : null);
   if (!ok) setStatus(t('storageFull'), true);
 }
@@ -273,6 +282,7 @@ function askToken(wrong) {
   state.token = '';
   $('token-error').textContent = wrong ? t('tokenWrong') : '';
   $('token-box').hidden = false;
+  $('app').inert = true;  // a modal: the page behind takes no clicks or keys
   $('token-input').focus();
 }
 function saveToken() {
@@ -281,6 +291,8 @@ function saveToken() {
   if (!storageSet(sessionStorage, TOKEN_KEY, value)) state.token = value;
   $('token-input').value = '';
   $('token-box').hidden = true;
+  $('app').inert = false;
+  $('input').focus();
   loadModels();
 }
 
@@ -569,8 +581,7 @@ async function ask(conv) {
   const payload = {model: conv.model, messages: wireMessages(conv), stream: true};
   const msg = {role: 'assistant', content: ''};
   conv.messages.push(msg);
-  conv.updated = Date.now();
-  state.convs = [conv, ...state.convs.filter((c) => c !== conv)];
+  conv.updated = Date.now();  // to the top of the list (saveConvs sorts)
   const controller = new AbortController();
   state.busy = {conv, msg, controller};
   setBusy(true);
@@ -634,6 +645,7 @@ function deleteConv(conv) {
   if (!confirm(t('confirmDelete'))) return;
   if (state.busy && state.busy.conv === conv) state.busy.controller.abort();
   state.convs = state.convs.filter((c) => c !== conv);
+  state.deleted.add(conv.id);
   if (conv === state.current) {
     state.current = state.convs[0] || newConv();
     if (!state.convs.length) state.convs.push(state.current);
@@ -763,9 +775,11 @@ function start() {
   $('token-ok').addEventListener('click', saveToken);
   $('token-input').addEventListener('keydown', (e) => { if (e.key === 'Enter' && !e.isComposing) saveToken(); });
 
+  window.addEventListener('storage', (e) => { if (e.key === STORE_KEY) { mergeStored(); renderList(); } });
+
+  $('input').focus();
   if (document.documentElement.dataset.token === 'required' && !token()) askToken(false);
   else loadModels();
-  $('input').focus();
 }
 
 start();
