@@ -103,7 +103,8 @@ integration: $(INTEGRATION_VENV)/.installed litellm-venv
 # The chat page of `openai2 serve` in a real browser (issue 17): headless Debian chromium driven by
 # selenium, against the gateway in front of the fake server (loopback only). Installs chromium and
 # chromium-driver when missing (CI runs as root) and selenium (tests/browser/requirements.txt) into
-# the git-ignored .venv-browser; writes tests/browser/screenshots/chat-page-{light,dark}.png.
+# the git-ignored .venv-browser. Screenshots (light, dark) go to tests/browser/screenshots/output/;
+# `make browser-test OPENAI2_UPDATE_SCREENSHOTS=1` also replaces the committed ones README shows.
 BROWSER_VENV ?= .venv-browser
 
 $(BROWSER_VENV)/.installed: tests/browser/requirements.txt
@@ -116,4 +117,4 @@ browser-test: $(BROWSER_VENV)/.installed
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
-	OPENAI2_REQUIRE_BROWSER=1 $(BROWSER_VENV)/bin/python tests/browser/run.py
+	OPENAI2_REQUIRE_BROWSER=1 OPENAI2_UPDATE_SCREENSHOTS=$(OPENAI2_UPDATE_SCREENSHOTS) $(BROWSER_VENV)/bin/python tests/browser/run.py

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
     skipped = len(result.skipped)
     passed = result.testsRun - failed - skipped - len(result.expectedFailures)
-    print("browser tests: %.0f s; screenshots in %s" % (time.monotonic() - started, os.path.join(HERE, "screenshots")))
+    print("browser tests: %.0f s; screenshots in %s" % (time.monotonic() - started, os.path.join(HERE, "screenshots", "output")))
     print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
     return 0 if failed == 0 and result.testsRun > 0 else 1
 
