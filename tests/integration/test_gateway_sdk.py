@@ -71,6 +71,14 @@ class GatewayWithSdk(unittest.TestCase):
         self.assertIs(self.server.last_request.json["stream"], True)
         figure("gateway + SDK: streams")
 
+    def test_streaming_through_keepalive_comments(self) -> None:
+        # the upstream pauses after two events; the gateway fills the pause with ": keep-alive"
+        self.replies.append(Reply(chunks=["a", "b", "c"], stall_after=2, stall_seconds=0.3))
+        gw = self.gateway(keepalive=0.02)
+        stream = self.sdk(gw).chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        self.assertEqual(text, "abc")
+
     def test_streaming_with_the_sdk_stream_helper(self) -> None:
         self.replies.append(Reply(chunks=["hel", "lo"]))
         with self.sdk(self.gateway()).chat.completions.stream(model="m", messages=MESSAGES) as stream:
