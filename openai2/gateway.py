@@ -102,7 +102,7 @@ class _GatewayStream:
     reading must not stall the watcher, which serves every stream): whatever of it did not fit
     in the socket buffer (``tail``) is written by the handler before its next event."""
 
-    __slots__ = ("sock", "wfile", "chunked", "interval", "lock", "last", "tail", "boundary", "started")
+    __slots__ = ("sock", "wfile", "chunked", "interval", "lock", "last", "tail", "boundary", "started", "ended")
 
     def __init__(self, h: Any, chunked: bool, interval: float | None) -> None:
         self.sock = h.connection
@@ -114,6 +114,7 @@ class _GatewayStream:
         self.tail = b""
         self.boundary = True
         self.started = False
+        self.ended = False  # the body is over: no ping may follow (the connection may carry the next answer)
 
     def _frame(self, data: bytes) -> bytes:
         return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
@@ -136,12 +137,18 @@ class _GatewayStream:
             self.last = time.monotonic()
 
     def finish(self) -> None:
-        """The end of the body (the last chunk when chunked)."""
+        """The end of the body (the last chunk when chunked); no keep-alive after it."""
         self.write(b"")
-        if self.chunked:
-            with self.lock:
+        with self.lock:
+            self.ended = True
+            if self.chunked:
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
+
+    def end(self) -> None:
+        """No more keep-alives (the stream failed or the client left)."""
+        with self.lock:
+            self.ended = True
 
     def due(self) -> float | None:
         return None if self.interval is None else self.last + self.interval
@@ -154,7 +161,7 @@ class _GatewayStream:
         if not self.lock.acquire(blocking=False):
             return  # the handler is writing (or blocked writing: no ping would get through)
         try:
-            if self.tail or not self.boundary or not _gw_writable(self.sock):
+            if self.ended or self.tail or not self.boundary or not _gw_writable(self.sock):
                 return
             frame = self._frame(b": keep-alive\n\n")
             try:
@@ -917,6 +924,7 @@ class Gateway:
             h.close_connection = True
             info["status"] = 499
         finally:
+            out.end()
             if watcher is not None:
                 watcher.unwatch(h.connection, out)
             response.close()

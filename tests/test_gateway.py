@@ -350,6 +350,32 @@ class TestKeepAlive(_GatewayCase):
         self.assertGreaterEqual(comments, 1)
         self.assertNoKey(whole)
 
+    def test_no_keepalive_after_the_last_chunk(self) -> None:
+        # A ping written after the terminating chunk would be read as the start of the next
+        # answer on the kept-alive connection.
+        from openai2.gateway import _GatewayStream
+
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        wfile = a.makefile("wb", buffering=0)
+        self.addCleanup(wfile.close)
+        handler = type("H", (), {"connection": a, "wfile": wfile})()
+        out = _GatewayStream(handler, True, 0.01)
+        out.write(b"data: x\n\n")
+        out.ping()
+        out.finish()
+        out.ping()
+        a.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            piece = b.recv(65536)
+            if not piece:
+                break
+            data += piece
+        self.assertEqual(data.count(b": keep-alive"), 1)
+        self.assertTrue(data.endswith(b"0\r\n\r\n"), data)
+
     def test_keepalive_none_sends_no_comment(self) -> None:
         srv = self.server([Reply("abc", keepalive_comments=0)])
         gw = self.gateway(srv, keepalive=None)
