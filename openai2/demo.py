@@ -151,6 +151,133 @@ def _demo_groupchat_answer(text: str) -> str | None:
 # ---- end of GroupChat prompts ----------------------------------------------------------------
 
 
+class DemoToolCalls:
+    """An answer of :class:`DemoBrain` that calls tools: ``content`` (text before the calls, may
+    be empty) and ``tool_calls`` (``[{"id", "type", "function": {"name", "arguments"}}]``).  The
+    fake wire sends it as a ``Reply`` with those tool calls, streamed or not."""
+
+    __slots__ = ("content", "tool_calls")
+
+    def __init__(self, tool_calls: list[dict[str, Any]], content: str = "") -> None:
+        self.content = content
+        self.tool_calls = tool_calls
+
+    def __repr__(self) -> str:
+        return "DemoToolCalls(%r)" % [c["function"]["name"] for c in self.tool_calls]
+
+
+#: Place names the demo model recognises as tool arguments (Chinese text has no capitals).
+_DEMO_PLACES_ZH = ("北京", "上海", "广州", "深圳", "杭州", "南京", "成都", "武汉", "西安", "香港", "东京", "巴黎", "伦敦", "纽约", "罗马")
+
+
+#: English tool words and the Chinese a question may use for them.
+_DEMO_WORDS_ZH = {"weather": "天气", "time": "时间", "price": "价格", "stock": "股票", "search": "搜索", "file": "文件"}
+
+
+def _demo_has_cjk(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def _demo_tool_words(spec: dict[str, Any]) -> set[str]:
+    """What a tool is about: the words of its name and description (lower case), and the
+    two-character pieces of Chinese text in them."""
+    import re
+
+    text = "%s %s" % (str(spec.get("name", "")).replace("_", " "), spec.get("description") or "")
+    words = {w for w in re.findall(r"[a-z]{3,}", text.lower()) if w not in ("the", "and", "for", "get", "with")}
+    for run in re.findall(r"[\u4e00-\u9fff]+", text):
+        words.update(run[i : i + 2] for i in range(len(run) - 1))
+    words.update(_DEMO_WORDS_ZH[w] for w in list(words) if w in _DEMO_WORDS_ZH)
+    return words
+
+
+def _demo_choose_tool(text: str, tools: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The tool the question is about (most of its words in the text), or None."""
+    lowered = text.lower()
+    best, best_score = None, 0
+    for entry in tools:
+        spec = entry.get("function") if isinstance(entry, dict) else None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            continue
+        score = 3 if spec["name"].lower() in lowered else 0
+        score += sum(1 for word in _demo_tool_words(spec) if word in lowered)
+        if score > best_score:
+            best, best_score = spec, score
+    return best
+
+
+def _demo_string_values(text: str) -> list[str]:
+    """The values a question names: quoted text, else places (Chinese) or capitalised words
+    after the first word (English, ``Paris and Rome`` gives two)."""
+    import re
+
+    quoted = re.findall(r"[\"“'‘]([^\"”'’]+)[\"”'’]", text)
+    if quoted:
+        return quoted
+    if _demo_has_cjk(text):
+        places = [p for p in _DEMO_PLACES_ZH if p in text]
+        places.sort(key=text.index)
+        return places or [re.sub(r"[^\u4e00-\u9fff]", "", text)[:2]]
+    words = re.findall(r"(?<!^)(?<![.?!] )\b([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)", text.strip())
+    return words or [text.strip().rstrip("?!.").split(" ")[-1]]
+
+
+def _demo_arguments(spec: dict[str, Any], text: str) -> list[dict[str, Any]]:
+    """Arguments for the chosen tool: one call per value named for its first required string
+    parameter (at most 4), numbers from the text, enums' first value."""
+    import re
+
+    params = spec.get("parameters") if isinstance(spec.get("parameters"), dict) else {}
+    props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+    required = [n for n in params.get("required", []) if n in props]
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", text)
+    base: dict[str, Any] = {}
+    spread = None
+    for name in required:
+        prop = props[name] if isinstance(props[name], dict) else {}
+        kind = prop.get("type")
+        kind = kind[0] if isinstance(kind, list) and kind else kind
+        if "enum" in prop and prop["enum"]:
+            base[name] = prop["enum"][0]
+        elif kind in ("integer", "number"):
+            value = float(numbers.pop(0)) if numbers else 1
+            base[name] = int(value) if kind == "integer" else value
+        elif kind == "boolean":
+            base[name] = True
+        elif kind in ("array",):
+            base[name] = []
+        elif kind == "object":
+            base[name] = {}
+        elif spread is None:
+            spread = name
+        else:
+            base[name] = text
+    if spread is None:
+        return [base]
+    return [dict(base, **{spread: value}) for value in _demo_string_values(text)[:4]]
+
+
+def _demo_tool_answer(messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]], last_user: int) -> Any:
+    """Call a tool the question is about, or, once its results are in, answer with them."""
+    import json
+
+    text = content_text(messages[last_user].get("content")).strip()
+    results = [content_text(m.get("content")) for m in messages[last_user + 1 :] if isinstance(m, dict) and m.get("role") == "tool"]
+    if results:
+        if _demo_has_cjk(text):
+            return "查询结果：" + "；".join(results) + "。"
+        return "Here is what the tools said: " + "; ".join(results) + "."
+    spec = _demo_choose_tool(text, tools)
+    if spec is None:
+        return None
+    calls = []
+    for n, arguments in enumerate(_demo_arguments(spec, text)):
+        call_id = "call_demo_%d_%d" % (last_user, n + 1)
+        arguments_text = json.dumps(arguments, ensure_ascii=False)
+        calls.append({"id": call_id, "type": "function", "function": {"name": spec["name"], "arguments": arguments_text}})
+    return DemoToolCalls(calls)
+
+
 class DemoBrain:
     """A tiny deterministic rule-based "model" that answers the seed examples as documented.
 
@@ -166,6 +293,11 @@ class DemoBrain:
     - the apology of the forged-conversation example (``哦吼, 你还敢骂我呀?``)
     - a ``GroupChat`` prompt -> a JSON array with one remark per requested turn (the seed's
       documented remarks for its example)
+    - a request with ``tools``: a call of the tool the question is about (the one whose name
+      or description words appear in it; its first string argument from quoted text, places
+      or capitalised words — ``Paris and Rome`` gives two parallel calls), then, once the
+      ``tool`` results are in, an answer quoting them (``Here is what the tools said: …`` /
+      ``查询结果：…``)
     - anything else: ``(demo) You said: …``
 
     :param rules: ``[(matcher, answer), ...]`` consulted first, in order.  ``matcher`` is a
@@ -180,9 +312,19 @@ class DemoBrain:
     def __call__(self, request: Any) -> Any:
         """Answer a recorded chat request.
 
-        :param request: a ``RecordedRequest`` (anything with ``messages``: they are used)
-        :returns: the answer text, or a ``Reply`` from a custom rule
+        :param request: a ``RecordedRequest`` (anything with ``messages``: they are used, and
+            the ``tools`` of its ``json`` body)
+        :returns: the answer text, a ``Reply`` from a custom rule, or :class:`DemoToolCalls`
         """
+        body = getattr(request, "json", None)
+        tools = body.get("tools") if isinstance(body, dict) else None
+        if isinstance(tools, list) and tools and body.get("tool_choice") != "none":
+            messages = request.messages
+            last_user = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1)
+            if last_user >= 0 and not any(self._match(m, content_text(messages[last_user].get("content"))) for m, _ in self.rules):
+                planned = _demo_tool_answer(messages, tools, last_user)
+                if planned is not None:
+                    return planned
         return self.answer(request.messages)
 
     def answer(self, messages: Sequence[dict[str, Any]]) -> Any:
