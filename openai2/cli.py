@@ -31,6 +31,7 @@ from .store import (
     SessionLockedError,
     Store,
     StoreError,
+    check_role_name,
     check_session_name,
 )
 from .terminal import DeferInterrupt, LineEditor, supports_color, terminal_width
@@ -73,6 +74,10 @@ Commands (type them at the prompt):
   /load FILE            append the messages of an archive FILE
   /limit [N]            show or set how many messages are kept (MsgMaxCount; 0: no limit)
   /usage                tokens of the last answer and of this run
+  /role [NAME]          show the role in use, or use one (its system prompt and parameters)
+  /attach [FILE...]     attach text files, images or a folder to the next message; alone: list
+  /detach               drop the attachments not sent yet
+  /edit [TEXT]          write the next message in $VISUAL/$EDITOR (empty file: nothing sent)
 A block between lines of three double quotes (\"\"\") is sent as one multi-line message.
 Start a message with // to send a line that begins with a slash."""
 
@@ -305,6 +310,8 @@ def _cli_build_parser(out: _CliOutput) -> Any:
         help="run the interactive prompt even when stdin is not a terminal",
     )
 
+    _cli_add_input_options(common, S)
+
     parser = _CliParser(
         prog="openai2",
         parents=[common],
@@ -375,7 +382,63 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     p.add_argument("-q", "--query", metavar="TEXT", help="only exchanges whose question or answer contains TEXT")
     p.add_argument("--since", metavar="AGE_OR_DATE", help="only exchanges since 30m, 12h, 7d, 2w ago or a date")
     p.add_argument("-r", "--response", action="store_true", help="print only the last answer (for scripts)")
+    _cli_add_roles_parser(add)
     return parser
+
+
+def _cli_add_input_options(common: Any, S: Any) -> None:
+    """chat's roles, attachments, editor and --continue options."""
+    g = common.add_argument_group("roles, attachments, the editor and the log (chat, newchat)")
+    g.add_argument("--role", default=S, metavar="NAME", help="use a role: its system prompt and parameters")
+    g.add_argument(
+        "-a",
+        "--attach",
+        action="append",
+        default=S,
+        metavar="FILE",
+        help="attach a text file (fenced, with its name), an image (PNG, JPEG, GIF, WebP), a folder's "
+        "text files, or - (stdin); repeatable",
+    )
+    g.add_argument(
+        "--max-attach",
+        type=_cli_parse_size,
+        default=S,
+        metavar="SIZE",
+        help="largest text file, and a folder's total, that -a and /attach take (default 256k; e.g. 2M)",
+    )
+    g.add_argument(
+        "-e", "--edit", action="store_true", default=S, help="write the question in $VISUAL/$EDITOR, then send it"
+    )
+    g.add_argument(
+        "--continue",
+        dest="continue_id",
+        type=int,
+        default=S,
+        metavar="ID",
+        help="go on with the conversation of logged exchange ID (see `openai2 logs`) in a new session",
+    )
+    g.add_argument(
+        "-c", dest="continue_last", action="store_true", default=S, help="--continue with the latest logged exchange"
+    )
+
+
+def _cli_add_roles_parser(add: Any) -> None:
+    p = add("roles", "list, show, add, edit or delete roles (saved system prompts with parameters)")
+    rs = p.add_subparsers(dest="action", metavar="ACTION")
+    rs.required = True
+    rs.add_parser("list", help="the roles (built-in ones marked)")
+    q = rs.add_parser("show", help="a role's system prompt and parameters")
+    q.add_argument("name", metavar="NAME")
+    q = rs.add_parser("add", help="save a role (the same name as a built-in overrides it)")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--system", required=True, metavar="TEXT", help="the system prompt (- reads it from stdin)")
+    q.add_argument("--model", metavar="M", help="the model this role uses")
+    q.add_argument("--temperature", type=float, metavar="T", help="its sampling temperature")
+    q.add_argument("--max-tokens", type=int, metavar="N", help="its limit on the answer's tokens")
+    q = rs.add_parser("edit", help="edit a role's system prompt in $VISUAL/$EDITOR")
+    q.add_argument("name", metavar="NAME")
+    q = rs.add_parser("delete", help="delete your role (a built-in of that name comes back)")
+    q.add_argument("name", metavar="NAME")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -758,6 +821,584 @@ class _CliConversation:
 
 
 # ---------------------------------------------------------------------------------------------
+# Roles, attachments, the editor, continuing a logged conversation
+# ---------------------------------------------------------------------------------------------
+
+_CLI_ATTACH_MAX = 256 * 1024  # default --max-attach: one text file, and a folder's total
+_CLI_IMAGE_MAX = 20 * 1024 * 1024  # the API's own limit for an image
+_CLI_BINARY_SNIFF = 8192  # a NUL byte in the first this-many bytes: a binary file
+_CLI_LIST_SHOWN = 20  # at most this many names listed per line on stderr
+_CLI_UNSET = object()  # a parameter a role set was not set before
+
+
+class _CliInputError(ValueError):
+    """An attachment, the editor or a role could not be used: one line; exit 2 on the command
+    line, an error line at the prompt (which goes on)."""
+
+
+def _cli_builtin_roles() -> dict[str, dict[str, Any]]:
+    """The built-in roles (a user role of the same name wins)."""
+    import platform
+
+    windows = os.name == "nt"
+    system_name = platform.system() or ("Windows" if windows else "Linux")
+    shell = os.path.basename(os.environ.get("SHELL", "").strip()) or ("PowerShell" if windows else "sh")
+    return {
+        "translate": {
+            "system": (
+                "You are a translator. Translate the text the user sends: Chinese into English, any other "
+                "language into Chinese, unless the user names the target language. Keep the formatting exactly "
+                "as it is: Markdown, headings, lists, tables, line breaks, links, code blocks, inline code, "
+                "placeholders and file names stay unchanged, and code is not translated. Answer with the "
+                "translation only: no notes, no explanations, no quotation marks around it."
+            ),
+            "temperature": 0.2,
+        },
+        "shell": {
+            "system": (
+                "You write shell commands. Answer every request with exactly one command for %s on %s, on one "
+                "line: no prose, no explanation, no Markdown, no code fences, no leading $ prompt. Join steps "
+                "with && or pipes when several are needed. If the request cannot be done in one command, answer "
+                "with one line starting with # that says why." % (shell, system_name)
+            ),
+            "temperature": 0,
+        },
+        "review": {
+            "system": (
+                "You are a careful code reviewer. Review the code or diff the user sends. First list the real "
+                "problems, most serious first: bugs, security holes, data loss, races, wrong error handling, "
+                "each with where it is (file and line or function) and a concrete fix. Then, briefly, smaller "
+                "points: clarity, naming, missing tests. Do not rewrite the whole code and do not praise it; "
+                "if you find nothing important, say so in one sentence."
+            ),
+        },
+    }
+
+
+def _cli_role_params(role: dict[str, Any]) -> str:
+    return ", ".join("%s %s" % (k, role[k]) for k in ("model", "temperature", "max_tokens") if k in role)
+
+
+def _cli_find_role(ctx: _CliContext, name: str) -> tuple[dict[str, Any], bool]:
+    """The role ``name`` and whether it is a built-in one (the user's own wins)."""
+    user = ctx.store.load_roles()
+    if name in user:
+        return user[name], False
+    builtin = _cli_builtin_roles()
+    if name in builtin:
+        return builtin[name], True
+    known = sorted(set(user) | set(builtin))
+    raise _CliInputError("no role named %r (roles: %s; see `openai2 roles list`)" % (name, ", ".join(known)))
+
+
+def _cli_apply_role(chat: Chat, role: dict[str, Any], keep: Sequence[str] = ()) -> dict[str, Any]:
+    """Set the role's system prompt (pinned) and parameters (those in ``keep`` stay: given as
+    flags); returns what the parameters were before, for :func:`_cli_undo_role`."""
+    _cli_set_system(chat, role["system"])
+    undo: dict[str, Any] = {}
+    for name in ("model", "temperature", "max_tokens"):
+        if name in role and name not in keep:
+            undo[name] = chat.params.get(name, _CLI_UNSET)
+            chat.params[name] = role[name]
+    return undo
+
+
+def _cli_undo_role(chat: Chat, undo: dict[str, Any]) -> None:
+    for name, value in undo.items():
+        if value is _CLI_UNSET:
+            chat.params.pop(name, None)
+        else:
+            chat.params[name] = value
+
+
+def _cli_size_text(size: int) -> str:
+    if size < 1024:
+        return "%d bytes" % size
+    if size < 1024 * 1024:
+        return "%.1f KiB" % (size / 1024.0) if size % 1024 else "%d KiB" % (size // 1024)
+    return "%.1f MiB" % (size / 1048576.0) if size % 1048576 else "%d MiB" % (size // 1048576)
+
+
+def _cli_parse_size(text: str) -> int:
+    """``--max-attach``: bytes, or a number with k/K (KiB) or m/M (MiB), e.g. 500k, 2M."""
+    import argparse
+
+    raw = text.strip().lower()
+    for tail in ("ib", "b"):
+        if raw.endswith(tail) and raw[: -len(tail)][-1:] in ("k", "m"):
+            raw = raw[: -len(tail)]
+    factor = {"k": 1024, "m": 1024 * 1024}.get(raw[-1:], 1)
+    number = raw[:-1] if factor > 1 else raw
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        value = -1
+    if value < 1 or number.lower() in ("nan", "inf", "infinity"):
+        raise argparse.ArgumentTypeError("give a size such as 300000, 500k or 2M, not %r" % text)
+    return value
+
+
+class _CliAttachment:
+    """One attached file: text (sent fenced, with its name) or an image (an image part)."""
+
+    __slots__ = ("name", "text", "part", "size")
+
+    def __init__(self, name: str, size: int, text: str | None = None, part: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.size = size
+        self.text = text
+        self.part = part
+
+    def describe(self) -> str:
+        return "%s (%s, %s)" % (self.name, "image" if self.part is not None else "text", _cli_size_text(self.size))
+
+
+def _cli_is_image(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp")
+
+
+def _cli_read_limited(path: str, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit + 1`` of them (a FIFO or a device
+    is refused before it is opened: ``/dev/zero`` would never end)."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise _CliInputError("cannot attach %s: %s" % (path, exc.strerror or exc)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _CliInputError("cannot attach %s: it is not a regular file (a FIFO, a device or a socket)" % path)
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit + 1)
+    except OSError as exc:
+        raise _CliInputError("cannot attach %s: %s" % (path, exc.strerror or exc)) from None
+
+
+def _cli_text_attachment(out: _CliOutput, name: str, raw: bytes, limit: int) -> _CliAttachment:
+    if len(raw) > limit:
+        raise _CliInputError(
+            "%s is over the %s limit for an attached text file; raise it with --max-attach SIZE "
+            "(e.g. --max-attach %dk), or attach a part of it (head -c %d FILE | openai2 chat -a -)"
+            % (name, _cli_size_text(limit), max(2 * limit // 1024, 1), limit)
+        )
+    if b"\0" in raw[:_CLI_BINARY_SNIFF]:
+        raise _CliInputError(
+            "%s is a binary file (it holds NUL bytes): only text files and PNG, JPEG, GIF or WebP images "
+            "can be attached" % name
+        )
+    text, note = _cli_decode(raw, name)
+    if note:
+        out.note(note)
+    return _CliAttachment(name, len(raw), text=text)
+
+
+def _cli_attach(out: _CliOutput, spec: str, limit: int, stdin: Any = None) -> list[_CliAttachment]:
+    """What ``-a SPEC`` / ``/attach SPEC`` attaches: ``-`` (stdin, with ``stdin``), an image, a
+    text file, or a folder's text files (listed on stderr, with what was skipped and why).
+
+    :raises _CliInputError: a missing, binary or too large file, a folder with no text file
+    """
+    if spec == "-":
+        if stdin is None:
+            raise _CliInputError(
+                "/attach - would read stdin, which is this prompt: pipe the text in with `openai2 chat -a -`"
+            )
+        buffer = getattr(stdin, "buffer", None)
+        raw = buffer.read(limit + 1) if buffer is not None else stdin.read(limit + 1).encode("utf-8", "surrogateescape")
+        return [_cli_text_attachment(out, "stdin", raw, limit)]
+    path = os.path.expanduser(spec)
+    if os.path.isdir(path):
+        return _cli_attach_folder(out, path, limit)
+    if _cli_is_image(path):
+        raw = _cli_read_limited(path, _CLI_IMAGE_MAX)
+        if len(raw) > _CLI_IMAGE_MAX:
+            raise _CliInputError("%s is over %s, the API's limit for an image" % (spec, _cli_size_text(_CLI_IMAGE_MAX)))
+        import base64
+
+        mime = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".gif": "gif", ".webp": "webp"}
+        url = "data:image/%s;base64,%s" % (
+            mime[os.path.splitext(path)[1].lower()],
+            base64.b64encode(raw).decode("ascii"),
+        )
+        return [_CliAttachment(spec, len(raw), part={"type": "image_url", "image_url": {"url": url}})]
+    return [_cli_text_attachment(out, spec, _cli_read_limited(path, limit), limit)]
+
+
+def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAttachment]:
+    """The text files under ``folder`` (sorted, hidden files and folders, images and binary or
+    non-UTF-8 files skipped) up to ``limit`` bytes in all."""
+    import stat
+
+    found: list[_CliAttachment] = []
+    skipped: list[str] = []
+    total = 0
+    capped = False
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for d in [d for d in dirs if d.startswith(".")]:
+            dirs.remove(d)
+            skipped.append(os.path.join(root, d) + os.sep + " (hidden)")
+        for entry in sorted(files):
+            path = os.path.join(root, entry)
+            if entry.startswith("."):
+                skipped.append(path + " (hidden)")
+                continue
+            if _cli_is_image(entry):
+                skipped.append(path + " (an image: attach it by name)")
+                continue
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                skipped.append("%s (%s)" % (path, exc.strerror or exc))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                skipped.append(path + " (not a regular file)")
+                continue
+            if total + st.st_size > limit:
+                capped = True
+                skipped.append("%s (%s: over the %s cap)" % (path, _cli_size_text(st.st_size), _cli_size_text(limit)))
+                continue
+            try:
+                with open(path, "rb") as handle:
+                    raw = handle.read(limit - total + 1)
+            except OSError as exc:
+                skipped.append("%s (%s)" % (path, exc.strerror or exc))
+                continue
+            if len(raw) > limit - total:
+                capped = True
+                skipped.append("%s (grew past the %s cap)" % (path, _cli_size_text(limit)))
+                continue
+            if b"\0" in raw[:_CLI_BINARY_SNIFF]:
+                skipped.append(path + " (binary)")
+                continue
+            try:
+                text = raw.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                skipped.append(path + " (not UTF-8 text)")
+                continue
+            total += len(raw)
+            found.append(_CliAttachment(path, len(raw), text=text))
+
+    def listing(items: list[str]) -> str:
+        more = len(items) - _CLI_LIST_SHOWN
+        return ", ".join(items[:_CLI_LIST_SHOWN]) + (", and %d more" % more if more > 0 else "")
+
+    if found:
+        out.note(
+            "openai2: attached %d file%s from %s (%s): %s"
+            % (
+                len(found),
+                "" if len(found) == 1 else "s",
+                folder,
+                _cli_size_text(total),
+                listing([a.name for a in found]),
+            )
+        )
+    if skipped:
+        out.note(
+            "openai2: skipped in %s: %s%s"
+            % (
+                folder,
+                listing(skipped),
+                "; the cap is %s in all, raise it with --max-attach SIZE" % _cli_size_text(limit) if capped else "",
+            )
+        )
+    if not found:
+        raise _CliInputError("no text file to attach in %s (hidden, binary and image files are skipped)" % folder)
+    return found
+
+
+def _cli_fence(name: str, text: str) -> str:
+    """``text`` as a fenced code block whose info string is the file name; the fence is longer
+    than any run of backticks inside."""
+    longest = run = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    label = " ".join(name.replace("`", "'").split())
+    return "%s%s\n%s%s%s" % (fence, label, text, "" if text.endswith("\n") or not text else "\n", fence)
+
+
+def _cli_compose(text: str, attachments: Sequence[_CliAttachment]) -> Any:
+    """The message content: the text, then each text file fenced with its name; with images, a
+    list of parts (the text part first, then the images)."""
+    blocks = [text] if text.strip() else []
+    blocks += [_cli_fence(a.name, a.text) for a in attachments if a.text is not None]
+    body = "\n\n".join(blocks)
+    images = [a.part for a in attachments if a.part is not None]
+    if not images:
+        return body
+    return ([{"type": "text", "text": body}] if body else []) + images
+
+
+def _cli_edit(out: _CliOutput, initial: str = "") -> str | None:
+    """Open ``$VISUAL`` (else ``$EDITOR``) on a private temporary file holding ``initial``;
+    return what was saved, or None (with a note) when it was left empty or the editor failed.
+    The file (0600, in a 0700 folder) is removed afterwards, whatever happens; Ctrl-C belongs
+    to the editor while it runs (as git does).
+
+    :raises _CliInputError: no editor is set, or it cannot be started
+    """
+    import shlex
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+
+    variable = "VISUAL" if os.environ.get("VISUAL", "").strip() else "EDITOR"
+    command = os.environ.get(variable, "").strip()
+    if not command:
+        raise _CliInputError("no editor: set $VISUAL or $EDITOR (e.g. export EDITOR=nano)")
+    try:
+        argv = shlex.split(command, posix=os.name != "nt")
+    except ValueError as exc:
+        raise _CliInputError("cannot read $%s (%r): %s" % (variable, command, exc)) from None
+    folder = tempfile.mkdtemp(prefix="openai2-edit-")  # 0700; any backup the editor leaves goes too
+    try:
+        path = os.path.join(folder, "message.md")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(initial.encode("utf-8", "surrogateescape"))
+        previous: Any = None
+        try:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except (ValueError, OSError):  # not the main thread
+            previous = None
+        try:
+            extra: dict[str, Any] = {}
+            if os.name != "nt" and previous is not None:
+                extra["preexec_fn"] = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+            try:
+                process = subprocess.Popen(argv + [path], **extra)
+            except OSError as exc:
+                raise _CliInputError(
+                    "cannot start the editor %r (from $%s): %s"
+                    % (argv[0] if argv else command, variable, exc.strerror or exc)
+                ) from None
+            status = process.wait()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if status != 0:
+            out.note("openai2: the editor exited with status %d: nothing sent" % status)
+            return None
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    text, note = _cli_decode(raw, "the edited text")
+    if note:
+        out.note(note)
+    if not text.strip():
+        out.note("openai2: nothing sent: the text was left empty")
+        return None
+    return text.rstrip().lstrip("\r\n")
+
+
+class _CliContinued:
+    """A logged conversation to go on with (``--continue ID`` / ``-c``) in a new session."""
+
+    def __init__(self, exchange_id: int, name: str, messages: list[dict[str, Any]], note: str) -> None:
+        self.exchange_id = exchange_id
+        self.name = name
+        self.messages = messages
+        self.note = note
+
+
+def _cli_continue_source(ctx: _CliContext, new: bool) -> _CliContinued | None:
+    """``--continue ID`` / ``-c``: the conversation the exchange belonged to, rebuilt from the
+    log, and the new session that will hold it (``--session`` if given and unused, else
+    ``<session>-<id>``, ``-2``… when taken); None without those options."""
+    exchange_id = ctx.opt("continue_id")
+    latest = ctx.opt("continue_last", False)
+    if exchange_id is None and not latest:
+        return None
+    if exchange_id is not None and latest:
+        raise _CliUsageError("give --continue ID or -c (the latest exchange), not both")
+    if new:
+        raise _CliUsageError("--continue starts a new session by itself: use it with chat, not newchat")
+    missing = logbook_unavailable()
+    if missing:
+        raise _CliUsageError("--continue needs the log, and it is off: %s" % missing)
+    path = ctx.store.logs_path
+    if not os.path.exists(path):
+        raise _CliUsageError("nothing to continue: nothing is logged yet (%s does not exist)" % path)
+    try:
+        with Logbook(path) as book:
+            if exchange_id is None:
+                latest_rows = book.exchanges(limit=1)
+                if not latest_rows:
+                    raise _CliUsageError(
+                        "nothing to continue: the log is empty (%s)" % path
+                        if not book.moved_aside
+                        else "nothing to continue: the log %s was corrupted; it was kept as %s and a fresh "
+                        "one started" % (path, book.moved_aside)
+                    )
+                exchange_id = latest_rows[-1]["id"]
+            record = book.get(exchange_id)
+            messages = book.conversation(exchange_id) if record is not None else None
+    except LogbookError as exc:
+        raise StoreError(str(exc)) from None
+    if record is None or messages is None:
+        if book.moved_aside:
+            raise StoreError(
+                "no exchange %d: the log %s was corrupted; it was kept as %s and a fresh one started"
+                % (exchange_id, path, book.moved_aside)
+            )
+        raise _CliUsageError("no exchange %d in the log (see `openai2 logs`)" % exchange_id)
+    dropped = ""
+    if messages and messages[-1].get("role") == "user":  # a failed exchange: no answer to go on from
+        messages = messages[:-1]
+        dropped = "; it had no answer (%s), so its question is left out: %s" % (
+            record["status"],
+            " ".join((record["question"] or "").split())[:200],
+        )
+    session = record["session"] or "log"
+    explicit = ctx.opt("session")
+    if explicit:
+        name = ctx.session_name(explicit)
+        if os.path.exists(ctx.store.session_path(name)):
+            raise _CliUsageError(
+                "session %r already exists: --continue makes a new session; give an unused --session NAME "
+                "or none (one is named after the exchange)" % name
+            )
+    else:
+        stem = "%s-%d" % (session[:50], exchange_id)
+        try:
+            check_session_name(stem)
+        except StoreError:
+            stem = "log-%d" % exchange_id
+        name, n = stem, 2
+        while os.path.lexists(ctx.store.session_path(name)):
+            name, n = "%s-%d" % (stem, n), n + 1
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["time"]))
+    note = "Continuing exchange #%d (session %s, %s, model %s) in the new session %s: %d message%s%s" % (
+        exchange_id,
+        record["session"] or "-",
+        when,
+        record["model"] or "?",
+        name,
+        len(messages),
+        "" if len(messages) == 1 else "s",
+        dropped,
+    )
+    return _CliContinued(exchange_id, name, messages, note)
+
+
+def _cli_start_attachments(ctx: _CliContext) -> list[_CliAttachment]:
+    """The ``-a`` attachments of the command line (errors: exit 2)."""
+    found: list[_CliAttachment] = []
+    limit = ctx.opt("max_attach") or _CLI_ATTACH_MAX
+    specs = ctx.opt("attach") or []
+    if specs.count("-") > 1:
+        raise _CliUsageError("-a - (stdin) can be given once")
+    for spec in specs:
+        try:
+            found.extend(_cli_attach(ctx.out, spec, limit, ctx.stdin))
+        except _CliInputError as exc:
+            raise _CliUsageError(str(exc)) from None
+    return found
+
+
+class _CliReplInputs:
+    """The prompt's /role, /attach, /detach and /edit (mixed into the REPL): a role's prompt and
+    parameters, attachments waiting for the next message, a message written in an editor."""
+
+    conv: _CliConversation
+    out: _CliOutput
+    role: str | None
+    role_undo: dict[str, Any]
+    pending: list[_CliAttachment]
+
+    def send(self, text: Any) -> bool:  # pragma: no cover - _CliRepl's
+        raise NotImplementedError
+
+    def message_with_pending(self, text: Any) -> Any:
+        """``text`` with the pending attachments (which are then sent: the caller clears them)."""
+        if not self.pending or not isinstance(text, str):
+            return text
+        return _cli_compose(text, self.pending)
+
+    def _note_pending(self) -> None:
+        if self.pending:
+            count = len(self.pending)
+            self.out.note(
+                "(the %d attachment%s stay%s for your next message; /detach drops them)"
+                % (count, "" if count == 1 else "s", "s" if count == 1 else "")
+            )
+
+    def _cmd_role(self, rest: str) -> None:
+        chat = self.conv.chat
+        if not rest:
+            if self.role is None:
+                self.out.line("No role (`openai2 roles list` shows them; /role NAME uses one).")
+                return
+            role, builtin = _cli_find_role(self.conv.ctx, self.role)
+            params = _cli_role_params(role)
+            self.out.line(
+                "Role: %s%s%s" % (self.role, " (built-in)" if builtin else "", "; " + params if params else "")
+            )
+            return
+        role, builtin = _cli_find_role(self.conv.ctx, rest)
+        _cli_undo_role(chat, self.role_undo)
+        self.role_undo = _cli_apply_role(chat, role)
+        self.role = rest
+        self.conv.save()
+        params = _cli_role_params(role)
+        self.out.line(
+            "Role %s%s: its system prompt is pinned as message 0%s."
+            % (rest, " (built-in)" if builtin else "", "; " + params if params else "")
+        )
+
+    def _cmd_attach(self, rest: str) -> None:
+        import shlex
+
+        if not rest:
+            if not self.pending:
+                self.out.line("Nothing attached. /attach FILE (a text file, an image, or a folder) adds one.")
+                return
+            self.out.line("Attached, sent with your next message (/detach drops them):")
+            for i, item in enumerate(self.pending, 1):
+                self.out.line("  %d. %s" % (i, item.describe()))
+            return
+        if os.path.exists(os.path.expanduser(rest)):
+            specs = [rest]
+        else:
+            try:
+                specs = shlex.split(rest, posix=os.name != "nt")
+            except ValueError as exc:
+                raise _CliInputError("cannot read the file names: %s" % exc) from None
+        limit = self.conv.ctx.opt("max_attach") or _CLI_ATTACH_MAX
+        added: list[_CliAttachment] = []
+        for spec in specs:
+            added.extend(_cli_attach(self.out, spec, limit))
+        self.pending.extend(added)
+        self.out.line(
+            "Attached %s; sent with your next message (%d pending; /attach lists them)."
+            % (", ".join(a.describe() for a in added), len(self.pending))
+        )
+
+    def _cmd_detach(self, rest: str) -> None:
+        count, self.pending[:] = len(self.pending), []
+        self.out.line("Dropped %d attachment%s." % (count, "" if count == 1 else "s") if count else "Nothing attached.")
+
+    def _cmd_edit(self, rest: str) -> None:
+        text = _cli_edit(self.out, rest)
+        if text is None:
+            return
+        lines = text.count("\n") + 1
+        first = text.split("\n", 1)[0]
+        self.out.line(
+            "(sending the edited text: %s%s)"
+            % (first[:60] + ("…" if len(first) > 60 else ""), ", %d lines" % lines if lines > 1 else ""),
+            "dim",
+        )
+        self.send(text)
+
+
+# ---------------------------------------------------------------------------------------------
 # The interactive prompt
 # ---------------------------------------------------------------------------------------------
 
@@ -816,12 +1457,15 @@ def _cli_depth(value: Any) -> int:
     return deepest
 
 
-class _CliRepl:
+class _CliRepl(_CliReplInputs):
     def __init__(self, conv: _CliConversation, editor: LineEditor | None, system: str | None) -> None:
         self.conv = conv
         self.out = conv.out
         self.editor = editor
         self.system = system
+        self.role: str | None = None  # the role in use (/role), and what its parameters replaced
+        self.role_undo: dict[str, Any] = {}
+        self.pending: list[_CliAttachment] = []  # /attach: sent with the next message
 
     @property
     def chat(self) -> Chat:
@@ -865,8 +1509,16 @@ class _CliRepl:
         )
         count = len(chat.fetch_messages())
         self.out.line(
-            "openai2 %s — model %s, session %s (%d message%s so far; %s)"
-            % (__version__, chat.params.get("model"), conv.name or "-", count, "" if count == 1 else "s", where),
+            "openai2 %s — model %s, session %s%s (%d message%s so far; %s)"
+            % (
+                __version__,
+                chat.params.get("model"),
+                conv.name or "-",
+                ", role %s" % self.role if self.role else "",
+                count,
+                "" if count == 1 else "s",
+                where,
+            ),
             "dim",
         )
         self.out.line(
@@ -912,18 +1564,27 @@ class _CliRepl:
             text = text.lstrip()[1:]
         elif stripped.startswith("/"):
             return self.slash(stripped)
+        return self.send(text)
+
+    def send(self, text: Any) -> bool:
+        """Ask ``text`` (with the pending attachments: dropped once the question is in the
+        conversation, kept when the request failed); errors are shown, the prompt goes on."""
         try:
-            self.conv.ask(text)
+            self.conv.ask(self.message_with_pending(text))
+            self.pending[:] = []
         except (APIError, OpenAIError) as exc:
             self.out.error(_cli_error_text(exc, self.chat.client.base_url))
+            self._note_pending()
         except (ValueError, TypeError, RecursionError) as exc:
             # a request that could not be built (a parameter no JSON can carry): say so, go on
             self.out.error("the request could not be sent: %s (see /set to change a parameter)" % exc)
+            self._note_pending()
         except (SessionConflictError, SessionLockedError):
             raise  # the session belongs to another process now: every later save would fail too
         except (OSError, StoreError) as exc:
             # the answer was shown and is in memory; a full disk or a missing folder is no reason
             # to lose it: say so, and the next answer tries to save again
+            self.pending[:] = []
             self.out.error(_cli_error_text(exc))
             self.out.note("the conversation is still here: /save FILE keeps a copy (the next answer saves again)")
         return True
@@ -1247,14 +1908,19 @@ def _cli_cmd_clear_apikey(ctx: _CliContext) -> int:
     return EXIT_OK
 
 
-def _cli_question(ctx: _CliContext) -> str | None:
-    """The one-shot question (TEXT words, else stdin when it is not a terminal), or None."""
+def _cli_question(ctx: _CliContext, attached: bool = False) -> str | None:
+    """The one-shot question (TEXT words, else stdin when it is not a terminal), or None.
+
+    :param attached: files are attached (``-a``): an empty stdin then sends them alone
+    """
     words = ctx.opt("text") or []
     if words:
         return ctx.clean(" ".join(words), "the TEXT argument")
     if ctx.opt("interactive", False) or _cli_isatty(ctx.stdin):
         return None
     text, note = _cli_read_stdin(ctx.stdin)
+    if not text.strip() and attached:
+        return ""
     if not text.strip():
         raise _CliUsageError(
             "nothing to ask: give TEXT, pipe a question on stdin, or use -i for the interactive prompt"
@@ -1265,24 +1931,58 @@ def _cli_question(ctx: _CliContext) -> str | None:
 
 
 def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
-    question = _cli_question(ctx)
+    role_name = ctx.opt("role")
+    role = None
+    if role_name is not None:
+        try:
+            role = _cli_find_role(ctx, role_name)[0]
+        except _CliInputError as exc:
+            raise _CliUsageError(str(exc)) from None
+    continued = _cli_continue_source(ctx, new)
+    attachments = _cli_start_attachments(ctx)
+    editing = bool(ctx.opt("edit", False))
+    if editing or "-" in (ctx.opt("attach") or []):
+        # the editor writes the question (TEXT is its first draft); with -a -, stdin was the attachment
+        question: Any = "" if editing else ctx.clean(" ".join(ctx.opt("text") or []), "the TEXT argument")
+    else:
+        question = _cli_question(ctx, attached=bool(attachments))
     if question is None and ctx.opt("json", False):
         raise _CliUsageError("--json needs a question (TEXT or stdin)")
-    name = ctx.session_name()
+    name = continued.name if continued is not None else ctx.session_name()
     saving = not ctx.opt("no_save", False)
     chat = ctx.make_chat()
     lock: SessionLock | None = ctx.store.lock_session(name) if saving else None
     try:
+        if editing:
+            try:
+                question = _cli_edit(ctx.out, " ".join(ctx.opt("text") or []))
+            except _CliInputError as exc:
+                raise _CliUsageError(str(exc)) from None
+            if question is None:
+                return EXIT_OK  # left empty: cancelled, nothing touched (the note said so)
+        if attachments and question is not None:
+            question = _cli_compose(question, attachments)
         archived = None
         if new:
             if saving:
                 archived = ctx.store.archive_session(name)
+        elif continued is not None:
+            try:
+                pins = [0] if continued.messages and continued.messages[0].get("role") == "system" else []
+                _cli_replace_history(chat, continued.messages, pins)
+            except (ValueError, TypeError, IndexError) as exc:
+                raise StoreError("exchange %d cannot be restored: %s" % (continued.exchange_id, exc)) from None
+            ctx.out.note(continued.note + ("" if saving else " (not saved: --no-save)"))
         else:
             saved = ctx.store.read_session(name, move_aside=saving)
             if saved is not None:
                 # the very content the store read (and will compare before the next save), not
                 # a second read of the file that another process may have replaced meanwhile
                 _cli_replace_history(chat, saved["messages"], saved["pinned"])
+        role_undo: dict[str, Any] = {}
+        if role is not None:
+            flags = [k for k in ("model", "temperature", "max_tokens") if ctx.opt(k) is not None]
+            role_undo = _cli_apply_role(chat, role, keep=flags)
         system = ctx.opt("system")
         if system is not None:
             system = ctx.clean(system, "the --system text")
@@ -1290,13 +1990,14 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
         conv = _CliConversation(ctx, chat, name if saving else None, interactive=question is None)
         if archived:
             ctx.out.note("The previous conversation is archived at %s" % archived)
-        if saving and (new or system is not None):
+        if saving and (new or system is not None or role is not None or continued is not None):
             conv.save()
         if question is None:
             editor = LineEditor(
                 ctx.stdin, ctx.out.out, history_path=ctx.store.history_path if saving else None, secrets=ctx.out.secrets
             )
             repl = _CliRepl(conv, editor, system)
+            repl.role, repl.role_undo, repl.pending = role_name, role_undo, attachments
             try:
                 return repl.run()
             finally:
@@ -1513,6 +2214,92 @@ def _cli_show_exchange(out: _CliOutput, record: dict[str, Any], *, brief: bool =
     out.line("(%s)" % ", ".join(d for d in details if d), "dim")
 
 
+def _cli_cmd_roles(ctx: _CliContext) -> int:
+    """``openai2 roles list|show|add|edit|delete``: the user's roles (``Store.load_roles``) over
+    the built-in ones."""
+    out = ctx.out
+    store = ctx.store
+    action = ctx.opt("action")
+    builtin = _cli_builtin_roles()
+    user = store.load_roles()
+    if action == "list":
+        width = max(len(n) for n in set(user) | set(builtin))
+        for name in sorted(set(user) | set(builtin)):
+            role = user.get(name) or builtin[name]
+            mark = (
+                "yours, overrides the built-in"
+                if name in user and name in builtin
+                else ("yours" if name in user else "built-in")
+            )
+            params = _cli_role_params(role)
+            summary = " ".join(role["system"].split())
+            summary = summary if len(summary) <= 70 else summary[:69] + "…"  # `roles show` has it all
+            out.line("%-*s  [%s]  %s%s" % (width, name, mark, params + " · " if params else "", summary))
+        return EXIT_OK
+    name = ctx.opt("name")
+    try:
+        check_role_name(name)
+    except StoreError as exc:
+        raise _CliUsageError(str(exc)) from None
+    if action == "show":
+        try:
+            role, is_builtin = _cli_find_role(ctx, name)
+        except _CliInputError as exc:
+            raise _CliUsageError(str(exc)) from None
+        mark = "built-in" if is_builtin else ("yours, overrides the built-in" if name in builtin else "yours")
+        out.line("Role %s (%s)" % (name, mark), "bold")
+        for key in ("model", "temperature", "max_tokens"):
+            out.line("%s: %s" % (key, role[key] if key in role else "(not set: the chat's own)"))
+        out.line("System prompt:", "bold")
+        out.line(role["system"])
+        return EXIT_OK
+    if action == "delete":
+        if not store.delete_role(name):
+            if name in builtin:
+                raise _CliUsageError(
+                    "%s is a built-in role and cannot be deleted; `openai2 roles add %s --system TEXT` overrides it"
+                    % (name, name)
+                )
+            raise _CliUsageError("no role of yours named %r (see `openai2 roles list`)" % name)
+        out.line("Deleted your role %s%s." % (name, "; the built-in %s is back" % name if name in builtin else ""))
+        return EXIT_OK
+    if action == "add":
+        system = ctx.opt("system")
+        if system == "-":
+            system, note = _cli_read_stdin(ctx.stdin)
+            if note:
+                out.note(note)
+        role = {"system": ctx.clean(system, "the --system text").strip()}
+        for key in ("model", "temperature", "max_tokens"):
+            if ctx.opt(key) is not None:
+                role[key] = ctx.opt(key)
+    else:  # edit: the role's prompt (the built-in's, or nothing for a new name) in the editor
+        role = dict(user.get(name) or builtin.get(name) or {"system": ""})
+        try:
+            edited = _cli_edit(out, role["system"] + ("\n" if role["system"] else ""))
+        except _CliInputError as exc:
+            raise _CliUsageError(str(exc)) from None
+        if edited is None:
+            out.line("Role %s unchanged." % name)
+            return EXIT_OK
+        if edited == role["system"]:
+            out.line("Role %s unchanged (the text is the same)." % name)
+            return EXIT_OK
+        role["system"] = edited
+    try:
+        replaced = store.save_role(name, role)
+    except ValueError as exc:
+        raise _CliUsageError(str(exc)) from None
+    how = "Replaced your role" if replaced else "Saved the role"
+    extra = (
+        "; it overrides the built-in %s (`openai2 roles delete %s` brings that back)" % (name, name)
+        if name in builtin and not replaced
+        else ""
+    )
+    out.line("%s %s (%s)%s." % (how, name, store.roles_path, extra))
+    return EXIT_OK
+
+
 _CLI_DEMO_SCRIPT = (
     "What comes after the natural number 50?",
     "And the next?",
@@ -1686,6 +2473,8 @@ def main(
             return _cli_cmd_serve(ctx)
         if command == "logs":
             return _cli_cmd_logs(ctx)
+        if command == "roles":
+            return _cli_cmd_roles(ctx)
         raise _CliUsageError("unknown command %r" % command)  # pragma: no cover - argparse checks
     except BrokenPipeError:
         # The reader went away (``openai2 chat ... | head``): stop quietly; point stdout at

@@ -7,8 +7,13 @@ base URLs.  Built on the standard library's ``http.server`` (imported when a gat
 never by ``import openai2``).
 
 Endpoints: ``POST /v1/chat/completions`` (streaming or not), ``GET /v1/models``, ``GET /health``
-(the same without ``/v1`` too); ``GET /`` answers a short placeholder (the chat page comes later)
-unless ``ui=False``; anything else is an OpenAI-shaped 404.
+(the same without ``/v1`` too); ``GET /`` serves the chat page (openai2.chatpage) unless
+``ui=False``; anything else is an OpenAI-shaped 404.
+
+Streams are relayed event by event; while the upstream is silent the client gets an SSE comment
+(``: keep-alive``) every ``keepalive`` seconds.  :meth:`Gateway.shutdown` stops accepting, lets
+the requests in flight finish within a grace period, then ends the rest (a stream with an SSE
+error event, code ``gateway_shutdown``).
 """
 
 from __future__ import annotations
@@ -35,11 +40,14 @@ GATEWAY_MAX_WORKERS = 64
 #: upstream request is always JSON, and always asks for an event stream when streaming).
 #: Nothing else a client sends — ``Authorization`` least of all — is forwarded.
 GATEWAY_FORWARDED_HEADERS = ("content-type", "accept")
+#: Client headers forwarded only with ``forward_org_headers=True`` (each overrides the configured
+#: organization / project for that request).
+GATEWAY_ORG_HEADERS = ("OpenAI-Organization", "OpenAI-Project")
+#: Seconds of upstream silence after which a streaming client gets a ``: keep-alive`` comment.
+GATEWAY_KEEPALIVE_SECONDS = 15.0
+#: Seconds :meth:`Gateway.close` lets requests in flight finish before ending them.
+GATEWAY_SHUTDOWN_GRACE = 5.0
 _GW_LOOPBACK = ("127.0.0.1", "::1", "localhost")
-_GW_PLACEHOLDER = (
-    b"openai2 gateway: the OpenAI-compatible API is at /v1 (POST /v1/chat/completions, GET /v1/models).\n"
-    b"The chat page comes in a later release.\n"
-)
 
 
 class GatewayError(ValueError):
@@ -85,10 +93,97 @@ class _GatewayTransport(HTTPTransport):
         return getattr(self._gw_local, "key", "") or ""
 
 
+class _GatewayStream:
+    """The client side of one relayed stream: the handler thread writes events, the watcher
+    thread writes keep-alive comments while the upstream is silent; one lock orders them.
+
+    A keep-alive is only written at an event boundary and never blocks (a client that stops
+    reading must not stall the watcher, which serves every stream): whatever of it did not fit
+    in the socket buffer (``tail``) is written by the handler before its next event."""
+
+    __slots__ = ("sock", "wfile", "chunked", "interval", "lock", "last", "tail", "boundary", "started")
+
+    def __init__(self, h: Any, chunked: bool, interval: float | None) -> None:
+        self.sock = h.connection
+        self.wfile = h.wfile
+        self.chunked = chunked
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+        self.tail = b""
+        self.boundary = True
+        self.started = False
+
+    def _frame(self, data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data
+
+    def write(self, data: bytes, boundary: bool = True) -> None:
+        """Write ``data`` (framed), after any keep-alive tail; ``boundary``: it ends on an event end."""
+        if not self.started:
+            self.started = True
+            if data.startswith(b"\xef\xbb\xbf"):  # a BOM is only a BOM first, and a ping may precede it
+                data = data[3:]
+        frame = self._frame(data) if data else b""
+        with self.lock:
+            if self.tail:
+                self.wfile.write(self.tail)
+                self.tail = b""
+            if frame:
+                self.wfile.write(frame)
+            self.wfile.flush()
+            self.boundary = boundary
+            self.last = time.monotonic()
+
+    def finish(self) -> None:
+        """The end of the body (the last chunk when chunked)."""
+        self.write(b"")
+        if self.chunked:
+            with self.lock:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+    def due(self) -> float | None:
+        return None if self.interval is None else self.last + self.interval
+
+    def ping(self) -> None:
+        """Write ``: keep-alive`` if the handler is not writing and the socket takes it now."""
+        import socket
+
+        self.last = time.monotonic()  # also when skipped: the next try is an interval away
+        if not self.lock.acquire(blocking=False):
+            return  # the handler is writing (or blocked writing: no ping would get through)
+        try:
+            if self.tail or not self.boundary or not _gw_writable(self.sock):
+                return
+            frame = self._frame(b": keep-alive\n\n")
+            try:
+                sent = self.sock.send(frame, getattr(socket, "MSG_DONTWAIT", 0))
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                return
+            self.tail = frame[sent:] if sent else b""
+        finally:
+            self.lock.release()
+
+
+def _gw_writable(sock: Any) -> bool:
+    import select
+
+    try:
+        if hasattr(select, "poll"):  # select.select cannot take descriptors over 1023
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT)
+            return bool(poller.poll(0))
+        return bool(select.select([], [sock], [], 0)[1])
+    except (OSError, ValueError):
+        return False
+
+
 class _GatewayWatcher:
-    """One thread that notices streaming clients hanging up and closes their upstream request
-    at once (a handler thread is blocked reading the upstream and would only notice at its
-    next write)."""
+    """One thread for every stream being relayed: it notices streaming clients hanging up and
+    closes their upstream request at once (a handler thread is blocked reading the upstream and
+    would only notice at its next write), and sends the keep-alive comments."""
 
     def __init__(self) -> None:
         import selectors
@@ -100,23 +195,35 @@ class _GatewayWatcher:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._lock = threading.Lock()
         self._changes: list[tuple[bool, Any, Callable[[], None] | None]] = []
+        self._streams: set[_GatewayStream] = set()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="openai2-gateway-watcher", daemon=True)
         self._thread.start()
 
-    def _change(self, add: bool, sock: Any, callback: Callable[[], None] | None) -> None:
-        with self._lock:
-            self._changes.append((add, sock, callback))
+    def _wake(self) -> None:
         try:
             self._wake_w.send(b"x")
         except OSError:
             pass
 
-    def watch(self, sock: Any, callback: Callable[[], None]) -> None:
-        self._change(True, sock, callback)
+    def _change(self, add: bool, sock: Any, callback: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._changes.append((add, sock, callback))
+        self._wake()
 
-    def unwatch(self, sock: Any) -> None:
-        self._change(False, sock, None)
+    def watch(self, sock: Any, callback: Callable[[], None], stream: _GatewayStream | None = None) -> None:
+        """Call ``callback`` when the client of ``sock`` hangs up; keep ``stream`` alive."""
+        with self._lock:
+            self._changes.append((True, sock, callback))
+            if stream is not None and stream.interval is not None:
+                self._streams.add(stream)
+        self._wake()
+
+    def unwatch(self, sock: Any, stream: _GatewayStream | None = None) -> None:
+        with self._lock:
+            self._changes.append((False, sock, None))
+            self._streams.discard(stream)  # type: ignore[arg-type]
+        self._wake()
 
     def _apply(self) -> None:
         import selectors
@@ -132,13 +239,30 @@ class _GatewayWatcher:
             except (KeyError, ValueError, OSError):
                 pass
 
+    def _keepalives(self) -> float:
+        """Ping the streams that are due; :returns: seconds until the next one is (at most 5)."""
+        now = time.monotonic()
+        with self._lock:
+            streams = list(self._streams)
+        wait = 5.0
+        for stream in streams:
+            due = stream.due()
+            if due is None:
+                continue
+            if due <= now:
+                stream.ping()
+                due = stream.due() or now + wait
+            wait = min(wait, max(0.0, due - now))
+        return wait
+
     def _run(self) -> None:
         import socket
 
         while not self._stopping:
             self._apply()
+            wait = self._keepalives()
             try:
-                ready = self._selector.select(5.0)
+                ready = self._selector.select(wait)
             except OSError:
                 ready = []
             for key, _ in ready:
@@ -164,10 +288,7 @@ class _GatewayWatcher:
 
     def close(self) -> None:
         self._stopping = True
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
+        self._wake()
         self._thread.join(5.0)
         self._selector.close()
         self._wake_r.close()
@@ -191,14 +312,24 @@ class Gateway:
     :param port: the port (0: any free port; see :attr:`port` after :meth:`start`)
     :param aliases: ``{name: model}``: a request for ``name`` goes upstream as ``model``
     :param cors: an origin (``https://app.example``, or ``*``) sent in CORS headers; None: none
-    :param max_body: request bodies larger than this get 413
+    :param max_body: request bodies larger than this (bytes) get 413
     :param max_workers: connections served at once; beyond, 503 with ``Retry-After``
     :param queue_timeout: how long a connection beyond ``max_workers`` waits for a free worker
     :param idle_timeout: a keep-alive connection idle this long is closed (frees its worker)
     :param proxy: :param ca_file: :param verify: :param timeout: for the upstream, as ``OpenAI``
     :param max_retries: upstream retries per request before failover (default 0: the clients
         retry themselves; key rotation on 429/401/403 happens regardless)
-    :param ui: answer ``GET /`` (a placeholder until the chat page lands); False: 404
+    :param organization: :param project: ``OpenAI-Organization`` / ``OpenAI-Project`` sent
+        upstream (None: ``$OPENAI_ORG_ID`` / ``$OPENAI_PROJECT_ID``, as ``OpenAI`` reads them).
+        They belong to the account of ``api_key``: sent to ``base_url`` and to the fallbacks that
+        share its keys, never to a fallback with keys of its own
+    :param forward_org_headers: forward a client's own ``OpenAI-Organization`` /
+        ``OpenAI-Project`` (it overrides the configured one for that request, and goes where the
+        configured one goes); default False: a client's copies are dropped like every other header
+    :param keepalive: seconds of upstream silence after which a streaming client gets an SSE
+        comment (``: keep-alive``), and again every as many seconds; None: never
+    :param shutdown_grace: how long :meth:`close` lets requests in flight finish
+    :param ui: serve the chat page at ``GET /``; False: 404
     :param log: where the access log goes (default ``sys.stderr``); None with ``quiet``
     :param quiet: no access log
     :raises GatewayError: a non-loopback ``host`` without a ``token``
@@ -224,6 +355,11 @@ class Gateway:
         verify: bool = True,
         timeout: float | tuple[float, float] | Timeout | None = None,
         max_retries: int = 0,
+        organization: str | None = None,
+        project: str | None = None,
+        forward_org_headers: bool = False,
+        keepalive: float | None = GATEWAY_KEEPALIVE_SECONDS,
+        shutdown_grace: float = GATEWAY_SHUTDOWN_GRACE,
         ui: bool = True,
         log: IO[str] | None = None,
         quiet: bool = False,
@@ -237,6 +373,10 @@ class Gateway:
             )
         if max_workers < 1 or max_body < 1:
             raise ValueError("max_workers and max_body must be at least 1")
+        if keepalive is not None and not keepalive > 0:
+            raise ValueError("keepalive must be a number of seconds above 0, or None")
+        if not shutdown_grace >= 0:
+            raise ValueError("shutdown_grace must be a number of seconds, 0 or more")
         self.host = host
         self.port = port
         self.token = token
@@ -248,13 +388,23 @@ class Gateway:
         self.idle_timeout = idle_timeout
         self.ui = ui
         self.quiet = quiet
+        self.keepalive = keepalive
+        self.shutdown_grace = shutdown_grace
+        self.forward_org_headers = bool(forward_org_headers)
         self._log = log
         self._transport = _GatewayTransport(proxy=proxy, verify=verify, ca_file=ca_file)
         options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries, "transport": self._transport}
-        self._clients = [OpenAI(api_key, base_url=base_url, **options)]
+        account = {"organization": organization, "project": project}
+        self._clients = [OpenAI(api_key, base_url=base_url, **account, **options)]
+        #: per upstream: does it belong to api_key's account (organization, project, forwarded copies)?
+        self._same_account = [True]
         for item in fallbacks:
+            shared = isinstance(item, str)
             url, key = (item, api_key) if isinstance(item, str) else item
-            self._clients.append(OpenAI(key, base_url=url, **options))
+            # "" (not None): the environment's organization is not read for another account
+            other = account if shared else {"organization": "", "project": ""}
+            self._clients.append(OpenAI(key, base_url=url, **other, **options))
+            self._same_account.append(shared)
         secrets: list[str] = []
         for client in self._clients:
             secrets.extend(client._secrets())
@@ -266,6 +416,10 @@ class Gateway:
         self._serve_thread: threading.Thread | None = None
         self._watcher: _GatewayWatcher | None = None
         self._log_lock = threading.Lock()
+        self._draining = threading.Event()
+        self._busy: set[Any] = set()  # connections with a request being served
+        self._inflight: dict[int, dict[str, Any]] = {}  # request id -> {"cancel", "response", "done", "cut"}
+        self._page: bytes | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Gateway:
@@ -288,24 +442,40 @@ class Gateway:
         while self._serve_thread.is_alive():
             self._serve_thread.join(0.5)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, end the connections being served (streams are cut at once: their
-        upstream requests are closed), wait for the workers at most ``timeout`` seconds, close
-        the upstream connections."""
+    def shutdown(self, grace: float | None = None) -> None:
+        """Stop gracefully: stop accepting at once, close idle keep-alive connections, let the
+        requests in flight finish for at most ``grace`` seconds (each answered with ``Connection:
+        close``), then end the rest — a stream with an SSE error event (``code:
+        "gateway_shutdown"``), a request still waiting for its upstream with 503 — and close the
+        upstream connections.  Safe to call twice, and from any thread (not from a handler).
+
+        :param grace: seconds (default: the gateway's ``shutdown_grace``); 0: end them at once
+        """
+        grace = self.shutdown_grace if grace is None else max(0.0, grace)
         server, self._server = self._server, None
         if server is None:
             return
+        self._draining.set()
         server.shutdown()
         server.server_close()
         if self._serve_thread is not None:
-            self._serve_thread.join(timeout)
+            self._serve_thread.join(5.0)
         with self._lock:
-            threads = list(self._threads)
-            conns = list(getattr(server, "gw_conns", {}).values())
-        for conn in conns:
+            idle = [c for c in getattr(server, "gw_conns", {}).values() if c not in self._busy]
+        for conn in idle:
             _gw_shutdown(conn)
-        deadline = time.monotonic() + timeout
-        for thread in threads:
+        deadline = time.monotonic() + grace
+        for thread in self._workers():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._cut_inflight()
+        deadline = time.monotonic() + 5.0
+        for thread in self._workers():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = list(getattr(server, "gw_conns", {}).values())
+        for conn in left:  # a worker that did not end (a client not reading): its socket goes
+            _gw_shutdown(conn)
+        for thread in self._workers():
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._watcher is not None:
             self._watcher.close()
@@ -314,11 +484,40 @@ class Gateway:
             client.close()
         self._transport.close()
 
+    def close(self) -> None:
+        """:meth:`shutdown` with the gateway's ``shutdown_grace``."""
+        self.shutdown()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop at once: :meth:`shutdown` with no grace (streams in flight end with an error
+        event).  ``timeout`` is kept for callers of earlier releases and not used."""
+        self.shutdown(0.0)
+
+    @property
+    def accepting(self) -> bool:
+        """True while the gateway takes new connections (after start(), before shutdown())."""
+        return self._server is not None and not self._draining.is_set()
+
+    def _workers(self) -> list[threading.Thread]:
+        with self._lock:
+            return list(self._threads)
+
+    def _cut_inflight(self) -> None:
+        with self._lock:
+            records = [r for r in self._inflight.values() if not r["done"]]
+            for record in records:
+                record["cut"] = True
+        for record in records:
+            record["cancel"].cancel()
+            response = record["response"]
+            if response is not None:
+                response.close()
+
     def __enter__(self) -> Gateway:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
     @property
     def url(self) -> str:
@@ -362,10 +561,28 @@ class Gateway:
         h.send_header("Content-Length", str(len(body)))
         for name, value in list(extra) + self._cors_headers(h):
             h.send_header(name, value)
+        self._closing_header(h)
         h.end_headers()
         if h.command != "HEAD":
             h.wfile.write(body)
         h.gw_info["status"] = status
+
+    def _closing_header(self, h: Any) -> None:
+        """While shutting down, every answer is the connection's last."""
+        if self._draining.is_set():
+            h.send_header("Connection", "close")
+            h.close_connection = True
+
+    def _chat_page(self, h: Any) -> None:
+        if self._page is None:  # (until openai2.chatpage lands: a plain page)
+            self._page = b"<!doctype html><title>openai2</title><p>openai2 gateway: the API is at /v1.</p>"
+        headers = [
+            ("Content-Security-Policy", "default-src 'none'"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Cache-Control", "no-store"),
+        ]
+        self._send(h, 200, self._page, "text/html; charset=utf-8", headers)
 
     def _handle(self, h: Any) -> None:
         start = time.monotonic()
@@ -384,8 +601,8 @@ class Gateway:
                 info["status"] = 204
             elif path == "/health" and h.command == "GET":
                 self._send(h, 200, b'{"status":"ok"}')
-            elif path == "/" and h.command == "GET" and self.ui:
-                self._send(h, 200, _GW_PLACEHOLDER, "text/plain; charset=utf-8")
+            elif path == "/" and h.command in ("GET", "HEAD") and self.ui and h.path.split("?", 1)[0] == "/":
+                self._chat_page(h)
             elif path not in ("/chat/completions", "/models") or h.command not in ("GET", "POST"):
                 self._drain(h)
                 self._send(
@@ -473,6 +690,17 @@ class Gateway:
             return None
         return body
 
+    def _org_headers(self, h: Any) -> dict[str, str]:
+        """A client's own OpenAI-Organization / OpenAI-Project, when the gateway forwards them."""
+        found: dict[str, str] = {}
+        if not self.forward_org_headers:
+            return found
+        for name in GATEWAY_ORG_HEADERS:
+            value = (h.headers.get(name) or "").strip()
+            if value and len(value) <= 256 and value.isascii() and value.isprintable():
+                found[name] = value
+        return found
+
     def _chat(self, h: Any, info: dict[str, Any]) -> None:
         body = self._read_json(h)
         if body is None:
@@ -483,10 +711,32 @@ class Gateway:
             if model in self.aliases:
                 body["model"] = self.aliases[model]
         stream = body.get("stream") is True
+        org = self._org_headers(h)
+        record: dict[str, Any] = {"cancel": CancelScope(), "response": None, "done": False, "cut": False}
+        with self._lock:
+            self._inflight[id(record)] = record
+        try:
+            self._chat_upstreams(h, info, body, stream, org, record)
+        finally:
+            with self._lock:
+                self._inflight.pop(id(record), None)
+
+    def _chat_upstreams(
+        self, h: Any, info: dict[str, Any], body: dict[str, Any], stream: bool, org: dict[str, str], record: Any
+    ) -> None:
+        cancel: CancelScope = record["cancel"]
         last: OpenAIError | None = None
-        for client in self._clients:
+        for client, same_account in zip(self._clients, self._same_account):
+            if cancel.cancelled:
+                break
             try:
-                response = client.post("/chat/completions", body, stream=stream)
+                response = client.post(
+                    "/chat/completions",
+                    body,
+                    stream=stream,
+                    cancel=cancel,
+                    extra_headers=(org or None) if same_account else None,
+                )
             except ValueError as exc:  # NaN / Infinity in the body: not JSON
                 self._send(h, 400, _gw_error_body(str(exc), "invalid_request_error"))
                 return
@@ -504,8 +754,14 @@ class Gateway:
                     continue
                 break
             info["key"] = self._transport.last_key()
+            with self._lock:
+                record["response"] = response
+                cut = record["cut"]
+            if cut:
+                response.close()
+                break
             if stream:
-                self._relay_stream(h, response, info)
+                self._relay_stream(h, response, info, record)
                 return
             try:
                 raw = response.read(limit=client.max_response_bytes)
@@ -515,6 +771,14 @@ class Gateway:
             finally:
                 response.close()
             self._relay_whole(h, response, raw, info)
+            return
+        if record["cut"]:
+            self._send(
+                h,
+                503,
+                _gw_error_body("The gateway is shutting down; retry shortly.", "server_error", "gateway_shutdown"),
+                extra=[("Retry-After", "1")],
+            )
             return
         self._send_upstream_error(h, last)
 
@@ -560,7 +824,9 @@ class Gateway:
         status = 504 if isinstance(error, APITimeoutError) else 502
         self._send(h, status, _gw_error_body("Upstream failed: %s" % message, "upstream_error", "upstream_unreachable"))
 
-    def _relay_stream(self, h: Any, response: HTTPResponse, info: dict[str, Any]) -> None:
+    def _relay_stream(self, h: Any, response: HTTPResponse, info: dict[str, Any], record: Any) -> None:
+        import json
+
         chunked = h.request_version == "HTTP/1.1"
         sse = "event-stream" in response.headers.get("content-type", "text/event-stream")
         h.send_response(response.status)
@@ -572,16 +838,17 @@ class Gateway:
             h.close_connection = True
         for name, value in self._cors_headers(h):
             h.send_header(name, value)
+        self._closing_header(h)
         h.end_headers()
+        h.wfile.flush()
         info["status"] = response.status
-        write = h.wfile.write
+        out = _GatewayStream(h, chunked, self.keepalive if sse else None)
 
-        def send(data: bytes) -> None:
+        def send(data: bytes, boundary: bool = True) -> None:
             data = self._mask_bytes(data)
             if b'"usage"' in data:
                 info["tokens"] = _gw_stream_tokens(data) or info["tokens"]
-            write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
-            h.wfile.flush()
+            out.write(data, boundary)
 
         client_gone = threading.Event()
 
@@ -591,50 +858,55 @@ class Gateway:
 
         watcher = self._watcher
         if watcher is not None:
-            watcher.watch(h.connection, on_gone)
+            watcher.watch(h.connection, on_gone, out)
         pending = b""
         failure: str | None = None
         try:
             try:
                 for piece in response.iter_bytes():
                     if not sse:
-                        send(piece)
+                        send(piece, False)
                         continue
                     pending += piece
                     cut = _gw_event_end(pending)
-                    if cut or len(pending) > 1024 * 1024:
-                        cut = cut or len(pending)
+                    if cut:
                         send(pending[:cut])
                         pending = pending[cut:]
+                    elif len(pending) > 1024 * 1024:  # one huge event: relayed in parts
+                        send(pending, False)
+                        pending = b""
             except OpenAIError as exc:
                 failure = redact(str(exc), self._secrets)
+            with self._lock:
+                record["done"] = True
+                shut = record["cut"]
             if client_gone.is_set():
                 h.close_connection = True
                 info["status"] = 499
                 return
+            if shut:
+                failure, code = "The gateway is shutting down; the stream was ended before its end.", "gateway_shutdown"
+                kind = "server_error"
+            else:
+                code, kind = "stream_interrupted", "upstream_error"
+                if failure is not None:
+                    failure = "Upstream stream failed: %s" % failure
             if pending and failure is None:
                 send(pending)
             if failure is not None:
-                import json
-
-                event = {
-                    "error": {
-                        "message": "Upstream stream failed: %s" % failure,
-                        "type": "upstream_error",
-                        "code": "stream_interrupted",
-                    }
-                }
+                event = {"error": {"message": failure, "type": kind, "code": code}}
+                if not out.boundary:  # after part of a huge event: the error must be an event of its own
+                    send(b"\n\n")
                 send(b"data: " + json.dumps(event).encode() + b"\n\n")
-                info["status"] = "%d+error" % response.status
-            if chunked:
-                write(b"0\r\n\r\n")
-                h.wfile.flush()
+                info["status"] = "%d+%s" % (response.status, "shutdown" if shut else "error")
+                h.close_connection = True
+            out.finish()
         except (BrokenPipeError, ConnectionError, OSError):
             h.close_connection = True
             info["status"] = 499
         finally:
             if watcher is not None:
-                watcher.unwatch(h.connection)
+                watcher.unwatch(h.connection, out)
             response.close()
 
     def _models(self, h: Any) -> None:
@@ -651,6 +923,10 @@ class Gateway:
             headers = {"Accept": "application/json"}
             if key:
                 headers["Authorization"] = "Bearer " + key
+            if client.organization:
+                headers["OpenAI-Organization"] = client.organization
+            if client.project:
+                headers["OpenAI-Project"] = client.project
             try:
                 response = self._transport.request(
                     "GET", client.base_url + "/models", headers=headers, body=None, timeout=client.timeout
@@ -765,11 +1041,28 @@ def _gw_make_server(gw: Gateway) -> Any:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
             pass  # the gateway writes its own one-line access log
 
+        def setup(self) -> None:
+            super().setup()
+            try:  # the head and the body (or each event) go out at once, not after a delayed ACK
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
+
+        def parse_request(self) -> bool:
+            with gw._lock:  # from the request line on, shutdown() lets it finish (grace)
+                gw._busy.add(self.connection)
+            return bool(super().parse_request())
+
         def handle_one_request(self) -> None:
             try:
                 super().handle_one_request()
             except socket.timeout:
                 self.close_connection = True
+            finally:
+                with gw._lock:
+                    gw._busy.discard(self.connection)
+                if gw._draining.is_set():
+                    self.close_connection = True
 
         def do_GET(self) -> None:
             gw._handle(self)
@@ -779,6 +1072,7 @@ def _gw_make_server(gw: Gateway) -> Any:
     class _GatewayServer(http.server.ThreadingHTTPServer):
         address_family = socket.AF_INET6 if ":" in gw.host else socket.AF_INET
         daemon_threads = True
+        request_queue_size = 1024  # the listen backlog (5 by default: a burst of clients would wait for SYN retries)
 
         def __init__(self) -> None:
             self.gw_conns: dict[int, Any] = {}

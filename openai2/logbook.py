@@ -501,10 +501,13 @@ class Logbook:
         return record
 
     def conversation(self, exchange_id: int) -> list[dict[str, Any]] | None:
-        """The conversation after an exchange: its messages sent, then its answer (None: no such id)."""
+        """The conversation after an exchange: its messages sent, then its answer (None: no such
+        id; a failed exchange, which has neither answer text nor tool calls, ends with its question)."""
         record = self.get(exchange_id)
         if record is None:
             return None
+        if record["answer"] is None and not record["tool_calls"]:
+            return list(record["messages"])
         return list(record["messages"]) + [_logbook_reply(record["answer"], record["tool_calls"])]
 
     @staticmethod

@@ -10,6 +10,8 @@ This is the only code that decides paths.  Layout (everything under one folder, 
     <home>/input_history         0600   the interactive prompt's line history (no key lines)
     <home>/logs.db               0600   the exchange log (SQLite, WAL: logs.db-wal, logs.db-shm)
     <home>/logs.off                     present while ``openai2 logs off`` holds
+    <home>/roles.json            0600   {"format": "openai2.roles", "version": 1, "roles": {NAME: {...}}}
+    <home>/roles.lock            0600   held (flock) while the roles file is read and rewritten
     <home>/sessions/NAME.json    0600   one conversation, in Chat.dump's archive format
     <home>/sessions/NAME.lock    0600   held (flock) while a process uses the session
     <home>/sessions/NAME.conflict-<time>.json  a save refused because NAME.json changed meanwhile
@@ -44,6 +46,10 @@ if TYPE_CHECKING:
 
 KEYS_FORMAT = "openai2.keys"
 KEYS_VERSION = 1
+ROLES_FORMAT = "openai2.roles"
+ROLES_VERSION = 1
+#: what a role may hold besides its system prompt, and the type each must have
+ROLE_PARAMETERS = ("model", "temperature", "max_tokens")
 DEFAULT_SESSION = "default"
 _STORE_TOO_DEEP = "JSON nested too deeply to read"
 _STORE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -102,6 +108,49 @@ def check_session_name(name: str) -> str:
             "invalid session name %r: use 1-64 letters, digits, '_', '.' or '-' (not starting with '.')" % (name,)
         )
     return name
+
+
+def check_role_name(name: str) -> str:
+    """Return ``name`` if it is a usable role name (the rules of session names), else raise
+    :class:`StoreError` saying what is allowed."""
+    try:
+        return check_session_name(name)
+    except StoreError:
+        raise StoreError(
+            "invalid role name %r: use 1-64 letters, digits, '_', '.' or '-' (not starting with '.')" % (name,)
+        ) from None
+
+
+def check_role(role: object, where: str = "the role") -> dict[str, Any]:
+    """A role as stored: ``{"system": str, "model": str, "temperature": number, "max_tokens":
+    int}`` (only ``system`` required; nothing else allowed); raises ValueError naming the field."""
+    import math
+
+    if not isinstance(role, dict):
+        raise ValueError('%s must be an object with a "system" text' % where)
+    unknown = sorted(set(role) - {"system"} - set(ROLE_PARAMETERS))
+    if unknown:
+        raise ValueError(
+            "%s has an unknown field %r (a role holds system, %s)" % (where, unknown[0], ", ".join(ROLE_PARAMETERS))
+        )
+    system = role.get("system")
+    if not isinstance(system, str) or not system.strip():
+        raise ValueError('%s needs a non-empty "system" text' % where)
+    model = role.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise ValueError('%s: "model" must be a non-empty text' % where)
+    temperature = role.get("temperature")
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or math.isnan(temperature)
+        or math.isinf(temperature)
+    ):
+        raise ValueError('%s: "temperature" must be a finite number' % where)
+    tokens = role.get("max_tokens")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1):
+        raise ValueError('%s: "max_tokens" must be a whole number, 1 or more' % where)
+    return {k: v for k, v in role.items() if v is not None}
 
 
 def _store_stamp(clock: float | None = None) -> str:
@@ -278,6 +327,11 @@ class Store:
         return os.path.join(self.home, "logs.off")
 
     @property
+    def roles_path(self) -> str:
+        """``<home>/roles.json``: the user's roles (saved system prompts with parameters)."""
+        return os.path.join(self.home, "roles.json")
+
+    @property
     def sessions_dir(self) -> str:
         """``<home>/sessions``."""
         return os.path.join(self.home, "sessions")
@@ -397,12 +451,16 @@ class Store:
     def _keys_lock(self) -> FileLock:
         """``<home>/keys.lock``, held (waiting up to ``lock_wait`` seconds) around a
         read-modify-write of the key file, so parallel ``add_apikey`` runs lose no key."""
-        lock = FileLock(os.path.join(self.home, "keys.lock"))
+        return self._wait_lock("keys.lock", "the key file")
+
+    def _wait_lock(self, name: str, what: str) -> FileLock:
+        """``<home>/<name>``, taken waiting up to ``lock_wait`` seconds, else a StoreError."""
+        lock = FileLock(os.path.join(self.home, name))
         pause = self._sleep or time.sleep
         pauses = max(0, int(round(self._lock_wait / 0.02)))  # they add up to lock_wait
         while not _store_acquire(lock):
             if pauses <= 0:
-                raise StoreError("the key file is busy (%s is held by another process); try again" % lock.path)
+                raise StoreError("%s is busy (%s is held by another process); try again" % (what, lock.path))
             pause(0.02)
             pauses -= 1
         return lock
@@ -423,6 +481,81 @@ class Store:
                     os.unlink(path)
                     removed.append(path)
         return removed
+
+    # -- roles ----------------------------------------------------------------------------------
+    def load_roles(self) -> dict[str, dict[str, Any]]:
+        """The user's roles by name ({} when there is no roles file); built-in roles are the
+        CLI's business, not stored here.
+
+        :raises StoreError: the roles file is unreadable or holds an invalid role (it is moved
+            aside, never overwritten), or it was written by a newer openai2 (left untouched)
+        """
+        import json
+
+        path = self.roles_path
+        try:
+            raw = _store_read_bytes(path)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StoreError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+        try:
+            try:
+                data = json.loads(raw.decode("utf-8-sig"))
+            except RecursionError:
+                raise ValueError(_STORE_TOO_DEEP) from None
+            newer = self._newer_error(path, data, ROLES_VERSION)
+            if newer is not None:
+                raise newer
+            roles = data.get("roles") if isinstance(data, dict) else None
+            if not isinstance(roles, dict):
+                raise ValueError('expected {"roles": {"NAME": {"system": "..."}}}')
+            checked: dict[str, dict[str, Any]] = {}
+            for name, role in roles.items():
+                try:
+                    check_role_name(name)
+                except StoreError as exc:
+                    raise ValueError(str(exc)) from None
+                checked[name] = check_role(role, "role %r" % name)
+        except ValueError as exc:
+            raise self._move_aside(path, "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)) from None
+        return checked
+
+    def _save_roles(self, roles: Mapping[str, dict[str, Any]]) -> None:
+        import json
+
+        data = {"format": ROLES_FORMAT, "version": ROLES_VERSION, "roles": dict(sorted(roles.items()))}
+        raw = (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        atomic_write(self.roles_path, raw, private=True)
+
+    def save_role(self, name: str, role: dict[str, Any]) -> bool:
+        """Add or replace the role ``name`` (under ``roles.lock``, atomically, 0600).
+
+        :returns: True if it replaced a role of the same name
+        :raises StoreError: a bad name or an unreadable roles file; ValueError: a bad role
+        """
+        check_role_name(name)
+        role = check_role(role)
+        self.ensure_home()
+        with self._wait_lock("roles.lock", "the roles file"):
+            roles = self.load_roles()
+            replaced = name in roles
+            roles[name] = role
+            self._save_roles(roles)
+        return replaced
+
+    def delete_role(self, name: str) -> bool:
+        """Remove the user's role ``name``; False when there was none."""
+        check_role_name(name)
+        if not os.path.exists(self.roles_path):
+            return False
+        with self._wait_lock("roles.lock", "the roles file"):
+            roles = self.load_roles()
+            if name not in roles:
+                return False
+            del roles[name]
+            self._save_roles(roles)
+        return True
 
     # -- sessions -------------------------------------------------------------------------------
     def lock_session(self, name: str) -> SessionLock:

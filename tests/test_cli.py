@@ -1,6 +1,12 @@
 """The command line, driven in-process (main([...]) with its streams replaced) and as
-subprocesses (``python -m openai2``), against the loopback FakeServer, OPENAI2_HOME in a
-temporary folder."""
+subprocesses (``python -m openai2``), OPENAI2_HOME in a temporary folder.
+
+The in-process tests run in memory: ``main(..., transport=...)`` gets a MemoryServer
+(tests/support/memory.py, a MemoryTransport where the FakeServer stood), so they check what was
+sent in ``self.server.requests`` just the same.  EndToEndOverSocketsTest keeps a subset on the
+loopback FakeServer (one-shot, streamed, interactive, an error status, a SOCKS5 proxy) so that
+the CLI's own socket path stays covered; the subprocesses (SubprocessTest) use sockets too.
+"""
 import io
 import json
 import os
@@ -19,7 +25,8 @@ from openai2 import Chat, __version__
 from openai2.cli import EXIT_API_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
 from openai2.store import Store
 from openai2.terminal import LineEditor
-from openai2.testing import FakeServer, Reply
+from openai2.testing import Reply
+from tests.support.memory import MemoryServer, memory_or_socket_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "sk-clitest-RAWKEY-0123456789abcdef"
@@ -32,11 +39,25 @@ def mode(path):
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+#: run_cli's default transport: the test's own server (a MemoryServer, or None for sockets)
+_SERVER = object()
+
+
+def over_sockets(test):
+    """Mark one test of an in-memory class to get a real FakeServer (a subprocess talks to it)."""
+    test.sockets = True
+    return test
+
+
 class CLITestCase(unittest.TestCase):
+    #: True: a real FakeServer over loopback sockets; False: a MemoryServer (no sockets)
+    sockets = False
+
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="o2cli-")
         self.home = os.path.join(self.tmp, "home")
-        self.server = FakeServer().start()
+        sockets = self.sockets or getattr(getattr(self, self._testMethodName), "sockets", False)
+        self.server = memory_or_socket_server(sockets)
         self.addCleanup(self.server.stop)
         patcher = mock.patch.dict(os.environ, {"OPENAI2_HOME": self.home, "OPENAI_BASE_URL": self.server.base_url})
         patcher.start()
@@ -52,13 +73,21 @@ class CLITestCase(unittest.TestCase):
             for secret in (KEY, KEY2, ENV_KEY):
                 self.assertNotIn(secret, text)
 
-    def run_cli(self, *argv, stdin=""):
+    def transport(self):
+        """What main() gets as ``transport=``: the MemoryServer, or None (the real HTTP one)."""
+        return self.server if isinstance(self.server, MemoryServer) else None
+
+    def run_cli(self, *argv, stdin="", transport=_SERVER):
         out, err = io.StringIO(), io.StringIO()
         self.pauses = []  # the client's pauses between retries, injected: none of them real
         code = main(list(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err,
-                    sleep=lambda seconds, cancel: self.pauses.append(seconds))
+                    sleep=lambda seconds, cancel: self.pauses.append(seconds),
+                    transport=self.transport() if transport is _SERVER else transport)
         self.outputs += [out.getvalue(), err.getvalue()]
         return code, out.getvalue(), err.getvalue()
+
+    def repl(self, *lines, args=()):
+        return self.run_cli("chat", "-i", *args, stdin="".join(line + "\n" for line in lines))
 
     def session(self, name="default"):
         with open(self.store.session_path(name), encoding="utf-8") as handle:
@@ -95,10 +124,14 @@ class BasicsTest(CLITestCase):
         code, _, err = self.run_cli("chat", "--max-messages", "-3", "hi")
         self.assertEqual(code, EXIT_USAGE)
         self.assertEqual(err.count("\n"), 1)
-        code, _, err = self.run_cli("chat", "--no-save", "--proxy", "bogus://proxy:1", "hi")
+        # --proxy and --ca-file configure the HTTP transport: checked with the real one (a given
+        # transport has its own), at a loopback URL that nothing answers if the check let it through
+        nowhere = ("--base-url", "http://127.0.0.1:9/v1")
+        code, _, err = self.run_cli("chat", "--no-save", *nowhere, "--proxy", "bogus://proxy:1", "hi", transport=None)
         self.assertEqual(code, EXIT_USAGE)
         self.assertIn("socks5://", err)
-        code, _, err = self.run_cli("chat", "--no-save", "--ca-file", os.path.join(self.tmp, "missing.pem"), "hi")
+        code, _, err = self.run_cli("chat", "--no-save", *nowhere, "--ca-file", os.path.join(self.tmp, "missing.pem"), "hi",
+                                    transport=None)
         self.assertEqual(code, EXIT_USAGE)
         self.assertIn("missing.pem", err)
         self.assertEqual(self.chat_requests(), [])
@@ -222,16 +255,6 @@ class ChatCommandTest(CLITestCase):
         self.run_cli("chat", "--no-save", "y")
         self.assertEqual(self.chat_requests()[-1].json["model"], "gpt-4o-mini")
 
-    def test_socks5_proxy_option(self):
-        from tests.support.proxies import Socks5Proxy
-
-        proxy = Socks5Proxy()
-        proxy.start()
-        self.addCleanup(proxy.stop)
-        code, out, err = self.run_cli("chat", "--no-save", "--proxy", proxy.url("socks5h"), "What comes after the natural number 9?")
-        self.assertEqual((code, out), (EXIT_OK, "10\n"), err)
-        self.assertEqual(proxy.targets, [("127.0.0.1", self.server.port)])
-
     def test_max_messages_trims_but_keeps_pins(self):
         for q in ("a", "b", "c"):
             self.run_cli("chat", "--system", "S", "--max-messages", "3", q)
@@ -273,7 +296,8 @@ class ChatCommandTest(CLITestCase):
         self.assertEqual(err.count("\n"), 1)
         self.assertIn("HTTP 400: model overloaded", err)
         self.assertFalse(os.path.exists(self.store.session_path("default")))  # nothing half-saved
-        code, _, err = self.run_cli("chat", "--base-url", "http://127.0.0.1:9/v1", "--timeout", "2", "hi")
+        # a real connection refused (no transport given: the socket one, whatever the test's server)
+        code, _, err = self.run_cli("chat", "--base-url", "http://127.0.0.1:9/v1", "--timeout", "2", "hi", transport=None)
         self.assertEqual(code, EXIT_API_ERROR)
         self.assertEqual(err.count("\n"), 1, err)
         self.assertIn("127.0.0.1:9", err)
@@ -369,9 +393,6 @@ class SessionsCommandTest(CLITestCase):
 
 
 class ReplTest(CLITestCase):
-    def repl(self, *lines, args=()):
-        return self.run_cli("chat", "-i", *args, stdin="".join(line + "\n" for line in lines))
-
     def test_banner_quit_and_eof(self):
         for ending in ("quit", "/exit", "/quit", None):
             code, out, _ = self.repl("hello", *( [ending] if ending else []))
@@ -457,9 +478,6 @@ class ReplTest(CLITestCase):
 
 
 class ReviewRegressionTest(CLITestCase):
-    def repl(self, *lines, args=()):
-        return self.run_cli("chat", "-i", *args, stdin="".join(line + "\n" for line in lines))
-
     def test_failed_retry_keeps_the_last_round(self):
         self.server.add_replies(Reply("first answer"), Reply("boom", status=400))
         code, out, err = self.repl("one", "/retry", "/history")
@@ -502,7 +520,8 @@ class ReviewRegressionTest(CLITestCase):
     def test_reasoning_line_ends_before_the_answer(self):
         self.server.add_replies(Reply("answer42", reasoning="thinking hard"))
         both = io.StringIO()
-        code = main(["chat", "--no-save", "q"], stdin=io.StringIO(""), stdout=both, stderr=both)
+        code = main(["chat", "--no-save", "q"], stdin=io.StringIO(""), stdout=both, stderr=both,
+                    transport=self.transport())
         self.assertEqual(code, EXIT_OK)
         self.assertEqual(both.getvalue(), "thinking hard\nanswer42\n")
 
@@ -554,6 +573,33 @@ class ReviewRegressionTest(CLITestCase):
             self.assertTrue(supports_color(Tty()))
         with mock.patch.dict(os.environ, {"NO_COLOR": "1", "TERM": "xterm"}):
             self.assertFalse(supports_color(Tty()))
+
+
+class EndToEndOverSocketsTest(CLITestCase):
+    """The subset on the loopback FakeServer, through the CLI's real HTTP transport: one-shot
+    (not streamed), streamed and resumed, interactive, an error status, a SOCKS5 proxy."""
+
+    sockets = True
+
+    test_options_reach_the_request = ChatCommandTest.test_options_reach_the_request
+    test_chat_resumes_and_saves_every_turn = ChatCommandTest.test_chat_resumes_and_saves_every_turn
+    test_undo_retry_and_history = ReplTest.test_undo_retry_and_history
+    test_no_key_local_server_works_and_401_says_how_to_add_one = (
+        KeyCommandsTest.test_no_key_local_server_works_and_401_says_how_to_add_one
+    )
+    test_retries_pause_through_the_injected_sleep_then_succeed = (
+        ChatCommandTest.test_retries_pause_through_the_injected_sleep_then_succeed
+    )
+
+    def test_socks5_proxy_option(self):
+        from tests.support.proxies import Socks5Proxy
+
+        proxy = Socks5Proxy()
+        proxy.start()
+        self.addCleanup(proxy.stop)
+        code, out, err = self.run_cli("chat", "--no-save", "--proxy", proxy.url("socks5h"), "What comes after the natural number 9?")
+        self.assertEqual((code, out), (EXIT_OK, "10\n"), err)
+        self.assertEqual(proxy.targets, [("127.0.0.1", self.server.port)])
 
 
 class PortableHelpersTest(unittest.TestCase):
@@ -647,6 +693,8 @@ _MODULE_RUNNER = (
 
 
 class SubprocessTest(CLITestCase):
+    sockets = True  # the child process talks to a real FakeServer
+
     def cli(self, *args, stdin=None, timeout=30, **extra):
         env = _subprocess_env(self.home, self.server.base_url, **extra)
         result = subprocess.run([sys.executable, "-m", "openai2"] + list(args), input=stdin, env=env,

@@ -1,7 +1,10 @@
 """The command line against hostile circumstances: two processes on one brand-new session, an
 interrupted /retry, a resumed system prompt under /undo, planted symbolic links, keys echoed
 into saved conversations, files nested too deeply for JSON, and text that is not UTF-8 (stdin,
-argv, a terminal that cannot show the answer)."""
+argv, a terminal that cannot show the answer).
+
+In-process runs answer in memory (CLITestCase: a MemoryServer given as ``main(transport=...)``);
+the tests that start ``python -m openai2`` are marked ``@over_sockets`` and get a FakeServer."""
 import io
 import json
 import os
@@ -13,7 +16,7 @@ import unittest
 
 from openai2.cli import EXIT_OK, EXIT_STORAGE, main
 from openai2.testing import Reply
-from tests.test_cli import ENV_KEY, KEY, KEY2, POSIX, CLITestCase, _subprocess_env
+from tests.test_cli import ENV_KEY, KEY, KEY2, POSIX, CLITestCase, _subprocess_env, over_sockets
 
 DEEP = "[" * 100000 + "]" * 100000
 GBK_TEXT = "你好，世界".encode("gbk")
@@ -67,7 +70,7 @@ class HostileTestCase(CLITestCase):
     def main(self, argv, stdin, stdout=None, stderr=None):
         out = io.StringIO() if stdout is None else stdout
         err = io.StringIO() if stderr is None else stderr
-        code = main(list(argv), stdin=stdin, stdout=out, stderr=err)
+        code = main(list(argv), stdin=stdin, stdout=out, stderr=err, transport=self.transport())
         shown = [getattr(stream, "getvalue", lambda: "")() for stream in (out, err)]
         self.outputs += shown
         return code, shown[0], shown[1]
@@ -119,6 +122,7 @@ class TwoProcessesTest(HostileTestCase):
         self.assertEqual(code, EXIT_OK, err)  # this run read the file: nothing changed since
         self.assertEqual(self.contents(self.store.session_path("s")), ["theirs", "mine", "(demo) You said: mine"])
 
+    @over_sockets
     def test_two_real_processes_on_a_new_home_keep_both_conversations(self):
         env = _subprocess_env(self.home, self.server.base_url)
         first = subprocess.Popen([sys.executable, "-m", "openai2", "chat", "-i"], env=env, stdin=subprocess.PIPE,
@@ -543,6 +547,7 @@ class EncodingTest(HostileTestCase):
         self.assertEqual(code, EXIT_OK, err)
         self.assertEqual(raw.getvalue(), b"?? is 42\n")
 
+    @over_sockets
     @unittest.skipUnless(POSIX, "bytes in argv")
     def test_as_a_subprocess_with_an_ascii_terminal(self):
         self.server.add_replies(Reply("答案 is 42"), Reply("second"))

@@ -1,5 +1,6 @@
 """`openai2 logs` and the logging of every exchange the CLI completes, in-process against
-FakeServer replies, OPENAI2_HOME in a temporary folder."""
+scripted replies answered in memory (``main(transport=...)`` with a MemoryServer, see
+tests/support/memory.py), OPENAI2_HOME in a temporary folder."""
 import io
 import json
 import os
@@ -8,11 +9,13 @@ import sys
 import tempfile
 import unittest
 from unittest import mock
+from urllib.parse import urlsplit
 
 from openai2.cli import EXIT_API_ERROR, EXIT_OK, main
 from openai2.logbook import Logbook
 from openai2.store import Store
-from openai2.testing import FakeServer, Reply
+from openai2.testing import Reply
+from tests.support.memory import MemoryServer
 
 KEY = "sk-clilogs-RAWKEY-0123456789abcdef"
 
@@ -22,8 +25,7 @@ class CLILogsCase(unittest.TestCase):
         self.tmp = tempfile.mkdtemp(prefix="o2clilog-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
         self.home = os.path.join(self.tmp, "home")
-        self.server = FakeServer().start()
-        self.addCleanup(self.server.stop)
+        self.server = MemoryServer()
         env = {"OPENAI2_HOME": self.home, "OPENAI_BASE_URL": self.server.base_url, "OPENAI_API_KEY": KEY}
         patcher = mock.patch.dict(os.environ, env)
         patcher.start()
@@ -34,7 +36,8 @@ class CLILogsCase(unittest.TestCase):
 
     def run_cli(self, *argv, stdin=""):
         out, err = io.StringIO(), io.StringIO()
-        code = main(list(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err, sleep=lambda s, c: None)
+        code = main(list(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err, sleep=lambda s, c: None,
+                    transport=self.server)
         self.assertNotIn(KEY, out.getvalue() + err.getvalue())
         return code, out.getvalue(), err.getvalue()
 
@@ -52,7 +55,7 @@ class LoggingTest(CLILogsCase):
         self.assertEqual([(r["question"], r["answer"], r["status"]) for r in records],
                          [("Capital of France?", "Paris.", "ok"), ("Second city?", "Lyon.", "ok")])
         self.assertEqual(records[0]["system"], "Be brief.")
-        self.assertEqual(records[0]["host"], "127.0.0.1")
+        self.assertEqual(records[0]["host"], urlsplit(self.server.base_url).hostname)  # the base URL's host
         self.assertEqual(records[0]["key_fingerprint"], "sk-…cdef")
         with Logbook(self.store.logs_path) as book:
             sent = book.get(records[1]["id"])["messages"]

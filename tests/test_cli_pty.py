@@ -1,9 +1,11 @@
 """The interactive prompt in a real pseudo-terminal (stdlib ``pty``): Ctrl-C during a streamed
 answer returns to the prompt and the session goes on; Ctrl-C during a /retry (before or after its
 first characters) keeps the previous answer; Ctrl-C at an empty prompt says how to quit; Ctrl-D
-exits with status 0; the readline history file is private and holds no key."""
+exits with status 0; the readline history file is private and holds no key; /role, /attach and
+/edit (a real editor process on the same terminal: a fake one that reads a line from it)."""
 import json
 import os
+import shlex
 import shutil
 import stat
 import sys
@@ -36,10 +38,11 @@ class PtySessionTest(unittest.TestCase):
         self.fd = -1
         self.pid = 0
 
-    def spawn(self, *args):
+    def spawn(self, *args, **extra_env):
         env = dict(os.environ, OPENAI2_HOME=self.home, OPENAI_BASE_URL=self.server.base_url, PYTHONPATH=ROOT,
                    TERM="dumb", NO_COLOR="1", OPENAI_API_KEY=KEY)
         env.pop("OPENAI2_DEBUG", None)
+        env.update(extra_env)
         argv = [sys.executable, "-m", "openai2"] + list(args)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with server threads: we exec at once
@@ -221,6 +224,81 @@ class PtySessionTest(unittest.TestCase):
         self.send(b"quit\r")
         self.assertEqual(self.wait_exit(), 0)
         self.assertEqual(self.server.requests[-1].json["messages"][-1]["content"], "line one\nline two")
+
+    def test_slash_role_shows_and_sets_the_role(self):
+        self.spawn("chat", "--session", "ptyrole")
+        self.read_until(b"You: ")
+        self.send(b"/role\r")
+        self.read_until(b"No role")
+        self.read_until(b"You: ")
+        self.send(b"/role shell\r")
+        self.read_until(b"Role shell (built-in): its system prompt is pinned as message 0; temperature 0.")
+        self.read_until(b"You: ")
+        self.send(b"/role\r")
+        self.read_until(b"Role: shell (built-in); temperature 0")
+        self.read_until(b"You: ")
+        self.send(b"list files\r")
+        self.read_until(b"You said: list files")
+        self.read_until(b"You: ")
+        self.send(b"\x04")
+        self.assertEqual(self.wait_exit(), 0)
+        body = self.server.requests[-1].json
+        self.assertIn("exactly one command", body["messages"][0]["content"])
+        self.assertEqual(body["temperature"], 0)
+
+    def test_slash_attach_collects_then_sends_with_the_next_message(self):
+        path = os.path.join(self.tmp, "notes.txt")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("attached words\n")
+        self.spawn("chat", "--session", "ptyattach")
+        self.read_until(b"You: ")
+        self.send(b"/attach " + path.encode() + b"\r")
+        self.read_until(b"1 pending")
+        self.read_until(b"You: ")
+        self.send(b"/attach\r")
+        self.read_until(b"1. " + path.encode() + b" (text, 15 bytes)")
+        self.read_until(b"You: ")
+        self.send(b"what is in it\r")
+        self.read_until(b"You said: what is in it")
+        self.read_until(b"You: ")
+        self.send(b"/attach\r")
+        self.read_until(b"Nothing attached")
+        self.read_until(b"You: ")
+        self.send(b"\x04")
+        self.assertEqual(self.wait_exit(), 0)
+        content = self.server.requests[-1].json["messages"][-1]["content"]
+        self.assertEqual(content, "what is in it\n\n```%s\nattached words\n```" % path)
+
+    def test_slash_edit_runs_the_editor_on_the_terminal_and_sends_what_it_saved(self):
+        # the fake editor talks to the terminal as a real one does: it reads a line from it
+        script = os.path.join(self.tmp, "editor.py")
+        with open(script, "w", encoding="utf-8") as handle:
+            handle.write(
+                "import os, sys\n"
+                "path = sys.argv[-1]\n"
+                "sys.stdout.write('EDITOR OPEN mode=%o\\n' % (os.stat(path).st_mode & 0o777))\n"
+                "sys.stdout.flush()\n"
+                "line = sys.stdin.readline()\n"
+                "with open(path, 'a', encoding='utf-8') as f:\n"
+                "    f.write(line)\n"
+                "with open(sys.argv[-2], 'w') as f:\n"
+                "    f.write(path)\n"
+            )
+        seen = os.path.join(self.tmp, "seen-path")
+        editor = "%s %s %s" % (shlex.quote(sys.executable), shlex.quote(script), shlex.quote(seen))
+        self.spawn("chat", "--session", "ptyedit", VISUAL=editor)
+        self.read_until(b"You: ")
+        self.send(b"/edit Draft:\r")
+        self.read_until(b"EDITOR OPEN mode=600")
+        self.send(b" typed in the editor\r")
+        self.read_until(b"(sending the edited text: Draft: typed in the editor)")
+        self.read_until(b"You said: Draft: typed in the editor")
+        self.read_until(b"You: ")
+        self.send(b"\x04")
+        self.assertEqual(self.wait_exit(), 0)
+        self.assertEqual(self.server.requests[-1].json["messages"][-1]["content"], "Draft: typed in the editor")
+        with open(seen, encoding="utf-8") as handle:
+            self.assertFalse(os.path.exists(handle.read()))  # the temporary file is gone
 
 
 if __name__ == "__main__":

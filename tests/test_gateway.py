@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import unittest
+from unittest import mock
 
 from openai2 import AKPool, OpenAI
 from openai2.gateway import Gateway, GatewayError
@@ -179,7 +180,8 @@ class TestKeysAndFailover(_GatewayCase):
 
 class _HoldingUpstream:
     """A one-shot upstream that sends a stream head and one event, then holds the connection
-    until the gateway closes it (``closed`` is set), or breaks it (``break_now``)."""
+    until the gateway closes it (``closed`` is set), breaks it (``break_now``), or finishes the
+    stream (``finish_now``: a second event, ``[DONE]``, the last chunk)."""
 
     def __init__(self) -> None:
         self.listener = socket.socket()
@@ -188,6 +190,7 @@ class _HoldingUpstream:
         self.base_url = "http://127.0.0.1:%d/v1" % self.listener.getsockname()[1]
         self.closed = threading.Event()
         self.break_now = threading.Event()
+        self.finish_now = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -214,6 +217,10 @@ class _HoldingUpstream:
                 if self.break_now.is_set():
                     conn.sendall(b"5\r\ndata:")  # half a chunk, then the connection drops
                     return
+                if self.finish_now.is_set():
+                    self.finish_now.clear()
+                    tail = b'data: {"choices":[{"index":0,"delta":{"content":"second"}}]}\n\ndata: [DONE]\n\n'
+                    conn.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
                 try:
                     if conn.recv(1) == b"":
                         self.closed.set()
@@ -260,6 +267,201 @@ class TestStreams(_GatewayCase):
         resp.close()
         conn.close()
         self.assertTrue(up.closed.wait(8), "the upstream connection stayed open after the client left")
+
+
+def _open_stream(gw: Gateway, headers: dict | None = None):
+    conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
+    body = json.dumps({"model": "m", "messages": [], "stream": True})
+    conn.request("POST", "/v1/chat/completions", body=body, headers=headers or {})
+    return conn, conn.getresponse()
+
+
+def _read_until(resp, marker: bytes, seen: bytes = b"") -> bytes:
+    """Read the (de-chunked) stream until ``marker`` came; fail if it ends first."""
+    while marker not in seen:
+        piece = resp.read1(65536)
+        if not piece:
+            raise AssertionError("the stream ended before %r; it had %r" % (marker, seen))
+        seen += piece
+    return seen
+
+
+def _sse(raw: bytes):
+    from openai2.sse import SSEDecoder
+
+    decoder = SSEDecoder()
+    events = decoder.feed(raw) + decoder.close()
+    return [e.data for e in events], decoder.comments
+
+
+class TestKeepAlive(_GatewayCase):
+    def test_silent_upstream_stream_gets_keepalive_comments_between_events(self) -> None:
+        up = _HoldingUpstream()
+        self.addCleanup(up.stop)
+        gw = Gateway(up.base_url, KEY_A, log=self.log, keepalive=0.02).start()
+        self.addCleanup(gw.stop)
+        conn, resp = _open_stream(gw)
+        self.addCleanup(conn.close)
+        seen = _read_until(resp, b"first")
+        seen = _read_until(resp, b": keep-alive", seen)  # the upstream is silent: only the gateway speaks
+        up.finish_now.set()
+        whole = seen + resp.read()
+        self.assertLess(whole.index(b"first"), whole.index(b": keep-alive"))
+        self.assertLess(whole.index(b": keep-alive"), whole.index(b"second"))
+        data, comments = _sse(whole)
+        self.assertEqual([json.loads(d)["choices"][0]["delta"]["content"] for d in data[:-1]], ["first", "second"])
+        self.assertEqual(data[-1], "[DONE]")
+        self.assertGreaterEqual(comments, 1)
+        self.assertNoKey(whole)
+
+    def test_keepalive_none_sends_no_comment(self) -> None:
+        srv = self.server([Reply("abc", keepalive_comments=0)])
+        gw = self.gateway(srv, keepalive=None)
+        _, _, raw = _raw(gw, "POST", "/v1/chat/completions", {"model": "m", "messages": [], "stream": True})
+        self.assertEqual(_sse(raw)[1], 0)
+        self.assertIn(b"[DONE]", raw)
+
+    def test_keepalive_must_be_positive(self) -> None:
+        for bad in (0, -1.0):
+            with self.assertRaises(ValueError):
+                Gateway("http://127.0.0.1:9/v1", KEY_A, keepalive=bad)
+
+
+class TestShutdown(_GatewayCase):
+    def _wait_refused(self, gw: Gateway) -> None:
+        """Until a new connection is refused (the gateway stopped accepting); bounded."""
+        for _ in range(500):
+            try:
+                socket.create_connection((gw.host, gw.port), timeout=1).close()
+            except OSError:
+                return
+            threading.Event().wait(0.01)  # hang guard while shutdown() starts in its thread
+        self.fail("the gateway still accepts connections")
+
+    def test_stream_in_flight_finishes_within_the_grace(self) -> None:
+        up = _HoldingUpstream()
+        self.addCleanup(up.stop)
+        gw = Gateway(up.base_url, KEY_A, log=self.log, keepalive=None).start()
+        self.addCleanup(gw.stop)
+        conn, resp = _open_stream(gw)
+        self.addCleanup(conn.close)
+        seen = _read_until(resp, b"first")
+        closer = threading.Thread(target=gw.shutdown, kwargs={"grace": 60})
+        closer.start()
+        self._wait_refused(gw)
+        self.assertFalse(gw.accepting)
+        self.assertTrue(closer.is_alive())  # waiting for the stream
+        up.finish_now.set()
+        whole = seen + resp.read()
+        closer.join(20)
+        self.assertFalse(closer.is_alive())
+        data, _ = _sse(whole)
+        self.assertEqual(data[-1], "[DONE]")
+        self.assertNotIn(b'"error"', whole)
+
+    def test_stream_past_the_grace_ends_with_an_error_event(self) -> None:
+        up = _HoldingUpstream()
+        self.addCleanup(up.stop)
+        gw = Gateway(up.base_url, KEY_A, log=self.log, keepalive=None).start()
+        self.addCleanup(gw.stop)
+        conn, resp = _open_stream(gw)
+        self.addCleanup(conn.close)
+        seen = _read_until(resp, b"first")
+        gw.shutdown(grace=0.05)
+        whole = seen + resp.read()
+        data, _ = _sse(whole)
+        error = json.loads(data[-1])["error"]
+        self.assertEqual(error["code"], "gateway_shutdown")
+        self.assertNotIn("[DONE]", data)
+        self.assertTrue(up.closed.wait(8), "the upstream request stayed open")
+        self.assertIn("200+shutdown", self.log.getvalue())
+        self.assertNoKey(whole, self.log.getvalue())
+
+    def test_request_waiting_for_its_upstream_past_the_grace_gets_503(self) -> None:
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        srv = self.server([Reply("late", gate=gate)])
+        gw = self.gateway(srv)
+        got: list = []
+        asker = threading.Thread(
+            target=lambda: got.append(_raw(gw, "POST", "/v1/chat/completions", {"model": "m", "messages": []}))
+        )
+        asker.start()
+        self.assertTrue(srv.wait_for_requests(1))
+        gw.shutdown(grace=0.05)
+        asker.join(10)
+        status, headers, raw = got[0]
+        self.assertEqual(status, 503)
+        self.assertIn("retry-after", headers)
+        self.assertEqual(json.loads(raw)["error"]["code"], "gateway_shutdown")
+
+    def test_idle_keepalive_connections_do_not_hold_the_shutdown(self) -> None:
+        srv = self.server(["one"])
+        gw = self.gateway(srv, idle_timeout=120)
+        conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/health")
+        self.assertEqual(conn.getresponse().read(), b'{"status":"ok"}')  # the connection stays open, idle
+        closer = threading.Thread(target=gw.shutdown, kwargs={"grace": 120})
+        closer.start()
+        closer.join(10)  # hang guard: an idle connection kept open would hold it for the whole grace
+        self.assertFalse(closer.is_alive())
+
+    def test_close_twice_and_stop_after_close(self) -> None:
+        gw = self.gateway(self.server())
+        gw.close()
+        gw.close()
+        gw.stop()
+        self.assertFalse(gw.accepting)
+
+
+class TestOrganizationHeaders(_GatewayCase):
+    ORG = {"OpenAI-Organization": "org-from-client", "OpenAI-Project": "proj-from-client"}
+
+    def test_configured_organization_and_project_go_upstream(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv, organization="org-conf", project="proj-conf")
+        self.client(gw).complete({"model": "m", "messages": []})
+        headers = srv.last_request.headers
+        self.assertEqual((headers["openai-organization"], headers["openai-project"]), ("org-conf", "proj-conf"))
+
+    def test_client_copies_dropped_unless_allowed(self) -> None:
+        srv = self.server(["ok", "ok", "ok"])
+        with mock.patch.dict(os.environ, {"OPENAI_ORG_ID": "", "OPENAI_PROJECT_ID": ""}):
+            plain = self.gateway(srv)
+            configured = self.gateway(srv, organization="org-conf")
+            allowed = self.gateway(srv, organization="org-conf", forward_org_headers=True)
+        _raw(plain, "POST", "/v1/chat/completions", {"model": "m", "messages": []}, self.ORG)
+        self.assertNotIn("openai-organization", srv.requests[0].headers)
+        self.assertNotIn("openai-project", srv.requests[0].headers)
+        _raw(configured, "POST", "/v1/chat/completions", {"model": "m", "messages": []}, self.ORG)
+        self.assertEqual(srv.requests[1].headers["openai-organization"], "org-conf")
+        self.assertNotIn("openai-project", srv.requests[1].headers)
+        _raw(allowed, "POST", "/v1/chat/completions", {"model": "m", "messages": []}, self.ORG)
+        self.assertEqual(srv.requests[2].headers["openai-organization"], "org-from-client")
+        self.assertEqual(srv.requests[2].headers["openai-project"], "proj-from-client")
+
+    def test_a_fallback_with_its_own_keys_gets_no_organization(self) -> None:
+        bad = self.server([Reply(status=503), Reply(status=503)])
+        shared = self.server([Reply(status=503)])
+        own = self.server(["from its own account"])
+        with mock.patch.dict(os.environ, {"OPENAI_ORG_ID": "org-from-env", "OPENAI_PROJECT_ID": ""}):
+            gw = Gateway(
+                bad.base_url,
+                KEY_A,
+                fallbacks=[shared.base_url, (own.base_url, KEY_B)],
+                forward_org_headers=True,
+                log=self.log,
+            ).start()
+        self.addCleanup(gw.stop)
+        status, _, raw = _raw(gw, "POST", "/v1/chat/completions", {"model": "m", "messages": []},
+                              {"OpenAI-Project": "proj-from-client"})
+        self.assertEqual(status, 200)
+        self.assertEqual(bad.last_request.headers["openai-organization"], "org-from-env")
+        self.assertEqual(shared.last_request.headers["openai-organization"], "org-from-env")
+        self.assertEqual(shared.last_request.headers["openai-project"], "proj-from-client")
+        self.assertNotIn("openai-organization", own.last_request.headers)
+        self.assertNotIn("openai-project", own.last_request.headers)
 
 
 class TestSecurity(_GatewayCase):
@@ -326,46 +528,72 @@ class TestConcurrency(_GatewayCase):
             gate.set()
             holder.join(10)
 
-    def test_fifty_concurrent_streams_leave_no_threads_or_fds(self) -> None:
-        def fds() -> int:
-            try:
-                return len(os.listdir("/proc/self/fd"))
-            except OSError:
-                return -1
+    def test_client_connections_send_at_once_without_nagle(self) -> None:
+        # Without TCP_NODELAY the body written after the head waits for the client's delayed ACK
+        # (about 40 ms per answer on Linux).
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        srv = self.server([Reply("held", gate=gate)])
+        gw = self.gateway(srv)
+        asker = threading.Thread(target=_raw, args=(gw, "POST", "/v1/chat/completions", {"model": "m", "messages": []}))
+        asker.start()
+        self.addCleanup(asker.join, 10)
+        self.assertTrue(srv.wait_for_requests(1))
+        conns = list(gw._server.gw_conns.values())
+        self.assertEqual(len(conns), 1)
+        self.assertNotEqual(conns[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 0)
+        gate.set()
 
+    @unittest.skipUnless(os.path.isdir("/proc/self/fd"), "counts open descriptors in /proc/self/fd")
+    def test_200_concurrent_streams_complete_and_leave_no_threads_or_fds(self) -> None:
+        def fds() -> int:
+            return len(os.listdir("/proc/self/fd"))
+
+        n = 200
         threads0, fds0 = threading.active_count(), fds()
-        n = 50
-        barrier = threading.Barrier(n, timeout=20)
-        srv = FakeServer(handler=lambda req: Reply("abc", gate=barrier))
+        barrier = threading.Barrier(n, timeout=30)  # every upstream answer waits until all 200 are in
+
+        def answer(req):
+            who = req.json["messages"][0]["content"]
+            return Reply(chunks=["stream ", who, " ", "done"], gate=barrier)
+
+        srv = FakeServer(handler=answer)
         srv.start()
-        gw = Gateway(srv.base_url, KEY_A, log=self.log).start()
-        client = OpenAI("x", base_url=gw.base_url, max_retries=0)
-        texts: list[str] = []
+        gw = Gateway(srv.base_url, KEY_A, log=self.log, max_workers=n + 8).start()
+        client = OpenAI("x", base_url=gw.base_url, max_retries=0, timeout=60)
+        texts: dict = {}
+        errors: list = []
         lock = threading.Lock()
 
-        def one() -> None:
-            s = client.stream({"model": "m", "messages": [], "stream": True})
-            text = "".join(s.iter_text())
+        def one(i: int) -> None:
+            try:
+                s = client.stream({"model": "m", "messages": [{"role": "user", "content": str(i)}], "stream": True})
+                text = "".join(s.iter_text())
+                done = s.accumulator.done
+            except Exception as exc:  # noqa: BLE001 - collected, reported below
+                with lock:
+                    errors.append(repr(exc))
+                return
             with lock:
-                texts.append(text)
+                texts[i] = (text, done)
 
-        workers = [threading.Thread(target=one) for _ in range(n)]
+        workers = [threading.Thread(target=one, args=(i,)) for i in range(n)]
         for w in workers:
             w.start()
         for w in workers:
-            w.join(30)
+            w.join(60)
         client.close()
         gw.stop()
         srv.stop()
-        self.assertEqual(texts, ["abc"] * n)
+        self.assertEqual(errors, [])
+        self.assertEqual(texts, {i: ("stream %d done" % i, True) for i in range(n)})
         self.assertEqual(srv.max_in_flight, n)
-        for _ in range(100):
-            if threading.active_count() <= threads0:
+        for _ in range(200):  # the threads were told to end; wait (bounded) until they have
+            if threading.active_count() <= threads0 and fds() <= fds0:
                 break
-            threading.Event().wait(0.05)  # hang guard while daemon threads finish exiting
+            threading.Event().wait(0.05)
         self.assertEqual(threading.active_count(), threads0)
-        if fds0 >= 0:
-            self.assertEqual(fds(), fds0)
+        self.assertEqual(fds(), fds0)
 
 
 class TestServeCommand(unittest.TestCase):
