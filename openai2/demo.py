@@ -265,8 +265,8 @@ def _demo_tool_answer(messages: Sequence[dict[str, Any]], tools: Sequence[dict[s
     results = [content_text(m.get("content")) for m in messages[last_user + 1 :] if isinstance(m, dict) and m.get("role") == "tool"]
     if results:
         if _demo_has_cjk(text):
-            return "查询结果：" + "；".join(results) + "。"
-        return "Here is what the tools said: " + "; ".join(results) + "."
+            return "查询结果：" + "；".join(r.rstrip("。.") for r in results) + "。"
+        return "Here is what the tools said: " + "; ".join(r.rstrip(".") for r in results) + "."
     spec = _demo_choose_tool(text, tools)
     if spec is None:
         return None

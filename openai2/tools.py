@@ -80,15 +80,21 @@ class Tool:
     :ivar function: the Python callable, or None for a schema-only tool
     """
 
-    __slots__ = ("name", "schema", "function", "is_async", "_hints")
+    __slots__ = ("name", "schema", "function", "is_async", "_hints", "_optional")
 
     def __init__(
-        self, name: str, schema: dict[str, Any], function: Callable[..., Any] | None, hints: dict[str, Any]
+        self,
+        name: str,
+        schema: dict[str, Any],
+        function: Callable[..., Any] | None,
+        hints: dict[str, Any],
+        optional: frozenset[str] = frozenset(),
     ) -> None:
         self.name = name
         self.schema = schema
         self.function = function
         self._hints = hints
+        self._optional = optional  # parameters with a default: a null for one means "not given"
         self.is_async = function is not None and _tools_is_async(function)
 
     @property
@@ -109,6 +115,8 @@ class Tool:
         """
         out = {}
         for name, value in arguments.items():
+            if value is None and name in self._optional:
+                continue  # strict mode sends null for a parameter left out: its default applies
             hint = self._hints.get(name)
             out[name] = value if hint is None else from_json(value, hint, path="$." + name)
         return out
@@ -144,6 +152,17 @@ def _tools_hints(function: Callable[..., Any]) -> dict[str, Any]:
     return hints
 
 
+def _tools_optional(function: Callable[..., Any]) -> frozenset[str]:
+    """The parameters that have a default."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return frozenset()
+    return frozenset(p.name for p in parameters if p.default is not p.empty)
+
+
 def _tools_function_name(function: Callable[..., Any]) -> str:
     name = getattr(function, "__name__", None)
     if name is None:
@@ -174,7 +193,7 @@ def _tools_from_function(
     spec["parameters"] = parameters
     if strict:
         spec["strict"] = True
-    return Tool(name, {"type": "function", "function": spec}, function, _tools_hints(function))
+    return Tool(name, {"type": "function", "function": spec}, function, _tools_hints(function), _tools_optional(function))
 
 
 def _tools_from_dict(schema: dict[str, Any], where: str) -> Tool:

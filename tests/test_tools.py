@@ -300,6 +300,20 @@ class Loop(unittest.TestCase):
         self.assertNotIn("tool_choice", second)  # else the model could never answer
         self.assertFalse(second["parallel_tool_calls"])
 
+    def test_strict_null_for_a_parameter_with_a_default_means_the_default(self):
+        seen = []
+
+        @tool(strict=True)
+        def forecast(city: str, unit: str = "celsius") -> str:
+            seen.append((city, unit))
+            return "ok"
+
+        self.assertEqual(tool_schema(forecast)["function"]["parameters"]["required"], ["city", "unit"])
+        chat, _ = make_chat([Reply(tool_calls=[call("c1", "forecast", {"city": "Oslo", "unit": None})]), Reply("x")], tools=[forecast])
+        chat.request("go")
+        self.assertEqual(seen, [("Oslo", "celsius")])
+        self.assertFalse(chat.last_tool_calls[0].failed)
+
     def test_results_are_text_or_json(self):
         @dataclasses.dataclass
         class Point:
