@@ -30,6 +30,7 @@ from .errors import (
 from .groupchat import GroupChat, GroupChatReplyError
 from .keypool import AKPool
 from .objects import AttrDict
+from .structured import LengthFinishReasonError, RefusalError, SchemaValidationError, StructuredOutputError
 from .tools import ToolCall, ToolRoundsError, tool, tool_schema
 from .transport import CancelScope, HTTPTransport, Timeout
 
@@ -83,5 +84,9 @@ __all__ = [
     "RateLimitError",
     "RequestCancelledError",
     "ResponseTooLargeError",
+    "LengthFinishReasonError",
+    "RefusalError",
+    "SchemaValidationError",
+    "StructuredOutputError",
     "UnprocessableEntityError",
 ]

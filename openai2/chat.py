@@ -23,12 +23,14 @@ from .files import atomic_write, read_json_file
 from .history import MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
 from .objects import to_attr
+from .structured import ParsePlan, Target, run_parse, run_parse_async
 from .tools import ToolCall, pending_calls, tool_result_text
 from .transport import CancelScope
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Sequence
 
+    from .structured import ParseResult
     from .tools import ToolLoop
 
 
@@ -507,12 +509,85 @@ class Chat(BaseConversation):
         self._commit(user, exchange)
         return exchange.text
 
+    def parse(
+        self,
+        text: Any,
+        schema: Any,
+        *,
+        images: Sequence[str] | str | None = None,
+        strategy: str = "auto",
+        max_repairs: int = 1,
+        **params: Any,
+    ) -> Any:
+        """Ask, and return the answer as an instance of ``schema`` (a dataclass, a ``TypedDict``,
+        ``list[X]``, a JSON Schema dict, or a pydantic model).
+
+        The fallback ladder (``json_schema`` -> ``json_object`` -> the schema in the prompt) works
+        on servers without structured outputs; the answer is validated locally and repaired up
+        to ``max_repairs`` times.  The exchange (the question, the final JSON answer) joins the
+        history; a failure leaves the history unchanged; repair turns never stay.
+
+        :param strategy: ``"auto"``, or ``"json_schema"``/``"json_object"``/``"prompt"`` alone
+        :raises RefusalError: the model refused; :raises LengthFinishReasonError: the answer was
+            cut off; :raises SchemaValidationError: it never matched the schema
+        :raises TypeError: a schema that cannot be described (naming the annotation)
+        """
+        user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
+        done = run_parse(lambda request: self._send(request, options), body, plan)
+        self._commit_parsed(user, done)
+        return done.value
+
+    async def async_parse(
+        self,
+        text: Any,
+        schema: Any,
+        *,
+        images: Sequence[str] | str | None = None,
+        strategy: str = "auto",
+        max_repairs: int = 1,
+        **params: Any,
+    ) -> Any:
+        """:meth:`parse` as a coroutine (requests in worker threads; cancelling leaves the history)."""
+        user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
+        send = self._send_async
+        done = await run_parse_async(lambda request: send(request, options), body, plan)
+        self._commit_parsed(user, done)
+        return done.value
+
+    def _commit_parsed(self, user: dict[str, Any] | None, done: ParseResult) -> None:
+        exchange = Exchange(None)
+        exchange.answer(done.request, done.acc, done.result)
+        self._commit(user, exchange)
+
     def async_stream_request(
         self, text: Any = None, *, images: Sequence[str] | str | None = None, **params: Any
     ) -> AsyncChatTextStream:
         """``stream_request`` as an async iterator (``async for piece in chat.async_stream_request(...)``)."""
         user, body, options, loop = self._prepare(text, images, params)
         return AsyncChatTextStream(self, user, body, options, loop)
+
+
+def _chat_parse_setup(
+    chat: Chat, text: Any, schema: object, images: Any, strategy: str, max_repairs: int, params: dict[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any], ParsePlan]:
+    """The user message, body, options and ladder of a ``parse`` call (no tools are sent)."""
+    if text is None:
+        raise ValueError("parse() needs the text to send")
+    if "response_format" in params:
+        raise TypeError("parse() sets response_format itself: give the schema as its second argument")
+    target = Target(schema)
+    params["tools"] = None
+    user, body, options, _ = chat._prepare(text, images, params)
+    client = chat._client
+    plan = ParsePlan(
+        target,
+        base_url=client.base_url,
+        model=str(body.get("model")),
+        strategy=strategy,
+        max_repairs=max_repairs,
+        secrets=client._secrets(options.get("extra_headers")),
+    )
+    return user, body, options, plan
 
 
 def _chat_check_continuation(history: Sequence[dict[str, Any]], user: dict[str, Any] | None) -> None:

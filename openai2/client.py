@@ -33,6 +33,7 @@ from .errors import (
 from .keypool import AKPool, PoolSnapshot
 from .objects import AttrDict, to_attr
 from .sse import SSEDecoder
+from .structured import ParsePlan, RefusalError, Target, run_parse
 from .tools import DEFAULT_MAX_TOOL_ROUNDS, ToolLoop, ToolSet, run_rounds
 from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
 
@@ -1267,6 +1268,20 @@ class _ClientCompletions:
         return to_attr(self._client.complete(body, answer_required=False, **options))
 
 
+    def parse(
+        self, *, response_format: Any, strategy: str = "auto", max_repairs: int = 1, **params: Any
+    ) -> Any:
+        """``create()`` whose answer is parsed into ``response_format`` (a dataclass, a
+        ``TypedDict``, ``list[X]``, a JSON Schema dict, or a pydantic model): the SDK's shape,
+        with the fallback ladder of ``Chat.parse`` for servers without structured outputs.
+
+        :returns: the completion, ``choices[0].message.parsed`` set (None when the model refused:
+            ``message.refusal`` says why, as in the SDK)
+        :raises LengthFinishReasonError: the answer was cut off
+        :raises SchemaValidationError: the answer never matched the schema
+        """
+        return _client_parse(self._client, response_format, strategy, max_repairs, params)
+
     def run_tools(
         self,
         *,
@@ -1320,6 +1335,41 @@ class _ClientCompletions:
         out.new_messages = exchange.messages()
         out.tool_call_records = exchange.calls
         return out
+
+
+def _client_parse(
+    client: OpenAI,
+    response_format: object,
+    strategy: str,
+    max_repairs: int,
+    params: dict[str, Any],
+) -> Any:
+    """``chat.completions.parse``: the completion with ``choices[0].message.parsed`` set."""
+    body = dict(params)
+    options = split_request_options(body)
+    if body.get("stream"):
+        raise TypeError("parse() does not stream")
+    messages = body.get("messages")
+    if not isinstance(messages, (list, tuple)):
+        raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    body["messages"] = list(messages)
+    plan = ParsePlan(
+        Target(response_format),
+        base_url=client.base_url,
+        model=str(body.get("model")),
+        strategy=strategy,
+        max_repairs=max_repairs,
+        secrets=client._secrets(options.get("extra_headers")),
+    )
+    try:
+        done = run_parse(lambda request: client.complete(request, **options), body, plan)
+    except RefusalError as exc:  # the SDK's rule: no exception, message.refusal set, parsed None
+        completion = to_attr(exc.completion)
+        completion.choices[0].message.parsed = None
+        return completion
+    completion = to_attr(done.result)
+    completion.choices[0].message.parsed = done.value
+    return completion
 
 
 class ToolRunCompletion(AttrDict):

@@ -410,6 +410,7 @@ MODULE_ORDER = (
     "aio",
     "schema",
     "tools",
+    "structured",
     "client",
     "compat",
     "history",
