@@ -99,3 +99,21 @@ integration: $(INTEGRATION_VENV)/.installed litellm-venv
 	@missing=""; for tool in tinyproxy microsocks strace; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
 	OPENAI2_REQUIRE_LITELLM=1 LITELLM_VENV=$(LITELLM_VENV) $(INTEGRATION_VENV)/bin/python tests/integration/run.py
+
+# The chat page of `openai2 serve` in a real browser (issue 17): headless Debian chromium driven by
+# selenium, against the gateway in front of the fake server (loopback only). Installs chromium and
+# chromium-driver when missing (CI runs as root) and selenium (tests/browser/requirements.txt) into
+# the git-ignored .venv-browser; writes tests/browser/screenshots/chat-page-{light,dark}.png.
+BROWSER_VENV ?= .venv-browser
+
+$(BROWSER_VENV)/.installed: tests/browser/requirements.txt
+	$(PYTHON) -m venv $(BROWSER_VENV) || (apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(BROWSER_VENV))
+	$(BROWSER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/browser/requirements.txt
+	touch $@
+
+.PHONY: browser-test
+browser-test: $(BROWSER_VENV)/.installed
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; fi
+	OPENAI2_REQUIRE_BROWSER=1 $(BROWSER_VENV)/bin/python tests/browser/run.py

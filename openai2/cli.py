@@ -1,7 +1,10 @@
 """The command line: ``openai2`` / ``python -m openai2`` — keys, resumable chats, sessions, a REPL.
 
 Commands: ``add_apikey [KEY]``, ``read_apikey``, ``clear_apikey``, ``chat [TEXT]``, ``newchat
-[TEXT]``, ``sessions list|show|delete|export``, ``demo``.  Only this module writes to the
+[TEXT]``, ``sessions list|show|delete|export``, ``logs``, ``roles list|show|add|edit|delete``,
+``serve``, ``demo``.  ``chat`` also takes a role (``--role``), attachments (``-a``), a question
+written in ``$VISUAL``/``$EDITOR`` (``-e``) and a logged conversation to go on with
+(``--continue ID`` / ``-c``, into a new session).  Only this module writes to the
 terminal (through :class:`_CliOutput`); only :mod:`store` decides where files go.
 
 Exit status: 0 ok, 1 API or network error, 2 usage error (argparse's too), 3 local storage
@@ -1526,6 +1529,13 @@ class _CliRepl(_CliReplInputs):
             "Type new (or /new) to start over, quit (or /exit, Ctrl-D) to leave; Ctrl-C stops an answer.",
             "dim",
         )
+        if self.pending:
+            count = len(self.pending)
+            self.out.line(
+                "%d attachment%s go%s with your first message (/attach lists them, /detach drops them)."
+                % (count, "" if count == 1 else "s", "es" if count == 1 else ""),
+                "dim",
+            )
 
     def run(self) -> int:
         self.banner()
@@ -2220,6 +2230,7 @@ def _cli_cmd_roles(ctx: _CliContext) -> int:
     out = ctx.out
     store = ctx.store
     action = ctx.opt("action")
+    ctx.mask_known_keys()  # a prompt is printed as written: a key pasted into one is masked
     builtin = _cli_builtin_roles()
     user = store.load_roles()
     if action == "list":
@@ -2232,7 +2243,7 @@ def _cli_cmd_roles(ctx: _CliContext) -> int:
                 else ("yours" if name in user else "built-in")
             )
             params = _cli_role_params(role)
-            summary = " ".join(role["system"].split())
+            summary = redact(" ".join(role["system"].split()), out.secrets)  # mask first, then cut
             summary = summary if len(summary) <= 70 else summary[:69] + "…"  # `roles show` has it all
             out.line("%-*s  [%s]  %s%s" % (width, name, mark, params + " · " if params else "", summary))
         return EXIT_OK

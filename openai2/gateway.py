@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 
+from .chatpage import CHAT_PAGE_CSP, chat_page
 from .client import OpenAI
 from .common import TYPE_CHECKING, mask_key, redact
 from .errors import APIConnectionError, APIStatusError, APITimeoutError, OpenAIError, RequestCancelledError
@@ -394,16 +395,15 @@ class Gateway:
         self._log = log
         self._transport = _GatewayTransport(proxy=proxy, verify=verify, ca_file=ca_file)
         options: dict[str, Any] = {"timeout": timeout, "max_retries": max_retries, "transport": self._transport}
-        account = {"organization": organization, "project": project}
-        self._clients = [OpenAI(api_key, base_url=base_url, **account, **options)]
+        self._clients = [OpenAI(api_key, base_url=base_url, organization=organization, project=project, **options)]
         #: per upstream: does it belong to api_key's account (organization, project, forwarded copies)?
         self._same_account = [True]
         for item in fallbacks:
             shared = isinstance(item, str)
             url, key = (item, api_key) if isinstance(item, str) else item
             # "" (not None): the environment's organization is not read for another account
-            other = account if shared else {"organization": "", "project": ""}
-            self._clients.append(OpenAI(key, base_url=url, **other, **options))
+            org, proj = (organization, project) if shared else ("", "")
+            self._clients.append(OpenAI(key, base_url=url, organization=org, project=proj, **options))
             self._same_account.append(shared)
         secrets: list[str] = []
         for client in self._clients:
@@ -419,7 +419,6 @@ class Gateway:
         self._draining = threading.Event()
         self._busy: set[Any] = set()  # connections with a request being served
         self._inflight: dict[int, dict[str, Any]] = {}  # request id -> {"cancel", "response", "done", "cut"}
-        self._page: bytes | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Gateway:
@@ -436,11 +435,19 @@ class Gateway:
         return self
 
     def serve_forever(self) -> None:
-        """Bind (if not yet) and serve in this thread until :meth:`stop` (another thread or a signal)."""
+        """Bind (if not yet) and serve until :meth:`shutdown` (from another thread), or until a
+        KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one, as ``openai2 serve`` does) reaches
+        this thread: then :meth:`close` (the graceful stop, within ``shutdown_grace``) and the
+        KeyboardInterrupt is raised again.  A second one during the grace stops waiting."""
         self.start()
-        assert self._serve_thread is not None
-        while self._serve_thread.is_alive():
-            self._serve_thread.join(0.5)
+        thread = self._serve_thread
+        assert thread is not None
+        try:
+            while thread.is_alive():
+                thread.join(0.5)
+        except KeyboardInterrupt:
+            self.close()
+            raise
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop gracefully: stop accepting at once, close idle keep-alive connections, let the
@@ -464,9 +471,14 @@ class Gateway:
             idle = [c for c in getattr(server, "gw_conns", {}).values() if c not in self._busy]
         for conn in idle:
             _gw_shutdown(conn)
-        deadline = time.monotonic() + grace
-        for thread in self._workers():
-            thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            deadline = time.monotonic() + grace
+            for thread in self._workers():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        finally:  # also when a second Ctrl-C ends the grace early
+            self._end(server)
+
+    def _end(self, server: Any) -> None:
         self._cut_inflight()
         deadline = time.monotonic() + 5.0
         for thread in self._workers():
@@ -574,15 +586,15 @@ class Gateway:
             h.close_connection = True
 
     def _chat_page(self, h: Any) -> None:
-        if self._page is None:  # (until openai2.chatpage lands: a plain page)
-            self._page = b"<!doctype html><title>openai2</title><p>openai2 gateway: the API is at /v1.</p>"
+        # Served without the token (the page asks for it); it never holds a key.
+        page = chat_page(token_required=bool(self.token), title="openai2")
         headers = [
-            ("Content-Security-Policy", "default-src 'none'"),
+            ("Content-Security-Policy", CHAT_PAGE_CSP),
             ("X-Content-Type-Options", "nosniff"),
             ("Referrer-Policy", "no-referrer"),
             ("Cache-Control", "no-store"),
         ]
-        self._send(h, 200, self._page, "text/html; charset=utf-8", headers)
+        self._send(h, 200, page, "text/html; charset=utf-8", headers)
 
     def _handle(self, h: Any) -> None:
         start = time.monotonic()

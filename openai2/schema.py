@@ -9,8 +9,10 @@ dataclass, a TypedDict, ``list[X]``).  Public functions:
 * :func:`schema_for` -- the JSON Schema of one annotation; ``strict=True`` gives OpenAI's
   strict-mode subset (``additionalProperties: false`` and every property required everywhere).
 * :func:`function_parameters` -- a callable's description and its parameters' object schema.
-* :func:`validate` -- every way a JSON value misses a schema, each as ``"$.path: message"``.
-* :func:`from_json` -- a parsed JSON value converted into an annotation's Python shape.
+* :func:`validate` -- every way a JSON value misses a schema, each as ``"$.path: message"``;
+  :func:`check_schema` refuses up front a schema (a user's dict) that validate() cannot honour.
+* :func:`from_json` -- a parsed JSON value converted into an annotation's Python shape;
+  :func:`function_arguments` -- a model's arguments converted for calling a function.
 
 The type mapping::
 
@@ -301,6 +303,8 @@ def _schema_hints(obj: object, where: str, kind: str) -> dict[str, Any]:
     cannot be evaluated (``kind`` is "parameter" or "field")."""
     import typing
 
+    if not isinstance(obj, type) and getattr(obj, "__annotations__", None) is None:
+        return {}  # a builtin function or a C method: nothing annotated
     try:
         if sys.version_info >= (3, 9):
             return typing.get_type_hints(obj, include_extras=True)  # novermin
@@ -773,7 +777,9 @@ class _schema_Builder:  # noqa: N801
             return schema
         ref = schema.get("$ref")
         if isinstance(ref, str) and len(schema) == 1:
-            schema = dict(self.defs[ref.rsplit("/", 1)[1]])
+            import copy
+
+            schema = copy.deepcopy(self.defs[ref.rsplit("/", 1)[1]])  # the root shares nothing with $defs
         schema = dict(schema)
         schema["$defs"] = dict(self.defs)
         return schema
@@ -857,7 +863,7 @@ def function_parameters(
     base: Any = fn
     while isinstance(base, functools.partial):
         base = base.func
-    plain = inspect.isfunction(base) or inspect.ismethod(base) or isinstance(base, type)
+    plain = inspect.isroutine(base) or isinstance(base, type)
     name = getattr(base, "__name__", None) if plain else None
     if not isinstance(name, str):
         name = type(base).__name__
@@ -868,7 +874,7 @@ def function_parameters(
         raise TypeError("%s: no signature to describe (%s)" % (where, exc)) from None
     hint_source: object
     doc_source: object
-    if inspect.isfunction(base) or inspect.ismethod(base):
+    if inspect.isroutine(base):
         hint_source, doc_source = base, base
     elif isinstance(base, type):
         hint_source, doc_source = next(vars(k)["__init__"] for k in base.__mro__ if "__init__" in vars(k)), base
@@ -877,7 +883,7 @@ def function_parameters(
         hint_source = call
         doc_source = call if getattr(call, "__doc__", None) else type(base)
     hints = _schema_hints(hint_source, where, "parameter")
-    summary, docs = parse_docstring(inspect.getdoc(doc_source))
+    summary, docs = parse_docstring(_schema_class_doc(base) if isinstance(base, type) else inspect.getdoc(doc_source))
     builder = _schema_Builder(strict)
     properties: dict[str, Any] = {}
     required: list[str] = []
@@ -1076,6 +1082,9 @@ class _schema_Validation:  # noqa: N801
             self.check_object(value, schema, path, depth)
         for sub in schema.get("allOf", ()) if isinstance(schema.get("allOf"), list) else ():
             self.check(value, sub, path, depth + 1, refs)
+        if "not" in schema and isinstance(schema["not"], (dict, bool)):
+            if not self.sub(value, schema["not"], path, depth + 1, refs):
+                self.error(path, "must not match %s" % _schema_json_text(schema["not"]))
         for keyword in ("anyOf", "oneOf"):
             alternatives = schema.get(keyword)
             if isinstance(alternatives, list) and alternatives:
@@ -1166,6 +1175,11 @@ class _schema_Validation:  # noqa: N801
                     break
 
     def check_object(self, value: dict[str, Any], schema: dict[str, Any], path: str, depth: int) -> None:
+        low, high = _schema_bound(schema, "minProperties"), _schema_bound(schema, "maxProperties")
+        if low is not None and len(value) < low:
+            self.error(path, "expected at least %s properties, got %d" % (low, len(value)))
+        if high is not None and len(value) > high:
+            self.error(path, "expected at most %s properties, got %d" % (high, len(value)))
         required = schema.get("required")
         for key in required if isinstance(required, list) else ():
             if isinstance(key, str) and key not in value:
@@ -1246,9 +1260,10 @@ def validate(value: object, schema: dict[str, Any]) -> list[str]:
     booleans are never numbers), ``enum``, ``const``, ``properties``, ``required``,
     ``additionalProperties`` (false or a schema), ``items``, ``prefixItems``, ``minItems``,
     ``maxItems``, ``uniqueItems``, ``minLength``, ``maxLength``, ``pattern``, ``minimum``,
-    ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``, ``multipleOf``, ``anyOf``, ``oneOf``,
-    ``allOf``, ``$ref`` (``#``, ``#/$defs/...``, ``#/definitions/...`` of the root) and
-    OpenAPI's ``nullable: true``.  Other keywords are ignored.  When no ``anyOf`` alternative
+    ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``, ``multipleOf``, ``minProperties``,
+    ``maxProperties``, ``anyOf``, ``oneOf``, ``allOf``, ``not``, ``$ref`` (``#``, ``#/$defs/...``,
+    ``#/definitions/...`` of the root) and OpenAPI's ``nullable: true``.  Other keywords are
+    ignored (:func:`check_schema` refuses the ones that would change the answer).  When no ``anyOf`` alternative
     matches, the one written for the value's kind explains why, else the alternatives are
     listed.  A self-referencing schema is fine; nesting deeper than 200 levels is reported.
 
@@ -1262,6 +1277,102 @@ def validate(value: object, schema: dict[str, Any]) -> list[str]:
     if run.cut:
         errors.append("$: more errors not listed (the first %d are above)" % _SCHEMA_MAX_ERRORS)
     return errors
+
+
+#: Keywords validate() does not check and that would change its answer: check_schema() refuses them.
+_SCHEMA_UNCHECKED = frozenset(
+    (
+        "if",
+        "then",
+        "else",
+        "patternProperties",
+        "propertyNames",
+        "dependentRequired",
+        "dependentSchemas",
+        "dependencies",
+        "contains",
+        "minContains",
+        "maxContains",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "$dynamicRef",
+        "$recursiveRef",
+    )
+)
+
+_SCHEMA_TYPE_NAMES = frozenset(("string", "integer", "number", "boolean", "null", "array", "object"))
+
+
+def _schema_problems(schema: object, root: object, pointer: str, problems: list[str], depth: int) -> None:
+    """check_schema()'s walk: every subschema position, nothing else (property names are data)."""
+    if isinstance(schema, bool):
+        return
+    if not isinstance(schema, dict):
+        problems.append("%s: a schema must be an object or a boolean, not %s" % (pointer, _schema_value_kind(schema)))
+        return
+    if depth > _SCHEMA_MAX_DEPTH:
+        problems.append("%s: nested too deeply" % pointer)
+        return
+    for keyword in sorted(_SCHEMA_UNCHECKED.intersection(schema)):
+        problems.append("%s: the keyword %r is not supported (openai2 cannot check it)" % (pointer, keyword))
+    kind = schema.get("type")
+    for name in kind if isinstance(kind, list) else [kind] if kind is not None else []:
+        if name not in _SCHEMA_TYPE_NAMES:
+            problems.append("%s: unknown type %s" % (pointer, _schema_json_text(name)))
+    ref = schema.get("$ref")
+    if ref is not None:
+        if not isinstance(ref, str) or _schema_Validation(root, 1).resolve(ref) is None:
+            problems.append(
+                "%s: the $ref %s cannot be resolved (only #, #/$defs/... and #/definitions/... of this schema)"
+                % (pointer, _schema_json_text(ref))
+            )
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str):
+        import re
+
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append("%s: the pattern %r is not a valid regular expression (%s)" % (pointer, pattern, exc))
+    for keyword in ("properties", "$defs", "definitions"):
+        group = schema.get(keyword)
+        if isinstance(group, dict):
+            for name, sub in group.items():
+                _schema_problems(sub, root, "%s/%s/%s" % (pointer, keyword, name), problems, depth + 1)
+    for keyword in ("items", "additionalProperties", "additionalItems", "not"):
+        sub = schema.get(keyword)
+        if isinstance(sub, (dict, bool)):
+            _schema_problems(sub, root, "%s/%s" % (pointer, keyword), problems, depth + 1)
+    for keyword in ("prefixItems", "items", "anyOf", "oneOf", "allOf"):
+        group = schema.get(keyword)
+        if isinstance(group, list):
+            for i, sub in enumerate(group):
+                _schema_problems(sub, root, "%s/%s/%d" % (pointer, keyword, i), problems, depth + 1)
+
+
+def check_schema(schema: object, *, where: str = "the schema") -> None:
+    """Refuse, loudly and up front, a JSON Schema that :func:`validate` could not honour.
+
+    Refused: keywords validate() does not check and that would change its answer (``if``/
+    ``then``/``else``, ``patternProperties``, ``propertyNames``, ``dependentRequired``,
+    ``dependentSchemas``, ``dependencies``, ``contains``, ``unevaluatedProperties`` ...), a
+    ``$ref`` that is not ``#``, ``#/$defs/...`` or ``#/definitions/...`` of this schema, an
+    unknown ``type`` name, an invalid ``pattern``, a subschema that is not an object or a
+    boolean.  Descriptive keywords (``title``, ``description``, ``default``, ``examples``,
+    ``format`` -- not checked) are fine.
+
+    :param schema: a JSON Schema (for example one a user passed to ``chat.parse``)
+    :param where: how the error names it
+    :raises TypeError: naming every problem with its JSON pointer (``#/properties/x``)
+    """
+    problems: list[str] = []
+    _schema_problems(schema, schema, "#", problems, 0)
+    if problems:
+        shown = problems[:_SCHEMA_MAX_ERRORS]
+        more = len(problems) - len(shown)
+        raise TypeError(
+            "%s is not supported: %s%s" % (where, "; ".join(shown), " (and %d more)" % more if more else "")
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1446,3 +1557,74 @@ def from_json(value: object, annotation: object, *, path: str = "$") -> Any:
     :raises TypeError: the annotation is unsupported or cannot be evaluated
     """
     return _schema_convert(value, annotation, path, True)
+
+
+def function_arguments(fn: Callable[..., Any], arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """A model's JSON arguments converted for a call: ``fn(*args, **kwargs)``.
+
+    Each argument goes through :func:`from_json` with its parameter's annotation (path
+    ``$.name``), so dataclasses, Enums and tuples arrive as such.  A null for a parameter that
+    has a default, when its annotation does not accept None, means "the default" (what a model
+    sends for an optional parameter under a strict-mode schema) and is left out.
+    Positional-only parameters go in ``args``; the others in ``kwargs``; names the function does
+    not take go to its ``**kwargs`` if it has one (converted with its annotation), else raise.
+
+    :param fn: the callable (as for :func:`function_parameters`)
+    :param arguments: the parsed JSON arguments (an object)
+    :returns: ``(args, kwargs)``
+    :raises ValueError: an argument that does not fit, a missing required one, an unknown name
+    :raises TypeError: an annotation that cannot be evaluated
+    """
+    import functools
+    import inspect
+
+    if not isinstance(arguments, dict):
+        raise ValueError("$: expected an object of arguments, got %s" % _schema_value_kind(arguments))
+    base: Any = fn
+    while isinstance(base, functools.partial):
+        base = base.func
+    if inspect.isroutine(base):
+        hint_source: object = base
+    elif isinstance(base, type):
+        hint_source = next(vars(k)["__init__"] for k in base.__mro__ if "__init__" in vars(k))
+    else:
+        hint_source = type(base).__call__
+    name = getattr(base, "__name__", None) if inspect.isroutine(base) or isinstance(base, type) else None
+    where = "%s()" % (name if isinstance(name, str) else type(base).__name__)
+    hints = _schema_hints(hint_source, where, "parameter")
+    signature = inspect.signature(fn)
+    args: list[Any] = []
+    skipped: list[Any] = []  # defaults of omitted positional-only parameters, passed only if later ones are given
+    kwargs: dict[str, Any] = {}
+    var_keyword: object = None
+    for param in signature.parameters.values():
+        if param.kind == param.VAR_KEYWORD:
+            var_keyword = hints.get(param.name, object)
+            continue
+        if param.kind == param.VAR_POSITIONAL:
+            continue
+        annotation = hints.get(param.name, object)
+        has_default = param.default is not inspect.Parameter.empty
+        if param.name not in arguments or (
+            arguments[param.name] is None and has_default and not _schema_accepts_none(annotation)
+        ):
+            if not has_default:
+                raise ValueError("$: missing required property %s" % _schema_json_text(param.name))
+            if param.kind == param.POSITIONAL_ONLY:
+                skipped.append(param.default)
+            continue
+        value = _schema_convert(arguments[param.name], annotation, _schema_path_key("$", param.name), True)
+        if param.kind == param.POSITIONAL_ONLY:
+            args.extend(skipped)
+            del skipped[:]
+            args.append(value)
+        else:
+            kwargs[param.name] = value
+    for key in arguments:
+        known = signature.parameters.get(key)
+        if known is not None and known.kind not in (known.VAR_POSITIONAL, known.VAR_KEYWORD):
+            continue  # converted above
+        if var_keyword is None:
+            raise ValueError("$: unexpected property %s" % _schema_json_text(key))
+        kwargs[key] = _schema_convert(arguments[key], var_keyword, _schema_path_key("$", key), True)
+    return args, kwargs

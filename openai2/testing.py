@@ -574,19 +574,46 @@ class FakeServer:
 
 
 def _fake_wait_gate(gate: Any, timeout: float, stop: threading.Event) -> None:
-    """Wait on a reply's ``gate`` (an Event or a Barrier), at most ``timeout``, cut short by ``stop``."""
-    if isinstance(gate, threading.Event):
-        deadline = time.monotonic() + timeout
-        while not gate.is_set() and not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            gate.wait(min(0.05, left))
-    else:
+    """Wait on a reply's ``gate`` (see ``_fake_gate_poller``), at most ``timeout``, cut short by
+    ``stop`` (a Barrier is waited on whole: ``FakeServer.stop()`` aborts it)."""
+    if isinstance(gate, threading.Barrier):
         try:
             gate.wait(timeout)
         except threading.BrokenBarrierError:
             pass
+        return
+    is_open, pause = _fake_gate_poller(gate)
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and not is_open():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        pause(min(_FAKE_GATE_POLL, left))
+
+
+def _fake_gate_poller(
+    gate: Any, cancel: CancelScope | None = None
+) -> tuple[Callable[[], bool], Callable[[float], Any]]:
+    """``(is_open, pause)`` for a gate that is no Barrier, to wait on it a slice at a time.
+
+    An Event is looked at with ``is_set``; the pause waits on it, or on ``cancel`` when given
+    (which then wakes at once, the gate being looked at after each slice).  Anything else is
+    polled: the pause is ``gate.wait(seconds)``, and the gate is open once that returned a
+    true value (as ``Event.wait`` does).
+    """
+    if isinstance(gate, threading.Event):
+        return gate.is_set, (gate.wait if cancel is None else cancel.wait)
+    opened: list[bool] = []
+
+    def pause(seconds: float) -> None:
+        if gate.wait(seconds):
+            opened.append(True)
+
+    return (lambda: bool(opened)), pause
+
+
+#: how long one slice of a gate's wait lasts (a stop or a cancel is noticed after one at most)
+_FAKE_GATE_POLL = 0.005
 
 
 def _fake_shutdown(sock: Any) -> None:
@@ -656,7 +683,10 @@ class MemoryTransport(HTTPTransport):
     What differs from the sockets: no connections (``RecordedRequest.connection_id`` is 0, no
     keep-alive, no TLS, no proxies, ``close_connection``/``chunked`` change only how the body's
     end is judged), ``write_size`` splits the pieces ``iter_bytes`` yields but ``write_pause`` is
-    not waited, and ``gate`` is waited on in the calling thread.
+    not waited, and ``gate`` is waited on in the calling thread (really, up to ``gate_timeout``),
+    cut short at once by the request's ``CancelScope`` (``RequestCancelledError``) and ended by
+    the read timeout (``APITimeoutError``), as over sockets.  ``close()`` closes nothing: like
+    ``HTTPTransport.close()``, which closes only idle connections, it stops no request in flight.
 
     :param replies: scripted replies, used first, in order (a ``str`` means ``Reply(content=str)``)
     :param handler: ``callable(RecordedRequest) -> Reply | str | dict`` for the rest (default
@@ -825,7 +855,7 @@ class MemoryTransport(HTTPTransport):
                 self.errors.append(exc)
             return plan_handler_error(record, exc)
         if reply.gate is not None:
-            _fake_wait_gate(reply.gate, reply.gate_timeout, response._mem_closed)
+            response._mem_wait_gate(reply.gate, reply.gate_timeout)
         if reply.delay:
             response._mem_wait(reply.delay, "head")
         if reply.reset and reply.disconnect_after is None:
@@ -907,6 +937,37 @@ class MemoryResponse:
                 return
             self._mem_finished = True
         self._mem_transport._mem_done()
+
+    def _mem_wait_gate(self, gate: Any, timeout: float) -> None:
+        """Hold the answer on a reply's ``gate``, as FakeServer's connection thread does, for at
+        most ``timeout``; what the client sees meanwhile is what it sees over sockets.
+
+        The request's cancel scope ends the wait at once (``RequestCancelledError``): with an
+        Event gate the scope is what is waited on, a slice at a time (``_fake_gate_poller``); a
+        gate that is no Event is polled in short slices; a Barrier, which a wait with a timeout
+        would break, gets a helper thread standing at it for the server.  If the read timeout
+        comes first, the ``APITimeoutError`` of a head that never came.
+
+        :raises RequestCancelledError: the cancel scope was cancelled
+        :raises APITimeoutError: the gate was still shut after the read timeout
+        """
+        cancel = self._mem_cancel
+        limit = self._mem_read_timeout
+        if isinstance(gate, threading.Barrier):
+            gate = _mem_barrier_arrival(gate, timeout)
+        is_open, pause = _fake_gate_poller(gate, cancel)
+        deadline = time.monotonic() + min(timeout, limit)
+        while True:
+            if cancel is not None and cancel.cancelled:
+                raise RequestCancelledError()
+            if is_open():
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            pause(min(_FAKE_GATE_POLL, left))
+        if limit <= timeout:
+            raise APITimeoutError("No answer from %s within %gs (read timeout)." % (self._mem_where, limit))
 
     def _mem_wait(self, seconds: float, phase: str) -> None:
         """A silence of ``seconds``: passes, raises the read timeout, or (``stalls="block"``)
@@ -1012,6 +1073,23 @@ class MemoryResponse:
             raise _mem_closed_error()
         self._mem_body = b"".join(parts)
         return self._mem_body
+
+
+def _mem_barrier_arrival(barrier: threading.Barrier, timeout: float) -> threading.Event:
+    """Arrive at ``barrier`` in a daemon thread (the server's side of a gated request); the
+    Event is set when the barrier opened, broke or timed out: the answer may go."""
+    passed = threading.Event()
+
+    def arrive() -> None:
+        try:
+            barrier.wait(timeout)
+        except threading.BrokenBarrierError:
+            pass
+        finally:
+            passed.set()
+
+    threading.Thread(target=arrive, name="openai2-memory-gate", daemon=True).start()
+    return passed
 
 
 def _mem_split_url(url: str) -> tuple[str, str]:

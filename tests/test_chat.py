@@ -12,42 +12,22 @@ import asyncio
 import gc
 import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import unittest
 
 import openai2
 from openai2 import AKPool, Chat, assistant_msg, system_msg, user_msg
 from openai2.testing import Reply
-from tests.support.memory import memory_or_socket_server, server_options
+from tests.support.memory import server_options
+from tests.support.serving import ChatServerCase, no_sleep
 
 KEY = "sk-test-chat-0123456789abcdef"
 
 
-def no_sleep(seconds, cancel):
-    pass
-
-
-class SeedCase(unittest.TestCase):
-    #: True: a real FakeServer over loopback sockets; False: a MemoryServer (no sockets)
-    sockets = False
-    #: the MemoryServer's stall mode ("block": delays and stalls really wait, until close/cancel)
-    stalls = "timeout"
-
-    def setUp(self):
-        self.server = memory_or_socket_server(self.sockets, stalls=self.stalls)
-        self.addCleanup(self.server.stop)
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-
-    def chat(self, **kw):
-        kw.setdefault("model", "gpt-3.5-turbo")
-        for name, value in server_options(self.server).items():
-            kw.setdefault(name, value)
-        kw.setdefault("sleep", no_sleep)
-        return Chat(api_key=kw.pop("api_key", KEY), **kw)
+class SeedCase(ChatServerCase):
+    key = KEY
+    chat_defaults = {"model": "gpt-3.5-turbo"}
 
     def sent_messages(self, i=-1):
         return self.server.requests[i].json["messages"]

@@ -7,14 +7,12 @@ The tests run in memory (tests/support/memory.py: a MemoryTransport where the Fa
 stood; TestStopFromAnotherThread with ``stalls = "block"``, so that a stall really holds the
 stream until it is closed).  TestEndToEndOverSockets keeps on the loopback FakeServer the
 close from another thread of a stream blocked in a real socket read (mid-body, and before the
-first byte: a delay, and a Gate holding the answer, which only a socket shutdown cuts short),
-each followed by a request on the same client.
+first byte: a delay, and a Gate holding the answer), each followed by a request on the same
+client where the test says so.
 """
 import asyncio
 import json
 import os
-import shutil
-import tempfile
 import threading
 import unittest
 
@@ -22,59 +20,20 @@ import openai2
 from openai2 import Chat, GroupChat, assistant_msg, system_msg, user_msg
 from openai2.groupchat import GroupChatReplyError
 from openai2.testing import Reply, chat_chunk, chat_completion
-from tests.support.memory import memory_or_socket_server, server_options
+from tests.support.memory import server_options
+from tests.support.serving import ChatServerCase, Gate
 
 KEY = "sk-test-hostile-0123456789abcdef"
 STANDARD = {"role", "content", "name", "tool_calls", "refusal", "audio", "function_call"}
-
-
-def no_sleep(seconds, cancel):
-    pass
-
-
-class Gate:
-    """A Reply gate: records that the request arrived, then holds the answer until released."""
-
-    def __init__(self):
-        self.arrived = threading.Event()
-        self.release = threading.Event()
-
-    def wait(self, timeout=None):
-        self.arrived.set()
-        return self.release.wait(timeout)
 
 
 def deep_text(levels):
     return "[" * levels + "]" * levels
 
 
-class Case(unittest.TestCase):
-    #: True: a real FakeServer over loopback sockets; False: a MemoryServer (no sockets)
-    sockets = False
-    #: the MemoryServer's stall mode ("block": stalls really wait, until close/cancel)
-    stalls = "timeout"
-
-    def setUp(self):
-        self.server = memory_or_socket_server(self.sockets, stalls=self.stalls)
-        self.addCleanup(self.server.stop)
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-
-    def chat(self, **kw):
-        kw.setdefault("model", "gpt-4o-mini")
-        for name, value in server_options(self.server).items():
-            kw.setdefault(name, value)
-        kw.setdefault("sleep", no_sleep)
-        kw.setdefault("max_retries", 0)
-        return Chat(api_key=kw.pop("api_key", KEY), **kw)
-
-    def group(self, **kw):
-        kw.setdefault("model", "gpt-4o-mini")
-        for name, value in server_options(self.server).items():
-            kw.setdefault(name, value)
-        kw.setdefault("sleep", no_sleep)
-        kw.setdefault("max_retries", 0)
-        return GroupChat(api_key=KEY, **kw)
+class Case(ChatServerCase):
+    key = KEY
+    chat_defaults = {"model": "gpt-4o-mini", "max_retries": 0}
 
     def answer_json(self, message, **extra):
         body = chat_completion("placeholder", model="gpt-4o-mini")
@@ -372,6 +331,22 @@ class TestStopFromAnotherThread(Case):
         self.assertEqual(len(c.fetch_messages()), 2)  # committed exactly once
         self.assertEqual(c.request("自然数1的后面是几?"), "2")
 
+    def test_close_while_the_gate_holds_the_first_byte_keeps_nothing(self):
+        # over sockets the close shuts the socket down; in memory it cancels the wait at the gate
+        c = self.chat(timeout=(5, 120))
+        gate = Gate()
+        self.addCleanup(gate.release.set)
+        self.server.replies.append(Reply(content="late", gate=gate, gate_timeout=3600))
+        stream = c.stream_request("q")
+        got, outcome, done = [], [], threading.Event()
+        reader = threading.Thread(target=self.consume, args=(stream, got, done, outcome, 1), daemon=True)
+        reader.start()
+        self.assertTrue(gate.arrived.wait(10))  # the request is at the server, no answer yet
+        stream.close()
+        reader.join(10)
+        self.assertFalse(reader.is_alive())
+        self.assertEqual((outcome, got, c.fetch_messages()), (["ended"], [], []))
+
     def test_closes_racing_from_several_threads_commit_once(self):
         c = self.chat(timeout=(5, 120))
         self.server.replies.append(Reply(content="abcdefgh", stall_after=4, stall_seconds=60))
@@ -648,22 +623,8 @@ class TestEndToEndOverSockets(Case):
         TestStopFromAnotherThread.test_closes_racing_from_several_threads_commit_once)
     test_close_while_waiting_for_the_first_byte_keeps_nothing = (
         TestStopFromAnotherThread.test_close_while_waiting_for_the_first_byte_keeps_nothing)
-
-    def test_close_while_the_gate_holds_the_first_byte_keeps_nothing(self):
-        # a Gate (no Event) is cut short only by the socket shutdown: not in memory
-        c = self.chat(timeout=(5, 120))
-        gate = Gate()
-        self.addCleanup(gate.release.set)
-        self.server.replies.append(Reply(content="late", gate=gate))
-        stream = c.stream_request("q")
-        got, outcome, done = [], [], threading.Event()
-        reader = threading.Thread(target=self.consume, args=(stream, got, done, outcome, 1), daemon=True)
-        reader.start()
-        self.assertTrue(gate.arrived.wait(10))  # the request is at the server, no answer yet
-        stream.close()
-        reader.join(10)
-        self.assertFalse(reader.is_alive())
-        self.assertEqual((outcome, got, c.fetch_messages()), (["ended"], [], []))
+    test_close_while_the_gate_holds_the_first_byte_keeps_nothing = (
+        TestStopFromAnotherThread.test_close_while_the_gate_holds_the_first_byte_keeps_nothing)
 
 
 if __name__ == "__main__":

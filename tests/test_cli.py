@@ -23,9 +23,9 @@ from unittest import mock
 
 from openai2 import Chat, __version__
 from openai2.cli import EXIT_API_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
-from openai2.store import Store
 from openai2.terminal import LineEditor
 from openai2.testing import Reply
+from tests.support.homes import TempHomeCase
 from tests.support.memory import MemoryServer, memory_or_socket_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,26 +49,25 @@ def over_sockets(test):
     return test
 
 
-class CLITestCase(unittest.TestCase):
+class CLITestCase(TempHomeCase):
+    """OPENAI2_HOME in a temporary folder (tests/support/homes.py), OPENAI_BASE_URL at the
+    test's server; every output is checked for unmasked keys."""
+
     #: True: a real FakeServer over loopback sockets; False: a MemoryServer (no sockets)
     sockets = False
+    tmp_prefix = "o2cli-"
 
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="o2cli-")
-        self.home = os.path.join(self.tmp, "home")
         sockets = self.sockets or getattr(getattr(self, self._testMethodName), "sockets", False)
         self.server = memory_or_socket_server(sockets)
         self.addCleanup(self.server.stop)
-        patcher = mock.patch.dict(os.environ, {"OPENAI2_HOME": self.home, "OPENAI_BASE_URL": self.server.base_url})
-        patcher.start()
-        self.addCleanup(patcher.stop)
-        for name in ("OPENAI_API_KEY", "OPENAI2_MODEL", "OPENAI2_DEBUG", "NO_COLOR"):
-            os.environ.pop(name, None)
-        self.store = Store(self.home)
+        super().setUp()
         self.outputs = []
 
+    def home_env(self):
+        return {"OPENAI_BASE_URL": self.server.base_url}
+
     def tearDown(self):
-        shutil.rmtree(self.tmp, ignore_errors=True)
         for text in self.outputs:  # the keys are never printed unmasked, whatever the test did
             for secret in (KEY, KEY2, ENV_KEY):
                 self.assertNotIn(secret, text)

@@ -216,6 +216,7 @@ class AttachAtThePromptTest(AttachCase):
         path = self.write("f.txt", "pending text")
         code, out, _ = self.repl("/attach", "go", args=("-a", path))
         self.assertEqual(code, EXIT_OK)
+        self.assertIn("1 attachment goes with your first message", out)
         self.assertIn("1. %s (text" % path, out)
         self.assertEqual(self.last_user(), "go\n\n```%s\npending text\n```" % path)
 

@@ -8,32 +8,16 @@ the tests that start ``python -m openai2`` are marked ``@over_sockets`` and get 
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import unittest
 
 from openai2.cli import EXIT_OK, EXIT_STORAGE, main
 from openai2.testing import Reply
+from tests.support.homes import DEEP, SYMLINKS
 from tests.test_cli import ENV_KEY, KEY, KEY2, POSIX, CLITestCase, _subprocess_env, over_sockets
 
-DEEP = "[" * 100000 + "]" * 100000
 GBK_TEXT = "你好，世界".encode("gbk")
-
-
-def _can_symlink():
-    tmp = tempfile.mkdtemp(prefix="o2link-")
-    try:
-        os.symlink(os.path.join(tmp, "target"), os.path.join(tmp, "link"))
-        return True
-    except (OSError, NotImplementedError, AttributeError):
-        return False
-    finally:
-        shutil.rmtree(tmp, True)
-
-
-SYMLINKS = _can_symlink()
 
 
 class HookedInput(io.StringIO):
@@ -310,8 +294,7 @@ class MaskedConversationsTest(HostileTestCase):
         self.store.add_keys([KEY])
         echoed = "flag %s env %s stored %s" % (KEY2, ENV_KEY, KEY)
         self.store.write_session("work", [{"role": "user", "content": "echo"}, {"role": "assistant", "content": echoed}], [])
-        os.environ["OPENAI_API_KEY"] = ENV_KEY
-        self.addCleanup(os.environ.pop, "OPENAI_API_KEY", None)
+        self.set_env("OPENAI_API_KEY", ENV_KEY)
         runs = [("sessions", "show", "work"), ("sessions", "export", "work"),
                 ("sessions", "export", "work", "--format", "markdown")]
         for argv in runs:
@@ -334,8 +317,7 @@ class MaskedConversationsTest(HostileTestCase):
             self.assertIn(KEY, handle.read())  # the session file itself is left as it was
 
     def test_a_key_the_server_echoes_is_masked_when_shown_later(self):
-        os.environ["OPENAI_API_KEY"] = ENV_KEY
-        self.addCleanup(os.environ.pop, "OPENAI_API_KEY", None)
+        self.set_env("OPENAI_API_KEY", ENV_KEY)
         self.server.add_replies(Reply("your key is %s" % ENV_KEY))
         code, out, _ = self.run_cli("chat", "hi")
         self.assertEqual(out, "your key is sk-…5555\n")

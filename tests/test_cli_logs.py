@@ -4,35 +4,29 @@ tests/support/memory.py), OPENAI2_HOME in a temporary folder."""
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 import unittest
 from unittest import mock
 from urllib.parse import urlsplit
 
 from openai2.cli import EXIT_API_ERROR, EXIT_OK, main
 from openai2.logbook import Logbook
-from openai2.store import Store
 from openai2.testing import Reply
+from tests.support.homes import TempHomeCase
 from tests.support.memory import MemoryServer
 
 KEY = "sk-clilogs-RAWKEY-0123456789abcdef"
 
 
-class CLILogsCase(unittest.TestCase):
+class CLILogsCase(TempHomeCase):
+    tmp_prefix = "o2clilog-"
+
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="o2clilog-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.home = os.path.join(self.tmp, "home")
         self.server = MemoryServer()
-        env = {"OPENAI2_HOME": self.home, "OPENAI_BASE_URL": self.server.base_url, "OPENAI_API_KEY": KEY}
-        patcher = mock.patch.dict(os.environ, env)
-        patcher.start()
-        self.addCleanup(patcher.stop)
-        for name in ("OPENAI2_MODEL", "OPENAI2_DEBUG", "OPENAI2_LOG"):
-            os.environ.pop(name, None)
-        self.store = Store(self.home)
+        super().setUp()
+
+    def home_env(self):
+        return {"OPENAI_BASE_URL": self.server.base_url, "OPENAI_API_KEY": KEY}
 
     def run_cli(self, *argv, stdin=""):
         out, err = io.StringIO(), io.StringIO()

@@ -156,6 +156,18 @@ class RoleCommandsTest(CliCase):
         self.assertIn("model: (not set", out)
         self.assertTrue(out.endswith("System prompt:\nLine one.\nLine two.\n"), out)
 
+    def test_a_key_pasted_into_a_prompt_is_masked_when_shown(self):
+        self.run_cli("roles", "add", "leaky", "--system", "Use the key %s for everything." % KEY)
+        self.assertIn(KEY, self.store.load_roles()["leaky"]["system"])  # stored as written
+        for argv in (("roles", "show", "leaky"), ("roles", "list")):
+            _, out, _ = self.run_cli(*argv)  # run_cli fails on an unmasked key
+            self.assertIn("sk-…cdef", out)
+        # a key where `roles list` cuts the summary: masked before the cut, no prefix of it shows
+        self.run_cli("roles", "add", "cut", "--system", "x" * 55 + " " + KEY)
+        row = [line for line in self.run_cli("roles", "list")[1].splitlines() if line.startswith("cut ")][0]
+        self.assertIn("sk-…cdef", row)
+        self.assertNotIn(KEY[:10], row)
+
     def test_add_reads_the_system_prompt_from_stdin(self):
         code, _, _ = self.run_cli("roles", "add", "long", "--system", "-", stdin="A long prompt\nover lines.\n")
         self.assertEqual(code, EXIT_OK)
@@ -235,6 +247,14 @@ class RoleCommandsTest(CliCase):
         self.assertIn("unchanged", out)
         self.assertIn("nothing sent", err)
         self.assertEqual(self.store.load_roles()["r"]["system"], "Keep me.")
+
+    def test_edit_of_a_new_name_creates_the_role(self):
+        self.use_editor("Write haiku only.\n")
+        code, out, _ = self.run_cli("roles", "edit", "haiku")
+        self.assertEqual(code, EXIT_OK)
+        self.assertEqual(self.editor_record()["before"], "")
+        self.assertEqual(self.store.load_roles()["haiku"], {"system": "Write haiku only."})
+        self.assertIn("Saved the role haiku", out)
 
     def test_edit_without_an_editor_says_how_to_set_one(self):
         code, _, err = self.run_cli("roles", "edit", "r")

@@ -2,39 +2,18 @@
 do; read_json_file treats JSON nested too deeply as a bad file; lock files are never followed
 through a symbolic link (nor written through a hard link)."""
 import os
-import shutil
 import stat
-import tempfile
 import unittest
 
 from openai2 import Chat
 from openai2.files import FileLock, atomic_write, read_json_file
+from tests.support.homes import DEEP, SYMLINKS, TempDirCase
 
 POSIX = os.name == "posix"
-DEEP = "[" * 100000 + "]" * 100000
 
 
-def _can_symlink():
-    tmp = tempfile.mkdtemp(prefix="o2link-")
-    try:
-        os.symlink(os.path.join(tmp, "target"), os.path.join(tmp, "link"))
-        return True
-    except (OSError, NotImplementedError, AttributeError):
-        return False
-    finally:
-        shutil.rmtree(tmp, True)
-
-
-SYMLINKS = _can_symlink()
-
-
-class FilesTestCase(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="o2files-")
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-
-    def path(self, *parts):
-        return os.path.join(self.tmp, *parts)
+class FilesTestCase(TempDirCase):
+    tmp_prefix = "o2files-"
 
     def write(self, path, data):
         with open(path, "w", encoding="utf-8") as handle:

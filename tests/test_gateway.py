@@ -8,6 +8,7 @@ import io
 import json
 import os
 import socket
+import sys
 import threading
 import unittest
 from unittest import mock
@@ -126,10 +127,42 @@ class TestPassThrough(_GatewayCase):
         self.assertEqual(status, 404)
         self.assertEqual(json.loads(raw)["error"]["code"], "not_found")
 
-    def test_root_placeholder_and_no_ui(self) -> None:
+    def test_root_serves_the_chat_page_with_its_security_headers(self) -> None:
+        from openai2.chatpage import CHAT_PAGE_CSP, chat_page
+
         srv = self.server()
-        self.assertEqual(_raw(self.gateway(srv), "GET", "/")[0], 200)
-        self.assertEqual(_raw(self.gateway(srv, ui=False), "GET", "/")[0], 404)
+        gw = self.gateway(srv, token="tok-page-secret-1")  # the page itself needs no token
+        status, headers, raw = _raw(gw, "GET", "/")
+        self.assertEqual(status, 200)
+        self.assertEqual(raw, chat_page(token_required=True, title="openai2"))
+        self.assertEqual(headers["content-type"], "text/html; charset=utf-8")
+        self.assertEqual(headers["content-security-policy"], CHAT_PAGE_CSP)
+        self.assertEqual(headers["x-content-type-options"], "nosniff")
+        self.assertEqual(headers["referrer-policy"], "no-referrer")
+        self.assertEqual(headers["cache-control"], "no-store")
+        self.assertNoKey(raw, headers)
+        self.assertNotIn(b"tok-page-secret-1", raw)
+        self.assertEqual(srv.requests, [])
+        status, headers, raw = _raw(gw, "HEAD", "/")
+        self.assertEqual((status, raw), (200, b""))
+        self.assertEqual(headers["content-security-policy"], CHAT_PAGE_CSP)
+
+    def test_page_without_token_and_only_at_the_root(self) -> None:
+        from openai2.chatpage import chat_page
+
+        gw = self.gateway(self.server())
+        self.assertEqual(_raw(gw, "GET", "/")[2], chat_page(token_required=False, title="openai2"))
+        self.assertEqual(_raw(gw, "GET", "/?lang=zh")[0], 200)
+        for path in ("/v1/", "/index.html"):
+            status, _, raw = _raw(gw, "GET", path)
+            self.assertEqual(status, 404, path)
+            self.assertEqual(json.loads(raw)["error"]["code"], "not_found")
+
+    def test_no_ui_answers_the_root_with_an_openai_shaped_404(self) -> None:
+        status, headers, raw = _raw(self.gateway(self.server(), ui=False), "GET", "/")
+        self.assertEqual(status, 404)
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertEqual(json.loads(raw)["error"]["code"], "not_found")
 
 
 class TestKeysAndFailover(_GatewayCase):
@@ -329,14 +362,7 @@ class TestKeepAlive(_GatewayCase):
 
 class TestShutdown(_GatewayCase):
     def _wait_refused(self, gw: Gateway) -> None:
-        """Until a new connection is refused (the gateway stopped accepting); bounded."""
-        for _ in range(500):
-            try:
-                socket.create_connection((gw.host, gw.port), timeout=1).close()
-            except OSError:
-                return
-            threading.Event().wait(0.01)  # hang guard while shutdown() starts in its thread
-        self.fail("the gateway still accepts connections")
+        self.assertTrue(_refused(gw.host, gw.port), "the gateway still accepts connections")
 
     def test_stream_in_flight_finishes_within_the_grace(self) -> None:
         up = _HoldingUpstream()
@@ -412,6 +438,64 @@ class TestShutdown(_GatewayCase):
         gw.close()
         gw.close()
         gw.stop()
+        self.assertFalse(gw.accepting)
+
+
+def _refused(gw_host: str, port: int) -> bool:
+    """Wait (bounded) until a new connection to the port is refused: the server stopped accepting."""
+    for _ in range(1000):
+        try:
+            socket.create_connection((gw_host, port), timeout=1).close()
+        except OSError:
+            return True
+        threading.Event().wait(0.01)  # hang guard while the shutdown starts elsewhere
+    return False
+
+
+class TestSignals(_GatewayCase):
+    def test_ctrl_c_in_serve_forever_closes_gracefully_and_is_raised_again(self) -> None:
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():
+            self.skipTest("signals reach the main thread only")
+        up = _HoldingUpstream()
+        self.addCleanup(up.stop)
+        gw = Gateway(up.base_url, KEY_A, log=self.log, keepalive=None, shutdown_grace=60).start()
+        self.addCleanup(gw.stop)
+        conn, resp = _open_stream(gw)
+        self.addCleanup(conn.close)
+        seen = _read_until(resp, b"first")
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job ignores it
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
+        main = threading.main_thread()
+        got: dict = {}
+
+        def in_serve_forever() -> bool:
+            frame = sys._current_frames().get(main.ident)
+            while frame is not None:
+                if frame.f_code.co_name == "serve_forever" and frame.f_code.co_filename.endswith("gateway.py"):
+                    return True
+                frame = frame.f_back
+            return False
+
+        def press_ctrl_c() -> None:
+            for _ in range(1000):
+                if in_serve_forever():
+                    break
+                threading.Event().wait(0.005)
+            os.kill(os.getpid(), signal.SIGINT)
+            got["refused"] = _refused(gw.host, gw.port)
+            up.finish_now.set()
+            got["whole"] = seen + resp.read()
+
+        helper = threading.Thread(target=press_ctrl_c)
+        with self.assertRaises(KeyboardInterrupt):
+            helper.start()
+            gw.serve_forever()
+        helper.join(20)
+        self.assertTrue(got["refused"])
+        self.assertEqual(_sse(got["whole"])[0][-1], "[DONE]")
+        self.assertNotIn(b'"error"', got["whole"])
         self.assertFalse(gw.accepting)
 
 
@@ -605,6 +689,45 @@ class TestServeCommand(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn("token", err.getvalue())
         self.assertNotIn(KEY_A, err.getvalue())
+
+    def test_sigterm_lets_the_stream_in_flight_finish(self) -> None:
+        import re
+        import signal
+        import subprocess
+        import tempfile
+
+        up = _HoldingUpstream()
+        self.addCleanup(up.stop)
+        home = tempfile.mkdtemp()
+        self.addCleanup(__import__("shutil").rmtree, home, True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI", "HTTP", "http", "ALL_PROXY"))}
+        env.update(OPENAI_API_KEY=KEY_A, OPENAI2_HOME=home, OPENAI2_LOG="0")
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "openai2", "serve", "--port", "0", "--base-url", up.base_url, "--quiet"],
+            cwd=repo, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait(10)))
+        self.addCleanup(proc.stderr.close)
+        line = proc.stderr.readline().decode()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
+        self.assertIsNotNone(found, line)
+        port = int(found.group(1))  # type: ignore[union-attr]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("POST", "/v1/chat/completions", body=json.dumps({"model": "m", "messages": [], "stream": True}))
+        resp = conn.getresponse()
+        seen = _read_until(resp, b"first")
+        proc.send_signal(signal.SIGTERM)
+        self.assertTrue(_refused("127.0.0.1", port))
+        up.finish_now.set()
+        whole = seen + resp.read()
+        self.assertEqual(proc.wait(20), 0)
+        rest = proc.stderr.read().decode()
+        self.assertEqual(_sse(whole)[0][-1], "[DONE]")
+        self.assertNotIn(b'"error"', whole)
+        self.assertIn("stopped", rest)
+        self.assertNotIn(KEY_A, line + rest)
 
     def test_serve_rejects_a_malformed_alias(self) -> None:
         from openai2.cli import main

@@ -22,6 +22,7 @@ from openai2.errors import (
 )
 from openai2.testing import MemoryTransport, Reply, chat_chunk, chat_completion
 from openai2.transport import CancelScope, HTTPTransport, Timeout
+from tests.support.serving import Gate  # a gate that is no Event: it tells when the request arrived
 
 try:
     from openai2.testing import FakeServer
@@ -309,6 +310,157 @@ class ClosingAndCancelling(unittest.TestCase):
             with self.assertRaises(ResponseTooLargeError):
                 response.read(limit=50)
         self.assertEqual(transport.in_flight, 0)
+
+
+class GatesStopWithTheRequest(unittest.TestCase):
+    """A request held at a Reply's gate (its answer not yet begun) ends as over sockets: at
+    once on a cancel (RequestCancelledError), at the read timeout (APITimeoutError), whatever
+    the gate; the same request over FakeServer shows what the socket transport does."""
+
+    def hold(self, transport, url, gate, scope=None, read=3600.0):
+        """Send one request whose answer waits on ``gate`` (never opened by the test), from a
+        thread; returns the thread and the list that gets its outcome (the exception or the body)."""
+        if transport.replies is not None:
+            transport.replies.append(Reply("held", gate=gate, gate_timeout=3600.0))
+        outcome = []
+
+        def send():
+            try:
+                response = transport.request("POST", url + "/chat/completions", headers={}, body=b"{}",
+                                             timeout=Timeout(5.0, read), cancel=scope)
+                outcome.append(response.read())
+            except BaseException as exc:  # noqa: BLE001 - reported to the test
+                outcome.append(exc)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        self.assertTrue(transport.wait_for_requests(1, timeout=10))
+        return sender, outcome
+
+    def both(self):
+        """(transport, base URL, cleanup) for memory, then for a FakeServer through HTTPTransport."""
+        memory = MemoryTransport()
+        yield memory, BASE
+        server = FakeServer().start()
+        http = HTTPTransport(trust_env=False)
+        http.replies, http.wait_for_requests = server.replies, server.wait_for_requests
+        try:
+            yield http, server.base_url
+        finally:
+            http.close()
+            server.stop()
+
+    def assert_ends_with(self, sender, outcome, error_type):
+        sender.join(10)  # bounded: before the fix the wait went on for the gate's whole hour
+        self.assertFalse(sender.is_alive(), "still held at the gate")
+        self.assertEqual(len(outcome), 1, outcome)
+        self.assertIsInstance(outcome[0], error_type)
+
+    def test_cancel_stops_a_request_held_by_an_event_gate_at_once(self):
+        for transport, url in self.both():
+            with self.subTest(transport=type(transport).__name__):
+                gate = threading.Event()
+                self.addCleanup(gate.set)
+                scope = CancelScope()
+                sender, outcome = self.hold(transport, url, gate, scope)
+                scope.cancel()
+                self.assert_ends_with(sender, outcome, RequestCancelledError)
+                self.assertFalse(gate.is_set())
+
+    def test_cancel_stops_a_request_held_by_a_gate_that_is_no_event(self):
+        for transport, url in self.both():
+            with self.subTest(transport=type(transport).__name__):
+                gate = Gate()
+                self.addCleanup(gate.release.set)
+                scope = CancelScope()
+                sender, outcome = self.hold(transport, url, gate, scope)
+                self.assertTrue(gate.arrived.wait(10))
+                scope.cancel()
+                self.assert_ends_with(sender, outcome, RequestCancelledError)
+
+    def test_cancel_stops_a_request_held_by_a_barrier_and_leaves_it_whole(self):
+        for transport, url in self.both():
+            with self.subTest(transport=type(transport).__name__):
+                barrier = threading.Barrier(2, timeout=30)
+                self.addCleanup(barrier.abort)
+                scope = CancelScope()
+                sender, outcome = self.hold(transport, url, barrier, scope)
+                scope.cancel()
+                self.assert_ends_with(sender, outcome, RequestCancelledError)
+                # the server still stands at the barrier for the cancelled request: the next party opens it
+                self.assertFalse(barrier.broken)
+                barrier.wait(10)
+
+    def test_a_gate_still_shut_after_the_read_timeout_is_no_answer(self):
+        for transport, url in self.both():
+            with self.subTest(transport=type(transport).__name__):
+                gate = threading.Event()
+                self.addCleanup(gate.set)
+                sender, outcome = self.hold(transport, url, gate, read=0.2)
+                self.assert_ends_with(sender, outcome, APITimeoutError)
+                self.assertIn("read timeout", str(outcome[0]))
+
+    def test_a_gate_opened_in_time_lets_the_answer_through(self):
+        for transport, url in self.both():
+            with self.subTest(transport=type(transport).__name__):
+                gate = Gate()
+                sender, outcome = self.hold(transport, url, gate, CancelScope())
+                self.assertTrue(gate.arrived.wait(10))
+                gate.release.set()
+                sender.join(10)
+                self.assertEqual(len(outcome), 1, outcome)
+                self.assertIn(b'"held"', outcome[0])
+
+    def test_an_async_cancel_frees_the_worker_held_by_a_gate(self):
+        import asyncio
+
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        transport = MemoryTransport([Reply("held", gate=gate, gate_timeout=3600.0), Reply("next")])
+        chat = Chat(api_key=KEY, base_url=BASE, transport=transport, model="m", timeout=3600.0, max_retries=0)
+
+        async def main():
+            task = asyncio.ensure_future(chat.async_request("q"))
+            while not transport.requests:  # the request is in, held at the gate
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        freed = threading.Event()
+        for _ in range(2000):  # bounded (10 s): the worker leaves the gate once the cancel lands
+            if transport.in_flight == 0:
+                freed.set()
+                break
+            freed.wait(0.005)
+        self.assertTrue(freed.is_set(), "the worker is still held at the gate")
+        self.assertFalse(gate.is_set())
+        self.assertEqual(chat.fetch_messages(), [])
+        self.assertEqual(chat.request("again"), "next")
+
+    def test_stop_ends_a_fake_server_connection_held_by_a_gate_that_is_no_event(self):
+        server = FakeServer([Reply("held", gate=Gate(), gate_timeout=3600.0)]).start()
+        http = HTTPTransport(trust_env=False)
+        self.addCleanup(http.close)
+        scope = CancelScope()
+        failed = []
+
+        def send():
+            try:
+                http.request("POST", server.base_url + "/chat/completions", headers={}, body=b"{}",
+                             timeout=Timeout(5.0, 3600.0), cancel=scope)
+            except APIConnectionError as exc:  # stop() closes the connection: what the client sees
+                failed.append(exc)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        self.assertTrue(server.wait_for_requests(1))
+        server.stop(timeout=10)  # waits for the connection threads, bounded
+        scope.cancel()
+        sender.join(10)
+        self.assertEqual(server.open_connections, 0)  # the connection's thread left the gate
+        self.assertEqual(len(failed), 1)
 
 
 class RecordAndRouting(unittest.TestCase):

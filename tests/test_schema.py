@@ -18,12 +18,21 @@ import enum
 import functools
 import inspect
 import json
+import os
 import sys
 import typing
 import unittest
 from typing import Any, Dict, List, Literal, Mapping, NewType, Optional, Sequence, Tuple, TypedDict, Union
 
-from openai2.schema import from_json, function_parameters, parse_docstring, schema_for, validate
+from openai2.schema import (
+    check_schema,
+    from_json,
+    function_arguments,
+    function_parameters,
+    parse_docstring,
+    schema_for,
+    validate,
+)
 
 PY39 = sys.version_info >= (3, 9)
 PY310 = sys.version_info >= (3, 10)
@@ -321,6 +330,10 @@ class ParseDocstringTests(unittest.TestCase):
             with self.subTest(header=header):
                 doc = "Do it.\n\n%s\n    x: the x\n\nExamples:\n    y: not a parameter\n" % header
                 self.assertEqual(parse_docstring(doc), ("Do it.", {"x": "the x"}))
+
+    def test_google_entries_not_indented_under_the_header(self):
+        doc = "Args:\nx: the x\ny (int): the y\n    continued\nReturns:\n    z: no"
+        self.assertEqual(parse_docstring(doc), ("", {"x": "the x", "y": "the y continued"}))
 
     def test_google_sections_before_args_end_the_summary(self):
         doc = "Do it.\n\nNote:\n    careful\n\nArgs:\n    x: the x\n"
@@ -628,6 +641,11 @@ class SchemaForClassTests(unittest.TestCase):
             ["$.pong.ping.pong.ping: expected object, got integer 3"],
         )
 
+    def test_inlined_root_shares_nothing_with_defs(self):
+        schema = schema_for(TreeNode)
+        schema["properties"]["name"]["type"] = "integer"
+        self.assertEqual(schema["$defs"]["TreeNode"]["properties"]["name"], {"type": "string"})
+
     def test_recursive_list_item_root_keeps_defs(self):
         schema = schema_for(List[TreeNode])
         self.assertEqual(schema["items"], {"$ref": "#/$defs/TreeNode"})
@@ -858,6 +876,14 @@ class FunctionParametersTests(unittest.TestCase):
                 "required": ["a"],
             },
         )
+
+    def test_builtin_function_and_class(self):
+        summary, params = function_parameters(len)
+        self.assertEqual(summary, parse_docstring(len.__doc__)[0])
+        self.assertEqual(params, {"type": "object", "properties": {"obj": {}}, "required": ["obj"]})
+        summary, params = function_parameters(Plain)
+        self.assertEqual(summary, "")
+        self.assertEqual(params, schema_for(Plain))
 
     def test_unsupported_annotation_names_function_and_parameter(self):
         with self.assertRaises(TypeError) as cm:
@@ -1118,6 +1144,12 @@ class ValidateTests(unittest.TestCase):
         self.assertEqual(validate(5, both), [])
         self.assertEqual(validate(1, both), ["$: expected a number >= 3, got integer 1"])
 
+    def test_property_counts_and_not(self):
+        self.assertEqual(validate({}, {"minProperties": 1}), ["$: expected at least 1 properties, got 0"])
+        self.assertEqual(validate({"a": 1, "b": 2}, {"maxProperties": 1}), ["$: expected at most 1 properties, got 2"])
+        self.assertEqual(validate("x", {"not": {"type": "integer"}}), [])
+        self.assertEqual(validate(1, {"not": {"type": "integer"}}), ['$: must not match {"type": "integer"}'])
+
     def test_refs(self):
         schema = {
             "type": "object",
@@ -1354,9 +1386,140 @@ class FromJsonTests(unittest.TestCase):
         self.assertEqual(from_json(json.loads(text), Trip), trip)
 
 
+class CheckSchemaTests(unittest.TestCase):
+    def test_supported_schemas_pass(self):
+        for schema in (
+            schema_for(Trip),
+            schema_for(TreeNode, strict=True),
+            function_parameters(tree_tool)[1],
+            True,
+            {},
+        ):
+            with self.subTest(schema=schema):
+                self.assertIsNone(check_schema(schema))
+        check_schema({"type": "string", "format": "date-time", "title": "t", "examples": ["x"], "x-extra": 1})
+        # property names are data, not keywords
+        check_schema({"properties": {"if": {"type": "string"}, "contains": {}}})
+
+    def test_every_problem_is_named_with_its_pointer(self):
+        schema = {
+            "type": "object",
+            "properties": {
+                "a": {"type": "object", "patternProperties": {"^x": {}}},
+                "b": {"type": "text"},
+                "c": {"items": {"$ref": "#/$defs/Missing"}},
+                "d": {"anyOf": [{"pattern": "("}, 5]},
+            },
+            "if": {"type": "object"},
+            "then": {"required": ["a"]},
+        }
+        with self.assertRaises(TypeError) as cm:
+            check_schema(schema, where="parse(): the schema")
+        self.assertTrue(str(cm.exception).startswith("parse(): the schema is not supported: #"), str(cm.exception))
+        text = str(cm.exception)
+        for part in (
+            "#: the keyword 'if' is not supported",
+            "#: the keyword 'then' is not supported",
+            "#/properties/a: the keyword 'patternProperties' is not supported",
+            '#/properties/b: unknown type "text"',
+            '#/properties/c/items: the $ref "#/$defs/Missing" cannot be resolved',
+            "#/properties/d/anyOf/0: the pattern '(' is not a valid regular expression",
+            "#/properties/d/anyOf/1: a schema must be an object or a boolean, not integer 5",
+        ):
+            self.assertIn(part, text)
+
+    def test_external_refs_are_refused(self):
+        with self.assertRaises(TypeError) as cm:
+            check_schema({"$ref": "https://example.com/schema.json"})
+        self.assertIn("cannot be resolved", str(cm.exception))
+
+
+def positional(a: int, b: int = 2, /, c: Unit = Unit.CELSIUS, *, d: Optional[Location] = None) -> None:
+    pass
+
+
+def two_positional(a: int = 1, b: int = 2, /) -> None:
+    pass
+
+
+def takes_kwargs(a: int, **rest: Any) -> None:
+    pass
+
+
+class FunctionArgumentsTests(unittest.TestCase):
+    def test_converted_for_the_call(self):
+        args, kwargs = function_arguments(
+            get_weather,
+            {"location": {"city": "北京"}, "when": "today", "verbose": True, "unit": "fahrenheit", "days": 2.0},
+        )
+        self.assertEqual(args, [])
+        self.assertEqual(
+            kwargs,
+            {"location": Location("北京"), "when": "today", "verbose": True, "unit": Unit.FAHRENHEIT, "days": 2},
+        )
+        self.assertIsInstance(kwargs["days"], int)
+        get_weather(*args, **kwargs)
+
+    def test_null_for_a_parameter_with_a_default_means_the_default(self):
+        _, kwargs = function_arguments(
+            get_weather,
+            {"location": {"city": "a"}, "when": "x", "verbose": False, "unit": None, "days": None, "note": None},
+        )
+        self.assertNotIn("unit", kwargs)
+        self.assertNotIn("days", kwargs)
+        self.assertIsNone(kwargs["note"])  # Optional[str]: None is a value it takes
+
+    def test_errors_name_the_argument(self):
+        cases = [
+            ({"when": "x", "verbose": True}, '$: missing required property "location"'),
+            (
+                {"location": {"city": 1}, "when": "x", "verbose": True},
+                "$.location.city: expected string, got integer 1",
+            ),
+            (
+                {"location": {"city": "a"}, "when": "x", "verbose": True, "unit": "k"},
+                '$.unit: expected one of "celsius", "fahrenheit"; got string "k"',
+            ),
+            (
+                {"location": {"city": "a"}, "when": "x", "verbose": True, "colour": 1},
+                "$.colour: expected string, got integer 1",
+            ),
+            ([], "$: expected an object of arguments, got array"),
+        ]
+        for arguments, message in cases:
+            with self.subTest(arguments=arguments):
+                with self.assertRaises(ValueError) as cm:
+                    function_arguments(get_weather, arguments)
+                self.assertEqual(str(cm.exception), message)
+
+    def test_positional_only_and_keyword_only(self):
+        self.assertEqual(function_arguments(positional, {"a": 1}), ([1], {}))
+        self.assertEqual(
+            function_arguments(positional, {"a": 1, "b": 3, "c": "celsius"}), ([1, 3], {"c": Unit.CELSIUS})
+        )
+        self.assertEqual(function_arguments(positional, {"a": 1, "d": {"city": "x"}}), ([1], {"d": Location("x")}))
+        self.assertEqual(function_arguments(two_positional, {"b": 5}), ([1, 5], {}))
+        self.assertEqual(function_arguments(two_positional, {}), ([], {}))
+
+    def test_extra_names_go_to_var_keyword_or_raise(self):
+        self.assertEqual(function_arguments(takes_kwargs, {"a": 1.0, "z": [1]}), ([], {"a": 1, "z": [1]}))
+        arguments = {"location": {"city": "a"}, "when": "x", "verbose": True, "kwargs": "k"}
+        self.assertEqual(function_arguments(get_weather, arguments)[1]["kwargs"], "k")
+        for fn, arguments in ((add3, {"a": 1, "b": 2, "d": 3}), (positional, {"a": 1, "x": 1})):
+            with self.subTest(fn=fn):
+                with self.assertRaises(ValueError) as cm:
+                    function_arguments(fn, arguments)
+                self.assertEqual(str(cm.exception), '$: unexpected property "%s"' % list(arguments)[-1])
+
+    def test_methods_partials_and_callable_objects(self):
+        self.assertEqual(function_arguments(Weather().forecast, {"city": "x"}), ([], {"city": "x"}))
+        self.assertEqual(function_arguments(functools.partial(add3, 1), {"b": 2.0}), ([], {"b": 2}))
+        self.assertEqual(function_arguments(Adder(), {"a": 1, "b": 2}), ([], {"a": 1, "b": 2}))
+
+
 class ImportCostTests(unittest.TestCase):
+    @unittest.skipIf(os.environ.get("OPENAI2_SINGLE_FILE") == "1", "reads openai2/schema.py: checked by `make test`")
     def test_loading_the_module_imports_nothing_heavy(self):
-        import os
         import subprocess
 
         path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "openai2", "schema.py")

@@ -3,12 +3,12 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 import threading
 import unittest
 
 from openai2 import Chat
 from openai2.store import SessionConflictError, SessionLockedError, Store, StoreError, check_session_name, config_home
+from tests.support.homes import DEEP, SYMLINKS, TempDirCase
 
 POSIX = os.name == "posix"
 
@@ -41,15 +41,14 @@ class ConfigHomeTest(unittest.TestCase):
                 check_session_name(bad)
 
 
-class StoreTestCase(unittest.TestCase):
+class StoreTestCase(TempDirCase):
+    tmp_prefix = "o2store-"
+
     def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="o2store-")
+        super().setUp()
         self.home = os.path.join(self.tmp, "cfg", "openai2")
         self.now = [1700000000.0]
         self.store = Store(self.home, clock=lambda: self.now[0])
-
-    def tearDown(self):
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class KeysTest(StoreTestCase):
@@ -305,19 +304,6 @@ class ReviewRegressionTest(StoreTestCase):
         self.assertEqual(os.listdir(self.store.sessions_dir), ["s.json"])
 
 
-def _can_symlink():
-    tmp = tempfile.mkdtemp(prefix="o2link-")
-    try:
-        os.symlink(os.path.join(tmp, "target"), os.path.join(tmp, "link"))
-        return True
-    except (OSError, NotImplementedError, AttributeError):
-        return False
-    finally:
-        shutil.rmtree(tmp, True)
-
-
-SYMLINKS = _can_symlink()
-DEEP = "[" * 100000 + "]" * 100000
 A = [{"role": "user", "content": "from A"}, {"role": "assistant", "content": "answer A"}]
 B = [{"role": "user", "content": "from B"}, {"role": "assistant", "content": "answer B"}]
 

@@ -6,7 +6,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import unittest
 
 from openai2.errors import (
@@ -20,6 +19,7 @@ from openai2.errors import (
 )
 from openai2.transport import CancelScope, HTTPTransport, Timeout, coerce_timeout
 from tests.support.proxies import ConnectProxy, OriginServer, ScriptedServer, Socks5Proxy, read_request_head
+from tests.support.threads import wait_until_in
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CERTS = os.path.join(HERE, "certs")
@@ -84,14 +84,17 @@ class KeepAliveTests(unittest.TestCase):
             t.close()
 
     def test_idle_connection_closed_by_server_is_replaced(self):
+        hung_up = threading.Event()
+
         def app(h, rec):
             h.reply(200, b"ok")
             h.hang_up()  # closes the kept-alive connection after answering
+            hung_up.set()
 
         with OriginServer(app) as o:
             t = transport()
             self.assertEqual(get(t, o.url("/a")).read(), b"ok")
-            time.sleep(0.05)
+            self.assertTrue(hung_up.wait(10))  # the connection in the pool is closed at the server's end
             self.assertEqual(get(t, o.url("/b")).read(), b"ok")
             self.assertEqual(o.connections, 2)
             self.assertEqual(len(o.requests), 2)
@@ -134,19 +137,25 @@ class KeepAliveTests(unittest.TestCase):
     def test_no_resend_after_status_line_then_reset(self):
         # A reused connection that answers part of the headers and is then reset: the server
         # was answering (it may have acted on the POST), so the request is not sent again.
+        client = threading.get_ident()
+
         def app(h, rec):
             if rec.path == "/second":
                 h.raw(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-                time.sleep(0.05)  # the client reads the status line before the reset comes
+                # the reset comes once the client read the status line and waits for more headers
+                waiting.append(wait_until_in(client, ("parse_headers", "readinto")))
                 h.reset()
                 return
             h.reply(200, b"fine")
+
+        waiting = []
 
         with OriginServer(app) as o:
             t = transport()
             get(t, o.url("/first")).read()
             with self.assertRaises(APIConnectionError):
                 get(t, o.url("/second"), method="POST", body=b"payload")
+            self.assertEqual(waiting, [True])
             self.assertEqual([(x.path, x.conn_id) for x in o.requests], [("/first", 1), ("/second", 1)])
 
     def test_reset_after_the_request_arrived_is_not_resent(self):
@@ -413,12 +422,15 @@ class FailureTests(unittest.TestCase):
         self.assertIn("resolve", str(cm.exception))
 
     def test_reset_mid_stream(self):
+        first_piece_read = threading.Event()
+        waited = []
+
         def app(h, rec):
             h.send_response(200)
             h.send_header("Transfer-Encoding", "chunked")
             h.end_headers()
             h.raw(b"5\r\nhello\r\n")
-            time.sleep(0.05)
+            waited.append(first_piece_read.wait(10))  # the reset comes after the client has "hello"
             h.reset()
 
         with OriginServer(app) as o:
@@ -428,7 +440,9 @@ class FailureTests(unittest.TestCase):
             with self.assertRaises(IncompleteStreamError):
                 for piece in r.iter_bytes():
                     got.append(piece)
+                    first_piece_read.set()
             self.assertEqual(got, [b"hello"])
+            self.assertEqual(waited, [True])
             self.assertEqual(t._pool.idle_count(), 0)
 
     def test_short_content_length_body(self):
@@ -758,17 +772,14 @@ class CancelTests(unittest.TestCase):
             release.set()
             self.assertEqual(t._pool.idle_count(), 0)
 
-    def test_cancel_unblocks_connect_and_tls_handshake(self):
+    def test_cancel_unblocks_a_connect_that_hangs(self):
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
         port = listener.getsockname()[1]
         fillers = []
-        silent = socket.socket()  # accepts TCP but never answers the TLS ClientHello
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(5)
         try:
-            for _ in range(5):
+            for _ in range(5):  # fill the backlog so a new connect() hangs
                 c = socket.socket()
                 c.setblocking(False)
                 try:
@@ -776,18 +787,57 @@ class CancelTests(unittest.TestCase):
                 except BlockingIOError:
                     pass
                 fillers.append(c)
-            for url in ("http://127.0.0.1:%d/" % port, "https://127.0.0.1:%d/" % silent.getsockname()[1]):
-                scope = CancelScope()
-                threading.Thread(target=scope.cancel).start()  # before or during connect/handshake
-                with self.assertRaises(RequestCancelledError) as cm:
-                    get(transport(ca_file=CA), url, cancel=scope, timeout=Timeout(30, 30))
-                # ended by the cancel, not by the connect timeout running out
-                self.assertNotIsInstance(cm.exception.cause, (socket.timeout, TimeoutError), url)
+            scope = CancelScope()
+            threading.Thread(target=scope.cancel).start()  # before or during the connect
+            with self.assertRaises(RequestCancelledError) as cm:
+                get(transport(), "http://127.0.0.1:%d/" % port, cancel=scope, timeout=Timeout(30, 30))
+            # ended by the cancel, not by the connect timeout running out
+            self.assertNotIsInstance(cm.exception.cause, (socket.timeout, TimeoutError))
         finally:
             for c in fillers:
                 c.close()
             listener.close()
-            silent.close()
+
+    def test_cancel_interrupts_a_tls_handshake_the_server_never_completes(self):
+        silent = socket.socket()  # takes the connection and the ClientHello, never answers it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        self.addCleanup(silent.close)
+        hello, heard, done = [], threading.Event(), threading.Event()
+
+        def take_the_hello_and_say_nothing():
+            conn, _ = silent.accept()
+            try:
+                hello.append(conn.recv(5))  # the header of the first TLS record
+                heard.set()
+                done.wait(60)
+            finally:
+                conn.close()
+
+        server = threading.Thread(target=take_the_hello_and_say_nothing, daemon=True)
+        server.start()
+        self.addCleanup(server.join, 10)
+        self.addCleanup(done.set)
+        scope, outcome = CancelScope(), []
+
+        def send():
+            try:  # the handshake's own limit is 30 s: far beyond the bounded join below
+                get(transport(ca_file=CA), "https://127.0.0.1:%d/" % silent.getsockname()[1], cancel=scope,
+                    timeout=Timeout(30, 30))
+            except BaseException as exc:  # noqa: BLE001 - reported to the test
+                outcome.append(exc)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        self.assertTrue(heard.wait(10))
+        self.assertEqual(hello[0][:1], b"\x16")  # a handshake record: the client is in the TLS handshake
+        self.assertTrue(sender.is_alive())  # waiting for the ServerHello that never comes
+        scope.cancel()
+        sender.join(10)
+        self.assertFalse(sender.is_alive(), "the cancel did not interrupt the TLS handshake")
+        self.assertEqual(len(outcome), 1, outcome)
+        self.assertIsInstance(outcome[0], RequestCancelledError)
+        self.assertNotIsInstance(outcome[0].cause, (socket.timeout, TimeoutError))
 
     def test_cancel_just_before_connect_is_not_missed(self):
         # A blocking connect() cannot be woken by shutdown() before it is under way: a cancel
