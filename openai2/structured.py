@@ -27,7 +27,7 @@ import threading
 from .common import TYPE_CHECKING, redact
 from .completion import accumulator_from_completion
 from .errors import APIStatusError, OpenAIError
-from .schema import from_json, schema_for, validate
+from .schema import check_schema, from_json, schema_for, validate
 
 if TYPE_CHECKING:
     from typing import Any, Awaitable, Callable, Sequence
@@ -75,17 +75,6 @@ FORMAT_REFUSALS = (
 )
 #: Words that make a 400/422 a refusal of the format (when no known text matched).
 _ST_FORMAT_WORDS = ("response_format", "json_schema", "json_object", "structured output", "guided_json")
-#: Schema keywords the local validator checks or that only annotate; any other is refused when a
-#: schema dict is given, so that nothing the schema says goes unchecked.
-_ST_KEYWORDS = frozenset(
-    (
-        "type", "properties", "required", "additionalProperties", "items", "prefixItems", "additionalItems",
-        "enum", "const", "anyOf", "oneOf", "allOf", "nullable", "minItems", "maxItems", "minLength",
-        "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "uniqueItems",
-        "$ref", "$defs", "definitions", "$schema", "$id", "$comment", "title", "description", "default",
-        "examples", "format", "deprecated", "readOnly", "writeOnly", "strict",
-    )
-)  # fmt: skip
 _ST_MEMORY: dict[tuple[str, str], str] = {}
 _ST_MEMORY_LOCK = threading.Lock()
 #: The marker of the instruction a fallback rung adds (also how the demo model recognises it).
@@ -134,42 +123,13 @@ def _st_is_pydantic(spec: object) -> bool:
     )
 
 
-def check_schema_dict(schema: object, where: str = "schema", depth: int = 0) -> None:
-    """Refuse a JSON Schema dict using keywords the local validator does not check.
-
-    :raises TypeError: not a dict, or nested too deeply
-    :raises ValueError: an unsupported keyword, naming it and where it is
-    """
-    if depth > 64:
-        raise TypeError("%s: the schema is nested too deeply" % where)
-    if isinstance(schema, bool):
-        return
-    if not isinstance(schema, dict):
-        raise TypeError("%s must be a JSON Schema object (a dict), not %s" % (where, type(schema).__name__))
-    unknown = sorted(k for k in schema if k not in _ST_KEYWORDS)
-    if unknown:
-        raise ValueError(
-            "%s uses %s, which openai2 cannot check; supported: type, properties, required, "
-            "additionalProperties, items, enum, const, anyOf/oneOf/allOf, $ref/$defs, and length, "
-            "size and number bounds" % (where, ", ".join(repr(k) for k in unknown))
-        )
-    for key in ("properties", "$defs", "definitions"):
-        for name, sub in (schema.get(key) or {}).items():
-            check_schema_dict(sub, "%s.%s.%s" % (where, key, name), depth + 1)
-    for key in ("items", "additionalProperties", "additionalItems"):
-        if isinstance(schema.get(key), dict):
-            check_schema_dict(schema[key], "%s.%s" % (where, key), depth + 1)
-    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
-        for i, sub in enumerate(schema.get(key) or []):
-            check_schema_dict(sub, "%s.%s[%d]" % (where, key, i), depth + 1)
-
-
 class Target:
     """What an answer is parsed into, and its JSON Schema.
 
     :param spec: a dataclass, a ``TypedDict``, ``list[X]`` (or another annotation), a JSON
         Schema dict, or a pydantic model class
-    :raises TypeError: an unsupported annotation (naming it), or not a type at all
+    :raises TypeError: an unsupported annotation (naming it), a schema dict using keywords the
+        local validator cannot check (naming them), or not a type at all
     :ivar schema: the schema asked for (an object: other roots are wrapped in ``{"value": ...}``)
     :ivar name: the schema's name for ``json_schema`` (letters, digits, ``_``, ``-``)
     :ivar strict: whether ``json_schema`` may say ``"strict": true``
@@ -182,7 +142,7 @@ class Target:
 
         self.spec = spec
         if isinstance(spec, dict):
-            check_schema_dict(spec)
+            check_schema(spec, where="parse(): the schema")
             schema: dict[str, Any] = copy.deepcopy(spec)
             self.kind, self.strict = "dict", False
             name = str(spec.get("title") or "response")

@@ -25,7 +25,7 @@ from .aio import offload
 from .common import TYPE_CHECKING, redact
 from .completion import accumulator_from_completion
 from .errors import OpenAIError
-from .schema import from_json, function_parameters, validate
+from .schema import function_arguments, function_parameters, validate
 from .transport import CancelScope
 
 if TYPE_CHECKING:
@@ -80,21 +80,12 @@ class Tool:
     :ivar function: the Python callable, or None for a schema-only tool
     """
 
-    __slots__ = ("name", "schema", "function", "is_async", "_hints", "_optional")
+    __slots__ = ("name", "schema", "function", "is_async")
 
-    def __init__(
-        self,
-        name: str,
-        schema: dict[str, Any],
-        function: Callable[..., Any] | None,
-        hints: dict[str, Any],
-        optional: frozenset[str] = frozenset(),
-    ) -> None:
+    def __init__(self, name: str, schema: dict[str, Any], function: Callable[..., Any] | None) -> None:
         self.name = name
         self.schema = schema
         self.function = function
-        self._hints = hints
-        self._optional = optional  # parameters with a default: a null for one means "not given"
         self.is_async = function is not None and _tools_is_async(function)
 
     @property
@@ -107,19 +98,15 @@ class Tool:
         kind = "schema only" if self.function is None else ("async" if self.is_async else "function")
         return "<Tool %s (%s)>" % (self.name, kind)
 
-    def convert(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments of a call: each JSON value in its parameter's Python shape
-        (a dataclass, an Enum member ...), as the annotations say.
+    def convert(self, arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """``(args, kwargs)`` of a call: each JSON value in its parameter's Python shape (a
+        dataclass, an Enum member ...); a null for a parameter with a default means the default
+        (what strict mode sends for an optional parameter).  See :func:`function_arguments`.
 
         :raises ValueError: a value does not fit its annotation (the message has its JSON path)
         """
-        out = {}
-        for name, value in arguments.items():
-            if value is None and name in self._optional:
-                continue  # strict mode sends null for a parameter left out: its default applies
-            hint = self._hints.get(name)
-            out[name] = value if hint is None else from_json(value, hint, path="$." + name)
-        return out
+        assert self.function is not None
+        return function_arguments(self.function, arguments)
 
 
 def _tools_is_async(function: Callable[..., Any]) -> bool:
@@ -137,30 +124,6 @@ def _tools_options(function: Callable[..., Any]) -> dict[str, Any]:
     if options is None:
         options = getattr(getattr(function, "__func__", None), _TOOLS_ATTR, None)
     return dict(options) if isinstance(options, dict) else {}
-
-
-def _tools_hints(function: Callable[..., Any]) -> dict[str, Any]:
-    """Parameter annotations (resolved), for converting arguments; {} when they cannot be read."""
-    import typing
-
-    try:
-        target = function if not hasattr(function, "__func__") else function.__func__  # type: ignore[attr-defined]
-        hints = typing.get_type_hints(target)
-    except Exception:
-        return {}
-    hints.pop("return", None)
-    return hints
-
-
-def _tools_optional(function: Callable[..., Any]) -> frozenset[str]:
-    """The parameters that have a default."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return frozenset()
-    return frozenset(p.name for p in parameters if p.default is not p.empty)
 
 
 def _tools_function_name(function: Callable[..., Any]) -> str:
@@ -193,7 +156,7 @@ def _tools_from_function(
     spec["parameters"] = parameters
     if strict:
         spec["strict"] = True
-    return Tool(name, {"type": "function", "function": spec}, function, _tools_hints(function), _tools_optional(function))
+    return Tool(name, {"type": "function", "function": spec}, function)
 
 
 def _tools_from_dict(schema: dict[str, Any], where: str) -> Tool:
@@ -211,7 +174,7 @@ def _tools_from_dict(schema: dict[str, Any], where: str) -> Tool:
     params = spec.get("parameters")
     if params is not None and not isinstance(params, dict):
         raise ValueError("%s: the tool %s has 'parameters' that are not a JSON Schema object" % (where, name))
-    return Tool(name, copy.deepcopy(schema), None, {})
+    return Tool(name, copy.deepcopy(schema), None)
 
 
 def as_tool(item: object, where: str = "a tool") -> Tool:
@@ -330,7 +293,7 @@ class ToolCall:
         "error",
         "duration",
         "_tool",
-        "_kwargs",
+        "_call",
     )
 
     def __init__(self, call_id: str, name: str, raw_arguments: str) -> None:
@@ -345,7 +308,7 @@ class ToolCall:
         self.error: BaseException | None = None
         self.duration = 0.0
         self._tool: Tool | None = None
-        self._kwargs: dict[str, Any] | None = None  # set when the call is ready to run
+        self._call: tuple[list[Any], dict[str, Any]] | None = None  # (args, kwargs) once ready to run
 
     def __repr__(self) -> str:
         state = (
@@ -535,7 +498,7 @@ class ToolLoop:
             call._fail("Error: invalid arguments for %s: %s. Call it again with corrected arguments." % (call.name, "; ".join(problems)))
             return call
         try:
-            call._kwargs = found.convert(parsed)
+            call._call = found.convert(parsed)
         except ValueError as exc:
             call._fail("Error: invalid arguments for %s: %s. Call it again with corrected arguments." % (call.name, exc))
         return call
@@ -545,14 +508,14 @@ class ToolLoop:
             return True
         call.declined = True
         call.result = TOOL_DECLINED
-        call._kwargs = None
+        call._call = None
         return False
 
     def _ready(self, calls: Sequence[ToolCall]) -> list[ToolCall]:
         """Ask ``confirm`` about each runnable call (in order, in this thread); the ones to run."""
         ready = []
         for call in calls:
-            if call._kwargs is None:
+            if call._call is None:
                 continue
             if self.confirm is None or self._confirmed(call, self.confirm(call)):
                 ready.append(call)
@@ -598,7 +561,7 @@ class ToolLoop:
 
         ready = []
         for call in calls:
-            if call._kwargs is None:
+            if call._call is None:
                 continue
             answer = True if self.confirm is None else self.confirm(call)
             if inspect.isawaitable(answer):
@@ -635,15 +598,16 @@ class ToolLoop:
 
     def _invoke(self, call: ToolCall) -> None:
         tool_ = call._tool
-        assert tool_ is not None and tool_.function is not None and call._kwargs is not None
+        assert tool_ is not None and tool_.function is not None and call._call is not None
+        args, kwargs = call._call
         start = time.perf_counter()
         try:
             if tool_.is_async:
                 import asyncio
 
-                value = asyncio.run(tool_.function(**call._kwargs))
+                value = asyncio.run(tool_.function(*args, **kwargs))
             else:
-                value = tool_.function(**call._kwargs)
+                value = tool_.function(*args, **kwargs)
                 value = _tools_refuse_awaitable(value, call.name)
             call.result = tool_result_text(value)
         except Exception as exc:
@@ -656,14 +620,14 @@ class ToolLoop:
         import inspect
 
         tool_ = call._tool
-        assert tool_ is not None and tool_.function is not None and call._kwargs is not None
-        function, kwargs = tool_.function, call._kwargs
+        assert tool_ is not None and tool_.function is not None and call._call is not None
+        function, (args, kwargs) = tool_.function, call._call
         start = time.perf_counter()
         try:
             if tool_.is_async:
-                value = await function(**kwargs)
+                value = await function(*args, **kwargs)
             else:
-                value = await offload(lambda: function(**kwargs), CancelScope())
+                value = await offload(lambda: function(*args, **kwargs), CancelScope())
                 if inspect.isawaitable(value):
                     value = await value
             call.result = tool_result_text(value)
