@@ -27,8 +27,8 @@ from __future__ import annotations
 #: ``<script>`` and ``<style>`` exactly as written below.
 CHAT_PAGE_CSP = (
     "default-src 'none'; "
-    "script-src 'sha256-MJGxR5JJ2yjgjPvMMZ57IVAP/GmzileP4MWGIWcyQIc='; "
-    "style-src 'sha256-QAJQ/YyiRd+Y3Myrx/Fpo7B7AM74xkhYw9CQ+SThv2w='; "
+    "script-src 'sha256-IWhpKVFAeP45VKbKcC9gyqJjQptAjMUf79IEXA1Cm6Y='; "
+    "style-src 'sha256-qBO/0VOC3PvDcJryuF5G2M18+dTpPtIV/lA3mq0bYig='; "
     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
@@ -113,7 +113,10 @@ footer { display: flex; gap: 8px; padding: 8px 16px 12px; }
   position: fixed; inset: 0; display: flex; align-items: center; justify-content: center;
   background: rgba(0, 0, 0, .45);
 }
-.dialog { background: var(--bg); border: 1px solid var(--line); border-radius: 10px; padding: 16px 20px; width: min(420px, 92vw); }
+.dialog {
+  background: var(--bg); border: 1px solid var(--line); border-radius: 10px; padding: 16px 20px;
+  width: min(420px, 92vw);
+}
 .dialog h2 { font-size: 17px; margin: 0 0 8px; }
 .dialog input { width: 100%; padding: 6px 8px; margin: 8px 0; }
 @media (max-width: 720px) {
@@ -129,7 +132,8 @@ _CHATPAGE_BODY = """<div id="app">
   <ul id="conv-list"></ul>
   <div class="row">
     <button id="export" data-i18n="export"></button>
-    <label class="button"><span data-i18n="import"></span><input id="import-file" class="offscreen" type="file" accept=".json,application/json"></label>
+    <label class="button"><span data-i18n="import"></span>
+      <input id="import-file" class="offscreen" type="file" accept=".json,application/json"></label>
   </div>
 </aside>
 <main>
@@ -137,7 +141,10 @@ _CHATPAGE_BODY = """<div id="app">
     <h1>@TITLE@</h1>
     <label><span data-i18n="model"></span> <select id="model"></select></label>
   </header>
-  <details id="system-box"><summary data-i18n="system"></summary><textarea id="system" rows="3" data-i18n-placeholder="systemPlaceholder"></textarea></details>
+  <details id="system-box">
+    <summary data-i18n="system"></summary>
+    <textarea id="system" rows="3" data-i18n-placeholder="systemPlaceholder"></textarea>
+  </details>
   <div id="messages"></div>
   <p id="status" role="status" aria-live="polite"></p>
   <footer>
@@ -225,6 +232,7 @@ const state = {
   current: null,    // the conversation shown
   busy: null,       // the answer being streamed: {conv, msg, controller}
   token: '',        // the gateway token when sessionStorage is unavailable
+  deleted: new Set(),  // ids of conversations deleted in this tab (not brought back from storage)
 };
 const nodes = new WeakMap();  // message -> its element (kept out of the stored objects)
 
@@ -233,7 +241,13 @@ function storageGet(store, key) {
   try { return store.getItem(key); } catch (e) { return null; }
 }
 function storageSet(store, key, value) {
-  try { if (value == null) store.removeItem(key); else store.setItem(key, value); return true; } catch (e) { return false; }
+  try {
+    if (value == null) store.removeItem(key);
+    else store.setItem(key, value);
+    return true;
+  } catch (e) {
+    return false;  // disabled, or full
+  }
 }
 function loadConvs() {
   const raw = storageGet(localStorage, STORE_KEY);
@@ -245,9 +259,17 @@ function loadConvs() {
   storageSet(localStorage, STORE_KEY + '.unreadable', raw);
   return [];
 }
+// Another tab may have saved conversations since this one read the list: keep those (unless
+// deleted here), newest first.  The same conversation changed in two tabs: the last save wins.
+function mergeStored() {
+  const known = new Set(state.convs.map((c) => c.id));
+  for (const c of loadConvs()) if (!known.has(c.id) && !state.deleted.has(c.id)) state.convs.push(c);
+  state.convs.sort((a, b) => (b.updated || 0) - (a.updated || 0));
+}
 function saveConvs() {
+  mergeStored();
   const kept = state.convs.filter((c) => c.messages.length || c.system);
-  const ok = storageSet(localStorage, STORE_KEY, JSON.stringify(kept, (k, v) => (k === 'stopped' ? undefined : v)))
+  const ok = storageSet(localStorage, STORE_KEY, JSON.stringify(kept))
     && storageSet(localStorage, CURRENT_KEY, state.current ? state.current.id : null);
   if (!ok) setStatus(t('storageFull'), true);
 }
@@ -273,6 +295,7 @@ function askToken(wrong) {
   state.token = '';
   $('token-error').textContent = wrong ? t('tokenWrong') : '';
   $('token-box').hidden = false;
+  $('app').inert = true;  // a modal: the page behind takes no clicks or keys
   $('token-input').focus();
 }
 function saveToken() {
@@ -281,6 +304,8 @@ function saveToken() {
   if (!storageSet(sessionStorage, TOKEN_KEY, value)) state.token = value;
   $('token-input').value = '';
   $('token-box').hidden = true;
+  $('app').inert = false;
+  $('input').focus();
   loadModels();
 }
 
@@ -569,8 +594,7 @@ async function ask(conv) {
   const payload = {model: conv.model, messages: wireMessages(conv), stream: true};
   const msg = {role: 'assistant', content: ''};
   conv.messages.push(msg);
-  conv.updated = Date.now();
-  state.convs = [conv, ...state.convs.filter((c) => c !== conv)];
+  conv.updated = Date.now();  // to the top of the list (saveConvs sorts)
   const controller = new AbortController();
   state.busy = {conv, msg, controller};
   setBusy(true);
@@ -634,6 +658,7 @@ function deleteConv(conv) {
   if (!confirm(t('confirmDelete'))) return;
   if (state.busy && state.busy.conv === conv) state.busy.controller.abort();
   state.convs = state.convs.filter((c) => c !== conv);
+  state.deleted.add(conv.id);
   if (conv === state.current) {
     state.current = state.convs[0] || newConv();
     if (!state.convs.length) state.convs.push(state.current);
@@ -728,7 +753,9 @@ async function importFile(file) {
 function applyStrings() {
   document.documentElement.lang = LANG === 'zh' ? 'zh-CN' : 'en';
   for (const node of document.querySelectorAll('[data-i18n]')) node.textContent = t(node.dataset.i18n);
-  for (const node of document.querySelectorAll('[data-i18n-placeholder]')) node.placeholder = t(node.dataset.i18nPlaceholder);
+  for (const node of document.querySelectorAll('[data-i18n-placeholder]')) {
+    node.placeholder = t(node.dataset.i18nPlaceholder);
+  }
 }
 
 function start() {
@@ -763,9 +790,11 @@ function start() {
   $('token-ok').addEventListener('click', saveToken);
   $('token-input').addEventListener('keydown', (e) => { if (e.key === 'Enter' && !e.isComposing) saveToken(); });
 
+  window.addEventListener('storage', (e) => { if (e.key === STORE_KEY) { mergeStored(); renderList(); } });
+
+  $('input').focus();
   if (document.documentElement.dataset.token === 'required' && !token()) askToken(false);
   else loadModels();
-  $('input').focus();
 }
 
 start();
@@ -800,7 +829,8 @@ def chat_page(*, token_required: bool = False, title: str = "openai2") -> bytes:
             '<meta name="color-scheme" content="light dark">\n'
             '<meta name="referrer" content="no-referrer">\n'
             '<link rel="icon" href="data:,">\n'
-            "<title>%s</title>\n<style>%s</style>\n</head>\n<body>\n%s<script type=\"module\">%s</script>\n</body>\n</html>\n"
+            "<title>%s</title>\n<style>%s</style>\n</head>\n<body>\n%s"
+            '<script type="module">%s</script>\n</body>\n</html>\n'
             % (
                 "required" if token_required else "optional",
                 _chatpage_escape(key[1]),

@@ -7,7 +7,8 @@ dataclass, a TypedDict, ``list[X]``).  Public functions:
 * :func:`parse_docstring` -- a docstring's summary and its parameters' descriptions (Google,
   reST/epytext and NumPy styles).
 * :func:`schema_for` -- the JSON Schema of one annotation; ``strict=True`` gives OpenAI's
-  strict-mode subset (``additionalProperties: false`` and every property required everywhere).
+  strict-mode subset (``additionalProperties: false`` and every property required everywhere);
+  :func:`strict_schema` rewrites a hand-written schema the same way.
 * :func:`function_parameters` -- a callable's description and its parameters' object schema.
 * :func:`validate` -- every way a JSON value misses a schema, each as ``"$.path: message"``;
   :func:`check_schema` refuses up front a schema (a user's dict) that validate() cannot honour.
@@ -152,8 +153,10 @@ def _schema_numpy_header(lines: list[str], i: int) -> str | None:
 
 def _schema_section_start(lines: list[str], i: int) -> bool:
     line = lines[i]
+    head = line.strip().split(":", 1)[0].lower()
     return bool(
         _schema_google_header(line) is not None
+        or (head in ("returns", "return", "raises", "yields") and ":" in line)  # "Returns: the id."
         or _schema_numpy_header(lines, i) is not None
         or _schema_regexes()["rest_field"].match(line.strip())
     )
@@ -807,10 +810,11 @@ def schema_for(annotation: object, *, strict: bool = False, where: str = "the an
 
     See the module docstring for the mapping.  Decisions: ``Optional[X]`` in a nested position
     (a field, a list item) is X-or-null -- ``{"type": ["string", "null"]}`` for a plain scalar,
-    ``anyOf [X, {"type": "null"}]`` otherwise (only a *parameter* or *field* whose default is
-    None drops the null: see :func:`function_parameters`).  A fixed tuple ``tuple[int, str]`` is
-    ``{"type": "array", "prefixItems": [...], "minItems": 2, "maxItems": 2}`` and a TypeError in
-    strict mode (OpenAI's strict subset has no ``prefixItems``).  A dataclass or TypedDict that
+    ``anyOf [X, {"type": "null"}]`` otherwise; a dataclass/TypedDict field keeps the null too
+    (only a function *parameter* ``Optional[X] = None`` drops it: see :func:`function_parameters`).
+    A fixed tuple ``tuple[int, str]`` is ``{"type": "array", "prefixItems": [...], "minItems": 2,
+    "maxItems": 2}`` and a TypeError in strict mode (OpenAI's strict subset has no
+    ``prefixItems``).  A dataclass or TypedDict that
     contains itself (directly or through others) is defined once under ``"$defs"`` at the root
     and referenced with ``{"$ref": "#/$defs/Name"}``; a root that is such a class is inlined
     (strict mode wants an object at the root), keeping its ``$defs``.  Object schemas always
@@ -1373,6 +1377,80 @@ def check_schema(schema: object, *, where: str = "the schema") -> None:
         raise TypeError(
             "%s is not supported: %s%s" % (where, "; ".join(shown), " (and %d more)" % more if more else "")
         )
+
+
+def _schema_strict_copy(schema: object, pointer: str, where: str, depth: int) -> object:
+    """strict_schema()'s walk (a new tree; the input is not changed)."""
+    if isinstance(schema, bool) or not isinstance(schema, dict):
+        return schema
+    if depth > _SCHEMA_MAX_DEPTH:
+        raise TypeError("%s: %s: nested too deeply" % (where, pointer))
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "default":
+            continue  # strict mode refuses defaults
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            out[key] = {
+                name: _schema_strict_copy(sub, "%s/%s/%s" % (pointer, key, name), where, depth + 1)
+                for name, sub in value.items()
+            }
+        elif key in ("items", "not") and isinstance(value, dict):
+            out[key] = _schema_strict_copy(value, "%s/%s" % (pointer, key), where, depth + 1)
+        elif key in ("anyOf", "allOf", "oneOf") and isinstance(value, list):
+            out[key] = [
+                _schema_strict_copy(sub, "%s/%s/%d" % (pointer, key, n), where, depth + 1)
+                for n, sub in enumerate(value)
+            ]
+        elif key in ("prefixItems",) or (key == "items" and isinstance(value, list)):
+            raise TypeError(
+                "%s: %s: fixed-length arrays (%s) are not supported in OpenAI strict mode" % (where, pointer, key)
+            )
+        else:
+            out[key] = value
+    kind = out.get("type")
+    is_object = kind == "object" or (isinstance(kind, list) and "object" in kind) or "properties" in out
+    if is_object:
+        extra = out.get("additionalProperties", False)
+        properties = out.get("properties")
+        if extra is not False or not isinstance(properties, dict):
+            raise TypeError(
+                "%s: %s: an object with free-form keys (additionalProperties or no properties) cannot be expressed "
+                "in OpenAI strict mode; list its properties" % (where, pointer)
+            )
+        required = out.get("required")
+        required = [k for k in required if isinstance(k, str)] if isinstance(required, list) else []
+        for name in properties:
+            if name not in required:
+                sub = properties[name]
+                properties[name] = _schema_nullable(sub) if isinstance(sub, dict) else sub
+                required.append(name)
+        out["required"] = required
+        out["additionalProperties"] = False
+    if "$ref" in out and len(out) > 1:
+        ref = {"$ref": out.pop("$ref")}
+        out["anyOf"] = [ref] + list(out.get("anyOf", []))  # strict mode refuses keywords beside $ref
+    return out
+
+
+def strict_schema(schema: dict[str, Any], *, where: str = "the schema") -> dict[str, Any]:
+    """A JSON Schema rewritten for OpenAI's strict mode (a new dict; ``schema`` is unchanged).
+
+    Every object gets ``additionalProperties: false`` and lists all its properties in
+    ``required``; a property that was not required becomes nullable (so null is how a model
+    leaves it out); ``default`` keywords are dropped; a ``$ref`` with keywords beside it is
+    wrapped in ``anyOf``.  For a schema a user wrote by hand; :func:`schema_for` with
+    ``strict=True`` gives the same shape from a type.
+
+    :param schema: the JSON Schema
+    :param where: how errors name it
+    :returns: the strict-mode schema
+    :raises TypeError: what strict mode cannot express -- an object with free-form keys
+        (``additionalProperties`` true or a schema, or no ``properties``), ``prefixItems``
+    """
+    result = _schema_strict_copy(schema, "#", where, 0)
+    if not isinstance(result, dict):
+        raise TypeError("%s: a schema for strict mode must be an object, not %s" % (where, _schema_value_kind(schema)))
+    return result
 
 
 # --------------------------------------------------------------------------------------------

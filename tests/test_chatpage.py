@@ -79,7 +79,7 @@ class TestDocument(unittest.TestCase):
         self.assertEqual(len(DOC.scripts), 1)
         self.assertEqual(len(DOC.styles), 1)
         self.assertIn(b'<meta charset="utf-8">', PAGE)
-        self.assertIn("发送".encode("utf-8"), PAGE)  # the Chinese strings are in the bytes, as UTF-8
+        self.assertIn("发送".encode(), PAGE)  # the Chinese strings are in the bytes, as UTF-8
 
     def test_page_loads_nothing_from_anywhere(self) -> None:
         self.assertEqual(DOC.attrs("src"), [])  # no external script, image, frame

@@ -31,6 +31,7 @@ from openai2.schema import (
     function_parameters,
     parse_docstring,
     schema_for,
+    strict_schema,
     validate,
 )
 
@@ -342,6 +343,10 @@ class ParseDocstringTests(unittest.TestCase):
     def test_google_entry_text_with_a_colon_and_an_empty_description(self):
         doc = "Do it.\n\nArgs:\n    url: see http://example.com: ok\n    empty:\n    last: end\n"
         self.assertEqual(parse_docstring(doc)[1], {"url": "see http://example.com: ok", "last": "end"})
+
+    def test_inline_returns_line_ends_the_summary(self):
+        self.assertEqual(parse_docstring("Make an id.\n\nReturns: the id.\n"), ("Make an id.", {}))
+        self.assertEqual(parse_docstring("Make an id.\nRaises: KeyError\nArgs:\n    n: count"), ("Make an id.", {"n": "count"}))
 
     def test_prose_colon_line_is_not_a_section(self):
         doc = "Do it like this:\n\n    example text\n\nArgs:\n    x: the x\n"
@@ -1432,6 +1437,70 @@ class CheckSchemaTests(unittest.TestCase):
         with self.assertRaises(TypeError) as cm:
             check_schema({"$ref": "https://example.com/schema.json"})
         self.assertIn("cannot be resolved", str(cm.exception))
+
+
+class StrictSchemaTests(unittest.TestCase):
+    def test_a_built_schema_made_strict_equals_the_strict_build(self):
+        for tp in (Trip, TreeNode, Ping, Movie, MovieOptional, List[Location]):
+            with self.subTest(tp=tp):
+                loose = schema_for(tp)
+                before = json.dumps(loose, sort_keys=True)
+                self.assertEqual(strict_schema(loose), schema_for(tp, strict=True))
+                self.assertEqual(json.dumps(loose, sort_keys=True), before)  # the input is unchanged
+
+    def test_hand_written_schema(self):
+        schema = {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "default": "x"},
+                "tags": {"type": "array", "items": {"type": "object", "properties": {"k": {"type": "string"}}}},
+                "node": {"$ref": "#/$defs/N", "description": "a node"},
+            },
+            "required": ["tags"],
+            "$defs": {"N": {"type": "object", "properties": {}}},
+        }
+        self.assertEqual(
+            strict_schema(schema),
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"type": ["string", "null"]},
+                    "tags": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"k": {"type": ["string", "null"]}},
+                            "required": ["k"],
+                            "additionalProperties": False,
+                        },
+                    },
+                    "node": {"anyOf": [{"$ref": "#/$defs/N"}, {"type": "null"}], "description": "a node"},
+                },
+                "required": ["tags", "name", "node"],
+                "$defs": {"N": {"type": "object", "properties": {}, "required": [], "additionalProperties": False}},
+                "additionalProperties": False,
+            },
+        )
+
+    def test_what_strict_mode_cannot_express(self):
+        cases = [
+            ({"type": "object"}, "#: an object with free-form keys"),
+            (
+                {
+                    "type": "object",
+                    "properties": {"a": {"type": "object", "additionalProperties": {"type": "integer"}}},
+                },
+                "#/properties/a: an object with free-form keys",
+            ),
+            ({"type": "array", "prefixItems": [{"type": "integer"}]}, "#: fixed-length arrays (prefixItems)"),
+            ({"type": "array", "items": [{"type": "integer"}]}, "#: fixed-length arrays (items)"),
+        ]
+        for schema, message in cases:
+            with self.subTest(schema=schema):
+                with self.assertRaises(TypeError) as cm:
+                    strict_schema(schema, where="parse()")
+                self.assertTrue(str(cm.exception).startswith("parse(): " + message), str(cm.exception))
+        self.assertRaises(TypeError, strict_schema, True)
 
 
 def positional(a: int, b: int = 2, /, c: Unit = Unit.CELSIUS, *, d: Optional[Location] = None) -> None:

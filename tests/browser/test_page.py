@@ -60,49 +60,10 @@ HOSTILE = (
 )
 
 
-def _gateway_serves_page(gw: Gateway) -> bool:
-    import http.client
-
-    conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
-    try:
-        conn.request("GET", "/")
-        resp = conn.getresponse()
-        resp.read()
-        return (resp.getheader("Content-Type") or "").startswith("text/html") and bool(
-            resp.getheader("Content-Security-Policy")
-        )
-    finally:
-        conn.close()
-
-
-class _PageGateway(Gateway):
-    """TEMPORARY, until gateway.py serves openai2.chatpage at GET /: the page with its headers,
-    as the gateway is to send them.  Used only when the real gateway does not (checked at run time)."""
-
-    def _handle(self, h):  # type: ignore[no-untyped-def]
-        from openai2.chatpage import CHAT_PAGE_CSP, chat_page
-
-        if h.command == "GET" and h.path.split("?", 1)[0] == "/" and self.ui:
-            h.gw_info = {"status": 0, "model": "-", "key": "", "tokens": None}
-            extra = [
-                ("Content-Security-Policy", CHAT_PAGE_CSP),
-                ("X-Content-Type-Options", "nosniff"),
-                ("Referrer-Policy", "no-referrer"),
-            ]
-            self._send(h, 200, chat_page(token_required=bool(self.token)), "text/html; charset=utf-8", extra)
-            return
-        super()._handle(h)
-
-
 def _make_gateway(upstream: FakeServer, **kw: object) -> Gateway:
     import io
 
-    gw = Gateway(upstream.base_url, "sk-browsertestkey1234", aliases=ALIASES, log=io.StringIO(), **kw)
-    gw.start()
-    if _gateway_serves_page(gw):
-        return gw
-    gw.stop()
-    gw = _PageGateway(upstream.base_url, "sk-browsertestkey1234", aliases=ALIASES, log=io.StringIO(), **kw)
+    gw = Gateway(upstream.base_url, "sk-browsertestkey1234", aliases=ALIASES, log=io.StringIO(), **kw)  # type: ignore[arg-type]
     return gw.start()
 
 
@@ -228,8 +189,10 @@ class TestChatPage(_PageCase):
         resp.read()
         conn.close()
         self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.getheader("Content-Type"), "text/html; charset=utf-8")
         self.assertEqual(resp.getheader("Content-Security-Policy"), CHAT_PAGE_CSP)
         self.assertEqual(resp.getheader("X-Content-Type-Options"), "nosniff")
+        self.assertEqual(resp.getheader("Referrer-Policy"), "no-referrer")
         # and the browser ran the script under that policy: no CSP violation was reported
         errors = [e for e in self.driver.get_log("browser") if "Content Security Policy" in e.get("message", "")]
         self.assertEqual(errors, [])
@@ -265,9 +228,10 @@ class TestChatPage(_PageCase):
         self.assertIn("Once upon a time", last)
         self.assertNotIn("never shown", last)
         self.assertTrue(self.driver.find_elements(By.CSS_SELECTOR, ".msg.assistant .note"))
-        # the stopped answer was saved as it stood
+        # the stopped answer was saved as it stood, marked as stopped
         self.open_page()
         self.assertIn("Once upon a time", self.messages()[-1][1])
+        self.assertTrue(self.driver.find_elements(By.CSS_SELECTOR, ".msg.assistant .note"))
 
     def test_conversations_survive_a_reload(self) -> None:
         self.answer("First conversation", Reply("answer one"))
@@ -280,6 +244,35 @@ class TestChatPage(_PageCase):
         self.assertEqual(self.messages(), [("user", "Second conversation"), ("assistant", "answer two")])
         self.driver.find_elements(By.CSS_SELECTOR, "#conv-list .conv-open")[1].click()
         self.assertEqual(self.messages(), [("user", "First conversation"), ("assistant", "answer one")])
+        # delete asks first; a deleted conversation stays deleted after a reload
+        self.driver.find_elements(By.CSS_SELECTOR, "#conv-list .conv-del")[1].click()
+        self.driver.switch_to.alert.accept()
+        self.assertEqual(self.messages(), [("user", "Second conversation"), ("assistant", "answer two")])
+        self.open_page()
+        titles = [b.text for b in self.driver.find_elements(By.CSS_SELECTOR, "#conv-list .conv-open")]
+        self.assertEqual(titles, ["Second conversation"])
+
+    def test_two_tabs_keep_each_others_conversations(self) -> None:
+        self.answer("From tab one", Reply("one"))
+        first = self.driver.current_window_handle
+        self.driver.switch_to.new_window("tab")
+        second = self.driver.current_window_handle
+
+        def close_second() -> None:
+            self.driver.switch_to.window(second)
+            self.driver.close()
+            self.driver.switch_to.window(first)
+
+        self.addCleanup(close_second)
+        self.open_page()
+        self.driver.find_element(By.ID, "new-chat").click()
+        self.answer("From tab two", Reply("two"))
+        self.driver.switch_to.window(first)  # this tab read the list before tab two's conversation
+        self.wait_for(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#conv-list li")) == 2, "the other tab's conversation")
+        self.answer("More from tab one", Reply("three"))  # its save keeps tab two's conversation
+        self.open_page()
+        titles = [b.text for b in self.driver.find_elements(By.CSS_SELECTOR, "#conv-list .conv-open")]
+        self.assertEqual(titles, ["From tab one", "From tab two"])
 
     def test_export_is_a_chat_archive_that_chat_load_reads_and_import_brings_back(self) -> None:
         self.driver.find_element(By.CSS_SELECTOR, "#system-box summary").click()
