@@ -27,7 +27,7 @@ from __future__ import annotations
 #: ``<script>`` and ``<style>`` exactly as written below.
 CHAT_PAGE_CSP = (
     "default-src 'none'; "
-    "script-src 'sha256-IWhpKVFAeP45VKbKcC9gyqJjQptAjMUf79IEXA1Cm6Y='; "
+    "script-src 'sha256-NO8vRg8OU0/MwEF1FSOZEofOMmfqawe/Lbk8QTshkU0='; "
     "style-src 'sha256-qBO/0VOC3PvDcJryuF5G2M18+dTpPtIV/lA3mq0bYig='; "
     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
@@ -788,7 +788,11 @@ function start() {
   });
   $('system').addEventListener('change', () => { state.current.system = $('system').value; saveConvs(); });
   $('token-ok').addEventListener('click', saveToken);
-  $('token-input').addEventListener('keydown', (e) => { if (e.key === 'Enter' && !e.isComposing) saveToken(); });
+  $('token-input').addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter' || e.isComposing) return;
+    e.preventDefault();  // or this Enter would also reach the message box, which gets the focus
+    saveToken();
+  });
 
   window.addEventListener('storage', (e) => { if (e.key === STORE_KEY) { mergeStored(); renderList(); } });
 

@@ -301,19 +301,45 @@ def _schema_eval_hint(exc: BaseException) -> str:
     return ""
 
 
+_schema_hint_cache: Any = None  # a WeakKeyDictionary: function or class -> its evaluated hints
+
+
 def _schema_hints(obj: object, where: str, kind: str) -> dict[str, Any]:
     """``typing.get_type_hints(obj)`` (extras kept), or a TypeError naming the annotation that
-    cannot be evaluated (``kind`` is "parameter" or "field")."""
+    cannot be evaluated (``kind`` is "parameter" or "field").
+
+    Cached per function or class (evaluating string annotations is most of the cost of a tool
+    call's argument conversion); the dict returned is shared: do not change it.
+    """
+    global _schema_hint_cache
     import typing
 
+    obj = getattr(obj, "__func__", obj)  # a bound method's hints are its function's
     if not isinstance(obj, type) and getattr(obj, "__annotations__", None) is None:
         return {}  # a builtin function or a C method: nothing annotated
+    if _schema_hint_cache is None:
+        import weakref
+
+        _schema_hint_cache = weakref.WeakKeyDictionary()
+    try:
+        cached = _schema_hint_cache.get(obj)
+    except TypeError:  # not weakly referenceable, not hashable
+        cached = None
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
     try:
         if sys.version_info >= (3, 9):
-            return typing.get_type_hints(obj, include_extras=True)  # novermin
-        return typing.get_type_hints(obj)
+            hints = typing.get_type_hints(obj, include_extras=True)  # novermin
+        else:
+            hints = typing.get_type_hints(obj)
     except Exception as exc:  # NameError, TypeError, SyntaxError ... from user annotations
         error = exc
+    else:
+        try:
+            _schema_hint_cache[obj] = hints
+        except TypeError:
+            pass
+        return hints
     # Find which annotation fails, to name it: evaluate each one in the namespace
     # get_type_hints would have used.
     owners: list[object] = list(reversed(obj.__mro__)) if isinstance(obj, type) else [obj]

@@ -346,7 +346,9 @@ class ParseDocstringTests(unittest.TestCase):
 
     def test_inline_returns_line_ends_the_summary(self):
         self.assertEqual(parse_docstring("Make an id.\n\nReturns: the id.\n"), ("Make an id.", {}))
-        self.assertEqual(parse_docstring("Make an id.\nRaises: KeyError\nArgs:\n    n: count"), ("Make an id.", {"n": "count"}))
+        self.assertEqual(
+            parse_docstring("Make an id.\nRaises: KeyError\nArgs:\n    n: count"), ("Make an id.", {"n": "count"})
+        )
 
     def test_prose_colon_line_is_not_a_section(self):
         doc = "Do it like this:\n\n    example text\n\nArgs:\n    x: the x\n"
@@ -1601,7 +1603,12 @@ class ImportCostTests(unittest.TestCase):
             "print(sorted(m for m in heavy if m in sys.modules and m not in before))\n"
         )
         out = subprocess.run(
-            [sys.executable, "-c", code, path], capture_output=True, text=True, check=True, timeout=60
+            # -S: no site (a .pth file may import typing, enum and re before any openai2 code)
+            [sys.executable, "-S", "-E", "-c", code, path],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         ).stdout
         self.assertEqual(out.strip(), "[]")
 

@@ -441,6 +441,9 @@ class TestChatPageToken(_PageCase):
         field.send_keys(self.token, Keys.ENTER)
         self.wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, "#model option"), "the model list")
         self.assertFalse(box.is_displayed())
+        # the focus is back in the message box, and the Enter that confirmed the token is not in it
+        self.assertEqual(self.js("return document.activeElement.id"), "input")
+        self.assertEqual(self.driver.find_element(By.ID, "input").get_attribute("value"), "")
         self.assertEqual(self.answer("hi", Reply("with token")), "with token")
         self.assertEqual(self.js("return sessionStorage.getItem('openai2.token')"), self.token)
         # a reload in the same tab does not ask again
