@@ -493,7 +493,11 @@ class ToolLoop:
         if found.function is None:
             call.pending = True
             return call
-        problems = validate(parsed, found.parameters)
+        # a null for an optional parameter means "not given" (small models send them), also
+        # where the schema has no null: the function's default applies
+        required = found.parameters.get("required") or ()
+        checked = {k: v for k, v in parsed.items() if v is not None or k in required}
+        problems = validate(checked, found.parameters)
         if problems:
             call._fail("Error: invalid arguments for %s: %s. Call it again with corrected arguments." % (call.name, "; ".join(problems)))
             return call

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import threading
+import typing
 import unittest
 
 import openai2
@@ -313,6 +314,30 @@ class Loop(unittest.TestCase):
         chat.request("go")
         self.assertEqual(seen, [("Oslo", "celsius")])
         self.assertFalse(chat.last_tool_calls[0].failed)
+
+    def test_a_null_for_an_optional_parameter_means_its_default(self):
+        seen = []
+
+        def note(text: str, tag: typing.Optional[str] = None, count: int = 2) -> str:
+            seen.append((text, tag, count))
+            return "ok"
+
+        chat, _ = make_chat(
+            [Reply(tool_calls=[call("c1", "note", {"text": "hi", "tag": None, "count": None})]), Reply("x")], tools=[note]
+        )
+        chat.request("go")
+        self.assertEqual(seen, [("hi", None, 2)])
+        self.assertFalse(chat.last_tool_calls[0].failed)
+
+    def test_a_local_return_type_under_future_annotations_does_not_matter(self):
+        @dataclasses.dataclass
+        class Local:
+            x: int
+
+        def make(x: int) -> Local:
+            return Local(x)
+
+        self.assertEqual(list(tool_schema(make)["function"]["parameters"]["properties"]), ["x"])
 
     def test_results_are_text_or_json(self):
         @dataclasses.dataclass
