@@ -14,17 +14,17 @@ import os
 import threading
 
 from .aio import PieceChannel, start_producer
-from .client import ChatCompletionStream, OpenAI, no_answer_error, require_choices
+from .client import ChatCompletionStream, OpenAI, no_answer_error
 from .common import TYPE_CHECKING
-from .completion import ChatAccumulator, accumulator_from_completion
-from .conversation import BaseConversation, Exchange, split_tool_options
+from .completion import ChatAccumulator
+from .conversation import BaseConversation, split_tool_options
 from .errors import OpenAIError
 from .files import atomic_write, read_json_file
 from .history import MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
 from .objects import to_attr
 from .structured import ParsePlan, Target, run_parse, run_parse_async
-from .tools import ToolCall, pending_calls, tool_result_text
+from .tools import Exchange, ToolCall, pending_calls, tool_result_text
 from .transport import CancelScope
 
 if TYPE_CHECKING:
@@ -632,7 +632,7 @@ class ChatTextStream:
     def __init__(
         self,
         chat: Chat,
-        user: dict[str, Any],
+        user: dict[str, Any] | None,
         body: dict[str, Any],
         on_reasoning: Callable[[str], object] | None = None,
         options: dict[str, Any] | None = None,

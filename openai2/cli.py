@@ -955,7 +955,9 @@ class _CliTools:
         question = "Run %s(%s)? [y/N] " % (call.name, call.call_text())
         answer = self._read_answer(question)
         if answer is None:
-            self.out.note("openai2: %s(...) not run: no terminal to ask on (use --yes to run tools unasked)" % call.name)
+            self.out.note(
+                "openai2: %s(...) not run: no terminal to ask on (use --yes to run tools unasked)" % call.name
+            )
             return False
         return answer.strip().lower() in ("y", "yes")
 
@@ -1000,7 +1002,9 @@ class _CliTools:
             params = spec.get("parameters", {}).get("properties", {})
             required = set(spec.get("parameters", {}).get("required", []))
             shown = ", ".join(name if name in required else name + "?" for name in params)
-            lines.append("  %s(%s)%s" % (spec["name"], shown, "  " + spec["description"] if spec.get("description") else ""))
+            lines.append(
+                "  %s(%s)%s" % (spec["name"], shown, "  " + spec["description"] if spec.get("description") else "")
+            )
         return "\n".join(lines)
 
 

@@ -1267,10 +1267,7 @@ class _ClientCompletions:
             return self._client.stream(body, answer_required=False, **options)
         return to_attr(self._client.complete(body, answer_required=False, **options))
 
-
-    def parse(
-        self, *, response_format: Any, strategy: str = "auto", max_repairs: int = 1, **params: Any
-    ) -> Any:
+    def parse(self, *, response_format: Any, strategy: str = "auto", max_repairs: int = 1, **params: Any) -> Any:
         """``create()`` whose answer is parsed into ``response_format`` (a dataclass, a
         ``TypedDict``, ``list[X]``, a JSON Schema dict, or a pydantic model): the SDK's shape,
         with the fallback ladder of ``Chat.parse`` for servers without structured outputs.

@@ -60,7 +60,9 @@ def split_tool_options(kwargs: dict[str, Any], owner: str) -> dict[str, Any]:
     if "max_tool_rounds" in out:
         check_max_rounds(out["max_tool_rounds"])
     if out.get("tool_errors", "return") not in ("return", "raise"):
-        raise ValueError("%s: tool_errors must be 'return' (tell the model) or 'raise', got %r" % (owner, out["tool_errors"]))
+        raise ValueError(
+            "%s: tool_errors must be 'return' (tell the model) or 'raise', got %r" % (owner, out["tool_errors"])
+        )
     for name in ("confirm", "on_tool_call", "on_tool_result"):
         if name in out and not callable(out[name]):
             raise TypeError("%s: %s must be a function, not %s" % (owner, name, type(out[name]).__name__))

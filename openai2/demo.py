@@ -167,7 +167,23 @@ class DemoToolCalls:
 
 
 #: Place names the demo model recognises as tool arguments (Chinese text has no capitals).
-_DEMO_PLACES_ZH = ("北京", "上海", "广州", "深圳", "杭州", "南京", "成都", "武汉", "西安", "香港", "东京", "巴黎", "伦敦", "纽约", "罗马")
+_DEMO_PLACES_ZH = (
+    "北京",
+    "上海",
+    "广州",
+    "深圳",
+    "杭州",
+    "南京",
+    "成都",
+    "武汉",
+    "西安",
+    "香港",
+    "东京",
+    "巴黎",
+    "伦敦",
+    "纽约",
+    "罗马",
+)
 
 
 #: English tool words and the Chinese a question may use for them.
@@ -227,8 +243,10 @@ def _demo_arguments(spec: dict[str, Any], text: str) -> list[dict[str, Any]]:
     parameter (at most 4), numbers from the text, enums' first value."""
     import re
 
-    params = spec.get("parameters") if isinstance(spec.get("parameters"), dict) else {}
-    props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+    found = spec.get("parameters")
+    params: dict[str, Any] = found if isinstance(found, dict) else {}
+    found = params.get("properties")
+    props: dict[str, Any] = found if isinstance(found, dict) else {}
     required = [n for n in params.get("required", []) if n in props]
     numbers = re.findall(r"-?\d+(?:\.\d+)?", text)
     base: dict[str, Any] = {}
@@ -262,7 +280,11 @@ def _demo_tool_answer(messages: Sequence[dict[str, Any]], tools: Sequence[dict[s
     import json
 
     text = content_text(messages[last_user].get("content")).strip()
-    results = [content_text(m.get("content")) for m in messages[last_user + 1 :] if isinstance(m, dict) and m.get("role") == "tool"]
+    results = [
+        content_text(m.get("content"))
+        for m in messages[last_user + 1 :]
+        if isinstance(m, dict) and m.get("role") == "tool"
+    ]
     if results:
         if _demo_has_cjk(text):
             return "查询结果：" + "；".join(r.rstrip("。.") for r in results) + "。"
@@ -274,7 +296,9 @@ def _demo_tool_answer(messages: Sequence[dict[str, Any]], tools: Sequence[dict[s
     for n, arguments in enumerate(_demo_arguments(spec, text)):
         call_id = "call_demo_%d_%d" % (last_user, n + 1)
         arguments_text = json.dumps(arguments, ensure_ascii=False)
-        calls.append({"id": call_id, "type": "function", "function": {"name": spec["name"], "arguments": arguments_text}})
+        calls.append(
+            {"id": call_id, "type": "function", "function": {"name": spec["name"], "arguments": arguments_text}}
+        )
     return DemoToolCalls(calls)
 
 
@@ -284,7 +308,7 @@ class DemoError:
 
     __slots__ = ("status", "body")
 
-    def __init__(self, status: int, body: object) -> None:
+    def __init__(self, status: int, body: Any) -> None:
         self.status = status
         self.body = body
 
@@ -313,8 +337,10 @@ DEMO_FORMAT_REFUSALS: dict[str, dict[str, tuple[int, object]]] = {
     "deepseek-422": {
         "json_schema": (
             422,
-            "Failed to deserialize the JSON body into the target type: response_format: "
-            "response_format.type `json_schema` is unavailable now at line 1 column 12440",
+            (
+                "Failed to deserialize the JSON body into the target type: response_format: "
+                "response_format.type `json_schema` is unavailable now at line 1 column 12440"
+            ),
         )
     },
     # ggml-org/llama.cpp#9522: llama-server before structured outputs
@@ -352,7 +378,8 @@ DEMO_FORMAT_REFUSALS: dict[str, dict[str, tuple[int, object]]] = {
             400,
             {
                 "error": {
-                    "message": "Invalid parameter: 'response_format' of type 'json_object' is not supported with this model.",
+                    "message": "Invalid parameter: 'response_format' of type 'json_object' is not supported "
+                    "with this model.",
                     "type": "invalid_request_error",
                     "param": "response_format",
                     "code": None,
@@ -412,7 +439,11 @@ class _DemoPools:
                 name = name.split(end)[0]
             words = ([name] if name and name not in places else []) + places
         else:
-            words = [w for w in re.findall(r"\b[A-Z][a-zA-Z'-]*(?: [A-Z][a-zA-Z'-]*)*", text) if w not in _DEMO_SENTENCE_STARTS]
+            words = [
+                w
+                for w in re.findall(r"\b[A-Z][a-zA-Z'-]*(?: [A-Z][a-zA-Z'-]*)*", text)
+                if w not in _DEMO_SENTENCE_STARTS
+            ]
         self.strings = quoted + words
         self.numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", text)]
 
@@ -451,7 +482,11 @@ def _demo_json_value(schema: object, pools: _DemoPools, root: dict[str, Any], na
         items = schema.get("items")
         if isinstance(items, dict) and items.get("type") == "string" and pools.strings:
             return [pools.string(name) for _ in range(len(pools.strings))]
-        count = max(1, int(schema.get("minItems") or 0)) if pools.strings or pools.numbers else int(schema.get("minItems") or 0)
+        count = (
+            max(1, int(schema.get("minItems") or 0))
+            if pools.strings or pools.numbers
+            else int(schema.get("minItems") or 0)
+        )
         return [_demo_json_value(items, pools, root, name, depth + 1) for _ in range(count)]
     if kind == "integer":
         return int(pools.number())
@@ -464,7 +499,9 @@ def _demo_json_value(schema: object, pools: _DemoPools, root: dict[str, Any], na
     return pools.string(name)
 
 
-def _demo_format_answer(body: dict[str, Any], messages: Sequence[dict[str, Any]], last_user: int, server: str | None) -> Any:
+def _demo_format_answer(
+    body: dict[str, Any], messages: Sequence[dict[str, Any]], last_user: int, server: str | None
+) -> Any:
     """A refusal of the format (imitating ``server``), or the JSON answer a structured request
     asks for; None when the request asks for no JSON."""
     import json
@@ -542,17 +579,25 @@ class DemoBrain:
         :returns: the answer text, a ``Reply`` from a custom rule, or :class:`DemoToolCalls`
         """
         body = getattr(request, "json", None)
-        if isinstance(body, dict) and not any(self._match(m, content_text(_demo_last_user_text(request.messages))) for m, _ in self.rules):
+        if isinstance(body, dict) and not any(
+            self._match(m, content_text(_demo_last_user_text(request.messages))) for m, _ in self.rules
+        ):
             messages = request.messages
-            last = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1)
+            last = max(
+                (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1
+            )
             structured = _demo_format_answer(body, messages, last, self.server)
             if structured is not None:
                 return structured
         tools = body.get("tools") if isinstance(body, dict) else None
-        if isinstance(tools, list) and tools and body.get("tool_choice") != "none":
+        if isinstance(body, dict) and isinstance(tools, list) and tools and body.get("tool_choice") != "none":
             messages = request.messages
-            last_user = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1)
-            if last_user >= 0 and not any(self._match(m, content_text(messages[last_user].get("content"))) for m, _ in self.rules):
+            last_user = max(
+                (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1
+            )
+            if last_user >= 0 and not any(
+                self._match(m, content_text(messages[last_user].get("content"))) for m, _ in self.rules
+            ):
                 planned = _demo_tool_answer(messages, tools, last_user)
                 if planned is not None:
                     return planned

@@ -313,7 +313,9 @@ def _gc_find_array(raw: str) -> Any:
 
 
 def _gc_remarks_like(value: object) -> bool:
-    return (isinstance(value, list) and any(isinstance(v, dict) for v in value)) or (isinstance(value, dict) and bool(value))
+    return (isinstance(value, list) and any(isinstance(v, dict) for v in value)) or (
+        isinstance(value, dict) and bool(value)
+    )
 
 
 def _gc_preview(raw: str) -> str:

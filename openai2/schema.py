@@ -327,6 +327,7 @@ def _schema_hints(obj: object, where: str, kind: str) -> dict[str, Any]:
         cached = None
     if cached is not None:
         return cached  # type: ignore[no-any-return]
+    hints: dict[str, Any] | None
     try:
         if sys.version_info >= (3, 9):
             hints = typing.get_type_hints(obj, include_extras=True)  # novermin

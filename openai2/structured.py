@@ -118,8 +118,10 @@ class SchemaValidationError(StructuredOutputError):
 
 
 def _st_is_pydantic(spec: object) -> bool:
-    return isinstance(spec, type) and callable(getattr(spec, "model_json_schema", None)) and callable(
-        getattr(spec, "model_validate", None)
+    return (
+        isinstance(spec, type)
+        and callable(getattr(spec, "model_json_schema", None))
+        and callable(getattr(spec, "model_validate", None))
     )
 
 
@@ -156,9 +158,16 @@ class Target:
             name = getattr(spec, "__name__", None) or "response"
         self.wrapped = schema.get("type") != "object"
         if self.wrapped:
-            schema = {"type": "object", "properties": {"value": schema}, "required": ["value"], "additionalProperties": False}
+            schema = {
+                "type": "object",
+                "properties": {"value": schema},
+                "required": ["value"],
+                "additionalProperties": False,
+            }
         self.schema = schema
-        self.name = "".join(ch if ch.isalnum() and ch.isascii() or ch in "_-" else "_" for ch in name)[:64] or "response"
+        self.name = (
+            "".join(ch if ch.isalnum() and ch.isascii() or ch in "_-" else "_" for ch in name)[:64] or "response"
+        )
 
     def __repr__(self) -> str:
         return "<Target %s (%s)>" % (self.name, self.kind)
@@ -360,7 +369,10 @@ class ParsePlan:
         if self.repairs >= self.max_repairs:
             raise SchemaValidationError(
                 "the answer does not match the schema%s: %s"
-                % (" (after %d repair%s)" % (self.repairs, "" if self.repairs == 1 else "s") if self.repairs else "", "; ".join(problems)),
+                % (
+                    " (after %d repair%s)" % (self.repairs, "" if self.repairs == 1 else "s") if self.repairs else "",
+                    "; ".join(problems),
+                ),
                 raw=raw,
                 errors=problems,
                 completion=completion,
@@ -370,8 +382,8 @@ class ParsePlan:
             {"role": "assistant", "content": raw},
             {
                 "role": "user",
-                "content": "Your answer does not match the JSON Schema:\n- %s\nAnswer again with only the corrected JSON."
-                % "\n- ".join(problems),
+                "content": "Your answer does not match the JSON Schema:\n- %s\n"
+                "Answer again with only the corrected JSON." % "\n- ".join(problems),
             },
         ]
         return False, None
@@ -398,9 +410,7 @@ class ParseResult:
         self.acc = acc
 
 
-def run_parse(
-    send: Callable[[dict[str, Any]], dict[str, Any]], body: dict[str, Any], plan: ParsePlan
-) -> ParseResult:
+def run_parse(send: Callable[[dict[str, Any]], dict[str, Any]], body: dict[str, Any], plan: ParsePlan) -> ParseResult:
     """Drive the ladder: send each rung's request (a refusal of its format goes one rung down),
     read the answer, repair it when it misses the schema.
 

@@ -115,7 +115,11 @@ def _tools_is_async(function: Callable[..., Any]) -> bool:
     target = function
     while hasattr(target, "func") and not inspect.isfunction(target):  # functools.partial
         target = target.func
-    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
+    if inspect.iscoroutinefunction(target):
+        return True
+    if inspect.isroutine(target) or isinstance(target, type):
+        return False
+    return inspect.iscoroutinefunction(type(target).__call__)  # a callable object's method
 
 
 def _tools_options(function: Callable[..., Any]) -> dict[str, Any]:
@@ -356,7 +360,9 @@ def pending_calls(messages: Sequence[dict[str, Any]]) -> list[ToolCall]:
                 if call.get("id") in answered:
                     continue
                 function = call.get("function") or {}
-                record = ToolCall(str(call.get("id") or ""), str(function.get("name") or ""), function.get("arguments") or "")
+                record = ToolCall(
+                    str(call.get("id") or ""), str(function.get("name") or ""), function.get("arguments") or ""
+                )
                 try:
                     parsed = json.loads(record.raw_arguments or "{}")
                 except ValueError:
@@ -471,7 +477,9 @@ class ToolLoop:
 
         function = wanted.get("function") or {}
         raw = function.get("arguments")
-        call = ToolCall(str(wanted.get("id") or ""), str(function.get("name") or ""), raw if isinstance(raw, str) else "")
+        call = ToolCall(
+            str(wanted.get("id") or ""), str(function.get("name") or ""), raw if isinstance(raw, str) else ""
+        )
         found = self.toolset.tools.get(call.name)
         if found is None:
             names = ", ".join(self.toolset.tools) or "none"
@@ -499,12 +507,17 @@ class ToolLoop:
         checked = {k: v for k, v in parsed.items() if v is not None or k in required}
         problems = validate(checked, found.parameters)
         if problems:
-            call._fail("Error: invalid arguments for %s: %s. Call it again with corrected arguments." % (call.name, "; ".join(problems)))
+            call._fail(
+                "Error: invalid arguments for %s: %s. Call it again with corrected arguments."
+                % (call.name, "; ".join(problems))
+            )
             return call
         try:
             call._call = found.convert(parsed)
         except ValueError as exc:
-            call._fail("Error: invalid arguments for %s: %s. Call it again with corrected arguments." % (call.name, exc))
+            call._fail(
+                "Error: invalid arguments for %s: %s. Call it again with corrected arguments." % (call.name, exc)
+            )
         return call
 
     def _confirmed(self, call: ToolCall, answer: object) -> bool:
@@ -690,7 +703,8 @@ def _tools_run_threads(calls: Sequence[ToolCall], invoke: Callable[[ToolCall], N
             invoke(call)
 
     workers = [
-        threading.Thread(target=work, name="openai2-tool", daemon=True) for _ in range(min(TOOL_MAX_WORKERS, len(calls)))
+        threading.Thread(target=work, name="openai2-tool", daemon=True)
+        for _ in range(min(TOOL_MAX_WORKERS, len(calls)))
     ]
     for worker in workers:
         worker.start()
@@ -725,7 +739,9 @@ class Exchange:
         self.assistant: dict[str, Any] | None = None
         self.usages: list[object] = []
 
-    def answer(self, request: dict[str, Any], acc: ChatAccumulator, result: dict[str, Any] | None = None) -> list[ToolCall] | None:
+    def answer(
+        self, request: dict[str, Any], acc: ChatAccumulator, result: dict[str, Any] | None = None
+    ) -> list[ToolCall] | None:
         """Take one answer; the tool calls to run, or None when it is the final one.
 
         :raises APIError: the answer cannot join a conversation (see ``history_message``)
@@ -787,7 +803,10 @@ class Exchange:
 
 
 def run_rounds(
-    send: Callable[[dict[str, Any]], dict[str, Any]], body: dict[str, Any], loop: ToolLoop | None, secrets: Sequence[str]
+    send: Callable[[dict[str, Any]], dict[str, Any]],
+    body: dict[str, Any],
+    loop: ToolLoop | None,
+    secrets: Sequence[str],
 ) -> Exchange:
     """Drive one exchange: ``send(body)`` (a whole answer's JSON, choices checked), then, while
     the answer asks for tools, run them and send the next round.

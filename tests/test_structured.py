@@ -5,6 +5,7 @@ their recorded error bodies), the rung memory, repairs, refusals, cut-off answer
 All on MemoryTransport: the requests the server saw are read from ``transport.requests``.
 """
 
+# ruff: noqa: UP006, UP045 - typing.List/Optional: the dataclasses' hints are evaluated on Python 3.8
 from __future__ import annotations
 
 import asyncio

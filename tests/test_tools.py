@@ -5,6 +5,7 @@ Everything runs on MemoryTransport (no sockets): the replies are scripted, the r
 server saw are read back from ``transport.requests``.
 """
 
+# ruff: noqa: UP045 - typing.Optional: the hints are evaluated on Python 3.8
 from __future__ import annotations
 
 import asyncio
@@ -687,7 +688,7 @@ class ProviderQuirks(unittest.TestCase):
                 names = {c["function"]["name"] for c in exp["tool_calls"]}
                 ran = []
 
-                def make(name):
+                def make(name, ran=ran):
                     def run(**kwargs):
                         ran.append((name, kwargs))
                         return "result of " + name
