@@ -30,6 +30,8 @@ from .errors import (
 from .groupchat import GroupChat, GroupChatReplyError
 from .keypool import AKPool
 from .objects import AttrDict
+from .structured import LengthFinishReasonError, RefusalError, SchemaValidationError, StructuredOutputError
+from .tools import ToolCall, ToolRoundsError, tool, tool_schema
 from .transport import CancelScope, HTTPTransport, Timeout
 
 # COMPATIBILITY: module-level settings of the pre-1.0 ``openai`` module, read by
@@ -58,10 +60,14 @@ __all__ = [
     "OpenAI",
     "Round",
     "Timeout",
+    "ToolCall",
+    "ToolRoundsError",
     "assistant_msg",
     "image_part",
     "mask_key",
     "system_msg",
+    "tool",
+    "tool_schema",
     "user_msg",
     "APIConnectionError",
     "APIError",
@@ -78,5 +84,9 @@ __all__ = [
     "RateLimitError",
     "RequestCancelledError",
     "ResponseTooLargeError",
+    "LengthFinishReasonError",
+    "RefusalError",
+    "SchemaValidationError",
+    "StructuredOutputError",
     "UnprocessableEntityError",
 ]

@@ -14,19 +14,24 @@ import os
 import threading
 
 from .aio import PieceChannel, start_producer
-from .client import ChatCompletionStream, OpenAI, no_answer_error, require_choices
+from .client import ChatCompletionStream, OpenAI, no_answer_error
 from .common import TYPE_CHECKING
-from .completion import ChatAccumulator, accumulator_from_completion
-from .conversation import BaseConversation
+from .completion import ChatAccumulator
+from .conversation import BaseConversation, split_tool_options
 from .errors import OpenAIError
 from .files import atomic_write, read_json_file
 from .history import MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
 from .objects import to_attr
+from .structured import ParsePlan, Target, run_parse, run_parse_async
+from .tools import Exchange, ToolCall, pending_calls, tool_result_text
 from .transport import CancelScope
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Sequence
+
+    from .structured import ParseResult
+    from .tools import ToolLoop
 
 
 def system_msg(content: str) -> dict[str, Any]:
@@ -194,9 +199,13 @@ class Chat(BaseConversation):
     ) -> None:
         if MsgMaxCount is not None and msg_max_count is not None and MsgMaxCount != msg_max_count:
             raise ValueError("give MsgMaxCount or msg_max_count, not both")
+        tool_defaults = split_tool_options(kwargs, "Chat")
         super().__init__(api_key, client, kwargs, "Chat")
+        self._tool_defaults = tool_defaults
         self._buffer = MessageBuffer(MsgMaxCount if MsgMaxCount is not None else msg_max_count)
         self.last_reasoning: str = ""
+        #: the tool calls the last request ran (:class:`ToolCall` records, in order)
+        self.last_tool_calls: list[ToolCall] = []
         self._system = validate_message(system_msg(system), "system") if system is not None else None
         if self._system is not None:
             self._buffer.extend([self._system])
@@ -360,70 +369,114 @@ class Chat(BaseConversation):
     def __len__(self) -> int:
         return len(self._buffer)
 
+    # -- tools ------------------------------------------------------------------------------
+    @property
+    def pending_tool_calls(self) -> list[ToolCall]:
+        """The calls of the last answer that nothing answered yet: calls of tools given as
+        schema dicts (no Python function), which the caller runs.  Answer each with
+        :meth:`add_tool_result`, then call ``request()`` without text to go on."""
+        with self._lock:
+            return pending_calls(self._buffer.view())
+
+    def add_tool_result(self, call: ToolCall | str, result: object) -> None:
+        """Answer a pending tool call (a :class:`ToolCall` or its id): a ``tool`` message joins
+        the history (``result``: a ``str`` as it is, anything else as JSON).
+
+        :raises ValueError: no pending call has that id
+        """
+        call_id = call.id if isinstance(call, ToolCall) else call
+        text = tool_result_text(result)
+        with self._lock:
+            pending = pending_calls(self._buffer.view())
+            if call_id not in [c.id for c in pending]:
+                names = ", ".join("%s (%s)" % (c.id, c.name) for c in pending) or "none"
+                raise ValueError("no pending tool call has the id %r; pending: %s" % (call_id, names))
+            self._buffer.extend([{"role": "tool", "tool_call_id": call_id, "content": text}])
+
     # -- exchanges ----------------------------------------------------------------------------
     def _prepare(
         self, text: Any, images: Any, params: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """(user message, request body, client options of this call: timeout, extra_headers)."""
-        user = _chat_user_message(text, images)
+    ) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any], ToolLoop | None]:
+        """(user message, request body, client options of this call, tool loop or None).
+
+        ``text`` None continues after answered tool calls (no new user message)."""
+        user = _chat_user_message(text, images) if text is not None else None
         if "messages" in params:
             raise TypeError("messages= is managed by Chat; use add_dialogs() to change the history")
         params.pop("stream", None)
+        probe: dict[str, Any] = {}
+        loop = self._tool_loop(params, probe)
         body, options = self._request_body(params)
+        body.update(probe)
         with self._lock:
+            _chat_check_continuation(self._buffer.view(), user)
             # copies: last_request must not alias the stored history
-            body["messages"] = [dict(m) for m in self._buffer.payload([user])]
-        return user, body, options
+            body["messages"] = [dict(m) for m in self._buffer.payload([user] if user is not None else [])]
+        return user, body, options, loop
 
-    def _commit(
-        self,
-        user: dict[str, Any],
-        assistant: dict[str, Any],
-        request: dict[str, Any],
-        response: Any,
-        reasoning: str,
-        usage: Any,
-    ) -> None:
+    def _commit(self, user: dict[str, Any] | None, exchange: Exchange) -> None:
+        """Join one exchange to the history (every tool round with it), atomically."""
+        acc = exchange.acc
+        if exchange.result is not None:
+            response: Any = to_attr(exchange.result)
+        else:
+            response = to_attr(acc.completion()) if acc is not None else None
         with self._lock:
-            self._buffer.commit([user, assistant])
-            self._note_answer(request, response, usage)
-            self.last_reasoning = reasoning
+            self._buffer.commit(([user] if user is not None else []) + exchange.messages())
+            rounds = exchange.usages if len(exchange.usages) > 1 else ()
+            self._note_answer(exchange.request or {}, response, exchange.usage, rounds)
+            self.last_reasoning = acc.reasoning if acc is not None else ""
+            self.last_tool_calls = exchange.calls
 
-    def _finish_complete(self, user: dict[str, Any], body: dict[str, Any], result: dict[str, Any]) -> str:
-        secrets = self._client._secrets()
-        require_choices(result, secrets)
-        acc = accumulator_from_completion(result, secrets=secrets)
-        assistant = acc.history_message()
-        self._commit(user, assistant, body, to_attr(result), acc.reasoning, result.get("usage"))
-        return assistant["content"] or ""
-
-    def _finish_stream(self, acc: ChatAccumulator, body: dict[str, Any], user: dict[str, Any]) -> None:
-        """Commit a whole streamed answer (the same rule as a non-streamed one)."""
-        _chat_require_answer(acc)
-        assistant = acc.history_message()
-        self._commit(user, assistant, body, to_attr(acc.completion()), acc.reasoning, acc.usage)
+    def _finish_stream(self, exchange: Exchange, user: dict[str, Any] | None) -> None:
+        """Commit a whole streamed exchange (the same rule as a non-streamed one)."""
+        self._commit(user, exchange)
 
     def _finish_partial(
-        self, user: dict[str, Any], text: str, body: dict[str, Any], response: Any, reasoning: str, usage: Any
+        self,
+        user: dict[str, Any] | None,
+        exchange: Exchange,
+        text: str,
+        body: dict[str, Any],
+        acc: ChatAccumulator | None,
+        reasoning: str,
     ) -> None:
-        """Commit the text of a stream stopped early ("stop generating")."""
-        assistant = ChatAccumulator().history_message(text)
-        self._commit(user, assistant, body, response, reasoning, usage)
+        """Commit a stream stopped early ("stop generating"): the user message, the tool rounds
+        that completed, and the text of the unfinished answer; nothing when there is neither."""
+        partial = ChatAccumulator().history_message(text) if text else None
+        messages = exchange.stopped_messages(partial)
+        if not messages:
+            return
+        response = to_attr(acc.completion()) if acc is not None else None
+        usage = acc.usage if acc is not None else None
+        rounds = exchange.usages + [usage] if exchange.usages else ()
+        with self._lock:
+            self._buffer.commit(([user] if user is not None else []) + messages)
+            self._note_answer(body, response, usage, rounds)
+            self.last_reasoning = reasoning
+            self.last_tool_calls = exchange.calls
 
-    def request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> str:
+    def request(self, text: Any = None, *, images: Sequence[str] | str | None = None, **params: Any) -> str:
         """Send ``text`` with the history; return the answer. Both join the history.
+
+        With tools (``Chat(tools=[...])`` or ``tools=[...]`` here), the model's tool calls are
+        run and answered until it answers without one: the whole exchange joins the history
+        together, and the final text is returned.  ``text`` None goes on after the caller
+        answered :attr:`pending_tool_calls`.
 
         :param images: URLs or local image files sent with the text
         :param params: request parameters for this call (override the Chat's defaults)
         :raises APIError: the request failed (after retries); the history is unchanged
+        :raises ToolRoundsError: more than ``max_tool_rounds`` tool rounds; the history is unchanged
         """
-        user, body, options = self._prepare(text, images, params)
-        result = self._send(body, options)
-        return self._finish_complete(user, body, result)
+        user, body, options, loop = self._prepare(text, images, params)
+        exchange = self._send_rounds(body, options, loop)
+        self._commit(user, exchange)
+        return exchange.text
 
     def stream_request(
         self,
-        text: Any,
+        text: Any = None,
         *,
         images: Sequence[str] | str | None = None,
         on_reasoning: Callable[[str], object] | None = None,
@@ -435,28 +488,120 @@ class Chat(BaseConversation):
         Stopping early (``break`` then dropping it, or ``close()``, also from another thread)
         keeps the user message and the text yielded so far; a stream that breaks with an error
         keeps nothing and raises.  :attr:`last_request` is the body sent (with ``"stream": true``).
+        With tools, the pieces of every round come in order (text the model writes before or
+        between its tool calls, then the answer) and the tools run between rounds; stopping
+        early also keeps the tool rounds that completed.
 
         :param on_reasoning: called with each piece of reasoning text as it arrives (thinking
             models), in the iterating thread
         """
-        user, body, options = self._prepare(text, images, params)
-        return ChatTextStream(self, user, body, on_reasoning, options)
+        user, body, options, loop = self._prepare(text, images, params)
+        return ChatTextStream(self, user, body, on_reasoning, options, loop)
 
-    async def async_request(self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any) -> str:
-        """``request`` as a coroutine: the network part runs in a worker thread.
+    async def async_request(self, text: Any = None, *, images: Sequence[str] | str | None = None, **params: Any) -> str:
+        """``request`` as a coroutine: the network part runs in a worker thread, ``async def``
+        tools are awaited on this event loop and sync tools run in worker threads.
 
         Cancelling the awaiting task closes the connection at once and leaves the history unchanged.
         """
-        user, body, options = self._prepare(text, images, params)
-        result = await self._send_async(body, options)
-        return self._finish_complete(user, body, result)
+        user, body, options, loop = self._prepare(text, images, params)
+        exchange = await self._send_rounds_async(body, options, loop)
+        self._commit(user, exchange)
+        return exchange.text
+
+    def parse(
+        self,
+        text: Any,
+        schema: Any,
+        *,
+        images: Sequence[str] | str | None = None,
+        strategy: str = "auto",
+        max_repairs: int = 1,
+        **params: Any,
+    ) -> Any:
+        """Ask, and return the answer as an instance of ``schema`` (a dataclass, a ``TypedDict``,
+        ``list[X]``, a JSON Schema dict, or a pydantic model).
+
+        The fallback ladder (``json_schema`` -> ``json_object`` -> the schema in the prompt) works
+        on servers without structured outputs; the answer is validated locally and repaired up
+        to ``max_repairs`` times.  The exchange (the question, the final JSON answer) joins the
+        history; a failure leaves the history unchanged; repair turns never stay.
+
+        :param strategy: ``"auto"``, or ``"json_schema"``/``"json_object"``/``"prompt"`` alone
+        :raises RefusalError: the model refused; :raises LengthFinishReasonError: the answer was
+            cut off; :raises SchemaValidationError: it never matched the schema
+        :raises TypeError: a schema that cannot be described (naming the annotation)
+        """
+        user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
+        done = run_parse(lambda request: self._send(request, options), body, plan)
+        self._commit_parsed(user, done)
+        return done.value
+
+    async def async_parse(
+        self,
+        text: Any,
+        schema: Any,
+        *,
+        images: Sequence[str] | str | None = None,
+        strategy: str = "auto",
+        max_repairs: int = 1,
+        **params: Any,
+    ) -> Any:
+        """:meth:`parse` as a coroutine (requests in worker threads; cancelling leaves the history)."""
+        user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
+        send = self._send_async
+        done = await run_parse_async(lambda request: send(request, options), body, plan)
+        self._commit_parsed(user, done)
+        return done.value
+
+    def _commit_parsed(self, user: dict[str, Any] | None, done: ParseResult) -> None:
+        exchange = Exchange(None)
+        exchange.answer(done.request, done.acc, done.result)
+        self._commit(user, exchange)
 
     def async_stream_request(
-        self, text: Any, *, images: Sequence[str] | str | None = None, **params: Any
+        self, text: Any = None, *, images: Sequence[str] | str | None = None, **params: Any
     ) -> AsyncChatTextStream:
         """``stream_request`` as an async iterator (``async for piece in chat.async_stream_request(...)``)."""
-        user, body, options = self._prepare(text, images, params)
-        return AsyncChatTextStream(self, user, body, options)
+        user, body, options, loop = self._prepare(text, images, params)
+        return AsyncChatTextStream(self, user, body, options, loop)
+
+
+def _chat_parse_setup(
+    chat: Chat, text: Any, schema: object, images: Any, strategy: str, max_repairs: int, params: dict[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any], ParsePlan]:
+    """The user message, body, options and ladder of a ``parse`` call (no tools are sent)."""
+    if text is None:
+        raise ValueError("parse() needs the text to send")
+    if "response_format" in params:
+        raise TypeError("parse() sets response_format itself: give the schema as its second argument")
+    target = Target(schema)
+    params["tools"] = None
+    user, body, options, _ = chat._prepare(text, images, params)
+    client = chat._client
+    plan = ParsePlan(
+        target,
+        base_url=client.base_url,
+        model=str(body.get("model")),
+        strategy=strategy,
+        max_repairs=max_repairs,
+        secrets=client._secrets(options.get("extra_headers")),
+    )
+    return user, body, options, plan
+
+
+def _chat_check_continuation(history: Sequence[dict[str, Any]], user: dict[str, Any] | None) -> None:
+    """Refuse an exchange the API would refuse: new text while tool calls wait for answers, or
+    no text with nothing to go on from."""
+    pending = pending_calls(history)
+    if pending:
+        names = ", ".join("%s(%s)" % (c.name, c.call_text(60)) for c in pending)
+        raise ValueError(
+            "the last answer's tool calls are not answered yet: %s; answer them with "
+            "chat.add_tool_result(call, result) (see chat.pending_tool_calls) or chat.rollback(1)" % names
+        )
+    if user is None and not (history and history[-1].get("role") in ("tool", "function")):
+        raise ValueError("request() needs the text to send (without text it only goes on after answered tool calls)")
 
 
 def _chat_finalize(chat: Chat, stop: Callable[[], object]) -> None:
@@ -487,16 +632,19 @@ class ChatTextStream:
     def __init__(
         self,
         chat: Chat,
-        user: dict[str, Any],
+        user: dict[str, Any] | None,
         body: dict[str, Any],
         on_reasoning: Callable[[str], object] | None = None,
         options: dict[str, Any] | None = None,
+        loop: ToolLoop | None = None,
     ) -> None:
         self._chat = chat
         self._user = user
-        self._body = dict(body, stream=True)  # exactly what is sent: last_request
+        self._first = dict(body, stream=True)  # the first round's body
+        self._body = self._first  # this round's, exactly what is sent: last_request
         self._options = options or {}
         self._on_reasoning = on_reasoning
+        self._exchange = Exchange(loop)
         self._stream: ChatCompletionStream | None = None
         self._pieces: Iterator[str] | None = None
         self._fresh: list[str] = []  # the accumulator's new reasoning pieces, not handed on yet
@@ -513,8 +661,13 @@ class ChatTextStream:
 
     @property
     def reasoning(self) -> str:
-        """The reasoning text received so far (never part of the pieces)."""
+        """The reasoning text received so far in this round (never part of the pieces)."""
         return self._stream.accumulator.reasoning if self._stream is not None else ""
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls run so far, in order (:class:`ToolCall` records)."""
+        return self._exchange.calls
 
     def __next__(self) -> str:
         with self._lock:
@@ -548,34 +701,50 @@ class ChatTextStream:
                 return piece
             else:
                 self._state = "done"
-                stream = self._stream
-                if stream is not None:
+                if self._exchange.acc is not None:
                     # under the lock: a close() from another thread waits for this commit
-                    self._chat._finish_stream(stream.accumulator, self._body, self._user)
+                    self._chat._finish_stream(self._exchange, self._user)
                 raise StopIteration
         self._close_stream()
         raise StopIteration
 
     def _read_piece(self) -> str | None:
-        """The next non-empty piece, or None at the end of the answer (runs unlocked).
+        """The next non-empty piece, or None at the end of the exchange (runs unlocked).
 
         The reasoning is the accumulator's own (it merged each chunk already): the pieces it
-        adds to the watched list are handed to ``on_reasoning`` as they come."""
-        if self._pieces is None:
-            self._stream = self._chat._open_stream(self._body, self._options, self._scope)
-            self._stream.accumulator.watch_reasoning(self._fresh)
-            self._pieces = self._stream.iter_pieces()
+        adds to the watched list are handed to ``on_reasoning`` as they come.  At the end of an
+        answer with tool calls, the tools run here and the next round's stream opens."""
         fresh = self._fresh
-        for piece in self._pieces:
+        while True:
+            if self._pieces is None:
+                self._stream = self._chat._open_stream(self._body, self._options, self._scope)
+                self._stream.accumulator.watch_reasoning(fresh)
+                self._pieces = self._stream.iter_pieces()
+            for piece in self._pieces:
+                if fresh:
+                    self._hand_reasoning()
+                if piece:
+                    return piece
+            assert self._stream is not None
+            acc = self._stream.accumulator
+            acc.flush()  # a half pair still held back: U+FFFD, as in last_reasoning
             if fresh:
                 self._hand_reasoning()
-            if piece:
-                return piece
-        assert self._stream is not None
-        self._stream.accumulator.flush()  # a half pair still held back: U+FFFD, as in last_reasoning
-        if fresh:
-            self._hand_reasoning()
-        return None
+            _chat_require_answer(acc)
+            calls = self._exchange.answer(self._body, acc)
+            if calls is None:
+                return None
+            loop = self._exchange.loop
+            assert loop is not None
+            self._close_stream()
+            loop.run(calls)
+            with self._lock:
+                if self._exchange.end_round(calls) or self._state == "done":
+                    return None  # paused at calls the caller answers, or closed meanwhile
+                self._seen = []  # the pieces of this round: what a stop keeps besides the rounds
+                self._body = loop.next_body(self._first)
+                self._stream = None
+                self._pieces = None
 
     def _hand_reasoning(self) -> None:
         fresh = self._fresh
@@ -617,16 +786,15 @@ class ChatTextStream:
                 # the reading thread owns the connection: cancelling wakes it at once, and it
                 # closes the stream itself; its accumulator may be changing, so it is not read
                 self._scope.cancel()
-            if self._seen:
-                acc = stream.accumulator if stream is not None and not other_thread else None
-                self._chat._finish_partial(
-                    self._user,
-                    "".join(self._seen),
-                    self._body,
-                    to_attr(acc.completion()) if acc is not None else None,
-                    acc.reasoning if acc is not None else self._reasoning_so_far(),
-                    acc.usage if acc is not None else None,
-                )
+            acc = stream.accumulator if stream is not None and not other_thread else None
+            self._chat._finish_partial(
+                self._user,
+                self._exchange,
+                "".join(self._seen),
+                self._body,
+                acc,
+                acc.reasoning if acc is not None else self._reasoning_so_far(),
+            )
         if not other_thread:
             self._close_stream()
 
@@ -654,12 +822,19 @@ class AsyncChatTextStream:
     """
 
     def __init__(
-        self, chat: Chat, user: dict[str, Any], body: dict[str, Any], options: dict[str, Any] | None = None
+        self,
+        chat: Chat,
+        user: dict[str, Any] | None,
+        body: dict[str, Any],
+        options: dict[str, Any] | None = None,
+        loop: ToolLoop | None = None,
     ) -> None:
         self._chat = chat
         self._user = user
-        self._body = dict(body, stream=True)  # exactly what is sent: last_request
+        self._first = dict(body, stream=True)  # the first round's body
+        self._body = self._first  # this round's, exactly what is sent: last_request
         self._options = options or {}
+        self._exchange = Exchange(loop)
         self._channel: PieceChannel | None = None
         self._scope = CancelScope()
         self._batch: list[Any] = []
@@ -720,9 +895,11 @@ class AsyncChatTextStream:
                 self._state = "done"
                 raise
             if not batch:
+                if await self._next_round():
+                    return await self.__anext__()
                 self._state = "done"
-                if self._box:
-                    self._chat._finish_stream(self._box[0].accumulator, self._body, self._user)
+                if self._exchange.acc is not None:
+                    self._chat._finish_stream(self._exchange, self._user)
                 raise StopAsyncIteration
             batch.reverse()
             self._batch = batch
@@ -730,16 +907,46 @@ class AsyncChatTextStream:
         self._seen.append(piece)
         return piece
 
+    async def _next_round(self) -> bool:
+        """At the end of a round's stream: run its tool calls (awaited here, on the caller's
+        loop) and start the next round; False when the exchange is over (or paused)."""
+        import asyncio
+
+        if not self._box:
+            return False
+        acc = self._box[0].accumulator
+        try:
+            _chat_require_answer(acc)
+            calls = self._exchange.answer(self._body, acc)
+            if calls is None:
+                return False
+            loop = self._exchange.loop
+            assert loop is not None
+            await loop.run_async(calls)
+        except asyncio.CancelledError:
+            self._state = "done"  # cancelled while the tools ran: the history stays as it was
+            raise
+        except BaseException:
+            self._state = "done"
+            raise
+        if self._exchange.end_round(calls) or self._state == "done":
+            return False
+        self._body = loop.next_body(self._first)
+        self._seen = []
+        self._box = []
+        self._batch = []
+        self._scope = CancelScope()
+        self._start()
+        return True
+
     def _stop_early(self) -> None:
         if self._state != "open":
             self._state = "done"
             return
         self._state = "done"
         self._scope.cancel()
-        if not self._seen:
-            return  # stopped before any text arrived: the history stays as it was
         reasoning = self._box[0].accumulator.reasoning if self._box else ""
-        self._chat._finish_partial(self._user, "".join(self._seen), self._body, None, reasoning, None)
+        self._chat._finish_partial(self._user, self._exchange, "".join(self._seen), self._body, None, reasoning)
 
     async def aclose(self) -> None:
         """Stop early: the user message and the partial answer (what was yielded) are kept."""

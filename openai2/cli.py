@@ -38,9 +38,12 @@ from .store import (
     check_session_name,
 )
 from .terminal import DeferInterrupt, LineEditor, supports_color, terminal_width
+from .tools import ToolSet
 
 if TYPE_CHECKING:
     from typing import IO, Any, Sequence
+
+    from .tools import ToolCall
 
 EXIT_OK = 0
 EXIT_API_ERROR = 1
@@ -81,6 +84,7 @@ Commands (type them at the prompt):
   /attach [FILE...]     attach text files, images or a folder to the next message; alone: list
   /detach               drop the attachments not sent yet
   /edit [TEXT]          write the next message in $VISUAL/$EDITOR (empty file: nothing sent)
+  /tools                the tools the model may call (--functions FILE.py)
 A block between lines of three double quotes (\"\"\") is sent as one multi-line message.
 Start a message with // to send a line that begins with a slash."""
 
@@ -314,6 +318,7 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     )
 
     _cli_add_input_options(common, S)
+    _cli_add_tool_options(common, S)
 
     parser = _CliParser(
         prog="openai2",
@@ -389,6 +394,19 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     return parser
 
 
+def _cli_add_tool_options(common: Any, S: Any) -> None:
+    """chat's tool options: --functions and --yes."""
+    g = common.add_argument_group("tools: let the model call Python functions (chat, newchat)")
+    g.add_argument(
+        "--functions",
+        action="append",
+        default=S,
+        metavar="FILE.py|CODE",
+        help="every public function defined in FILE.py (or in this Python code) becomes a tool; repeatable",
+    )
+    g.add_argument("--yes", action="store_true", default=S, help="run the model's tool calls without asking")
+
+
 def _cli_add_input_options(common: Any, S: Any) -> None:
     """chat's roles, attachments, editor and --continue options."""
     g = common.add_argument_group("roles, attachments, the editor and the log (chat, newchat)")
@@ -459,6 +477,8 @@ class _CliContext:
         self.store = store
         self.sleep = sleep  # the client's pause between retries (None: the real one)
         self.transport = transport  # the client's transport (None: HTTP; tests: MemoryTransport)
+        self.tools: _CliTools | None = None  # --functions: the tools, how calls are asked and shown
+        self.stdin_is_question = False  # the one-shot question was read from stdin
         self.key_used: Any = None  # what make_chat() used: a key, or a description of a pool
         self._logbook: Logbook | None = None
         self._log_failed = False
@@ -557,6 +577,10 @@ class _CliContext:
         if self.transport is not None:
             options["transport"] = self.transport
         self.key_used = "a pool of %d keys" % len(key) if isinstance(key, AKPool) else key
+        specs = self.opt("functions") or []
+        if specs:
+            self.tools = _CliTools(self, _cli_load_functions(specs), yes=bool(self.opt("yes", False)))
+            params.update(self.tools.chat_options())
         try:
             # "" (not None) when there is no key: OPENAI_API_KEY was already considered above.
             return Chat(key if key is not None else "", MsgMaxCount=self.opt("max_messages"), **options, **params)
@@ -775,15 +799,24 @@ class _CliConversation:
             self.save()
             return True
         self._reasoning_open = False
+        tools = self.ctx.tools
+        hold = tools is not None and not self.interactive  # one-shot: stdout gets the final answer only
+        if tools is not None:
+            tools.start_answer(hold)
         ts = self.chat.stream_request(text, on_reasoning=self._reasoning)
         try:
             for piece in ts:
                 if piece:
                     self._end_reasoning()
-                out.piece(piece)
+                if hold:
+                    tools.held.append(piece)  # type: ignore[union-attr]
+                else:
+                    out.piece(piece)
                 if self.piece_delay:
                     time.sleep(self.piece_delay)
             self._end_reasoning()
+            if hold:
+                out.piece(tools.take_held())  # type: ignore[union-attr]
             out.flush_pieces()
         except KeyboardInterrupt:
             # ChatTextStream keeps the question and the partial answer ("stop generating")
@@ -821,6 +854,158 @@ class _CliConversation:
         out.end_line()
         self.save()
         return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools: --functions, --yes, /tools
+# ---------------------------------------------------------------------------------------------
+
+
+def _cli_load_functions(specs: Sequence[str]) -> list[Any]:
+    """The public functions defined in each ``--functions`` spec: a ``.py`` file (or any file
+    that exists), else Python code given inline.  Functions imported into it, classes and names
+    starting with ``_`` are not tools.
+
+    :raises _CliUsageError: the file cannot be read, the code fails to run, or a function cannot
+        be a tool (its error names the function and the parameter); nothing is sent
+    """
+    import inspect
+    import types
+
+    found: dict[str, Any] = {}
+    for number, spec in enumerate(specs, 1):
+        if os.path.isfile(spec) or spec.endswith(".py"):
+            try:
+                with open(spec, "rb") as handle:
+                    code, where = handle.read().decode("utf-8", "replace"), spec
+            except OSError as exc:
+                raise _CliUsageError("--functions %s: %s" % (spec, exc.strerror or exc)) from None
+        else:
+            code, where = spec, "<--functions %d>" % number
+        module = types.ModuleType("openai2_functions_%d" % number)
+        module.__file__ = where
+        try:
+            exec(compile(code, where, "exec"), module.__dict__)  # noqa: S102 - the user's own code, as `python FILE.py`
+        except BaseException as exc:  # SyntaxError, or anything its top level raises (even SystemExit)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            line = getattr(exc, "lineno", None)
+            raise _CliUsageError(
+                "--functions %s%s: %s: %s" % (where, " line %s" % line if line else "", type(exc).__name__, exc)
+            ) from None
+        defined = [
+            value
+            for name, value in vars(module).items()
+            if not name.startswith("_") and inspect.isfunction(value) and value.__module__ == module.__name__
+        ]
+        if not defined:
+            raise _CliUsageError("--functions %s defines no public function (def name(...): at its top level)" % where)
+        for function in defined:
+            found[function.__name__] = function  # a later spec's function of the same name wins
+    try:
+        ToolSet(list(found.values()))
+    except (TypeError, ValueError) as exc:
+        raise _CliUsageError("--functions: %s" % exc) from None
+    return list(found.values())
+
+
+class _CliTools:
+    """The CLI's side of tool calls: asking before each call (unless ``--yes``), showing calls
+    and results dimmed on stderr, and holding a one-shot run's text of tool rounds off stdout."""
+
+    def __init__(self, ctx: _CliContext, functions: list[Any], *, yes: bool) -> None:
+        self.ctx = ctx
+        self.out = ctx.out
+        self.functions = functions
+        self.yes = yes
+        self.held: list[str] = []  # a one-shot run's text of the round in progress
+        self.hold = False
+        self._asked: set[str] = set()  # calls whose question showed them already
+
+    def chat_options(self) -> dict[str, Any]:
+        return {
+            "tools": self.functions,
+            "confirm": self.confirm,
+            "on_tool_call": self.show_call,
+            "on_tool_result": self.show_result,
+        }
+
+    def start_answer(self, hold: bool) -> None:
+        self.hold = hold
+        self.held = []
+        self._asked = set()
+
+    def take_held(self) -> str:
+        text, self.held = "".join(self.held), []
+        return text
+
+    def _before_tool_lines(self) -> None:
+        """Text of the round before its calls: on stderr when held (one-shot), and the line ended."""
+        if self.hold and self.held:
+            self.out.line(self.take_held().rstrip("\n"), "dim", err=True)
+        self.out.flush_pieces()
+        self.out.end_line()
+
+    def confirm(self, call: ToolCall) -> bool:
+        """``Run name(args)? [y/N]`` on stderr, the answer read from the terminal."""
+        if self.yes:
+            return True
+        self._before_tool_lines()
+        self._asked.add(call.id)
+        question = "Run %s(%s)? [y/N] " % (call.name, call.call_text())
+        answer = self._read_answer(question)
+        if answer is None:
+            self.out.note(
+                "openai2: %s(...) not run: no terminal to ask on (use --yes to run tools unasked)" % call.name
+            )
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    def _read_answer(self, question: str) -> str | None:
+        """A line typed in answer to ``question`` (stdin, unless it held the question; else the
+        controlling terminal); None when there is nowhere to ask."""
+        self.out.write(question, "note", err=True)
+        if not self.ctx.stdin_is_question:
+            line = self.ctx.stdin.readline()
+            if not line or not _cli_isatty(self.ctx.stdin):
+                self.out.write("\n", err=True)  # no echo of a typed Enter to end the line
+            return line
+        try:
+            with open("/dev/tty", encoding="utf-8", errors="replace") as tty:
+                return tty.readline()
+        except OSError:
+            self.out.write("\n", err=True)
+            return None
+
+    def show_call(self, call: ToolCall) -> None:
+        self._before_tool_lines()
+        if call.id not in self._asked and not call.failed:
+            self.out.line("tool: %s(%s)" % (call.name, call.call_text()), "dim", err=True)
+
+    def show_result(self, call: ToolCall) -> None:
+        text = " ".join((call.result or "").split())
+        if len(text) > 200:
+            text = text[:199] + "…"
+        if call.declined:
+            shown = "not run (declined)"
+        elif call.failed:
+            shown = "failed: " + text
+        else:
+            shown = "-> " + text
+        named = call.failed and call.id not in self._asked  # its call line was not shown
+        self.out.line(("  %s %s" % (call.name, shown)) if named else "  " + shown, "dim", err=True)
+
+    def listing(self) -> str:
+        lines = ["Tools the model may call (%s):" % ("run without asking: --yes" if self.yes else "each asks first")]
+        for entry in ToolSet(self.functions).schemas():
+            spec = entry["function"]
+            params = spec.get("parameters", {}).get("properties", {})
+            required = set(spec.get("parameters", {}).get("required", []))
+            shown = ", ".join(name if name in required else name + "?" for name in params)
+            lines.append(
+                "  %s(%s)%s" % (spec["name"], shown, "  " + spec["description"] if spec.get("description") else "")
+            )
+        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1626,6 +1811,13 @@ class _CliRepl(_CliReplInputs):
     def _cmd_help(self, rest: str) -> None:
         self.out.line(_CLI_SLASH_HELP)
 
+    def _cmd_tools(self, rest: str) -> None:
+        tools = self.conv.ctx.tools
+        if tools is None:
+            self.out.line("No tools (start with --functions FILE.py: its public functions become tools).")
+            return
+        self.out.line(tools.listing())
+
     def _cmd_exit(self, rest: str) -> bool:
         return False
 
@@ -1929,6 +2121,7 @@ def _cli_question(ctx: _CliContext, attached: bool = False) -> str | None:
     if ctx.opt("interactive", False) or _cli_isatty(ctx.stdin):
         return None
     text, note = _cli_read_stdin(ctx.stdin)
+    ctx.stdin_is_question = True
     if not text.strip() and attached:
         return ""
     if not text.strip():

@@ -33,10 +33,14 @@ from .errors import (
 from .keypool import AKPool, PoolSnapshot
 from .objects import AttrDict, to_attr
 from .sse import SSEDecoder
+from .structured import ParsePlan, RefusalError, Target, run_parse
+from .tools import DEFAULT_MAX_TOOL_ROUNDS, ToolLoop, ToolSet, run_rounds
 from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Iterator, Mapping
+    from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+    from .tools import ToolCall
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MAX_RETRIES = 2
@@ -1262,6 +1266,124 @@ class _ClientCompletions:
         if body.get("stream"):
             return self._client.stream(body, answer_required=False, **options)
         return to_attr(self._client.complete(body, answer_required=False, **options))
+
+    def parse(self, *, response_format: Any, strategy: str = "auto", max_repairs: int = 1, **params: Any) -> Any:
+        """``create()`` whose answer is parsed into ``response_format`` (a dataclass, a
+        ``TypedDict``, ``list[X]``, a JSON Schema dict, or a pydantic model): the SDK's shape,
+        with the fallback ladder of ``Chat.parse`` for servers without structured outputs.
+
+        :returns: the completion, ``choices[0].message.parsed`` set (None when the model refused:
+            ``message.refusal`` says why, as in the SDK)
+        :raises LengthFinishReasonError: the answer was cut off
+        :raises SchemaValidationError: the answer never matched the schema
+        """
+        return _client_parse(self._client, response_format, strategy, max_repairs, params)
+
+    def run_tools(
+        self,
+        *,
+        tools: Sequence[object],
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        confirm: Callable[[ToolCall], object] | None = None,
+        tool_errors: str = "return",
+        on_tool_call: Callable[[ToolCall], object] | None = None,
+        on_tool_result: Callable[[ToolCall], object] | None = None,
+        **params: Any,
+    ) -> ToolRunCompletion:
+        """``create()`` with a tool runner: while the answer asks for tools, run them (Python
+        functions; see :func:`openai2.tool_schema`), send their results and ask again.
+
+        ``messages`` is not changed: the messages the loop added (every assistant message with
+        its ``tool`` answers, then the final answer) are the result's ``new_messages``, so
+        ``messages += completion.new_messages`` carries the conversation on.  A call of a tool
+        given as a schema dict stops the loop: that answer is returned, its calls unanswered.
+
+        :param tools: Python functions and/or tool schema dicts
+        :param max_tool_rounds: the most model -> tools round trips (then :class:`ToolRoundsError`)
+        :param confirm: ``confirm(call) -> bool`` before each call runs (refused: the model is told)
+        :param tool_errors: ``"return"`` (a tool's exception goes back to the model) or ``"raise"``
+        :param on_tool_call: / :param on_tool_result: called with each :class:`ToolCall` before
+            it runs / once its result is known
+        :returns: the final completion (an :class:`AttrDict`) with ``new_messages`` and
+            ``tool_call_records`` (the :class:`ToolCall` records, in order)
+        """
+        if params.get("stream"):
+            raise TypeError("run_tools() does not stream: use Chat(...).stream_request(text, tools=[...])")
+        body = dict(params)
+        options = split_request_options(body)
+        messages = body.get("messages")
+        if not isinstance(messages, (list, tuple)):
+            raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
+        client = self._client
+        secrets = client._secrets(options.get("extra_headers"))
+        loop = ToolLoop(
+            ToolSet(tools),
+            max_rounds=max_tool_rounds,
+            confirm=confirm,
+            tool_errors=tool_errors,
+            on_call=on_tool_call,
+            on_result=on_tool_result,
+            secrets=secrets,
+        )
+        body["messages"] = list(messages)
+        body["tools"] = loop.toolset.schemas()
+        exchange = run_rounds(lambda request: client.complete(request, **options), body, loop, secrets)
+        out = ToolRunCompletion(exchange.result or {})
+        out.new_messages = exchange.messages()
+        out.tool_call_records = exchange.calls
+        return out
+
+
+def _client_parse(
+    client: OpenAI,
+    response_format: object,
+    strategy: str,
+    max_repairs: int,
+    params: dict[str, Any],
+) -> Any:
+    """``chat.completions.parse``: the completion with ``choices[0].message.parsed`` set."""
+    body = dict(params)
+    options = split_request_options(body)
+    if body.get("stream"):
+        raise TypeError("parse() does not stream")
+    messages = body.get("messages")
+    if not isinstance(messages, (list, tuple)):
+        raise TypeError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    body["messages"] = list(messages)
+    plan = ParsePlan(
+        Target(response_format),
+        base_url=client.base_url,
+        model=str(body.get("model")),
+        strategy=strategy,
+        max_repairs=max_repairs,
+        secrets=client._secrets(options.get("extra_headers")),
+    )
+    try:
+        done = run_parse(lambda request: client.complete(request, **options), body, plan)
+    except RefusalError as exc:  # the SDK's rule: no exception, message.refusal set, parsed None
+        completion = to_attr(exc.completion)
+        completion.choices[0].message.parsed = None
+        return completion
+    completion = to_attr(done.result)
+    completion.choices[0].message.parsed = done.value
+    return completion
+
+
+class ToolRunCompletion(AttrDict):
+    """The final completion of :meth:`run_tools`, with what the loop did.
+
+    :ivar new_messages: the messages the loop added after the ones given (assistant messages
+        with their ``tool`` answers, then the final answer), ready to extend ``messages``
+    :ivar tool_call_records: the :class:`ToolCall` records of every call, in order
+    """
+
+    __slots__ = ("new_messages", "tool_call_records")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("new_messages", "tool_call_records"):
+            object.__setattr__(self, name, value)
+        else:
+            self[name] = value
 
 
 class _ClientChat:

@@ -18,6 +18,16 @@ from .client import _CLIENT_OPTION_NAMES, OpenAI, _client_check_key, split_reque
 from .common import TYPE_CHECKING
 from .history import check_json_text
 from .keypool import AKPool
+from .tools import (
+    DEFAULT_MAX_TOOL_ROUNDS,
+    Exchange,
+    ToolLoop,
+    ToolSet,
+    add_usage,
+    check_max_rounds,
+    run_rounds,
+    run_rounds_async,
+)
 from .transport import CancelScope
 
 if TYPE_CHECKING:
@@ -27,6 +37,36 @@ if TYPE_CHECKING:
 
 #: Per-call options that go to the client, not into the body; a per-call None leaves the default.
 _CONV_REQUEST_OPTIONS = ("timeout", "extra_headers", "extra_body", "extra_query")
+
+
+#: Options of the tool loop: constructor defaults and per call, never sent as body fields.
+TOOL_OPTION_NAMES = ("tools", "max_tool_rounds", "confirm", "tool_errors", "on_tool_call", "on_tool_result")
+
+
+def split_tool_options(kwargs: dict[str, Any], owner: str) -> dict[str, Any]:
+    """Pop the tool-loop options out of ``kwargs`` and check them (``tools`` becomes a
+    :class:`ToolSet`, so a bad annotation fails here, not during a conversation); a ``None``
+    value is left out (per call: "unset the default").
+
+    :raises TypeError: a tool's unsupported annotation, a callback that is not callable
+    :raises ValueError: a bad tool name, two tools with one name, a bad ``max_tool_rounds`` or
+        ``tool_errors``
+    """
+    options = {name: kwargs.pop(name) for name in TOOL_OPTION_NAMES if name in kwargs}
+    out = {name: value for name, value in options.items() if value is not None}
+    tools = out.get("tools")
+    if tools is not None and not isinstance(tools, ToolSet):
+        out["tools"] = ToolSet(tools)
+    if "max_tool_rounds" in out:
+        check_max_rounds(out["max_tool_rounds"])
+    if out.get("tool_errors", "return") not in ("return", "raise"):
+        raise ValueError(
+            "%s: tool_errors must be 'return' (tell the model) or 'raise', got %r" % (owner, out["tool_errors"])
+        )
+    for name in ("confirm", "on_tool_call", "on_tool_result"):
+        if name in out and not callable(out[name]):
+            raise TypeError("%s: %s must be a function, not %s" % (owner, name, type(out[name]).__name__))
+    return out
 
 
 def merge_request_params(
@@ -97,15 +137,6 @@ def reset_client_key(client: OpenAI, api_key: str | AKPool) -> None:
     client.api_key = api_key
 
 
-def add_usage(total: dict[str, int], usage: object) -> None:
-    """Add a response's ``usage`` token counts to a running ``total`` (ignores what is not a count)."""
-    if isinstance(usage, dict):
-        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
-                total[name] = total.get(name, 0) + value
-
-
 class BaseConversation:
     """The base of :class:`Chat` and :class:`GroupChat` (not used on its own).
 
@@ -123,6 +154,7 @@ class BaseConversation:
         check_json_text(kwargs, "%s(...)" % owner)  # NaN or a lone surrogate would fail every request
         check_default_params(kwargs, "%s(...)" % owner)
         self._owner = owner
+        self._tool_defaults: dict[str, Any] = {}
         self.params: dict[str, Any] = kwargs
         self._lock = threading.Lock()
         self.last_request: dict[str, Any] | None = None
@@ -151,12 +183,50 @@ class BaseConversation:
             )
         return body, options
 
-    def _note_answer(self, request: dict[str, Any], response: Any, usage: object) -> None:
-        """Record an exchange's ``last_*`` and add its usage (the caller holds ``_lock``)."""
+    def _note_answer(self, request: dict[str, Any], response: Any, usage: object, rounds: object = ()) -> None:
+        """Record an exchange's ``last_*`` and add its usage (the caller holds ``_lock``);
+        ``rounds``: every round's usage, when there were tool rounds."""
         self.last_request = request
         self.last_response = response
         self.last_usage = usage if isinstance(usage, dict) else None
-        add_usage(self.total_usage, usage)
+        for each in rounds or (usage,):  # type: ignore[attr-defined]
+            add_usage(self.total_usage, each)
+
+    # -- tools -----------------------------------------------------------------------------------
+    def _tool_loop(self, params: dict[str, Any], body: dict[str, Any]) -> ToolLoop | None:
+        """The tool loop of one call (this call's tool options over the defaults; ``None``
+        unsets one), with the tools' schemas put into ``body``; None when no tools are offered."""
+        given = {name: params[name] for name in TOOL_OPTION_NAMES if name in params}
+        options = dict(self._tool_defaults)
+        options.update(split_tool_options(params, self._owner))
+        for name, value in given.items():
+            if value is None:
+                options.pop(name, None)
+        toolset = options.get("tools")
+        if not toolset:
+            return None
+        body["tools"] = toolset.schemas()
+        return ToolLoop(
+            toolset,
+            max_rounds=options.get("max_tool_rounds", DEFAULT_MAX_TOOL_ROUNDS),
+            confirm=options.get("confirm"),
+            tool_errors=options.get("tool_errors", "return"),
+            on_call=options.get("on_tool_call"),
+            on_result=options.get("on_tool_result"),
+            secrets=self._client._secrets(),
+        )
+
+    def _send_rounds(self, body: dict[str, Any], options: dict[str, Any], loop: ToolLoop | None) -> Exchange:
+        """One exchange, every tool round of it, through :meth:`OpenAI.complete`."""
+        return run_rounds(lambda request: self._send(request, options), body, loop, self._client._secrets())
+
+    async def _send_rounds_async(
+        self, body: dict[str, Any], options: dict[str, Any], loop: ToolLoop | None
+    ) -> Exchange:
+        """:meth:`_send_rounds` for the async twins: requests in worker threads, ``async def``
+        tools awaited on this event loop; cancelling the task cancels the whole exchange."""
+        send = self._send_async
+        return await run_rounds_async(lambda request: send(request, options), body, loop, self._client._secrets())
 
     def _send(self, body: dict[str, Any], options: dict[str, Any], cancel: CancelScope | None = None) -> dict[str, Any]:
         """One whole answer through :meth:`OpenAI.complete` (a 200 without a choice raises)."""

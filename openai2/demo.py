@@ -151,6 +151,385 @@ def _demo_groupchat_answer(text: str) -> str | None:
 # ---- end of GroupChat prompts ----------------------------------------------------------------
 
 
+class DemoToolCalls:
+    """An answer of :class:`DemoBrain` that calls tools: ``content`` (text before the calls, may
+    be empty) and ``tool_calls`` (``[{"id", "type", "function": {"name", "arguments"}}]``).  The
+    fake wire sends it as a ``Reply`` with those tool calls, streamed or not."""
+
+    __slots__ = ("content", "tool_calls")
+
+    def __init__(self, tool_calls: list[dict[str, Any]], content: str = "") -> None:
+        self.content = content
+        self.tool_calls = tool_calls
+
+    def __repr__(self) -> str:
+        return "DemoToolCalls(%r)" % [c["function"]["name"] for c in self.tool_calls]
+
+
+#: Place names the demo model recognises as tool arguments (Chinese text has no capitals).
+_DEMO_PLACES_ZH = (
+    "北京",
+    "上海",
+    "广州",
+    "深圳",
+    "杭州",
+    "南京",
+    "成都",
+    "武汉",
+    "西安",
+    "香港",
+    "东京",
+    "巴黎",
+    "伦敦",
+    "纽约",
+    "罗马",
+)
+
+
+#: English tool words and the Chinese a question may use for them.
+_DEMO_WORDS_ZH = {"weather": "天气", "time": "时间", "price": "价格", "stock": "股票", "search": "搜索", "file": "文件"}
+
+
+def _demo_has_cjk(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def _demo_tool_words(spec: dict[str, Any]) -> set[str]:
+    """What a tool is about: the words of its name and description (lower case), and the
+    two-character pieces of Chinese text in them."""
+    import re
+
+    text = "%s %s" % (str(spec.get("name", "")).replace("_", " "), spec.get("description") or "")
+    words = {w for w in re.findall(r"[a-z]{3,}", text.lower()) if w not in ("the", "and", "for", "get", "with")}
+    for run in re.findall(r"[\u4e00-\u9fff]+", text):
+        words.update(run[i : i + 2] for i in range(len(run) - 1))
+    words.update(_DEMO_WORDS_ZH[w] for w in list(words) if w in _DEMO_WORDS_ZH)
+    return words
+
+
+def _demo_choose_tool(text: str, tools: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The tool the question is about (most of its words in the text), or None."""
+    lowered = text.lower()
+    best, best_score = None, 0
+    for entry in tools:
+        spec = entry.get("function") if isinstance(entry, dict) else None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            continue
+        score = 3 if spec["name"].lower() in lowered else 0
+        score += sum(1 for word in _demo_tool_words(spec) if word in lowered)
+        if score > best_score:
+            best, best_score = spec, score
+    return best
+
+
+def _demo_string_values(text: str) -> list[str]:
+    """The values a question names: quoted text, else places (Chinese) or capitalised words
+    after the first word (English, ``Paris and Rome`` gives two)."""
+    import re
+
+    quoted = re.findall(r"[\"“'‘]([^\"”'’]+)[\"”'’]", text)
+    if quoted:
+        return quoted
+    if _demo_has_cjk(text):
+        places = [p for p in _DEMO_PLACES_ZH if p in text]
+        places.sort(key=text.index)
+        return places or [re.sub(r"[^\u4e00-\u9fff]", "", text)[:2]]
+    words = re.findall(r"(?<!^)(?<![.?!] )\b([A-Z][\w'-]*(?: [A-Z][\w'-]*)*)", text.strip())
+    return words or [text.strip().rstrip("?!.").split(" ")[-1]]
+
+
+def _demo_arguments(spec: dict[str, Any], text: str) -> list[dict[str, Any]]:
+    """Arguments for the chosen tool: one call per value named for its first required string
+    parameter (at most 4), numbers from the text, enums' first value."""
+    import re
+
+    found = spec.get("parameters")
+    params: dict[str, Any] = found if isinstance(found, dict) else {}
+    found = params.get("properties")
+    props: dict[str, Any] = found if isinstance(found, dict) else {}
+    required = [n for n in params.get("required", []) if n in props]
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", text)
+    base: dict[str, Any] = {}
+    spread = None
+    for name in required:
+        prop = props[name] if isinstance(props[name], dict) else {}
+        kind = prop.get("type")
+        kind = kind[0] if isinstance(kind, list) and kind else kind
+        if "enum" in prop and prop["enum"]:
+            base[name] = prop["enum"][0]
+        elif kind in ("integer", "number"):
+            value = float(numbers.pop(0)) if numbers else 1
+            base[name] = int(value) if kind == "integer" else value
+        elif kind == "boolean":
+            base[name] = True
+        elif kind in ("array",):
+            base[name] = []
+        elif kind == "object":
+            base[name] = {}
+        elif spread is None:
+            spread = name
+        else:
+            base[name] = text
+    if spread is None:
+        return [base]
+    return [dict(base, **{spread: value}) for value in _demo_string_values(text)[:4]]
+
+
+def _demo_tool_answer(messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]], last_user: int) -> Any:
+    """Call a tool the question is about, or, once its results are in, answer with them."""
+    import json
+
+    text = content_text(messages[last_user].get("content")).strip()
+    results = [
+        content_text(m.get("content"))
+        for m in messages[last_user + 1 :]
+        if isinstance(m, dict) and m.get("role") == "tool"
+    ]
+    if results:
+        if _demo_has_cjk(text):
+            return "查询结果：" + "；".join(r.rstrip("。.") for r in results) + "。"
+        return "Here is what the tools said: " + "; ".join(r.rstrip(".") for r in results) + "."
+    spec = _demo_choose_tool(text, tools)
+    if spec is None:
+        return None
+    calls = []
+    for n, arguments in enumerate(_demo_arguments(spec, text)):
+        call_id = "call_demo_%d_%d" % (last_user, n + 1)
+        arguments_text = json.dumps(arguments, ensure_ascii=False)
+        calls.append(
+            {"id": call_id, "type": "function", "function": {"name": spec["name"], "arguments": arguments_text}}
+        )
+    return DemoToolCalls(calls)
+
+
+class DemoError:
+    """An answer of :class:`DemoBrain` that is an HTTP error (``status``, JSON ``body``): how the
+    servers it imitates refuse a ``response_format`` they do not support."""
+
+    __slots__ = ("status", "body")
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+
+    def __repr__(self) -> str:
+        return "DemoError(%d)" % self.status
+
+
+#: How real servers refuse a ``response_format`` type (status, body, where it was reported):
+#: ``DemoBrain(server=...)`` answers so.  The bodies are the servers' own words.
+DEMO_FORMAT_REFUSALS: dict[str, dict[str, tuple[int, object]]] = {
+    # llm-exe/llm-exe#662, khoj-ai/khoj#1336: every deepseek-chat/-v4 request with json_schema
+    "deepseek": {
+        "json_schema": (
+            400,
+            {
+                "error": {
+                    "message": "This response_format type is unavailable now",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_request_error",
+                }
+            },
+        )
+    },
+    # browser-use/browser-use#215 (DeepSeek's earlier 422 from its request parser)
+    "deepseek-422": {
+        "json_schema": (
+            422,
+            (
+                "Failed to deserialize the JSON body into the target type: response_format: "
+                "response_format.type `json_schema` is unavailable now at line 1 column 12440"
+            ),
+        )
+    },
+    # ggml-org/llama.cpp#9522: llama-server before structured outputs
+    "llama.cpp": {
+        "json_schema": (
+            500,
+            {
+                "error": {
+                    "code": 500,
+                    "message": 'response_format type must be one of "text" or "json_object", but got: json_schema',
+                    "type": "server_error",
+                }
+            },
+        )
+    },
+    # lmstudio-ai/lmstudio-bug-tracker#169, Zazza/sd-ai#2: LM Studio refuses json_object
+    "lmstudio": {"json_object": (400, {"error": "'response_format.type' must be 'json_schema' or 'text'"})},
+    # langchain-ai/langchain#31490, mrwadams/stride-gpt#19: Azure OpenAI deployments of older
+    # models refuse both types
+    "azure-gpt-4": {
+        "json_schema": (
+            400,
+            {
+                "error": {
+                    "message": "Invalid parameter: 'response_format' of type 'json_schema' is not supported with "
+                    "this model. Learn more about supported models at the Structured Outputs guide: "
+                    "https://platform.openai.com/docs/guides/structured-outputs",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+        ),
+        "json_object": (
+            400,
+            {
+                "error": {
+                    "message": "Invalid parameter: 'response_format' of type 'json_object' is not supported "
+                    "with this model.",
+                    "type": "invalid_request_error",
+                    "param": "response_format",
+                    "code": None,
+                }
+            },
+        ),
+    },
+    # ollama/ollama#8126: Ollama 0.5.2
+    "ollama-0.5.2": {"json_schema": (400, {"error": 'invalid format: expected "json" or a JSON schema'})},
+}
+
+_DEMO_SENTENCE_STARTS = frozenset(
+    "A An The I It He She They We You What Who Where When Which How Is Are Do Does Tell Give List Show "
+    "Please Find Name Describe Make Write".split()
+)
+_DEMO_CJK_NAME_ENDS = ("今年", "是", "住在", "在", "的", "，", ",", "。", "有")
+
+
+def _demo_json_schema_of(body: dict[str, Any], messages: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The JSON Schema a request asks the answer to match: ``response_format.json_schema``, or the
+    one a system message states after "JSON Schema:" (as a model reading its prompt would)."""
+    import json
+
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return schema if isinstance(schema, dict) else {}
+    for msg in messages:
+        text = content_text(msg.get("content")) if isinstance(msg, dict) and msg.get("role") == "system" else ""
+        at = text.find("JSON Schema:")
+        if at >= 0:
+            start = text.find("{", at)
+            try:
+                value, _ = json.JSONDecoder().raw_decode(text, start)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        return {}
+    return None
+
+
+class _DemoPools:
+    """The values a question names, handed out in order: text pieces and numbers."""
+
+    def __init__(self, text: str) -> None:
+        import re
+
+        quoted = re.findall(r"[\"“]([^\"”]+)[\"”]", text)
+        if _demo_has_cjk(text):
+            places = sorted((p for p in _DEMO_PLACES_ZH if p in text), key=text.index)
+            head = re.match(r"[\u4e00-\u9fff]+", text)
+            name = head.group(0) if head else ""
+            for end in _DEMO_CJK_NAME_ENDS:
+                name = name.split(end)[0]
+            words = ([name] if name and name not in places else []) + places
+        else:
+            words = [
+                w
+                for w in re.findall(r"\b[A-Z][a-zA-Z'-]*(?: [A-Z][a-zA-Z'-]*)*", text)
+                if w not in _DEMO_SENTENCE_STARTS
+            ]
+        self.strings = quoted + words
+        self.numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", text)]
+
+    def string(self, fallback: str) -> str:
+        return self.strings.pop(0) if self.strings else fallback
+
+    def number(self) -> float:
+        return self.numbers.pop(0) if self.numbers else 0
+
+
+def _demo_json_value(schema: object, pools: _DemoPools, root: dict[str, Any], name: str, depth: int = 0) -> Any:
+    """A value matching ``schema``, filled from what the question names (deterministic)."""
+    if not isinstance(schema, dict) or depth > 20:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        node: Any = root
+        for part in ref[2:].split("/"):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        return _demo_json_value(node, pools, root, name, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        options = [o for o in schema.get(key) or [] if isinstance(o, dict) and o.get("type") != "null"]
+        if options:
+            return _demo_json_value(options[0], pools, root, name, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        props = schema.get("properties") or {}
+        return {key: _demo_json_value(sub, pools, root, key, depth + 1) for key, sub in props.items()}
+    if kind == "array":
+        items = schema.get("items")
+        if isinstance(items, dict) and items.get("type") == "string" and pools.strings:
+            return [pools.string(name) for _ in range(len(pools.strings))]
+        count = (
+            max(1, int(schema.get("minItems") or 0))
+            if pools.strings or pools.numbers
+            else int(schema.get("minItems") or 0)
+        )
+        return [_demo_json_value(items, pools, root, name, depth + 1) for _ in range(count)]
+    if kind == "integer":
+        return int(pools.number())
+    if kind == "number":
+        return pools.number()
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return pools.string(name)
+
+
+def _demo_format_answer(
+    body: dict[str, Any], messages: Sequence[dict[str, Any]], last_user: int, server: str | None
+) -> Any:
+    """A refusal of the format (imitating ``server``), or the JSON answer a structured request
+    asks for; None when the request asks for no JSON."""
+    import json
+
+    fmt = body.get("response_format")
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    refusals = DEMO_FORMAT_REFUSALS.get(server or "", {})
+    if kind in refusals:
+        status, error = refusals[kind]
+        return DemoError(status, error)
+    schema = _demo_json_schema_of(body, messages)
+    if schema is None:
+        return None
+    text = content_text(messages[last_user].get("content")) if last_user >= 0 else ""
+    value = _demo_json_value(schema, _DemoPools(text), schema, "value")
+    if not schema:
+        value = {"answer": text}
+    answer = json.dumps(value, ensure_ascii=False)
+    return answer if kind else "```json\n%s\n```" % answer  # a prompt-only answer comes fenced
+
+
+def _demo_last_user_text(messages: Sequence[dict[str, Any]]) -> object:
+    for msg in reversed(messages):
+        if isinstance(msg, dict) and msg.get("role") == "user":
+            return msg.get("content")
+    return ""
+
+
 class DemoBrain:
     """A tiny deterministic rule-based "model" that answers the seed examples as documented.
 
@@ -166,6 +545,18 @@ class DemoBrain:
     - the apology of the forged-conversation example (``哦吼, 你还敢骂我呀?``)
     - a ``GroupChat`` prompt -> a JSON array with one remark per requested turn (the seed's
       documented remarks for its example)
+    - a request with ``tools``: a call of the tool the question is about (the one whose name
+      or description words appear in it; its first string argument from quoted text, places
+      or capitalised words — ``Paris and Rome`` gives two parallel calls), then, once the
+      ``tool`` results are in, an answer quoting them (``Here is what the tools said: …`` /
+      ``查询结果：…``)
+    - a request for JSON (``response_format`` ``json_schema``/``json_object``, or a schema stated
+      in a system message after "JSON Schema:"): a value matching the schema, its text fields
+      from quoted text, names and places of the question and its numbers in order (fenced in
+      ```json when the schema came in the prompt only).  ``server="deepseek"`` (or
+      ``"deepseek-422"``, ``"llama.cpp"``, ``"lmstudio"``, ``"azure-gpt-4"``, ``"ollama-0.5.2"``) refuses the
+      ``response_format`` types that server refuses, with its own error body
+      (:data:`DEMO_FORMAT_REFUSALS`)
     - anything else: ``(demo) You said: …``
 
     :param rules: ``[(matcher, answer), ...]`` consulted first, in order.  ``matcher`` is a
@@ -174,15 +565,42 @@ class DemoBrain:
         ``(match_or_value, messages) -> str | Reply``.
     """
 
-    def __init__(self, rules: Sequence[tuple[Any, Any]] | None = None) -> None:
+    def __init__(self, rules: Sequence[tuple[Any, Any]] | None = None, *, server: str | None = None) -> None:
+        if server is not None and server not in DEMO_FORMAT_REFUSALS:
+            raise ValueError("server must be one of %s, or None" % ", ".join(sorted(DEMO_FORMAT_REFUSALS)))
         self.rules: list[tuple[Any, Any]] = list(rules or ())
+        self.server = server
 
     def __call__(self, request: Any) -> Any:
         """Answer a recorded chat request.
 
-        :param request: a ``RecordedRequest`` (anything with ``messages``: they are used)
-        :returns: the answer text, or a ``Reply`` from a custom rule
+        :param request: a ``RecordedRequest`` (anything with ``messages``: they are used, and
+            the ``tools`` of its ``json`` body)
+        :returns: the answer text, a ``Reply`` from a custom rule, or :class:`DemoToolCalls`
         """
+        body = getattr(request, "json", None)
+        if isinstance(body, dict) and not any(
+            self._match(m, content_text(_demo_last_user_text(request.messages))) for m, _ in self.rules
+        ):
+            messages = request.messages
+            last = max(
+                (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1
+            )
+            structured = _demo_format_answer(body, messages, last, self.server)
+            if structured is not None:
+                return structured
+        tools = body.get("tools") if isinstance(body, dict) else None
+        if isinstance(body, dict) and isinstance(tools, list) and tools and body.get("tool_choice") != "none":
+            messages = request.messages
+            last_user = max(
+                (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), default=-1
+            )
+            if last_user >= 0 and not any(
+                self._match(m, content_text(messages[last_user].get("content"))) for m, _ in self.rules
+            ):
+                planned = _demo_tool_answer(messages, tools, last_user)
+                if planned is not None:
+                    return planned
         return self.answer(request.messages)
 
     def answer(self, messages: Sequence[dict[str, Any]]) -> Any:

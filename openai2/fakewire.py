@@ -17,7 +17,7 @@ import itertools
 import time
 
 from .common import TYPE_CHECKING
-from .demo import content_text
+from .demo import DemoError, DemoToolCalls, content_text
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -404,6 +404,10 @@ def _fake_as_reply(value: object) -> Reply:
         return Reply(content=value)
     if isinstance(value, dict):
         return Reply(body=value)
+    if isinstance(value, DemoToolCalls):
+        return Reply(content=value.content or None, tool_calls=value.tool_calls)
+    if isinstance(value, DemoError):
+        return Reply(status=value.status, body=value.body)
     raise TypeError("a reply must be a Reply, a str or a dict, not %s" % type(value).__name__)
 
 

@@ -25,6 +25,7 @@ from .files import read_json_file
 from .history import check_json_text, valid_unicode
 from .keypool import AKPool
 from .objects import to_attr
+from .structured import find_json
 
 if TYPE_CHECKING:
     from typing import Any, Iterable, Mapping, Sequence, Tuple, Union
@@ -297,44 +298,23 @@ def build_groupchat_messages(
 
 
 def _gc_find_array(raw: str) -> Any:
-    """The JSON value the reply carries: the whole text, a fenced block, or the first array in it."""
-    import json
-
-    text = raw.strip()
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    start = text.find("```")
-    while start >= 0:
-        body_start = text.find("\n", start)
-        end = text.find("```", start + 3)
-        if body_start < 0 or end < 0:
-            break
-        if body_start < end:
-            try:
-                return json.loads(text[body_start + 1 : end])
-            except ValueError:
-                pass
-        start = text.find("```", end + 3)
-    # Text around the JSON: the first array holding objects, else the first non-empty object
-    # (one remark, or an object wrapping the array).  Bracketed words and lists of names that
-    # the model quoted from the prompt are skipped.
-    decoder = json.JSONDecoder()
-    for opener in ("[", "{"):
-        pos = text.find(opener)
-        while pos >= 0:
-            try:
-                value, _ = decoder.raw_decode(text, pos)
-            except ValueError:
-                value = None
-            if (isinstance(value, list) and any(isinstance(v, dict) for v in value)) or (
-                isinstance(value, dict) and value
-            ):
-                return value
-            pos = text.find(opener, pos + 1)
+    """The JSON value the reply carries: the whole text, a fenced block, or, in text around it,
+    the first array holding objects, else the first non-empty object (one remark, or an object
+    wrapping the array).  Bracketed words and lists of names that the model quoted from the
+    prompt are skipped."""
+    found, value = find_json(raw, ("[", "{"), _gc_remarks_like)
+    if not found:
+        found, value = find_json(raw, ())  # the whole text or a fence, whatever it holds
+    if found:
+        return value
     raise GroupChatReplyError(
         "the model's reply holds no JSON array of remarks; got: %s" % _gc_preview(raw), raw, ["no JSON array found"]
+    )
+
+
+def _gc_remarks_like(value: object) -> bool:
+    return (isinstance(value, list) and any(isinstance(v, dict) for v in value)) or (
+        isinstance(value, dict) and bool(value)
     )
 
 

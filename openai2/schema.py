@@ -327,6 +327,7 @@ def _schema_hints(obj: object, where: str, kind: str) -> dict[str, Any]:
         cached = None
     if cached is not None:
         return cached  # type: ignore[no-any-return]
+    hints: dict[str, Any] | None
     try:
         if sys.version_info >= (3, 9):
             hints = typing.get_type_hints(obj, include_extras=True)  # novermin
@@ -334,7 +335,8 @@ def _schema_hints(obj: object, where: str, kind: str) -> dict[str, Any]:
             hints = typing.get_type_hints(obj)
     except Exception as exc:  # NameError, TypeError, SyntaxError ... from user annotations
         error = exc
-    else:
+        hints = _schema_hints_without_return(obj) if kind == "parameter" else None
+    if hints is not None:
         try:
             _schema_hint_cache[obj] = hints
         except TypeError:
@@ -375,6 +377,29 @@ def _schema_hints(obj: object, where: str, kind: str) -> dict[str, Any]:
         "%s: cannot evaluate its annotations (%s: %s%s)"
         % (where, type(error).__name__, error, _schema_eval_hint(error))
     ) from None
+
+
+def _schema_hints_without_return(obj: object) -> dict[str, Any] | None:
+    """A function's parameter hints when only its return annotation cannot be evaluated (a
+    local class under ``from __future__ import annotations``): what a tool's arguments need does
+    not depend on what it returns.  None when a parameter's annotation fails too."""
+    import types
+    import typing
+
+    raw = getattr(obj, "__annotations__", None)
+    if isinstance(obj, type) or not isinstance(raw, dict) or "return" not in raw:
+        return None
+    target = getattr(obj, "__wrapped__", obj)
+    proxy = types.SimpleNamespace(
+        __annotations__={k: v for k, v in raw.items() if k != "return"},
+        __globals__=getattr(target, "__globals__", {}),
+    )
+    try:
+        if sys.version_info >= (3, 9):
+            return typing.get_type_hints(proxy, include_extras=True)  # novermin
+        return typing.get_type_hints(proxy)
+    except Exception:
+        return None
 
 
 def _schema_union_types() -> tuple[object, ...]:

@@ -2,7 +2,8 @@
 answer returns to the prompt and the session goes on; Ctrl-C during a /retry (before or after its
 first characters) keeps the previous answer; Ctrl-C at an empty prompt says how to quit; Ctrl-D
 exits with status 0; the readline history file is private and holds no key; /role, /attach and
-/edit (a real editor process on the same terminal: a fake one that reads a line from it)."""
+/edit (a real editor process on the same terminal: a fake one that reads a line from it); the
+y/N question before a tool call (--functions) and /tools."""
 import json
 import os
 import shlex
@@ -224,6 +225,35 @@ class PtySessionTest(unittest.TestCase):
         self.send(b"quit\r")
         self.assertEqual(self.wait_exit(), 0)
         self.assertEqual(self.server.requests[-1].json["messages"][-1]["content"], "line one\nline two")
+
+    def test_a_tool_call_is_asked_on_the_terminal_and_runs_only_after_y(self):
+        path = os.path.join(self.tmp, "weather.py")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(
+                "def get_weather(city: str) -> str:\n"
+                '    """Get the current weather in a city."""\n'
+                "    return 'sunny in ' + city\n"
+            )
+        self.spawn("chat", "--session", "ptytools", "--functions", path)
+        self.read_until(b"You: ")
+        self.send(b"What is the weather in Paris?\r")
+        self.read_until(b"Run get_weather(city='Paris')? [y/N] ")
+        self.send(b"y\r")
+        self.read_until(b"-> sunny in Paris")
+        self.read_until(b"Here is what the tools said: sunny in Paris.")
+        self.read_until(b"You: ")
+        self.send(b"And the weather in Rome?\r")
+        self.read_until(b"Run get_weather(city='Rome')? [y/N] ")
+        self.send(b"\r")  # Enter alone: no
+        self.read_until(b"not run (declined)")
+        self.read_until(b"You: ")
+        self.send(b"/tools\r")
+        self.read_until(b"get_weather(city)")
+        self.read_until(b"You: ")
+        self.send(b"\x04")
+        self.assertEqual(self.wait_exit(), 0)
+        sent = [r.json["messages"][-1] for r in self.server.requests if r.json["messages"][-1]["role"] == "tool"]
+        self.assertEqual([m["content"] for m in sent], ["sunny in Paris", "The user declined to run this tool."])
 
     def test_slash_role_shows_and_sets_the_role(self):
         self.spawn("chat", "--session", "ptyrole")
