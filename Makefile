@@ -72,8 +72,8 @@ $(BENCH_VENV)/.installed:
 	touch $@
 
 .PHONY: bench
-bench: $(BENCH_VENV)/.installed
-	$(BENCH_VENV)/bin/python tests/bench/run.py
+bench: $(BENCH_VENV)/.installed litellm-venv
+	LITELLM_VENV=$(LITELLM_VENV) $(BENCH_VENV)/bin/python tests/bench/run.py
 
 # Reliability and security against real components (issue 8): real tinyproxy and microsocks, the
 # official SDK as an oracle, hypothesis properties, faults, load, data safety, key hygiene.

@@ -365,6 +365,25 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     p.add_argument("--cors", metavar="ORIGIN", help="send CORS headers allowing this origin (default: none)")
     p.add_argument("--no-ui", action="store_true", help="no page at / (404)")
     p.add_argument("--quiet", action="store_true", help="no access log on stderr")
+    p.add_argument(
+        "--max-body", type=_cli_parse_size, metavar="SIZE", help="largest request body (default 16M; larger: 413)"
+    )
+    p.add_argument(
+        "--max-workers", type=int, metavar="N", help="requests served at once (default 64; more wait, then 503)"
+    )
+    p.add_argument("--organization", metavar="ORG", help="OpenAI-Organization for the upstream (default $OPENAI_ORG_ID)")
+    p.add_argument("--project", metavar="ID", help="OpenAI-Project for the upstream (default $OPENAI_PROJECT_ID)")
+    p.add_argument(
+        "--forward-org-headers",
+        action="store_true",
+        help="forward a client's own OpenAI-Organization/OpenAI-Project (default: dropped)",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        metavar="SECONDS",
+        help="on Ctrl-C/SIGTERM, how long open requests may finish (default 5)",
+    )
     p = add("sessions", "list, show, delete or export named conversations")
     ss = p.add_subparsers(dest="action", metavar="ACTION")
     ss.required = True
@@ -2586,6 +2605,14 @@ def _cli_cmd_serve(ctx: _CliContext) -> int:
             ui=not ctx.opt("no_ui"),
             quiet=bool(ctx.opt("quiet")),
             log=ctx.out.err,
+            organization=ctx.opt("organization"),
+            project=ctx.opt("project"),
+            forward_org_headers=bool(ctx.opt("forward_org_headers")),
+            **{
+                name: ctx.opt(name)
+                for name in ("max_body", "max_workers", "shutdown_grace")
+                if ctx.opt(name) is not None
+            },
         )
         gateway.start()
     except (GatewayError, ValueError, TypeError) as exc:

@@ -719,6 +719,35 @@ class TestServeCommand(unittest.TestCase):
         self.assertIn("token", err.getvalue())
         self.assertNotIn(KEY_A, err.getvalue())
 
+    def test_serve_options_reach_the_gateway(self) -> None:
+        from unittest import mock
+
+        from openai2 import gateway as gateway_module
+        from openai2.cli import main
+
+        seen = {}
+
+        class Recording(gateway_module.Gateway):
+            def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                seen.update(kwargs)
+                raise gateway_module.GatewayError("recorded")
+
+        argv = ["serve", "--api-key", KEY_A, "--max-body", "2k", "--max-workers", "3", "--organization", "org-1",
+                "--project", "proj-1", "--forward-org-headers", "--shutdown-grace", "0.5"]
+        with mock.patch.object(gateway_module, "Gateway", Recording):
+            code = main(argv, stdout=io.StringIO(), stderr=io.StringIO())
+        self.assertEqual(code, 2)
+        self.assertEqual(
+            {k: seen[k] for k in ("max_body", "max_workers", "organization", "project", "forward_org_headers", "shutdown_grace")},
+            {"max_body": 2048, "max_workers": 3, "organization": "org-1", "project": "proj-1",
+             "forward_org_headers": True, "shutdown_grace": 0.5},
+        )
+        seen.clear()
+        with mock.patch.object(gateway_module, "Gateway", Recording):
+            main(["serve", "--api-key", KEY_A], stdout=io.StringIO(), stderr=io.StringIO())
+        self.assertNotIn("max_body", seen)  # the Gateway's own defaults apply
+        self.assertIs(seen["forward_org_headers"], False)
+
     def test_sigterm_lets_the_stream_in_flight_finish(self) -> None:
         import re
         import signal

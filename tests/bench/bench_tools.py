@@ -92,6 +92,7 @@ def main(argv=None):
         ("for scale: one exchange with one tool round (2 requests)", timed(tool_round, args.reps)),
         ("for scale: two plain exchanges (2 requests)", timed(plain, args.reps)),
     ]
+    print("## The tool loop\n")
     print("| tool loop (MemoryTransport, median of %d) | time |" % args.reps)
     print("| --- | --- |")
     for name, value in rows:

@@ -348,6 +348,27 @@ def build(raw, errors, info, rounds, elapsed):
     return "\n".join(head + [table, "", "## Targets (issue 7)", "", target_table, "", "## Notes", ""] + notes) + "\n"
 
 
+#: Benchmarks of their own, run after the table (each a script printing a Markdown section).
+EXTRA_BENCHES = [
+    ("the tool loop", ["bench_tools.py"]),
+    ("the gateway", ["bench_gateway.py"]),
+]
+
+
+def extra_sections(log):
+    """The sections of :data:`EXTRA_BENCHES`, each run in its own process; a failure is noted."""
+    out = []
+    for title, argv in EXTRA_BENCHES:
+        log("running %s (%s)" % (title, argv[0]))
+        done = subprocess.run([PY, os.path.join(HERE, argv[0])] + argv[1:], cwd=ROOT, capture_output=True, text=True)
+        if done.returncode == 0:
+            out.append("\n" + done.stdout.strip() + "\n")
+        else:
+            last = (done.stderr or done.stdout or "").strip().splitlines()[-1:] or ["exit %d" % done.returncode]
+            out.append("\n## %s\n\nnot measured: %s\n" % (title, last[0]))
+    return "".join(out)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="repetitions of every figure (median taken)")
@@ -379,6 +400,7 @@ def main(argv=None):
         server.stop()
     info["load"] = "load average %s before, %s after" % (load_before, loadavg())
     report = build(raw, errors, info, args.rounds, time.perf_counter() - start)
+    report += extra_sections(log)
     sys.stdout.write(report)
     if not args.no_write:
         with open(os.path.join(HERE, "results.md"), "w") as f:
