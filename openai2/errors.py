@@ -111,6 +111,40 @@ class BadRequestError(APIStatusError):
     status_code = 400
 
 
+class ContextLengthError(BadRequestError):
+    """The server refused the request as longer than the model's context window.
+
+    Recognised by :func:`make_status_error` from OpenAI's ``context_length_exceeded`` code and
+    the wordings of vLLM, llama.cpp server, DeepSeek, Qwen/DashScope, Mistral, Groq, Cerebras,
+    Gemini, OpenRouter, Anthropic, xAI and LiteLLM (tests/data/context_errors.json holds the
+    real bodies).  It is a :class:`BadRequestError` whatever the status: ``status_code`` keeps
+    the status the server sent (400 mostly; 413 from Anthropic; 500 from llama.cpp server's old
+    "Context size has been exceeded.").  Sending the same request again cannot succeed, so it
+    is never retried (``retryable`` is False).
+
+    :ivar limit: the context window in tokens, when the server states it, else None
+    :ivar requested: the tokens the request needs as the server counted them (the prompt, plus
+        the answer's ``max_tokens`` when the server counts it in), when stated, else None
+    """
+
+    status_code = 400
+    #: Sending the same request again cannot succeed: the client raises at once.
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 400,
+        limit: int | None = None,
+        requested: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, status_code=status_code, **kwargs)
+        self.limit = limit
+        self.requested = requested
+
+
 class AuthenticationError(APIStatusError):
     """401: the API key is missing, wrong or revoked."""
 
@@ -352,7 +386,148 @@ def parse_error_body(raw: bytes | str) -> tuple[object, dict[str, Any] | None]:
             return body, {"message": err}
         if "message" in body or "detail" in body:
             return body, body
+    elif isinstance(body, list) and body and isinstance(body[0], dict):
+        # Gemini (its OpenAI endpoint too) answers with a list holding one {"error": {...}}
+        err = body[0].get("error")
+        if isinstance(err, dict):
+            return body, err
     return body, None
+
+
+# Refusals that name a token count but are not about the context window: a rate limit in
+# tokens per minute ("Request too large for gpt-4o ... on tokens per min (TPM)"; Groq sends it
+# as a 413), a quota, a missing key.  These statuses and markers are never a ContextLengthError.
+_ERRORS_NOT_CONTEXT_STATUSES = frozenset((401, 402, 403, 404, 405, 408, 409, 429))
+_ERRORS_NOT_CONTEXT_MARKERS = ("tokens per min", "(tpm)", "rate limit", "rate_limit", "quota")
+
+# What servers say when a request is longer than the window (sources: tests/data/
+# context_errors.json).  Each pattern recognises the refusal; its named groups, when present,
+# give the window (``limit``), what the server counted (``requested``), or the two parts it
+# added up (``prompt`` + ``completion``).  Matched case-insensitively against the message.
+_ERRORS_CONTEXT_PATTERNS = (
+    # vLLM >= 0.10 when prompt + max_tokens do not fit (before the generic OpenAI wording)
+    r"is too large: (?P<completion>\d+)\. this model's maximum context length is (?P<limit>\d+) tokens"
+    r" and your request has (?P<prompt>\d+) input tokens",
+    r"your request has (?P<prompt>\d+) input tokens plus (?P<completion>\d+) 'max_tokens'",
+    # OpenAI, DeepSeek, vLLM, OpenRouter: "maximum context length is N tokens. However, ..."
+    r"maximum context length is (?P<limit>\d+) tokens[.,] however,? (?:your messages resulted in"
+    r"|you requested(?: about)?|your request has) (?P<requested>\d+)",
+    r"maximum context length is (?P<limit>\d+) tokens",
+    # xAI; vLLM's --max-prompt-len
+    r"maximum prompt length is (?P<limit>\d+)(?: tokens)?\.? (?:but the request contains|however, your request has)"
+    r" (?P<requested>\d+)",
+    # OpenAI GPT-5 family (input window smaller than the whole window)
+    r"input tokens exceed the configured limit of (?P<limit>\d+) tokens\. your messages resulted in"
+    r" (?P<requested>\d+) tokens",
+    # llama.cpp server: newest, new and old (500) wordings
+    r"request \((?P<requested>\d+) tokens\) exceeds the available context size \((?P<limit>\d+) tokens\)",
+    r"exceeds the available context size",
+    r"context size has been exceeded",
+    # Qwen / DashScope (native and compatible mode)
+    r"range of input length should be \[\d+, ?(?P<limit>\d+)\]",
+    # Mistral
+    r"prompt contains (?P<requested>\d+) tokens(?: and \d+ draft tokens)?, too large for model with"
+    r" (?P<limit>\d+) maximum context length",
+    # Gemini
+    r"input token count \((?P<requested>\d+)\) exceeds the maximum number of tokens allowed \((?P<limit>\d+)\)",
+    # Anthropic (and its OpenAI-compatible endpoint)
+    r"prompt is too long: (?P<requested>\d+) tokens > (?P<limit>\d+) maximum",
+    r"input length and `?max_tokens`? exceed context limit: (?P<prompt>\d+) \+ (?P<completion>\d+) > (?P<limit>\d+)",
+    r"request size exceeds model context window",
+    r"exceeds the context window",
+    # Cerebras, then the Groq / OpenAI closing sentence
+    r"current length is (?P<requested>\d+) while limit is (?P<limit>\d+)",
+    r"please reduce the length of the messages",
+    # GLM behind an OpenAI-compatible provider; Volcano Engine Ark
+    r"number of input tokens \((?P<requested>\d+)\) has exceeded max_prompt_tokens \((?P<limit>\d+)\)",
+    r"input length (?P<requested>\d+) exceeds the maximum length (?P<limit>\d+)",
+    # LiteLLM's proxy names its own class for all of the above
+    r"contextwindowexceedederror",
+)
+
+
+_errors_context_cache: dict[str, tuple[Any, ...]] = {}
+
+
+def _errors_context_regexes() -> tuple[Any, ...]:
+    """The patterns compiled once, on the first error answer (``re`` stays out of the import)."""
+    compiled = _errors_context_cache.get("patterns")
+    if compiled is None:
+        import re
+
+        compiled = _errors_context_cache.setdefault(
+            "patterns", tuple(re.compile(p) for p in _ERRORS_CONTEXT_PATTERNS)
+        )
+    return compiled
+
+
+def _errors_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _errors_context_overflow(
+    status: int, message: str, err: Mapping[str, Any] | None = None
+) -> tuple[int | None, int | None, int] | None:
+    """Whether an error answer is a refusal for length: ``(limit, requested, completion)``, or None.
+
+    ``limit`` and ``requested`` are the window and the server's count when the message or the
+    body's fields (llama.cpp's ``n_ctx``, ``n_prompt_tokens``) state them, else None;
+    ``completion`` is how many of the requested tokens the server counted for the answer
+    (``max_tokens``), 0 when it did not say.  Look-alikes are not matched: a ``max_tokens``
+    above the model's output cap, a rate limit in tokens per minute, a body too large for a
+    proxy, a prompt too short.
+
+    :param status: the HTTP status
+    :param message: the server's message (already masked)
+    :param err: the error object of the body (see :func:`parse_error_body`), or None
+    """
+    import re
+
+    if status < 400 or status in _ERRORS_NOT_CONTEXT_STATUSES:
+        return None
+    err = err if isinstance(err, dict) else {}
+    code, type_ = err.get("code"), err.get("type")
+    # a refusal says what it is in its first sentences: a megabyte of echoed prompt is not read
+    lowered = message[:20000].lower()
+    if code == "rate_limit_exceeded" or type_ == "tokens" or any(m in lowered for m in _ERRORS_NOT_CONTEXT_MARKERS):
+        return None
+    found = code == "context_length_exceeded" or type_ == "exceed_context_size_error"
+    limit = _errors_int(err.get("n_ctx"))
+    requested = _errors_int(err.get("n_prompt_tokens"))
+    completion = 0
+    for pattern in _errors_context_regexes():
+        match = pattern.search(lowered)
+        if match is None:
+            continue
+        found = True
+        groups = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+        if limit is None:
+            limit = groups.get("limit")
+        if requested is None and "requested" in groups:
+            requested = groups["requested"]
+        if "completion" in groups and requested is None:
+            completion = groups["completion"]
+            requested = groups.get("prompt", 0) + completion
+    if not found:
+        return None
+    if not completion:
+        counted = re.search(r"(\d+) (?:in|for) the (?:completion|output)", lowered)
+        completion = int(counted.group(1)) if counted else 0
+    return limit, requested, completion
+
+
+def _errors_context_hint(limit: int | None, requested: int | None, completion: int, llama: bool) -> str:
+    window = "the model's context window"
+    if limit is not None and requested is not None:
+        window += " (%d tokens; this request needs %d)" % (limit, requested)
+    elif limit is not None:
+        window += " (%d tokens)" % limit
+    fix = "set Chat(MsgMaxTokens=...) or MsgMaxTokens='auto', or remove messages"
+    if completion:
+        fix += ", or lower max_tokens (%d of them are reserved for the answer)" % completion
+    if llama:
+        fix += ", or start llama-server with a larger --ctx-size"
+    return "The conversation is longer than %s: %s." % (window, fix)
 
 
 def make_status_error(
@@ -401,6 +576,13 @@ def make_status_error(
     elif status == 404 and code in (None, "404", 404):
         hint = "Check the base URL (it usually ends in /v1) and the model or deployment name."
     cls = status_error_class(status)
+    extra: dict[str, Any] = {}
+    overflow = _errors_context_overflow(status, message, err)
+    if overflow is not None:
+        limit, requested, completion = overflow
+        llama = type_ == "exceed_context_size_error" or "context size" in message.lower()
+        cls, extra = ContextLengthError, {"limit": limit, "requested": requested}
+        hint = _errors_context_hint(limit, requested, completion, llama)
     return cls(
         message,
         status_code=status,
@@ -411,6 +593,7 @@ def make_status_error(
         code=code,
         type=type_,
         param=param,
+        **extra,
     )
 
 
