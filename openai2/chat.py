@@ -22,7 +22,9 @@ from .errors import OpenAIError
 from .files import atomic_write, read_json_file
 from .history import MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
+from .logbook import Logbook, LogbookError
 from .objects import to_attr
+from .store import Store
 from .structured import ParsePlan, Target, run_parse, run_parse_async
 from .tools import Exchange, ToolCall, pending_calls, tool_result_text
 from .transport import CancelScope
@@ -185,6 +187,11 @@ class Chat(BaseConversation):
         ``msg_max_count`` is accepted too; None or 0 means no limit
     :param system: a system prompt, pinned at the start of the history
     :param client: an existing :class:`OpenAI` client to share (then no client options)
+    :param log: log every exchange into the exchange log ``openai2 logs`` reads: True for the
+        command line's ``logs.db`` (off while ``OPENAI2_LOG=0`` or after ``openai2 logs off``),
+        a path for another file, or a :class:`Logbook`; None (default): nothing is written
+    :param log_session: the session name the log files this Chat's exchanges under (default: a
+        name of its own, ``chat-<hex>``), so ``openai2 chat --continue ID`` can pick it up
     """
 
     def __init__(
@@ -195,6 +202,8 @@ class Chat(BaseConversation):
         msg_max_count: int | None = None,
         system: str | None = None,
         client: OpenAI | None = None,
+        log: bool | str | os.PathLike[str] | Logbook | None = None,
+        log_session: str | None = None,
         **kwargs: Any,
     ) -> None:
         if MsgMaxCount is not None and msg_max_count is not None and MsgMaxCount != msg_max_count:
@@ -206,6 +215,7 @@ class Chat(BaseConversation):
         self.last_reasoning: str = ""
         #: the tool calls the last request ran (:class:`ToolCall` records, in order)
         self.last_tool_calls: list[ToolCall] = []
+        self._log = _ChatLog.make(log, log_session)
         self._system = validate_message(system_msg(system), "system") if system is not None else None
         if self._system is not None:
             self._buffer.extend([self._system])
@@ -412,10 +422,17 @@ class Chat(BaseConversation):
             _chat_check_continuation(self._buffer.view(), user)
             # copies: last_request must not alias the stored history
             body["messages"] = [dict(m) for m in self._buffer.payload([user] if user is not None else [])]
+        if self._log is not None:
+            self._log.start()
         return user, body, options, loop
 
     def _commit(self, user: dict[str, Any] | None, exchange: Exchange) -> None:
-        """Join one exchange to the history (every tool round with it), atomically."""
+        """Join one exchange to the history (every tool round with it), atomically; log it."""
+        self._commit_only(user, exchange)
+        if self._log is not None:
+            self._log.record(self, exchange.request, status="ok")
+
+    def _commit_only(self, user: dict[str, Any] | None, exchange: Exchange) -> None:
         acc = exchange.acc
         if exchange.result is not None:
             response: Any = to_attr(exchange.result)
@@ -455,6 +472,8 @@ class Chat(BaseConversation):
             self._note_answer(body, response, usage, rounds)
             self.last_reasoning = reasoning
             self.last_tool_calls = exchange.calls
+        if self._log is not None:
+            self._log.record(self, body, status="interrupted")
 
     def request(self, text: Any = None, *, images: Sequence[str] | str | None = None, **params: Any) -> str:
         """Send ``text`` with the history; return the answer. Both join the history.
@@ -470,7 +489,11 @@ class Chat(BaseConversation):
         :raises ToolRoundsError: more than ``max_tool_rounds`` tool rounds; the history is unchanged
         """
         user, body, options, loop = self._prepare(text, images, params)
-        exchange = self._send_rounds(body, options, loop)
+        try:
+            exchange = self._send_rounds(body, options, loop)
+        except BaseException as exc:
+            self._log_failure(body, exc)
+            raise
         self._commit(user, exchange)
         return exchange.text
 
@@ -505,7 +528,11 @@ class Chat(BaseConversation):
         Cancelling the awaiting task closes the connection at once and leaves the history unchanged.
         """
         user, body, options, loop = self._prepare(text, images, params)
-        exchange = await self._send_rounds_async(body, options, loop)
+        try:
+            exchange = await self._send_rounds_async(body, options, loop)
+        except BaseException as exc:
+            self._log_failure(body, exc)
+            raise
         self._commit(user, exchange)
         return exchange.text
 
@@ -533,7 +560,11 @@ class Chat(BaseConversation):
         :raises TypeError: a schema that cannot be described (naming the annotation)
         """
         user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
-        done = run_parse(lambda request: self._send(request, options), body, plan)
+        try:
+            done = run_parse(lambda request: self._send(request, options), body, plan)
+        except BaseException as exc:
+            self._log_failure(body, exc)
+            raise
         self._commit_parsed(user, done)
         return done.value
 
@@ -550,9 +581,19 @@ class Chat(BaseConversation):
         """:meth:`parse` as a coroutine (requests in worker threads; cancelling leaves the history)."""
         user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
         send = self._send_async
-        done = await run_parse_async(lambda request: send(request, options), body, plan)
+        try:
+            done = await run_parse_async(lambda request: send(request, options), body, plan)
+        except BaseException as exc:
+            self._log_failure(body, exc)
+            raise
         self._commit_parsed(user, done)
         return done.value
+
+    def _log_failure(self, body: dict[str, Any], exc: BaseException) -> None:
+        """Log a failed exchange (an API, connection or tool error; a Ctrl-C as interrupted)."""
+        if self._log is not None and isinstance(exc, (Exception, KeyboardInterrupt)):
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self._log.record(self, body, status="interrupted" if interrupted else "error", error=exc)
 
     def _commit_parsed(self, user: dict[str, Any] | None, done: ParseResult) -> None:
         exchange = Exchange(None)
@@ -602,6 +643,100 @@ def _chat_check_continuation(history: Sequence[dict[str, Any]], user: dict[str, 
         )
     if user is None and not (history and history[-1].get("role") in ("tool", "function")):
         raise ValueError("request() needs the text to send (without text it only goes on after answered tool calls)")
+
+
+class _ChatLog:
+    """Where a Chat logs its exchanges (``Chat(log=...)``): a :class:`Logbook` and a session
+    name.  A log that fails warns once and is off for the rest of this Chat's life: logging never
+    costs an answer."""
+
+    def __init__(self, book: Logbook, session: str, honour_off: Store | None) -> None:
+        self.book = book
+        self.session = session
+        self.honour_off = honour_off  # the CLI's database: its `logs off` switch applies
+        self.failed = False
+        self._when = threading.local()  # when this thread's exchange was prepared (its latency)
+
+    def start(self) -> None:
+        import time
+
+        self._when.started = time.monotonic()
+
+    @classmethod
+    def make(cls, log: object, session: str | None) -> _ChatLog | None:
+        if log is None or log is False:
+            return None
+        if session is not None and (not isinstance(session, str) or not session.strip()):
+            raise ValueError("log_session must be a non-empty name")
+        name = session or "chat-%s" % os.urandom(4).hex()
+        if log is True:
+            store = Store()
+            return cls(Logbook(store.logs_path), name, store)
+        if isinstance(log, Logbook):
+            return cls(log, name, None)
+        if isinstance(log, (str, os.PathLike)):
+            return cls(Logbook(os.fspath(log)), name, None)
+        raise TypeError("log= must be True, a path or a Logbook, not %s" % type(log).__name__)
+
+    def _off(self) -> bool:
+        if self.failed:
+            return True
+        if self.honour_off is not None:
+            if os.environ.get("OPENAI2_LOG", "").strip() in ("0", "off", "false", "no"):
+                return True
+            return os.path.lexists(self.honour_off.logs_off_path)
+        return False
+
+    def record(self, chat: Chat, body: dict[str, Any] | None, *, status: str, error: BaseException | None = None) -> None:
+        """Log the exchange that just ended (``last_*`` describe it when it succeeded)."""
+        if self._off() or body is None:
+            return
+        import time
+        from urllib.parse import urlsplit
+
+        client = chat._client
+        fields: dict[str, Any] = {}
+        if status != "error":
+            now = chat._buffer.messages()
+            reply = now[-1] if now and now[-1].get("role") == "assistant" else {}
+            content = reply.get("content")
+            fields.update(
+                answer=content if isinstance(content, str) else None,
+                tool_calls=reply.get("tool_calls"),
+                reasoning=chat.last_reasoning or None,
+                usage=chat.last_usage,
+                finish_reason=_chat_finish_reason(chat.last_response),
+            )
+        else:
+            fields["error"] = "%s: %s" % (type(error).__name__, error)
+        started = getattr(self._when, "started", None)
+        self._when.started = None
+        key = client.api_key
+        try:
+            self.book.append(
+                messages=list(body.get("messages") or []),
+                session=self.session,
+                model=str(body.get("model") or ""),
+                host=urlsplit(client.base_url).hostname,
+                latency=round(time.monotonic() - started, 3) if started else None,
+                status=status,
+                key="a pool of %d keys" % len(key) if isinstance(key, AKPool) else key,
+                secrets=client._secrets(),
+                **fields,
+            )
+        except (LogbookError, OSError) as exc:
+            self.failed = True
+            import warnings
+
+            warnings.warn("openai2: the exchange log is off for this Chat: %s" % exc, RuntimeWarning, stacklevel=3)
+
+
+def _chat_finish_reason(response: Any) -> str | None:
+    try:
+        reason = response["choices"][0].get("finish_reason")
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return None
+    return reason if isinstance(reason, str) else None
 
 
 def _chat_finalize(chat: Chat, stop: Callable[[], object]) -> None:
@@ -677,7 +812,7 @@ class ChatTextStream:
             self._reader = threading.get_ident()
         try:
             piece = self._read_piece()
-        except Exception:
+        except Exception as exc:
             with self._lock:
                 self._reader = None
                 stopped = self._state == "done"  # close() from another thread got here first
@@ -685,6 +820,7 @@ class ChatTextStream:
             self._close_stream()
             if stopped:
                 raise StopIteration from None
+            self._chat._log_failure(self._body, exc)
             raise
         except BaseException:
             # KeyboardInterrupt (or SystemExit) while waiting for the server: like close()
@@ -891,8 +1027,9 @@ class AsyncChatTextStream:
             except asyncio.CancelledError:
                 self._stop_early()
                 raise
-            except BaseException:
+            except BaseException as exc:
                 self._state = "done"
+                self._chat._log_failure(self._body, exc)
                 raise
             if not batch:
                 if await self._next_round():

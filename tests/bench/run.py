@@ -352,6 +352,7 @@ def build(raw, errors, info, rounds, elapsed):
 EXTRA_BENCHES = [
     ("the tool loop", ["bench_tools.py"]),
     ("the gateway", ["bench_gateway.py"]),
+    ("the exchange log", ["bench_log.py"]),
 ]
 
 
