@@ -406,19 +406,27 @@ _ERRORS_NOT_CONTEXT_MARKERS = ("tokens per min", "(tpm)", "rate limit", "rate_li
 # added up (``prompt`` + ``completion``).  Matched case-insensitively against the message.
 _ERRORS_CONTEXT_PATTERNS = (
     # vLLM >= 0.10 when prompt + max_tokens do not fit (before the generic OpenAI wording)
-    r"is too large: (?P<completion>\d+)\. this model's maximum context length is (?P<limit>\d+) tokens"
-    r" and your request has (?P<prompt>\d+) input tokens",
+    (
+        r"is too large: (?P<completion>\d+)\. this model's maximum context length is (?P<limit>\d+) tokens"
+        r" and your request has (?P<prompt>\d+) input tokens"
+    ),
     r"your request has (?P<prompt>\d+) input tokens plus (?P<completion>\d+) 'max_tokens'",
     # OpenAI, DeepSeek, vLLM, OpenRouter: "maximum context length is N tokens. However, ..."
-    r"maximum context length is (?P<limit>\d+) tokens[.,] however,? (?:your messages resulted in"
-    r"|you requested(?: about)?|your request has) (?P<requested>\d+)",
+    (
+        r"maximum context length is (?P<limit>\d+) tokens[.,] however,? (?:your messages resulted in"
+        r"|you requested(?: about)?|your request has) (?P<requested>\d+)"
+    ),
     r"maximum context length is (?P<limit>\d+) tokens",
     # xAI; vLLM's --max-prompt-len
-    r"maximum prompt length is (?P<limit>\d+)(?: tokens)?\.? (?:but the request contains|however, your request has)"
-    r" (?P<requested>\d+)",
+    (
+        r"maximum prompt length is (?P<limit>\d+)(?: tokens)?\.? (?:but the request contains|however, your request has)"
+        r" (?P<requested>\d+)"
+    ),
     # OpenAI GPT-5 family (input window smaller than the whole window)
-    r"input tokens exceed the configured limit of (?P<limit>\d+) tokens\. your messages resulted in"
-    r" (?P<requested>\d+) tokens",
+    (
+        r"input tokens exceed the configured limit of (?P<limit>\d+) tokens\. your messages resulted in"
+        r" (?P<requested>\d+) tokens"
+    ),
     # llama.cpp server: newest, new and old (500) wordings
     r"request \((?P<requested>\d+) tokens\) exceeds the available context size \((?P<limit>\d+) tokens\)",
     r"exceeds the available context size",
@@ -426,8 +434,10 @@ _ERRORS_CONTEXT_PATTERNS = (
     # Qwen / DashScope (native and compatible mode)
     r"range of input length should be \[\d+, ?(?P<limit>\d+)\]",
     # Mistral
-    r"prompt contains (?P<requested>\d+) tokens(?: and \d+ draft tokens)?, too large for model with"
-    r" (?P<limit>\d+) maximum context length",
+    (
+        r"prompt contains (?P<requested>\d+) tokens(?: and \d+ draft tokens)?, too large for model with"
+        r" (?P<limit>\d+) maximum context length"
+    ),
     # Gemini
     r"input token count \((?P<requested>\d+)\) exceeds the maximum number of tokens allowed \((?P<limit>\d+)\)",
     # Anthropic (and its OpenAI-compatible endpoint)
@@ -455,9 +465,7 @@ def _errors_context_regexes() -> tuple[Any, ...]:
     if compiled is None:
         import re
 
-        compiled = _errors_context_cache.setdefault(
-            "patterns", tuple(re.compile(p) for p in _ERRORS_CONTEXT_PATTERNS)
-        )
+        compiled = _errors_context_cache.setdefault("patterns", tuple(re.compile(p) for p in _ERRORS_CONTEXT_PATTERNS))
     return compiled
 
 

@@ -205,8 +205,10 @@ class ThroughTheClientTest(unittest.TestCase):
         self.assertNotIn(KEY, str(caught.exception))
 
     def test_create_with_max_retries_0_raises_context_length_error(self):
-        body = '{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it",' \
-               '"type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}}'
+        body = (
+            '{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it",'
+            '"type":"exceed_context_size_error","n_prompt_tokens":5000,"n_ctx":4096}}'
+        )
         ai, _ = client(Reply(status=400, body=body))
         with self.assertRaises(ContextLengthError) as caught:
             ai.chat.completions.create(model="m", messages=MESSAGES)
