@@ -1164,7 +1164,17 @@ class _CliAttachment:
         self.part = part
 
     def describe(self) -> str:
-        return "%s (%s, %s)" % (self.name, "image" if self.part is not None else "text", _cli_size_text(self.size))
+        kind = "image" if self.part is not None else "text"
+        return "%s (%s, %s)" % (_cli_shown_name(self.name), kind, _cli_size_text(self.size))
+
+
+def _cli_shown_name(name: str) -> str:
+    """A file name safe to print and to label a fence: control and invisible characters (a
+    newline, ESC, a bidi override) escaped, so a folder's hostile file name cannot drive the
+    terminal (clear it, set the clipboard) or pass for another name."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _cli_is_image(path: str) -> bool:
@@ -1296,7 +1306,8 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
 
     def listing(items: list[str]) -> str:
         more = len(items) - _CLI_LIST_SHOWN
-        return ", ".join(items[:_CLI_LIST_SHOWN]) + (", and %d more" % more if more > 0 else "")
+        shown = ", ".join(_cli_shown_name(item) for item in items[:_CLI_LIST_SHOWN])
+        return shown + (", and %d more" % more if more > 0 else "")
 
     if found:
         out.note(
@@ -1304,7 +1315,7 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
             % (
                 len(found),
                 "" if len(found) == 1 else "s",
-                folder,
+                _cli_shown_name(folder),
                 _cli_size_text(total),
                 listing([a.name for a in found]),
             )
@@ -1313,7 +1324,7 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
         out.note(
             "openai2: skipped in %s: %s%s"
             % (
-                folder,
+                _cli_shown_name(folder),
                 listing(skipped),
                 "; the cap is %s in all, raise it with --max-attach SIZE" % _cli_size_text(limit) if capped else "",
             )
@@ -1331,7 +1342,7 @@ def _cli_fence(name: str, text: str) -> str:
         run = run + 1 if char == "`" else 0
         longest = max(longest, run)
     fence = "`" * max(3, longest + 1)
-    label = " ".join(name.replace("`", "'").split())
+    label = " ".join(_cli_shown_name(name.replace("`", "'")).split())
     return "%s%s\n%s%s%s" % (fence, label, text, "" if text.endswith("\n") or not text else "\n", fence)
 
 
