@@ -759,8 +759,9 @@ class Gateway:
         gateway's own or the ``cors`` one."""
         host = (h.headers.get("Host") or "").strip().lower()
         if host and not self.token and not _gw_loopback_host(host, self.host):
-            return "Refused: Host %r is not a loopback name (a DNS-rebinding page?); use --token to serve other names." % (
-                _gw_log_field(host[:100]),
+            return (
+                "Refused: Host %r is not a loopback name (a DNS-rebinding page?); use --token to serve other names."
+                % (_gw_log_field(host[:100]),)
             )
         origin = (h.headers.get("Origin") or "").strip()
         if not origin or self.cors == "*" or origin == self.cors or origin.lower() == "http://" + host:
