@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import stat
+import tempfile
 import unittest
 from unittest import mock
 
@@ -251,6 +252,48 @@ class AttachNamesTest(HostileLogCase):
         fence = content.split("\n")[2][:5]
         self.assertEqual(fence, "`````")
         self.assertTrue(content.endswith("\n`````"))
+
+
+@unittest.skipIf(os.name == "nt" or not hasattr(signal, "SIGHUP"), "POSIX signals")
+class EditorEndedTest(HostileLogCase):
+    def test_the_draft_is_removed_when_openai2_is_terminated_or_hung_up_during_the_editor(self):
+        scratch = self.path("scratch")
+        os.makedirs(scratch)
+        patcher = mock.patch.object(tempfile, "tempdir", scratch)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        for name in ("SIGTERM", "SIGHUP"):  # kill PID, or the SSH link drops
+            with self.subTest(name):
+                number = getattr(signal, name)
+                pidfile = self.path("editor.pid")
+                editor = self.path("editor.sh")
+                with open(editor, "w") as handle:
+                    handle.write('#!/bin/sh\necho $$ > "%s"\nprintf "secret draft" > "$1"\nkill -%s $PPID\n'
+                                 "exec sleep 30\n" % (pidfile, name[3:]))
+                os.chmod(editor, 0o700)
+                seen = []
+
+                def handler(signum, frame, seen=seen):  # the runner's own: never killed by the test
+                    seen.append(signum)
+
+                previous = signal.signal(number, handler)
+                self.addCleanup(signal.signal, number, previous)
+                with mock.patch.dict(os.environ, {"EDITOR": editor}):
+                    try:
+                        with self.assertRaises(SystemExit) as ended:
+                            self.run_cli("chat", "-e")
+                    finally:
+                        with open(pidfile) as handle:
+                            pid = int(handle.read())
+                        try:
+                            os.kill(pid, signal.SIGKILL)  # the editor this test started, if still there
+                        except OSError:
+                            pass
+                self.assertEqual(ended.exception.code, 128 + number)
+                self.assertEqual(os.listdir(scratch), [])  # the draft is gone
+                self.assertEqual(self.server.requests, [])  # and nothing was sent
+                self.assertEqual(seen, [])
+                self.assertIs(signal.getsignal(number), handler)  # put back
 
 
 if __name__ == "__main__":
