@@ -338,10 +338,15 @@ class ToolCall:
     def call_text(self, limit: int = 200) -> str:
         """The arguments as Python-style keywords, ``city='北京', days=3`` (shortened to ``limit``)."""
         if self.arguments is None:
-            text = self.raw_arguments
+            text = _tools_printable(redact(self.raw_arguments, self._secrets)[: max(limit, 1)])
         else:
             shown = redact_value(self.arguments, self._secrets)  # masked before anything is cut
-            text = ", ".join("%s=%s" % (k, _tools_short_repr(v, limit)) for k, v in shown.items())
+            # a key that is not a name (a **kwargs tool takes any) is shown as its repr: the CLI
+            # asks "Run name(...)? [y/N]" with this text, and control characters the model
+            # chose must not rewrite that question on the terminal
+            text = ", ".join(
+                "%s=%s" % (k if k.isidentifier() else repr(k), _tools_short_repr(v, limit)) for k, v in shown.items()
+            )
         text = redact(text, self._secrets)
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -352,6 +357,13 @@ class ToolCall:
     def _fail(self, text: str) -> None:
         self.failed = True
         self.result = text
+
+
+def _tools_printable(text: str) -> str:
+    """``text`` with each character that is not printable (ESC, CR, BEL ...) as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _tools_short_repr(value: object, limit: int) -> str:

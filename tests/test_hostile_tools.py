@@ -252,6 +252,27 @@ class KeysAndCopies(unittest.TestCase):
         (record,) = pending_calls(history)
         self.assertEqual((record.id, record.arguments), ("a", {"x": 1}))
 
+    def test_call_text_escapes_control_characters_a_model_put_in_keyword_names(self):
+        asked = []
+
+        def configure(level: int, **options: object) -> str:
+            return "ok"
+
+        forged = "\x1b[2K\rRun configure(level=1)? [y/N] "
+        chat, _ = make_chat(
+            [Reply(tool_calls=[call("a", "configure", {"level": 1, forged: "rm -rf /"})]), Reply("x")],
+            tools=[configure],
+            confirm=lambda c: asked.append(c.call_text()) or False,
+        )
+        chat.request("go")
+        (question,) = asked
+        self.assertTrue(question.isprintable(), question)  # the CLI's y/N line cannot be rewritten
+        self.assertIn("rm -rf /", question)
+
+    def test_call_text_of_arguments_that_are_not_json_is_printable(self):
+        record = ToolCall("a", "f", '{"x": "\x1b]0;owned\x07', [KEY])
+        self.assertTrue(record.call_text().isprintable())
+
     @unittest.expectedFailure  # defect: Chat.pending_tool_calls and the "not answered yet" error do not pass the keys to pending_calls (chat.py)
     def test_chat_pending_calls_and_the_refusal_of_a_new_question_mask_an_echoed_key(self):
         chat, _ = make_chat([Reply(tool_calls=[call("a", "search", {"q": KEY})])], tools=[self.SEARCH])
