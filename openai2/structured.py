@@ -180,6 +180,12 @@ class Target:
             return self.spec.model_validate(value)  # type: ignore[attr-defined]
         return from_json(value, self.spec)
 
+    def rewrap(self, value: object) -> object:
+        """A wrapped target's bare value as ``{"value": value}`` (an object with ``value`` as it is)."""
+        if self.wrapped and not (isinstance(value, dict) and "value" in value):
+            return {"value": value}
+        return value
+
     def problems(self, value: object) -> list[str]:
         """Every way ``value`` misses the schema (``"$.path: message"``); [] when it fits."""
         return validate(value, self.schema)
@@ -389,8 +395,16 @@ class ParsePlan:
                 raw=redact(raw, self.secrets),
                 completion=self._masked(completion),
             )
-        found, value = find_json(raw)
-        problems = self.target.problems(value) if found else ["$: the answer holds no JSON value"]
+        target = self.target
+        # the first JSON value in the answer that fits (prose may quote an example first); a
+        # wrapped target (list[X] as {"value": [...]}) takes the bare value too, which a model
+        # asked in the prompt often writes
+        found, value = find_json(raw, accept=lambda v: not target.problems(target.rewrap(v)))
+        if found:
+            value = target.rewrap(value)
+        else:
+            found, value = find_json(raw)  # none fits: the first one, for the problems
+        problems = target.problems(value) if found else ["$: the answer holds no JSON value"]
         if not problems:
             try:
                 converted = self.target.convert(value)

@@ -199,6 +199,16 @@ class AnswersThatMisbehave(unittest.TestCase):
         for text in (str(error), repr(error.errors), error.raw, json.dumps(error.completion)):
             self.assertNotIn(KEY, text)
 
+    def test_a_bare_list_for_a_wrapped_target_is_taken_without_a_repair(self):
+        chat, transport = make_chat([Reply('Here they are: [{"name": "a", "age": 1}]')])
+        self.assertEqual(chat.parse("x", typing.List[Person], strategy="prompt"), [Person("a", 1)])
+        self.assertEqual(len(transport.requests), 1)
+
+    def test_the_json_value_that_fits_is_taken_even_after_an_example_in_the_prose(self):
+        chat, transport = make_chat([Reply('For {"name": 1} I would say: {"name": "Ann", "age": 7}')])
+        self.assertEqual(chat.parse("x", Person, strategy="prompt"), Person("Ann", 7))
+        self.assertEqual(len(transport.requests), 1)
+
     def test_a_forced_strategy_leaves_the_remembered_rung_alone(self):
         chat, transport = make_chat([Reply('{"name": "a", "age": 1}'), Reply('{"name": "b", "age": 2}')])
         chat.parse("x", Person, strategy="prompt")
