@@ -2469,6 +2469,8 @@ def _cli_show_exchange(out: _CliOutput, record: dict[str, Any], *, brief: bool =
         for label, text in (("Q", record["question"]), ("A", record["answer"] or record["error"])):
             out.line("  %s: %s" % (label, _cli_one_line(out, text, 200)))
         return
+    if record.get("incomplete"):
+        out.line("[incomplete: %s; the messages before are missing]" % record["incomplete"], "error")
     for msg in record.get("messages", []):
         content = msg.get("content")
         out.line("[%s]" % msg.get("role"), "dim")

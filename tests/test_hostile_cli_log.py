@@ -296,5 +296,48 @@ class EditorEndedTest(HostileLogCase):
                 self.assertIs(signal.getsignal(number), handler)  # put back
 
 
+class ContinueDamagedTest(HostileLogCase):
+    def four(self):
+        self.server.add_replies(*[Reply(content="a%d" % i) for i in range(4)])
+        for i in range(4):
+            self.assertEqual(self.run_cli("chat", "q%d" % i)[0], EXIT_OK)
+
+    def edit_log(self, sql):
+        conn = sqlite3.connect(self.store.logs_path)
+        conn.execute(sql)
+        conn.commit()
+        conn.close()
+
+    def test_an_id_beyond_sqlites_integers_is_no_such_exchange(self):
+        self.four()
+        huge = str(2**70)
+        code, _, err = self.run_cli("chat", "--continue", huge, "x")
+        self.assertEqual(code, 2, err)
+        self.assertIn("no exchange %s" % huge, err)
+        code, _, err = self.run_cli("logs", "show", huge)
+        self.assertEqual(code, EXIT_STORAGE, err)
+        self.assertNotIn("unexpected", err)
+
+    def test_an_exchange_whose_parent_was_deleted_is_never_continued_cut_short(self):
+        self.four()
+        self.edit_log("DELETE FROM exchanges WHERE id = 2")  # by hand, in sqlite3
+        before = len(self.server.requests)
+        code, _, err = self.run_cli("chat", "--continue", "4", "and then?")
+        self.assertEqual(code, EXIT_STORAGE, err)
+        self.assertIn("exchange 2", err)
+        self.assertEqual(len(self.server.requests), before)  # nothing sent with half a history
+        code, out, _ = self.run_cli("logs", "show", "4")
+        self.assertEqual(code, EXIT_OK)
+        self.assertIn("[incomplete: exchange 2", out)
+
+    def test_a_cycle_in_a_hand_edited_log_ends(self):
+        self.four()
+        self.edit_log("UPDATE exchanges SET prev_id = 4 WHERE id = 3")  # 4 -> 3 -> 4 -> ...
+        code, out, _ = self.run_cli("logs", "show", "4")
+        self.assertEqual(code, EXIT_OK)
+        self.assertIn("[incomplete: exchange 3 builds on 4", out)
+        self.assertEqual(self.run_cli("chat", "--continue", "4", "x")[0], EXIT_STORAGE)
+
+
 if __name__ == "__main__":
     unittest.main()
