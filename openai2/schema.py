@@ -992,6 +992,8 @@ def _schema_value_kind(value: object) -> str:
         return type(value).__name__
     if kind == "null":
         return "null"
+    if isinstance(value, float) and not (value == value and abs(value) != _SCHEMA_INF):
+        return "%s (not a JSON number)" % ("NaN" if value != value else "Infinity" if value > 0 else "-Infinity")
     import json
 
     try:
@@ -1012,6 +1014,9 @@ def _schema_json_text(value: object) -> str:
         return repr(value)
 
 
+_SCHEMA_INF = float("inf")
+
+
 def _schema_is_type(value: object, kind: object) -> bool:
     if kind == "null":
         return value is None
@@ -1023,7 +1028,8 @@ def _schema_is_type(value: object, kind: object) -> bool:
         # models sometimes write 3.0 for 3
         return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if kind == "number":
-        return isinstance(value, (int, float))
+        # NaN and Infinity are not JSON (Python's json reads them): no schema's number
+        return isinstance(value, int) or (isinstance(value, float) and value == value and abs(value) != _SCHEMA_INF)
     if kind == "string":
         return isinstance(value, str)
     if kind == "array":

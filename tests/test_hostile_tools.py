@@ -209,6 +209,25 @@ class AnswersThatMisbehave(unittest.TestCase):
         self.assertEqual(chat.parse("x", Person, strategy="prompt"), Person("Ann", 7))
         self.assertEqual(len(transport.requests), 1)
 
+    def test_nan_in_an_answer_is_not_a_number_of_the_schema(self):
+        schema = {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}
+        chat, transport = make_chat([Reply('{"x": NaN}'), Reply('{"x": 1.5}')])
+        self.assertEqual(chat.parse("x", schema), {"x": 1.5})
+        self.assertIn("NaN (not a JSON number)", transport.requests[1].json["messages"][-1]["content"])
+
+    def test_infinity_in_tool_arguments_goes_back_as_an_invalid_argument(self):
+        ran = []
+
+        def scale(factor: float) -> str:
+            ran.append(factor)
+            return "ok"
+
+        chat, transport = make_chat([Reply(tool_calls=[call("a", "scale", '{"factor": Infinity}')]), Reply("x")], tools=[scale])
+        chat.request("go")
+        self.assertEqual(ran, [])
+        self.assertTrue(chat.last_tool_calls[0].failed)
+        self.assertIn("Infinity", sent_tool_answers(transport)[0]["content"])
+
     def test_a_forced_strategy_leaves_the_remembered_rung_alone(self):
         chat, transport = make_chat([Reply('{"name": "a", "age": 1}'), Reply('{"name": "b", "age": 2}')])
         chat.parse("x", Person, strategy="prompt")
