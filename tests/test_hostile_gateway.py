@@ -342,3 +342,34 @@ class TestFlood(_Case):
         self.assertEqual(_statuses(_recv_all(holder))[:1], [200])
         for s in socks:
             self.assertEqual(_statuses(_recv_all(s)), [200])
+
+
+class TestPageMarkdown(unittest.TestCase):
+    """The chat page's inline Markdown pattern, run by node (when installed) on answers built to
+    make a backtracking engine quadratic.  Chromium's V8 gives up on such backtracking and
+    switches engines, but Firefox and Safari run the pattern as written: 200,000 "[" froze the
+    tab for over a minute."""
+
+    def test_inline_markdown_pattern_is_linear_on_hostile_answers(self) -> None:
+        import re
+        import shutil
+        import subprocess
+
+        from openai2.chatpage import _CHATPAGE_SCRIPT
+
+        node = shutil.which("node")
+        if node is None:
+            self.skipTest("needs node")
+        found = re.search(r"^const INLINE = (/.*/g);$", _CHATPAGE_SCRIPT, re.M)
+        assert found is not None
+        script = (
+            "const INLINE = %s;\n"
+            "for (const s of ['['.repeat(200000), '**a'.repeat(70000), '`a'.repeat(100000), '[a]('.repeat(50000),"
+            " '*a '.repeat(70000)]) { let n = 0; for (const m of s.matchAll(INLINE)) n++; }\n"
+            "console.log('done');\n" % found.group(1)
+        )
+        try:  # the timeout is a hang guard: linear takes milliseconds, quadratic minutes
+            out = subprocess.run([node, "-e", script], capture_output=True, timeout=30, check=False)
+        except subprocess.TimeoutExpired:
+            self.fail("the inline Markdown pattern is quadratic on a hostile answer")
+        self.assertEqual(out.stdout.strip(), b"done", out.stderr[-500:])
