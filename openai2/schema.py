@@ -1387,6 +1387,11 @@ def _schema_problems(schema: object, root: object, pointer: str, problems: list[
                 "%s: the $ref %s cannot be resolved (only #, #/$defs/... and #/definitions/... of this schema)"
                 % (pointer, _schema_json_text(ref))
             )
+        elif _schema_ref_loops(root, ref):
+            problems.append(
+                "%s: the $ref %s leads back to itself through $refs alone: it describes no value"
+                % (pointer, _schema_json_text(ref))
+            )
     pattern = schema.get("pattern")
     if isinstance(pattern, str):
         import re
@@ -1409,6 +1414,20 @@ def _schema_problems(schema: object, root: object, pointer: str, problems: list[
         if isinstance(group, list):
             for i, sub in enumerate(group):
                 _schema_problems(sub, root, "%s/%s/%d" % (pointer, keyword, i), problems, depth + 1)
+
+
+def _schema_ref_loops(root: object, ref: str) -> bool:
+    """Whether following ``ref`` from one ``{"$ref": ...}`` to the next comes back to a ref
+    already followed (``A -> B -> A``) without reaching a schema that describes anything."""
+    seen = set()
+    finder = _schema_Validation(root, 1)
+    while isinstance(ref, str) and ref not in seen:
+        seen.add(ref)
+        target = finder.resolve(ref)
+        if not isinstance(target, dict):
+            return False
+        ref = target.get("$ref")  # type: ignore[assignment]
+    return isinstance(ref, str)
 
 
 def check_schema(schema: object, *, where: str = "the schema") -> None:

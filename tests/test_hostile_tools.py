@@ -228,6 +228,14 @@ class AnswersThatMisbehave(unittest.TestCase):
         self.assertTrue(chat.last_tool_calls[0].failed)
         self.assertIn("Infinity", sent_tool_answers(transport)[0]["content"])
 
+    def test_a_schema_whose_refs_only_point_at_each_other_is_refused_before_anything_is_sent(self):
+        schema = {"$ref": "#/$defs/A", "$defs": {"A": {"$ref": "#/$defs/B"}, "B": {"$ref": "#/$defs/A"}}}
+        chat, transport = make_chat([Reply('{"a": 1}')])
+        with self.assertRaises(TypeError) as caught:
+            chat.parse("x", schema)
+        self.assertIn("#/$defs/A", str(caught.exception))
+        self.assertEqual(transport.requests, [])
+
     def test_a_forced_strategy_leaves_the_remembered_rung_alone(self):
         chat, transport = make_chat([Reply('{"name": "a", "age": 1}'), Reply('{"name": "b", "age": 2}')])
         chat.parse("x", Person, strategy="prompt")
