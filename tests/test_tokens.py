@@ -113,14 +113,22 @@ class EstimateTextTest(unittest.TestCase):
         self.assertEqual(estimate_text(text, "no-such-family"), estimate_text(text, "default"))
 
     def test_never_decreases_when_text_is_appended(self):
-        alphabet = list("abcXYZ019 _.,;:!?-()[]{}\"'\t\n\r ") + list("你好世界的。，“”！、（）ひらカナ한국어ДаΩéü") + ["😀", "🎉", "\ufe0f", "\u2600", "\u0301", "\ud800", "\x00"]
+        alphabet = (
+            list("abcXYZ019 _.,;:!?-()[]{}\"'\t\n\r ")
+            + list("你好世界的。，“”！、（）ひらカナ한국어ДаΩéü")
+            + ["😀", "🎉", "\ufe0f", "\u2600", "\u0301", "\ud800", "\x00"]
+        )
         rng = random.Random(19)
         for _ in range(400):
             left = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
             right = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
             for family in FAMILIES:
-                self.assertGreaterEqual(_tok_estimate(left + right, family), _tok_estimate(left, family) - 1e-9, (left, right, family))
-                self.assertGreaterEqual(estimate_text(left + right, family), estimate_text(left, family), (left, right, family))
+                self.assertGreaterEqual(
+                    _tok_estimate(left + right, family), _tok_estimate(left, family) - 1e-9, (left, right, family)
+                )
+                self.assertGreaterEqual(
+                    estimate_text(left + right, family), estimate_text(left, family), (left, right, family)
+                )
                 self.assertGreaterEqual(estimate_text(left, family), 0)
 
     def test_lone_surrogates_do_not_raise(self):
@@ -147,20 +155,37 @@ class CountTokensTest(unittest.TestCase):
             seen.append(text)
             return 2
 
-        messages = [{"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}], "name": "bob"}]
+        messages = [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+                "name": "bob",
+            }
+        ]
         self.assertEqual(count_tokens(messages, tokenizer=counter), 3 + 1 + 2 + 2 + 1 + 2 + 3)
         self.assertEqual(sorted(seen), ["bob", "one", "two"])
 
     def test_name_adds_one_plus_the_name(self):
         plain = {"role": "user", "content": "hi"}
         named = dict(plain, name="alice_2")
-        self.assertEqual(count_tokens([named], tokenizer=len) - count_tokens([plain], tokenizer=len), 1 + len("alice_2"))
+        self.assertEqual(
+            count_tokens([named], tokenizer=len) - count_tokens([plain], tokenizer=len), 1 + len("alice_2")
+        )
 
     def test_tool_calls_count_name_and_arguments(self):
         arguments = json.dumps({"city": "Paris", "unit": "celsius"})
-        call = {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}]}
+        call = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+            ],
+        }
         bare = {"role": "assistant", "content": None}
-        self.assertEqual(count_tokens(call, tokenizer=len) - count_tokens(bare, tokenizer=len), 3 + len("get_weather") + len(arguments))
+        self.assertEqual(
+            count_tokens(call, tokenizer=len) - count_tokens(bare, tokenizer=len),
+            3 + len("get_weather") + len(arguments),
+        )
         self.assertGreater(count_tokens(call, model="gpt-4o"), count_tokens(bare, model="gpt-4o") + 5)
 
     def test_tool_messages_count_their_content(self):
@@ -170,11 +195,16 @@ class CountTokensTest(unittest.TestCase):
     def test_tools_schemas_add_their_json_and_the_overhead(self):
         tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
         text = json.dumps(tools[0], ensure_ascii=False, separators=(",", ":"))
-        self.assertEqual(count_tokens("", tools=tools, tokenizer=len) - count_tokens("", tokenizer=len), 12 + 7 + len(text))
+        self.assertEqual(
+            count_tokens("", tools=tools, tokenizer=len) - count_tokens("", tokenizer=len), 12 + 7 + len(text)
+        )
         self.assertGreater(count_tokens([], tools=tools), count_tokens([]))
 
     def test_estimate_of_a_conversation_is_close_to_the_sum_of_its_parts(self):
-        messages = [{"role": "user", "content": "Bonjour, pouvez-vous m'aider ?"}, {"role": "assistant", "content": "Bien sûr."}]
+        messages = [
+            {"role": "user", "content": "Bonjour, pouvez-vous m'aider ?"},
+            {"role": "assistant", "content": "Bien sûr."},
+        ]
         parts = sum(estimate_text(m["content"], "o200k") for m in messages)
         total = count_tokens(messages, model="gpt-4o")
         self.assertTrue(parts + 3 * 2 + 2 + 3 - 2 <= total <= parts + 3 * 2 + 2 + 3, (parts, total))
@@ -224,16 +254,39 @@ class ImageTest(unittest.TestCase):
 class FamilyTest(unittest.TestCase):
     def test_documented_patterns(self):
         cases = {
-            "gpt-4o": "o200k", "GPT-4o-mini-2024-07-18": "o200k", "openai/gpt-4.1-nano": "o200k", "gpt-5": "o200k",
-            "o1": "o200k", "o3-mini": "o200k", "o4-mini-high": "o200k", "ft:gpt-4o-2024-08-06:org::abc": "o200k",
-            "chatgpt-4o-latest": "o200k", "gpt-oss-120b": "o200k",
-            "gpt-4": "cl100k", "gpt-4-turbo": "cl100k", "gpt-3.5-turbo": "cl100k", "gpt-35-turbo": "cl100k",
-            "qwen2.5:7b": "qwen", "Qwen/Qwen3-235B-A22B": "qwen", "qwq-32b": "qwen", "deepseek-r1-distill-qwen-32b": "qwen",
-            "accounts/fireworks/models/llama-v3p1-8b-instruct": "llama", "meta-llama/Llama-3.3-70B-Instruct": "llama", "llama3.2": "llama",
-            "llama-2-7b-chat": "default", "codellama:13b": "default",
-            "deepseek-chat": "deepseek", "deepseek-reasoner": "deepseek",
-            "mistral-large-latest": "mistral", "open-mixtral-8x7b": "mistral", "codestral-latest": "mistral",
-            "claude-3-5-sonnet": "default", "glm-4": "default", "o100": "default", "": "default", None: "default",
+            "gpt-4o": "o200k",
+            "GPT-4o-mini-2024-07-18": "o200k",
+            "openai/gpt-4.1-nano": "o200k",
+            "gpt-5": "o200k",
+            "o1": "o200k",
+            "o3-mini": "o200k",
+            "o4-mini-high": "o200k",
+            "ft:gpt-4o-2024-08-06:org::abc": "o200k",
+            "chatgpt-4o-latest": "o200k",
+            "gpt-oss-120b": "o200k",
+            "gpt-4": "cl100k",
+            "gpt-4-turbo": "cl100k",
+            "gpt-3.5-turbo": "cl100k",
+            "gpt-35-turbo": "cl100k",
+            "qwen2.5:7b": "qwen",
+            "Qwen/Qwen3-235B-A22B": "qwen",
+            "qwq-32b": "qwen",
+            "deepseek-r1-distill-qwen-32b": "qwen",
+            "accounts/fireworks/models/llama-v3p1-8b-instruct": "llama",
+            "meta-llama/Llama-3.3-70B-Instruct": "llama",
+            "llama3.2": "llama",
+            "llama-2-7b-chat": "default",
+            "codellama:13b": "default",
+            "deepseek-chat": "deepseek",
+            "deepseek-reasoner": "deepseek",
+            "mistral-large-latest": "mistral",
+            "open-mixtral-8x7b": "mistral",
+            "codestral-latest": "mistral",
+            "claude-3-5-sonnet": "default",
+            "glm-4": "default",
+            "o100": "default",
+            "": "default",
+            None: "default",
         }
         for model, family in cases.items():
             self.assertEqual(tokenizer_family(model), family, model)
@@ -311,9 +364,19 @@ class CalibrationTest(unittest.TestCase):
         self.assertEqual(again.apply(777), calibration.apply(777))
 
     def test_from_dict_refuses_a_bad_dict(self):
-        for bad in ({}, {"ratio": 1.0}, {"ratio": "1.0", "samples": 1}, {"ratio": 1.0, "samples": -1}, {"ratio": 1.0, "samples": 1.5},
-                    {"ratio": 100.0, "samples": 1}, {"ratio": float("nan"), "samples": 1}, {"ratio": True, "samples": 1},
-                    {"ratio": 1.0, "samples": True}, [1.0, 1], None):
+        for bad in (
+            {},
+            {"ratio": 1.0},
+            {"ratio": "1.0", "samples": 1},
+            {"ratio": 1.0, "samples": -1},
+            {"ratio": 1.0, "samples": 1.5},
+            {"ratio": 100.0, "samples": 1},
+            {"ratio": float("nan"), "samples": 1},
+            {"ratio": True, "samples": 1},
+            {"ratio": 1.0, "samples": True},
+            [1.0, 1],
+            None,
+        ):
             with self.assertRaises(ValueError, msg=repr(bad)):
                 Calibration.from_dict(bad)
 

@@ -227,9 +227,15 @@ def write_rates(table, chunks):
     path = os.path.join(ROOT, "openai2", "tokens.py")
     with open(path, encoding="utf-8") as handle:
         source = handle.read()
-    rates = "_TOK_RATES = {\n" + "".join('    "%s": (%s),\n' % (f, ", ".join(repr(w) for w in ws)) for f, ws in table.items()) + "}  # type: Dict[str, Tuple[float, ...]]"
-    source = re.sub(r"_TOK_RATES = \{\n.*?\}  # type: Dict\[str, Tuple\[float, \.\.\.\]\]", lambda m: rates, source, flags=re.S)
-    source = re.sub(r"_TOK_CHUNK = \{.*?\}  # type: Dict\[str, int\]", lambda m: "_TOK_CHUNK = %r  # type: Dict[str, int]" % chunks, source)
+    def numbers(weights):
+        text = ["%r," % w for w in weights]
+        return "        " + " ".join(text[:9]) + "\n        " + " ".join(text[9:]) + "\n"
+
+    rates = "# fmt: off\n_TOK_RATES: dict[str, tuple[float, ...]] = {\n"
+    rates += "".join('    "%s": (\n%s    ),\n' % (f, numbers(ws)) for f, ws in table.items()) + "}\n# fmt: on"
+    source = re.sub(r"# fmt: off\n_TOK_RATES: .*?\n# fmt: on", lambda m: rates, source, flags=re.S)
+    chunk = "_TOK_CHUNK: dict[str, int] = {%s}" % ", ".join('"%s": %d' % item for item in chunks.items())
+    source = re.sub(r"_TOK_CHUNK: dict\[str, int\] = \{.*?\}", lambda m: chunk, source)
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(source)
     print("written to", path)
@@ -310,15 +316,14 @@ def calibration(tokenizers):
     messages = conversation()
     print("\nCalibrated on the first request of a %d-message conversation (each request = the history so far):" % len(messages))
     print("%-10s %-8s %-28s %-28s %s" % ("family", "ratio", "calibrated on the first", "calibrated on every one", "uncalibrated"))
-    for name, (family, counter) in tokenizers.items():
-        server = lambda msgs: count_tokens(msgs, tokenizer=counter)  # noqa: E731
+    for family, counter in tokenizers.values():
         model = {"o200k": "gpt-4o", "cl100k": "gpt-4", "qwen": "qwen2.5-72b", "llama": "llama-3.1-70b", "deepseek": "deepseek-chat", "mistral": "mistral-large"}[family]
         once, every = Calibration(), Calibration()
         errors, raw, following = [], [], []
         for end in range(2, len(messages) + 1, 2):  # each request: the history up to a user message
             sent = messages[:end]
             estimate = count_tokens(sent, model=model)
-            actual = server(sent)
+            actual = count_tokens(sent, tokenizer=counter)
             if once.samples:
                 errors.append(abs(once.apply(estimate) - actual) / actual)
                 raw.append(abs(estimate - actual) / actual)
