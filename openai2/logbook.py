@@ -556,7 +556,7 @@ class Logbook:
             " WHERE " + " AND ".join(where) if where else "",
         )
         if limit is not None:
-            sql += " LIMIT %d" % max(0, int(limit))
+            sql += " LIMIT %d" % min(max(0, int(limit)), 2**63 - 1)  # SQLite's integers end there
         try:
             rows = conn.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:

@@ -213,6 +213,12 @@ class SinceTest(HostileLogCase):
                 self.assertEqual(code, EXIT_OK, err)
                 self.assertIn("the first question", out)
 
+    def test_a_count_beyond_sqlites_integers_lists_everything(self):
+        self.one_logged()
+        code, out, err = self.run_cli("logs", "-n", str(2**70))
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertIn("the first question", out)
+
     def test_since_in_the_future_and_at_zero_match_nothing(self):
         self.one_logged()
         for value in ("0d", "9999-12-31"):
