@@ -596,7 +596,7 @@ class ToolLoop:
         for call in calls:
             if call._call is None:
                 continue
-            if self.confirm is None or self._confirmed(call, self.confirm(call)):
+            if self.confirm is None or self._confirmed(call, _tools_sync_answer(self.confirm(call))):
                 ready.append(call)
         return ready
 
@@ -748,6 +748,41 @@ def check_max_rounds(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError("max_tool_rounds must be a whole number, 0 or more, got %r" % (value,))
     return value
+
+
+def _tools_sync_answer(answer: object) -> object:
+    """What an ``async def confirm`` means in a synchronous request: its coroutine, run to the
+    end on an event loop of its own in a worker thread (this thread may have a loop running).
+    A coroutine object is truthy: taken as it is, it would approve every call unasked."""
+    import inspect
+
+    if not inspect.isawaitable(answer):
+        return answer
+    if not inspect.iscoroutine(answer):
+        raise TypeError(
+            "confirm returned an awaitable that is not a coroutine: in request() give a plain "
+            "function or an 'async def' one (or use async_request)"
+        )
+    return _tools_run_coroutine(answer)
+
+
+def _tools_run_coroutine(coroutine: Any) -> object:
+    import asyncio
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = asyncio.run(coroutine)
+        except BaseException as exc:  # noqa: BLE001 - raised in the calling thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="openai2-confirm", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def _tools_refuse_awaitable(value: object, name: str) -> object:

@@ -93,6 +93,42 @@ class ToolsThatMisbehave(unittest.TestCase):
         self.assertEqual(len(transport.requests), 1)
         self.assertEqual(escaped, [])
 
+    def test_an_async_confirm_in_a_sync_request_is_asked_not_taken_as_yes(self):
+        ran, asked = [], []
+
+        def rm(path: str) -> str:
+            ran.append(path)
+            return "removed"
+
+        async def confirm(c):
+            asked.append(c.arguments["path"])
+            await asyncio.sleep(0)
+            return c.arguments["path"] != "/"
+
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "rm", {"path": "/"}), call("b", "rm", {"path": "/tmp/x"})]), Reply("x")],
+            tools=[rm],
+            confirm=confirm,
+        )
+        chat.request("go")
+        self.assertEqual(asked, ["/", "/tmp/x"])
+        self.assertEqual(ran, ["/tmp/x"])
+        self.assertTrue(chat.last_tool_calls[0].declined)
+
+    def test_an_async_confirm_in_a_sync_stream_is_asked_too(self):
+        ran = []
+
+        def rm(path: str) -> str:
+            ran.append(path)
+            return "removed"
+
+        async def never(c):
+            return False
+
+        chat, _ = make_chat([Reply(tool_calls=[call("a", "rm", {"path": "/"})]), Reply("x")], tools=[rm], confirm=never)
+        "".join(chat.stream_request("go"))
+        self.assertEqual(ran, [])
+
     def test_a_result_with_a_lone_surrogate_is_sent_with_a_replacement_character(self):
         def read_log() -> str:
             return b"bad \xff byte".decode("utf-8", "surrogateescape")
