@@ -480,6 +480,9 @@ class Gateway:
         for client in self._clients:
             secrets.extend(client._secrets())
         self._secrets = tuple(dict.fromkeys(secrets))
+        #: bytes of a stream held back when it is relayed in parts: the longest form of a key
+        #: that masking looks for (JSON may escape each character as six)
+        self._hold = max((6 * len(k.encode("utf-8")) for k in self._secrets), default=0)
         self._slots = threading.BoundedSemaphore(max_workers)
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
@@ -1016,18 +1019,21 @@ class Gateway:
         failure: str | None = None
         try:
             try:
+                hold = self._hold
                 for piece in response.iter_bytes():
-                    if not sse:
-                        send(piece, False)
-                        continue
                     pending += piece
-                    cut = _gw_event_end(pending)
+                    cut = _gw_event_end(pending) if sse else 0
                     if cut:
                         send(pending[:cut])
                         pending = pending[cut:]
-                    elif len(pending) > 1024 * 1024:  # one huge event: relayed in parts
-                        send(pending, False)
-                        pending = b""
+                    elif len(pending) > (1024 * 1024 if sse else hold):
+                        # one huge event (or a stream that is not SSE): relayed in parts, all
+                        # but the last ``hold`` bytes, so a key near a part boundary
+                        # is whole in one of them: masked before the cut, or held for the next
+                        pending = self._mask_bytes(pending)
+                        cut = len(pending) - hold
+                        send(pending[:cut], False)
+                        pending = pending[cut:]
             except OpenAIError as exc:
                 failure = redact(str(exc), self._secrets)
             with self._lock:
