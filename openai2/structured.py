@@ -143,9 +143,16 @@ class Target:
         import copy
 
         self.spec = spec
-        if isinstance(spec, dict):
+        outer = spec.get("json_schema") if isinstance(spec, dict) and spec.get("type") == "json_schema" else None
+        if isinstance(outer, dict) and isinstance(outer.get("schema"), dict):
+            # the SDK's response_format dict itself: {"type": "json_schema", "json_schema": {...}}
+            check_schema(outer["schema"], where="parse(): the schema")
+            schema: dict[str, Any] = copy.deepcopy(outer["schema"])
+            self.kind, self.strict = "dict", outer.get("strict") is True
+            name = str(outer.get("name") or schema.get("title") or "response")
+        elif isinstance(spec, dict):
             check_schema(spec, where="parse(): the schema")
-            schema: dict[str, Any] = copy.deepcopy(spec)
+            schema = copy.deepcopy(spec)
             self.kind, self.strict = "dict", False
             name = str(spec.get("title") or "response")
         elif _st_is_pydantic(spec):

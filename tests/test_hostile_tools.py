@@ -16,6 +16,7 @@ import threading
 import typing
 import unittest
 
+import openai2
 from openai2 import Chat, SchemaValidationError
 from openai2.structured import Target, find_json, forget_rungs, remembered_rung
 from openai2.tools import ToolCall, pending_calls
@@ -271,6 +272,15 @@ class AnswersThatMisbehave(unittest.TestCase):
             chat.parse("x", schema)
         self.assertIn("#/$defs/A", str(caught.exception))
         self.assertEqual(transport.requests, [])
+
+    def test_the_sdks_response_format_dict_is_understood_as_its_schema(self):
+        schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False}
+        wrapper = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}}
+        transport = MemoryTransport([Reply('{"a": 3}')])
+        client = openai2.OpenAI(api_key=KEY, base_url=BASE, transport=transport)
+        done = client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "x"}], response_format=wrapper)
+        self.assertEqual(done.choices[0].message.parsed, {"a": 3})
+        self.assertEqual(transport.requests[0].json["response_format"], wrapper)
 
     def test_a_forced_strategy_leaves_the_remembered_rung_alone(self):
         chat, transport = make_chat([Reply('{"name": "a", "age": 1}'), Reply('{"name": "b", "age": 2}')])
