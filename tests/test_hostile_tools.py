@@ -19,8 +19,8 @@ import unittest
 import openai2
 from openai2 import Chat, SchemaValidationError
 from openai2.structured import Target, find_json, forget_rungs, remembered_rung
-from openai2.tools import ToolCall, pending_calls
 from openai2.testing import MemoryTransport, Reply
+from openai2.tools import ToolCall, pending_calls
 
 KEY = "sk-test-hostile-tools-0123456789abcdefXYZ"
 BASE = "https://api.test/v1"
@@ -87,7 +87,9 @@ class ToolsThatMisbehave(unittest.TestCase):
         async def interrupted() -> str:  # an async tool in a sync request runs in a worker thread
             raise KeyboardInterrupt
 
-        chat, transport = make_chat([Reply(tool_calls=[call("a", "interrupted", {})]), Reply("never")], tools=[interrupted])
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "interrupted", {})]), Reply("never")], tools=[interrupted]
+        )
         with self.assertRaises(KeyboardInterrupt):
             chat.request("go")
         self.assertEqual(chat.fetch_messages(), [])
@@ -259,7 +261,9 @@ class AnswersThatMisbehave(unittest.TestCase):
             ran.append(factor)
             return "ok"
 
-        chat, transport = make_chat([Reply(tool_calls=[call("a", "scale", '{"factor": Infinity}')]), Reply("x")], tools=[scale])
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "scale", '{"factor": Infinity}')]), Reply("x")], tools=[scale]
+        )
         chat.request("go")
         self.assertEqual(ran, [])
         self.assertTrue(chat.last_tool_calls[0].failed)
@@ -274,11 +278,18 @@ class AnswersThatMisbehave(unittest.TestCase):
         self.assertEqual(transport.requests, [])
 
     def test_the_sdks_response_format_dict_is_understood_as_its_schema(self):
-        schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False}
+        schema = {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}},
+            "required": ["a"],
+            "additionalProperties": False,
+        }
         wrapper = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}}
         transport = MemoryTransport([Reply('{"a": 3}')])
         client = openai2.OpenAI(api_key=KEY, base_url=BASE, transport=transport)
-        done = client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "x"}], response_format=wrapper)
+        done = client.chat.completions.parse(
+            model="m", messages=[{"role": "user", "content": "x"}], response_format=wrapper
+        )
         self.assertEqual(done.choices[0].message.parsed, {"a": 3})
         self.assertEqual(transport.requests[0].json["response_format"], wrapper)
 
@@ -302,7 +313,10 @@ class KeysAndCopies(unittest.TestCase):
             return "found"
 
         chat, _ = make_chat(
-            [Reply(tool_calls=[call("a", "lookup", {"q": KEY}), call("b", "nothere", '{"q": "%s"' % KEY)]), Reply("ok")],
+            [
+                Reply(tool_calls=[call("a", "lookup", {"q": KEY}), call("b", "nothere", '{"q": "%s"' % KEY)]),
+                Reply("ok"),
+            ],
             tools=[lookup],
         )
         chat.request("go")
@@ -330,7 +344,11 @@ class KeysAndCopies(unittest.TestCase):
     def test_pending_calls_of_a_hand_made_history_with_object_arguments(self):
         history = [
             {"role": "user", "content": "q"},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}],
+            },
         ]
         (record,) = pending_calls(history)
         self.assertEqual((record.id, record.arguments), ("a", {"x": 1}))
@@ -367,7 +385,9 @@ class KeysAndCopies(unittest.TestCase):
 
     @unittest.expectedFailure  # defect: add_dialogs takes a user message while tool calls wait for answers (chat.py)
     def test_a_user_message_added_while_calls_wait_is_refused_not_left_to_break_every_request(self):
-        chat, transport = make_chat([Reply(tool_calls=[call("a", "search", {"q": "x"})]), Reply("x")], tools=[self.SEARCH])
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "search", {"q": "x"})]), Reply("x")], tools=[self.SEARCH]
+        )
         chat.request("one")
         try:
             chat.add_dialogs({"role": "user", "content": "meanwhile"})
@@ -383,7 +403,9 @@ class KeysAndCopies(unittest.TestCase):
 
     @unittest.expectedFailure  # defect: Chat.add_tool_result does not mask keys as the loop now does (chat.py)
     def test_a_key_in_a_result_given_to_add_tool_result_is_masked(self):
-        chat, transport = make_chat([Reply(tool_calls=[call("a", "search", {"q": "x"})]), Reply("x")], tools=[self.SEARCH])
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "search", {"q": "x"})]), Reply("x")], tools=[self.SEARCH]
+        )
         chat.request("one")
         chat.add_tool_result("a", {"token": KEY})
         chat.request()
@@ -394,7 +416,9 @@ class KeysAndCopies(unittest.TestCase):
         def get_weather(city: str) -> str:
             return "sunny"
 
-        chat, _ = make_chat([Reply(tool_calls=[call("a", "get_weather", {"city": "P"})]), Reply("x")], tools=[get_weather])
+        chat, _ = make_chat(
+            [Reply(tool_calls=[call("a", "get_weather", {"city": "P"})]), Reply("x")], tools=[get_weather]
+        )
         chat.request("go")
         chat.last_request["messages"][1]["tool_calls"][0]["function"]["name"] = "edited"
         chat.last_request["messages"][2]["content"] = "edited"
