@@ -877,6 +877,26 @@ class Gateway:
         self, h: Any, info: dict[str, Any], body: dict[str, Any], stream: bool, org: dict[str, str], record: Any
     ) -> None:
         cancel: CancelScope = record["cancel"]
+        watcher = self._watcher
+        if not stream and watcher is not None:
+            # a client that hangs up while its answer is being made ends the upstream request
+            # (a stream's client is watched from its first byte on, by _relay_stream)
+
+            def on_gone() -> None:
+                h.close_connection = True
+                cancel.cancel()
+
+            watcher.watch(h.connection, on_gone)
+        try:
+            self._chat_tries(h, info, body, stream, org, record)
+        finally:
+            if not stream and watcher is not None:
+                watcher.unwatch(h.connection)
+
+    def _chat_tries(
+        self, h: Any, info: dict[str, Any], body: dict[str, Any], stream: bool, org: dict[str, str], record: Any
+    ) -> None:
+        cancel: CancelScope = record["cancel"]
         last: OpenAIError | None = None
         for client, same_account in zip(self._clients, self._same_account):
             if cancel.cancelled:
@@ -923,6 +943,10 @@ class Gateway:
             finally:
                 response.close()
             self._relay_whole(h, response, raw, info)
+            return
+        if isinstance(last, RequestCancelledError) and not record["cut"]:
+            h.close_connection = True  # the client hung up: nobody to answer
+            info["status"] = 499
             return
         if record["cut"]:
             self._send(

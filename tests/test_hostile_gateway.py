@@ -408,7 +408,7 @@ class TestStreamsHostile(_Case):
         body = json.dumps({"model": "m", "messages": [], "stream": True}).encode()
         raw = b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         out = self.exchange(gw, raw)
-        self.assertTrue(out.startswith(b"HTTP/1.0 200") or out.startswith(b"HTTP/1.1 200"), out[:100])
+        self.assertTrue(out.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")), out[:100])
         self.assertNotIn(b"chunked", out.partition(b"\r\n\r\n")[0].lower())
         self.assertIn(b"data: [DONE]", out)
 
@@ -460,3 +460,46 @@ class TestManyConnections(_Case):
             threading.Event().wait(0.05)
         self.assertEqual(threading.active_count(), threads0)
         self.assertEqual(fds(), fds0)
+
+
+class _SilentUpstream:
+    """Accepts one request and never answers; ``closed`` is set when the gateway hangs up."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.base_url = "http://127.0.0.1:%d/v1" % self.listener.getsockname()[1]
+        self.asked = threading.Event()
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(20)
+            try:
+                while conn.recv(65536):
+                    self.asked.set()
+                self.closed.set()
+            except OSError:
+                self.closed.set()
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+class TestHangUps(_Case):
+    def test_a_client_that_hangs_up_before_a_whole_answer_closes_the_upstream_request(self) -> None:
+        up = _SilentUpstream()
+        self.addCleanup(up.stop)
+        gw = Gateway(up.base_url, KEY, log=self.log, timeout=60).start()
+        self.addCleanup(gw.stop)
+        sock = self.connect(gw)
+        sock.sendall(_post("/v1/chat/completions", CHAT))
+        self.assertTrue(up.asked.wait(10))
+        sock.close()
+        self.assertTrue(up.closed.wait(10), "the upstream request stayed open after the client left")
+        gw.stop()
+        self.assertIn(" 499 ", self.log.getvalue())
