@@ -29,6 +29,7 @@ from .schema import function_arguments, function_parameters, validate
 from .transport import CancelScope
 
 if TYPE_CHECKING:
+    import asyncio
     from typing import Any, Awaitable, Callable, Iterable, Sequence
 
     from .completion import ChatAccumulator
@@ -632,7 +633,8 @@ class ToolLoop:
 
     async def run_async(self, calls: Sequence[ToolCall]) -> None:
         """:meth:`run` for the async drivers: ``async def`` tools are awaited on this event
-        loop, sync tools run in worker threads, all of one answer concurrently.  A ``confirm``
+        loop, sync tools run in worker threads (at most :data:`TOOL_MAX_WORKERS` at a time),
+        all of one answer concurrently.  A ``confirm``
         that returns an awaitable is awaited.  Cancelling the task leaves running sync tools to
         finish in the background; their results are dropped."""
         import asyncio
@@ -649,7 +651,10 @@ class ToolLoop:
                 ready.append(call)
         self._announce(calls)
         if ready:
-            await asyncio.gather(*(self._invoke_async(call) for call in ready))
+            # one worker thread per sync call, at most TOOL_MAX_WORKERS at a time as in run():
+            # an answer with thousands of calls must not start thousands of threads
+            threads = asyncio.Semaphore(TOOL_MAX_WORKERS)
+            await asyncio.gather(*(self._invoke_async(call, threads) for call in ready))
         self._report(calls)
 
     def end_round(self, assistant: dict[str, Any], calls: Sequence[ToolCall]) -> None:
@@ -706,7 +711,7 @@ class ToolLoop:
         finally:
             call.duration = time.perf_counter() - start
 
-    async def _invoke_async(self, call: ToolCall) -> None:
+    async def _invoke_async(self, call: ToolCall, threads: asyncio.Semaphore) -> None:
         import inspect
 
         tool_ = call._tool
@@ -717,7 +722,9 @@ class ToolLoop:
             if tool_.is_async:
                 value = await function(*args, **kwargs)
             else:
-                value = await offload(lambda: function(*args, **kwargs), CancelScope())
+                async with threads:
+                    start = time.perf_counter()  # the run, not the wait for a free thread
+                    value = await offload(lambda: function(*args, **kwargs), CancelScope())
                 if inspect.isawaitable(value):
                     value = await value
             call.result = self._result_text(value)

@@ -132,6 +132,31 @@ class ToolsThatMisbehave(unittest.TestCase):
         "".join(chat.stream_request("go"))
         self.assertEqual(ran, [])
 
+    def test_an_async_request_runs_at_most_eight_sync_tools_at_a_time(self):
+        from openai2.tools import TOOL_MAX_WORKERS
+
+        lock, state = threading.Lock(), {"active": 0, "most": 0}
+        too_many = threading.Event()
+
+        def work(n: int) -> str:
+            with lock:
+                state["active"] += 1
+                state["most"] = max(state["most"], state["active"])
+                if state["active"] > TOOL_MAX_WORKERS:
+                    too_many.set()
+            too_many.wait(0.05)  # overlap with the others; released at once if the cap is broken
+            with lock:
+                state["active"] -= 1
+            return str(n)
+
+        count = 3 * TOOL_MAX_WORKERS
+        calls = [call("c%d" % n, "work", {"n": n}) for n in range(count)]
+        chat, transport = make_chat([Reply(tool_calls=calls), Reply("done")], tools=[work])
+        self.assertEqual(asyncio.run(chat.async_request("go")), "done")
+        self.assertEqual([m["content"] for m in sent_tool_answers(transport)], [str(n) for n in range(count)])
+        self.assertLessEqual(state["most"], TOOL_MAX_WORKERS)
+        self.assertFalse(too_many.is_set())
+
     def test_a_result_with_a_lone_surrogate_is_sent_with_a_replacement_character(self):
         def read_log() -> str:
             return b"bad \xff byte".decode("utf-8", "surrogateescape")
