@@ -73,7 +73,12 @@ def _gw_loopback_host(header: str, bound: str) -> bool:
     else:
         name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
     name = name.rstrip(".")
-    return _gw_is_loopback(name) or name.endswith(".localhost") or name == bound.lower()
+    return (
+        _gw_is_loopback(name)
+        or name in ("0.0.0.0", "localhost")
+        or name.endswith(".localhost")
+        or name == bound.lower()
+    )
 
 
 class _GatewaySlowClient(OSError):
@@ -744,6 +749,9 @@ class Gateway:
                 message = "The gateway failed: %s" % redact(type(exc).__name__, self._secrets)
                 self._try_send(h, 500, _gw_error_body(message, "server_error"))
         finally:
+            if getattr(h, "gw_discard", 0):
+                self._discard_body(h, h.gw_discard)
+                h.gw_discard = 0
             self._access_log(h, info, time.monotonic() - start)
 
     def _try_send(self, h: Any, status: int, body: bytes) -> None:
@@ -778,6 +786,7 @@ class Gateway:
         n = _gw_content_length(h)
         if n < 0 or n > 65536 or h.headers.get("Transfer-Encoding"):
             h.close_connection = True
+            h.gw_discard = max(0, n)  # read after the answer: the client may be sending it still
         elif n:
             self._body_deadline(h, n)
             h.rfile.read(n)
@@ -829,7 +838,7 @@ class Gateway:
                     "request_too_large",
                 ),
             )
-            self._discard_body(h, n)
+            h.gw_discard = n
             return None
         self._body_deadline(h, n)
         raw = h.rfile.read(n)

@@ -503,3 +503,22 @@ class TestHangUps(_Case):
         self.assertTrue(up.closed.wait(10), "the upstream request stayed open after the client left")
         gw.stop()
         self.assertIn(" 499 ", self.log.getvalue())
+
+    def test_a_refused_large_body_still_gets_its_answer(self) -> None:
+        # 401, 403, 404 closed the connection without reading a body over 64 KiB: a client
+        # still sending it got a connection reset instead of the answer.
+        srv = self.server()
+        gw = self.gateway(srv, token="tok-hostile-42")
+        big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * (4 << 20)}]}).encode()
+        for path, headers, status in (
+            ("/v1/chat/completions", {}, 401),
+            ("/v1/nothing", {"Authorization": "Bearer tok-hostile-42"}, 404),
+            ("/v1/chat/completions", {"Origin": "https://evil.example"}, 403),
+        ):
+            conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
+            self.addCleanup(conn.close)
+            conn.request("POST", path, body=big, headers=dict(headers, **{"Content-Type": "application/json"}))
+            resp = conn.getresponse()
+            self.assertEqual(resp.status, status, path)
+            resp.read()
+        self.assertEqual(srv.requests, [])
