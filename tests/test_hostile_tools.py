@@ -464,5 +464,41 @@ class KeysAndCopies(unittest.TestCase):
         self.assertEqual(chat.fetch_messages()[1]["tool_calls"][0]["function"]["name"], "get_weather")
 
 
+class CommandLine(unittest.TestCase):
+    @unittest.expectedFailure  # defect: cli.py's _CliTools.show_result prints an unknown tool's name raw (ESC sequences reach the terminal)
+    def test_an_unknown_tool_name_with_escape_sequences_is_not_printed_raw(self):
+        import io
+        import os
+        import tempfile
+
+        from openai2.cli import main
+
+        with tempfile.TemporaryDirectory() as folder:
+            old = os.environ.get("OPENAI2_HOME")
+            os.environ["OPENAI2_HOME"] = os.path.join(folder, "home")
+            try:
+                path = os.path.join(folder, "w.py")
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.write("def get_weather(city: str) -> str:\n    return 'sunny'\n")
+                forged = "\x1b]0;pwned\x07\x1b[2K"
+                transport = MemoryTransport([Reply(tool_calls=[call("a", forged, {"city": "x"})]), Reply("done")])
+                err = io.StringIO()
+                code = main(
+                    ["chat", "--yes", "--functions", path, "go", "--api-key", KEY, "--base-url", BASE, "--no-save"],
+                    stdin=io.StringIO(""),
+                    stdout=io.StringIO(),
+                    stderr=err,
+                    transport=transport,
+                )
+            finally:
+                if old is None:
+                    os.environ.pop("OPENAI2_HOME", None)
+                else:
+                    os.environ["OPENAI2_HOME"] = old
+        self.assertEqual(code, 0)
+        self.assertIn("no tool named", err.getvalue())
+        self.assertNotIn("\x1b", err.getvalue())
+
+
 if __name__ == "__main__":
     unittest.main()
