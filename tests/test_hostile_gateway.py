@@ -491,6 +491,28 @@ class _SilentUpstream:
 
 
 class TestHangUps(_Case):
+    def test_shutdown_while_a_client_waits_for_a_worker_answers_it_and_ends(self) -> None:
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        srv = self.server([Reply("held", gate=gate, gate_timeout=60)])
+        gw = self.gateway(srv, max_workers=1, queue_timeout=60)
+        holder = self.connect(gw)
+        holder.sendall(_post("/v1/chat/completions", CHAT))
+        self.assertTrue(srv.wait_for_requests(1))
+        waiter = self.connect(gw, timeout=20)
+        waiter.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for _ in range(1000):  # bounded wait until it waits for the worker
+            if getattr(gw, "_waiting", 0) == 1:
+                break
+            threading.Event().wait(0.01)
+        self.assertEqual(getattr(gw, "_waiting", 0), 1)
+        closer = threading.Thread(target=gw.shutdown, kwargs={"grace": 0})
+        closer.start()
+        self.assertEqual(_statuses(_recv_all(waiter))[:1], [503])
+        closer.join(20)  # hang guard: the accept loop waited queue_timeout (60 s) for a worker
+        self.assertFalse(closer.is_alive())
+        self.assertIn(b"503", _recv_all(holder)[:20])
+
     def test_a_client_that_hangs_up_before_a_whole_answer_closes_the_upstream_request(self) -> None:
         up = _SilentUpstream()
         self.addCleanup(up.stop)
@@ -522,3 +544,83 @@ class TestHangUps(_Case):
             self.assertEqual(resp.status, status, path)
             resp.read()
         self.assertEqual(srv.requests, [])
+
+
+class TestHeld(_Case):
+    """Promises the hostile tests found kept (guards against their regression)."""
+
+    def test_path_tricks_get_404_and_reach_no_upstream(self) -> None:
+        srv = self.server()
+        gw = self.gateway(srv)
+        for target in (
+            "/v1/chat/completions/",
+            "/v1/%2e%2e/v1/chat/completions",
+            "/v1/../v1/chat/completions",
+            "http://evil.example/v1/chat/completions",
+            "/V1/chat/completions",
+            "*",
+        ):
+            out = self.exchange(gw, _post(target, CHAT))
+            self.assertIn(_statuses(out)[:1], ([404], [400]), (target, out[:200]))
+        self.assertEqual(srv.requests, [])
+
+    def test_too_many_or_too_long_headers_are_refused(self) -> None:
+        gw = self.gateway(self.server())
+        many = b"".join(b"X-H%d: v\r\n" % i for i in range(200))
+        out = self.exchange(gw, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + many + b"\r\n")
+        self.assertEqual(_statuses(out)[:1], [431])
+        out = self.exchange(gw, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+        self.assertEqual(_statuses(out)[:1], [431])
+
+    def test_body_exactly_at_the_limit_passes_one_byte_over_is_413(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv, max_body=len(CHAT))
+        self.assertEqual(_statuses(self.exchange(gw, _post("/v1/chat/completions", CHAT)))[:1], [200])
+        over = CHAT[:-1] + b" }"
+        self.assertEqual(_statuses(self.exchange(gw, _post("/v1/chat/completions", over)))[:1], [413])
+
+    def test_odd_json_bodies_are_400_or_passed_through(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv)
+        for body in (b"\xff\xfe{}", b"[1, 2]", b'{"model": "m", "temperature": NaN}', b'"text"', b"", b"{"):
+            self.assertEqual(_statuses(self.exchange(gw, _post("/v1/chat/completions", body)))[:1], [400], body)
+        self.assertEqual(srv.requests, [])
+        body = json.dumps({"model": ["not", "a", "string"], "messages": []}).encode()
+        self.assertEqual(_statuses(self.exchange(gw, _post("/v1/chat/completions", body)))[:1], [200])
+        self.assertEqual(srv.last_request.json["model"], ["not", "a", "string"])
+
+    def test_preflight_gets_cors_headers_only_with_cors(self) -> None:
+        srv = self.server()
+        pre = (
+            b"OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: https://app.example\r\n"
+            b"Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+        )
+        out = self.exchange(self.gateway(srv), pre)
+        self.assertNotIn(b"access-control", out.lower())
+        out = self.exchange(self.gateway(srv, cors="https://app.example"), pre)
+        self.assertEqual(_statuses(out)[:1], [204])
+        self.assertIn(b"Access-Control-Allow-Origin: https://app.example", out)
+
+    def test_a_fallbacks_own_key_echoed_by_it_is_masked(self) -> None:
+        own = "sk-fallbackownkeyYYYY8888"
+        bad = self.server([Reply(status=503)])
+        fb = self.server([Reply(status=400, body={"error": {"message": "bad key " + own + " and " + KEY}})])
+        gw = Gateway(bad.base_url, KEY, fallbacks=[(fb.base_url, own)], log=self.log).start()
+        self.addCleanup(gw.stop)
+        out = self.exchange(gw, _post("/v1/chat/completions", CHAT))
+        self.assertEqual(_statuses(out)[:1], [400])
+        self.assertEqual(fb.last_request.headers["authorization"], "Bearer " + own)
+        gw.stop()
+        for text in (out.decode("utf-8", "replace"), self.log.getvalue(), repr(gw)):
+            self.assertNotIn(own, text)
+            self.assertNotIn(KEY, text)
+
+    def test_every_key_limited_with_any_retry_after_relays_the_429(self) -> None:
+        from openai2 import AKPool
+
+        for value in ("99999999999999999999999", "-5", "Wed, 21 Oct 2015 07:28:00 GMT", "1e400", "nan"):
+            srv = self.server([Reply(status=429, headers={"Retry-After": value})] * 2)
+            gw = Gateway(srv.base_url, AKPool([KEY, KEY + "b"]), log=self.log).start()
+            self.addCleanup(gw.stop)
+            out = self.exchange(gw, _post("/v1/chat/completions", CHAT))
+            self.assertEqual(_statuses(out)[:1], [429], (value, out[:300]))
