@@ -927,6 +927,15 @@ def function_parameters(
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise TypeError("%s: no signature to describe (%s)" % (where, exc)) from None
+    first = next(iter(signature.parameters), None)
+    qualname = str(getattr(fn, "__qualname__", ""))
+    if first == "self" and inspect.isfunction(fn) and qualname.count(".") and qualname.split(".")[-2] != "<locals>":
+        # Class.method, not instance.method: the model would have to send "self" (a JSON value)
+        raise TypeError(
+            "%s: %s is a method taken from its class: give an instance's method (%s().%s, or a "
+            "bound method of the object you use) or make it a @staticmethod"
+            % (where, qualname, qualname.rsplit(".", 1)[0], fn.__name__)
+        )
     hint_source: object
     doc_source: object
     if inspect.isroutine(base):

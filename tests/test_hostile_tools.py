@@ -157,6 +157,24 @@ class ToolsThatMisbehave(unittest.TestCase):
         self.assertLessEqual(state["most"], TOOL_MAX_WORKERS)
         self.assertFalse(too_many.is_set())
 
+    def test_a_method_taken_from_its_class_is_refused_when_the_tool_is_defined(self):
+        class Store:
+            def get(self, key: str) -> str:
+                return key
+
+        with self.assertRaises(TypeError) as caught:
+            make_chat([], tools=[Store.get])  # the model would have had to send "self"
+        self.assertIn("Store().get", str(caught.exception))
+        chat, _ = make_chat([], tools=[Store().get])
+        self.assertIsNotNone(chat)
+
+        def plain(self: int) -> int:  # a plain function may name a parameter self
+            return self
+
+        from openai2 import tool_schema
+
+        self.assertEqual(tool_schema(plain)["function"]["parameters"]["required"], ["self"])
+
     def test_a_result_with_a_lone_surrogate_is_sent_with_a_replacement_character(self):
         def read_log() -> str:
             return b"bad \xff byte".decode("utf-8", "surrogateescape")
