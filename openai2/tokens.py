@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 # letters (a long word's extra pieces), letters; digit runs, groups of 3 digits, digits; ASCII
 # punctuation characters, their runs; whitespace runs other than one space, newlines; CJK
 # ideographs, CJK/fullwidth/general punctuation, kana, Hangul, Greek/Cyrillic/Hebrew/Arabic letters,
-# their runs, other characters, emoji (outside the BMP, dingbats, variation selectors). Each count
+# their runs, other characters, emoji (outside the BMP, dingbats, variation selectors), accented
+# Latin letters (also in the letters and their runs), Greek letters (also in the alphabets). Each count
 # never decreases when text is appended, and every rate is >= 0, so neither does the estimate.
 #
 # Fitted on 2026-12-07 by tests/bench/bench_tokens.py --fit (non-negative least squares on the
@@ -36,36 +37,36 @@ if TYPE_CHECKING:
 # fmt: off
 _TOK_RATES: dict[str, tuple[float, ...]] = {
     "o200k": (
-        0.7806, 0.3607, 0.0, 0.9379, 1.071, 0.0, 0.0699, 0.8434, 0.5028,
-        0.5175, 0.5721, 2.4075, 0.5074, 0.6951, 0.0818, 1.1869, 0.0, 2.1711,
+        0.2401, 0.0, 0.1722, 1.1374, 0.6393, 0.0, 0.0, 0.9773, 0.1718,
+        0.9137, 0.5706, 2.4176, 0.5071, 0.6896, 0.3148, 0.0, 1.0, 2.2358, 0.4158, 0.0742,
     ),
     "cl100k": (
-        0.7844, 0.3714, 0.0, 0.9277, 1.1562, 0.0, 0.0798, 0.8099, 0.2129,
-        0.7968, 0.9923, 2.4156, 0.8806, 1.2236, 0.2938, 1.6613, 0.0, 2.8713,
+        0.4439, 0.1887, 0.1277, 1.1051, 0.8183, 0.0, 0.1128, 0.7738, 0.2903,
+        0.8211, 1.0183, 2.3085, 0.8791, 1.2222, 0.6001, 0.0, 1.0, 2.8689, 1.854, 0.4593,
     ),
     "qwen": (
-        0.6462, 0.5627, 0.0, 1.4077, 3.1408, 0.0, 0.0147, 0.8926, 0.0,
-        0.9231, 0.3646, 2.938, 0.4715, 0.8348, 0.2948, 0.5971, 0.0, 2.6344,
+        0.0, 0.6924, 0.125, 1.6234, 2.6123, 0.0472, 0.0, 0.8534, 0.0,
+        1.0508, 0.3513, 2.9975, 0.472, 0.8353, 0.4133, 0.0, 1.0, 2.7709, 1.2862, 0.6144,
     ),
     "llama": (
-        0.7963, 0.3529, 0.0, 0.9515, 1.1187, 0.0, 0.0655, 0.8344, 0.1506,
-        0.8529, 0.6043, 2.4757, 0.5684, 0.7285, 0.3836, 0.0, 0.0, 2.8445,
+        0.0, 0.2306, 0.1982, 1.1841, 0.7833, 0.0, 0.0, 0.8992, 0.0,
+        1.0619, 0.6013, 2.4749, 0.5698, 0.7263, 0.3674, 0.0, 1.0, 2.9454, 0.8484, 0.049,
     ),
     "deepseek": (
-        0.6564, 0.5414, 0.0, 1.1932, 0.578, 0.0, 0.0662, 0.8951, 0.0,
-        1.1477, 0.3292, 2.8457, 0.6313, 0.8609, 0.1208, 1.3331, 0.0, 2.647,
+        0.2955, 0.4655, 0.0921, 1.3729, 0.2967, 0.0, 0.073, 0.8636, 0.0,
+        1.2398, 0.3191, 2.8962, 0.6312, 0.8608, 0.3898, 0.0, 1.0, 2.7079, 1.931, 0.135,
     ),
     "mistral": (
-        0.8294, 0.3319, 0.0, 1.5415, 2.7965, 0.0, 0.1432, 0.739, 0.336,
-        0.7841, 0.8635, 1.7327, 0.5712, 0.6729, 0.2122, 0.7638, 0.0, 3.3553,
+        0.1254, 0.0, 0.2057, 1.782, 2.3255, 0.0, 0.0569, 0.8758, 0.0,
+        1.2063, 0.8599, 1.7432, 0.5718, 0.668, 0.3643, 0.0, 1.0, 3.4478, 0.7365, 0.0658,
     ),
     "default": (
-        0.7563, 0.4124, 0.0, 1.1674, 1.6396, 0.0, 0.0822, 0.8199, 0.1701,
-        0.8714, 0.6306, 2.4336, 0.6069, 0.8377, 0.2124, 1.0674, 0.0, 2.7273,
+        0.167, 0.1635, 0.1684, 1.3549, 1.2722, 0.0, 0.0017, 0.9416, 0.0,
+        1.1118, 0.6298, 2.4382, 0.6068, 0.8337, 0.4113, 0.0, 1.0, 2.7992, 1.1707, 0.2297,
     ),
 }
 # fmt: on
-_TOK_CHUNK: dict[str, int] = {"o200k": 4, "cl100k": 4, "qwen": 4, "llama": 4, "deepseek": 4, "mistral": 4, "default": 4}
+_TOK_CHUNK: dict[str, int] = {"o200k": 5, "cl100k": 8, "qwen": 4, "llama": 4, "deepseek": 4, "mistral": 7, "default": 4}
 
 _TOK_FAMILIES = ("o200k", "cl100k", "qwen", "llama", "deepseek", "mistral", "default")
 
@@ -87,9 +88,10 @@ def _tok_class_table() -> bytes:
     """The bytes.translate table from a UTF-8 lead byte to its class letter, built on first use.
 
     Continuation bytes (0x80-0xBF) are deleted, so the result has one class letter per
-    character: ``a`` Latin letters (ASCII, Latin-1, Latin Extended), ``0`` digits, ``.`` ASCII
+    character: ``a`` ASCII letters, ``l`` other Latin letters (Latin-1, Latin Extended, combining
+    marks), ``g`` Greek (and Coptic), ``0`` digits, ``.`` ASCII
     punctuation, `` ``/``\\n``/``\\t`` whitespace, ``y`` other alphabets written in two bytes
-    (Greek, Cyrillic, Armenian, Hebrew, Arabic), ``C`` CJK ideographs (U+3400-U+9FFF), ``J``
+    (Cyrillic, Armenian, Hebrew, Arabic), ``C`` CJK ideographs (U+3400-U+9FFF), ``J``
     U+3000-U+33FF (CJK punctuation, kana: split by their second byte), ``H`` U+A000-U+D7FF
     (Hangul), ``q`` U+2000-U+2FFF (general punctuation, symbols, dingbats: split likewise), ``P``
     U+F000-U+FFFF (fullwidth forms, CJK compatibility), ``e`` outside the BMP (emoji), ``o`` the rest.
@@ -112,20 +114,23 @@ def _tok_class_table() -> bytes:
         elif 0x21 <= code <= 0x7E:
             table[code] = ord(".")
     for lead, letter in (
-        (0xC3, "a"),
-        (0xC4, "a"),
-        (0xC5, "a"),
-        (0xC6, "a"),
-        (0xC7, "a"),
-        (0xC8, "a"),
-        (0xC9, "a"),
-        (0xCC, "a"),
+        (0xC3, "l"),
+        (0xC4, "l"),
+        (0xC5, "l"),
+        (0xC6, "l"),
+        (0xC7, "l"),
+        (0xC8, "l"),
+        (0xC9, "l"),
+        (0xCC, "l"),
+        (0xCD, "g"),
+        (0xCE, "g"),
+        (0xCF, "g"),
         (0xE2, "q"),
         (0xE3, "J"),
         (0xEF, "P"),
     ):
         table[lead] = ord(letter)
-    for lead in range(0xCD, 0xE0):
+    for lead in range(0xD0, 0xE0):
         table[lead] = ord("y")
     for lead in range(0xE4, 0xEA):
         table[lead] = ord("C")
@@ -152,7 +157,7 @@ def _tok_byte_table(keep: str, other: int = 0x5F) -> bytes:
 
 def _tok_byte_tables() -> tuple[bytes, bytes, bytes, bytes, bytes]:
     if not _TOK_BYTES:
-        _TOK_BYTES.extend(_tok_byte_table(keep) for keep in ("a", "0", ".", "y", " ,\n\t=n"))
+        _TOK_BYTES.extend(_tok_byte_table(keep) for keep in ("al=a", "0", ".", "yg=y", " ,\n\t=n"))
     return _TOK_BYTES[0], _TOK_BYTES[1], _TOK_BYTES[2], _TOK_BYTES[3], _TOK_BYTES[4]
 
 
@@ -167,10 +172,13 @@ def _tok_features(text: str, chunk: int) -> tuple[int, ...]:
     raw = text.encode("utf-8", "surrogatepass")
     classes = raw.translate(_tok_class_table(), _TOK_CONTINUATION)
     count = classes.count
-    letters = count(b"a")
+    ascii_only = text.isascii()  # O(1)
+    accented = 0 if ascii_only else count(b"l")
+    letters = count(b"a") + accented
     digits = count(b"0")
     punct = count(b".")
-    cyrillic = count(b"y") if not text.isascii() else 0
+    greek = 0 if ascii_only else count(b"g")
+    cyrillic = 0 if ascii_only else count(b"y") + greek
     alpha, digit, mark, other, space = _tok_byte_tables()
     runs = [0, 0, 0, 0]
     for index, (total, table, letter) in enumerate(
@@ -181,7 +189,7 @@ def _tok_features(text: str, chunk: int) -> tuple[int, ...]:
             runs[index] = mapped.count(b"_" + letter) + mapped.startswith(letter)
     mapped = b"_" + classes.translate(space)
     special = mapped.count(b"_n") + mapped.count(b"_  ") + mapped.count(b"_ n")
-    if text.isascii():  # O(1): none of the counts below can be other than 0
+    if ascii_only:  # none of the counts below can be other than 0
         return (
             runs[0],
             count(b"a" * chunk) if letters >= chunk else 0,
@@ -200,6 +208,8 @@ def _tok_features(text: str, chunk: int) -> tuple[int, ...]:
             0,
             0,
             count(b"o"),
+            0,
+            0,
             0,
         )
     cjk = count(b"C")
@@ -242,6 +252,8 @@ def _tok_features(text: str, chunk: int) -> tuple[int, ...]:
         runs[3],
         count(b"o") + symbols,
         count(b"e") + emoji + selectors,
+        accented,
+        greek,
     )
 
 

@@ -146,20 +146,26 @@ def load_samples():
     return samples
 
 
+# Lower bounds of some rates: "other characters" (Thai, Devanagari, Georgian … 3-byte scripts that
+# the corpus lacks) cost at least 1 token each, and so does an emoji; every other rate is >= 0.
+FLOORS = {16: 1.0, 17: 1.0}
+
+
 def nnls(rows, targets, iterations=4000):
-    """Non-negative least squares of the relative error (coordinate descent; numpy only)."""
+    """Least squares of the relative error with every weight >= its floor (coordinate descent)."""
     import numpy
 
     a = numpy.asarray(rows, dtype=float) / numpy.asarray(targets, dtype=float)[:, None]
     b = numpy.ones(len(targets))
     gram = a.T @ a
     rhs = a.T @ b
-    x = numpy.zeros(a.shape[1])
+    floors = numpy.array([FLOORS.get(j, 0.0) for j in range(a.shape[1])])
+    x = floors.copy()
     for _ in range(iterations):
         for j in range(len(x)):
             if gram[j, j] <= 0:
                 continue
-            x[j] = max(0.0, x[j] + (rhs[j] - gram[j] @ x) / gram[j, j])
+            x[j] = max(floors[j], x[j] + (rhs[j] - gram[j] @ x) / gram[j, j])
     return x
 
 
@@ -212,11 +218,8 @@ def fit(samples, truths):
         chunks[family] = best[1]
         table[family] = tuple(round(float(w), 4) for w in best[2])
     write_rates(table, chunks)
-    print("_TOK_RATES = {")
     for family in families:
-        print('    "%s": (%s),' % (family, ", ".join(repr(w) for w in table[family])))
-    print("}  # type: Dict[str, Tuple[float, ...]]")
-    print("_TOK_CHUNK = %r  # type: Dict[str, int]" % chunks)
+        print("%-9s chunk %d  %s" % (family, chunks[family], " ".join("%.3f" % w for w in table[family])))
     return table, chunks
 
 
