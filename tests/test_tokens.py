@@ -6,12 +6,15 @@ import base64
 import json
 import random
 import struct
+import sys
 import threading
 import unittest
 
 from openai2.tokens import (
     Calibration,
     _tok_estimate,
+    _tok_features,
+    _tok_image_size,
     count_tokens,
     estimate_text,
     looks_truncated,
@@ -131,6 +134,19 @@ class EstimateTextTest(unittest.TestCase):
                 )
                 self.assertGreaterEqual(estimate_text(left, family), 0)
 
+    def test_features_count_runs_from_the_first_character(self):
+        features = _tok_features("ab cd, 12 345... x\n\n  y", 4)
+        self.assertEqual(features[0], 4)  # letter runs: ab cd x y
+        self.assertEqual(features[3], 2)  # digit runs: 12 345
+        self.assertEqual(features[4], 1)  # groups of three digits: 345
+        self.assertEqual(features[7], 2)  # punctuation runs: "," "..."
+        self.assertEqual(features[8], 1)  # whitespace runs other than one space: "\n\n  "
+        self.assertEqual(features[9], 2)  # newlines
+        wide = _tok_features("你好，世界。かなカナ한국 Ωμέγα Да😀", 4)
+        self.assertEqual(wide[10:14], (4, 2, 4, 2))  # ideographs, CJK punctuation, kana, Hangul
+        self.assertEqual(wide[14:16], (7, 2))  # other alphabets (Greek counted too) and their runs
+        self.assertEqual(wide[17:20], (1, 0, 5))  # emoji, accented Latin, Greek
+
     def test_lone_surrogates_do_not_raise(self):
         self.assertGreaterEqual(estimate_text("a\ud83dz"), 1)
 
@@ -232,6 +248,20 @@ class ImageTest(unittest.TestCase):
                 self.assertEqual(image_cost(data_url(mime, payload)), tile_rule(width, height))
         self.assertEqual(tile_rule(1024, 1024), 765)  # OpenAI's own examples
         self.assertEqual(tile_rule(2048, 4096), 1105)
+
+    def test_header_sizes_are_read_exactly(self):
+        cases = [
+            ("image/png", png(1234, 567)),
+            ("image/jpeg", jpeg(4000, 3001)),
+            ("image/gif", gif(321, 123)),
+            ("image/webp", webp("VP8X", 1601, 901)),
+            ("image/webp", webp("VP8L", 513, 301)),
+            ("image/webp", webp("VP8 ", 701, 1401)),
+        ]
+        expected = [(1234, 567), (4000, 3001), (321, 123), (1601, 901), (513, 301), (701, 1401)]
+        self.assertEqual([_tok_image_size(data_url(mime, payload)) for mime, payload in cases], expected)
+        self.assertIsNone(_tok_image_size("https://example.com/a.png"))
+        self.assertIsNone(_tok_image_size(data_url("image/jpeg", b"\xff\xd8\xff\xe0\x00")))
 
     def test_auto_is_high_and_low_is_85(self):
         url = data_url("image/png", png(2048, 4096))
@@ -339,6 +369,9 @@ class CalibrationTest(unittest.TestCase):
     def test_many_threads_observing_at_once(self):
         calibration = Calibration()
         barrier = threading.Barrier(8)
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible: a race shows
+        self.addCleanup(sys.setswitchinterval, interval)
 
         def work():
             barrier.wait()
