@@ -255,10 +255,20 @@ def find_json(
     # minutes.  The characters read are counted; past a few times the text's length, or after a
     # few values too deep, the search ends: no sensible answer needs that.
     budget = _ST_SCAN_FACTOR * len(stripped) + _ST_SCAN_EXTRA
-    too_deep = 0
+    too_deep = tries = 0
+    import re
+
     for opener in openers:
-        pos = stripped.find(opener)
-        while pos >= 0:
+        # only where a value can start ("{{{{" or "[x" cannot): found by the regex engine, so a
+        # megabyte of "{" costs milliseconds
+        follows = _ST_STARTS.get(opener)
+        pattern = re.escape(opener) + ("(?=[ \t\r\n]*[%s])" % re.escape(follows) if follows else "")
+        for match in re.finditer(pattern, stripped):
+            pos = match.start()
+            # a failed try costs O(pos) besides (JSONDecodeError counts the lines before it)
+            tries += 1
+            if tries > _ST_MAX_TRIES:
+                return False, None
             try:
                 value, end = decoder.raw_decode(stripped, pos)
             except ValueError as exc:
@@ -273,13 +283,18 @@ def find_json(
             budget -= end - pos + 1
             if budget < 0:
                 return False, None
-            pos = stripped.find(opener, pos + 1)
     return False, None
 
 
 _st_nothing = object()
 #: How many openers that start a value nested too deeply ``find_json`` tries before giving up.
 _ST_DEEP_TRIES = 16
+#: ``find_json`` tries at most this many openers (after the cheap look at the next character).
+_ST_MAX_TRIES = 256
+#: What may follow an opener for a JSON value to start there (after JSON whitespace).
+_ST_STARTS = {"{": '"}', "[": '"{[]-0123456789tfn'}
+
+
 #: ``find_json`` reads at most this many times the text's length (plus the extra) in its tries.
 _ST_SCAN_FACTOR = 2
 _ST_SCAN_EXTRA = 100_000
@@ -295,6 +310,17 @@ def format_refused(error: BaseException) -> bool:
         if fragment in text and status in statuses:
             return True
     return status in (400, 422) and any(word in text for word in _ST_FORMAT_WORDS)
+
+
+#: A refusal of one schema, not of the format (OpenAI, 400: "Invalid schema for response_format
+#: 'Person': In context=(), 'required' is required to be supplied ..."; vLLM's guided decoding:
+#: "Invalid JSON schema"): the ladder goes down for that call, the rung memory stays.
+_ST_SCHEMA_REFUSALS = ("invalid schema for response_format", "invalid json schema")
+
+
+def _st_schema_refused(error: BaseException) -> bool:
+    text = ("%s %s" % (getattr(error, "message", ""), getattr(error, "body", ""))).lower()
+    return any(fragment in text for fragment in _ST_SCHEMA_REFUSALS)
 
 
 def remembered_rung(base_url: str, model: str) -> str | None:
@@ -343,6 +369,7 @@ class ParsePlan:
         self.repairs = 0
         self.secrets = tuple(secrets)
         self.repair_messages: list[dict[str, Any]] = []
+        self.remember = not self.forced  # a rung used alone says nothing about the rungs above it
 
     @property
     def rung(self) -> str:
@@ -377,6 +404,10 @@ class ParsePlan:
         rung is left to try (the plan moved to it); False means the error stands."""
         if self.forced or len(self.rungs) < 2 or not format_refused(error):
             return False
+        if _st_schema_refused(error):
+            # the server supports the format but not this schema: go down for this call, and
+            # leave the rung memory (every other schema would pay for this one) alone
+            self.remember = False
         self.rungs.pop(0)
         return True
 
@@ -418,7 +449,7 @@ class ParsePlan:
             except (ValueError, TypeError) as exc:
                 problems = [str(exc)]
             else:
-                if not self.forced:  # a rung used alone says nothing about the rungs above it
+                if self.remember:
                     with _ST_MEMORY_LOCK:
                         _ST_MEMORY[self.key] = self.rung
                 return True, converted

@@ -336,6 +336,20 @@ class AnswersThatMisbehave(unittest.TestCase):
         self.assertEqual(done.choices[0].message.parsed, {"a": 3})
         self.assertEqual(transport.requests[0].json["response_format"], wrapper)
 
+    def test_a_refusal_of_one_schema_does_not_lower_the_rung_for_every_schema(self):
+        refusal = Reply(
+            status=400,
+            content="Invalid schema for response_format 'Person': In context=(), 'additionalProperties' is "
+            "required to be supplied and to be false.",
+            error_type="invalid_request_error",
+        )
+        chat, transport = make_chat([refusal, Reply('{"name": "a", "age": 1}'), Reply('{"name": "b", "age": 2}')])
+        self.assertEqual(chat.parse("x", Person), Person("a", 1))  # down one rung for this call
+        self.assertEqual(transport.requests[1].json["response_format"]["type"], "json_object")
+        self.assertIsNone(remembered_rung(BASE, "m"))
+        chat.parse("y", Person)
+        self.assertEqual(transport.requests[2].json["response_format"]["type"], "json_schema")
+
     def test_a_forced_strategy_leaves_the_remembered_rung_alone(self):
         chat, transport = make_chat([Reply('{"name": "a", "age": 1}'), Reply('{"name": "b", "age": 2}')])
         chat.parse("x", Person, strategy="prompt")
