@@ -612,3 +612,22 @@ def _reason_phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return ""
+
+
+class ContextBudgetError(OpenAIError):
+    """The messages that must be sent do not fit ``MsgMaxTokens`` even with every message that
+    may be left out left out (the system prompt, pinned messages and the new message stay).
+    Raised before anything is sent; the history is unchanged.
+
+    :ivar budget: the budget in tokens (``MsgMaxTokens``, or the window learned with ``"auto"``)
+    :ivar required: the estimated tokens of what must be sent
+    """
+
+    def __init__(self, budget: int, required: int) -> None:
+        super().__init__(
+            "the messages that must be sent need about %d tokens, more than the budget of %d "
+            "(MsgMaxTokens): the system prompt, the pinned messages and the new message stay; "
+            "raise MsgMaxTokens, unpin messages, or send a shorter message" % (required, budget)
+        )
+        self.budget = budget
+        self.required = required
