@@ -371,7 +371,9 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     p.add_argument(
         "--max-workers", type=int, metavar="N", help="requests served at once (default 64; more wait, then 503)"
     )
-    p.add_argument("--organization", metavar="ORG", help="OpenAI-Organization for the upstream (default $OPENAI_ORG_ID)")
+    p.add_argument(
+        "--organization", metavar="ORG", help="OpenAI-Organization for the upstream (default $OPENAI_ORG_ID)"
+    )
     p.add_argument("--project", metavar="ID", help="OpenAI-Project for the upstream (default $OPENAI_PROJECT_ID)")
     p.add_argument(
         "--forward-org-headers",
@@ -775,24 +777,29 @@ class _CliConversation:
         else:
             status = "error"
             fields["error"] = _cli_error_text(exc, chat.client.base_url)
-        try:
-            from urllib.parse import urlsplit
+        from urllib.parse import urlsplit
 
-            host = urlsplit(chat.client.base_url).hostname
-            book.append(
-                messages=messages,
-                session=self.name or self.ctx.session_name(),
-                model=str((body if answered and body else chat.params).get("model") or ""),
-                host=host,
-                latency=round(time.monotonic() - started, 3),
-                status=status,
-                key=self.ctx.key_used,
-                secrets=self.out.secrets,
-                **fields,
-            )
+        host = urlsplit(chat.client.base_url).hostname
+        try:
+            # a Ctrl-C while the exchange is written waits for the write, then is dropped: the
+            # answer was complete, shown and saved (as for the save itself)
+            with DeferInterrupt():
+                book.append(
+                    messages=messages,
+                    session=self.name or self.ctx.session_name(),
+                    model=str((body if answered and body else chat.params).get("model") or ""),
+                    host=host,
+                    latency=round(time.monotonic() - started, 3),
+                    status=status,
+                    key=self.ctx.key_used,
+                    secrets=self.out.secrets,
+                    **fields,
+                )
+        except KeyboardInterrupt:  # raised by DeferInterrupt only once the write has completed
+            self.out.end_line()
+            self.out.note("[Ctrl-C while logging: the exchange was logged, nothing was lost]")
         except (LogbookError, OSError) as failure:
             self.ctx.log_failed(failure)
-            return
         if book.moved_aside:
             self.out.note(
                 "openai2: warning: %s was corrupted; it was kept as %s and a fresh log started"
@@ -1157,7 +1164,17 @@ class _CliAttachment:
         self.part = part
 
     def describe(self) -> str:
-        return "%s (%s, %s)" % (self.name, "image" if self.part is not None else "text", _cli_size_text(self.size))
+        kind = "image" if self.part is not None else "text"
+        return "%s (%s, %s)" % (_cli_shown_name(self.name), kind, _cli_size_text(self.size))
+
+
+def _cli_shown_name(name: str) -> str:
+    """A file name safe to print and to label a fence: control and invisible characters (a
+    newline, ESC, a bidi override) escaped, so a folder's hostile file name cannot drive the
+    terminal (clear it, set the clipboard) or pass for another name."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _cli_is_image(path: str) -> bool:
@@ -1289,7 +1306,8 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
 
     def listing(items: list[str]) -> str:
         more = len(items) - _CLI_LIST_SHOWN
-        return ", ".join(items[:_CLI_LIST_SHOWN]) + (", and %d more" % more if more > 0 else "")
+        shown = ", ".join(_cli_shown_name(item) for item in items[:_CLI_LIST_SHOWN])
+        return shown + (", and %d more" % more if more > 0 else "")
 
     if found:
         out.note(
@@ -1297,7 +1315,7 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
             % (
                 len(found),
                 "" if len(found) == 1 else "s",
-                folder,
+                _cli_shown_name(folder),
                 _cli_size_text(total),
                 listing([a.name for a in found]),
             )
@@ -1306,7 +1324,7 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
         out.note(
             "openai2: skipped in %s: %s%s"
             % (
-                folder,
+                _cli_shown_name(folder),
                 listing(skipped),
                 "; the cap is %s in all, raise it with --max-attach SIZE" % _cli_size_text(limit) if capped else "",
             )
@@ -1324,7 +1342,7 @@ def _cli_fence(name: str, text: str) -> str:
         run = run + 1 if char == "`" else 0
         longest = max(longest, run)
     fence = "`" * max(3, longest + 1)
-    label = " ".join(name.replace("`", "'").split())
+    label = " ".join(_cli_shown_name(name.replace("`", "'")).split())
     return "%s%s\n%s%s%s" % (fence, label, text, "" if text.endswith("\n") or not text else "\n", fence)
 
 
@@ -1407,11 +1425,19 @@ def _cli_edit(out: _CliOutput, initial: str = "") -> str | None:
 class _CliContinued:
     """A logged conversation to go on with (``--continue ID`` / ``-c``) in a new session."""
 
-    def __init__(self, exchange_id: int, name: str, messages: list[dict[str, Any]], note: str) -> None:
+    def __init__(
+        self, exchange_id: int, name: str, messages: list[dict[str, Any]], note: str, left_out: str | None = None
+    ) -> None:
         self.exchange_id = exchange_id
         self.name = name
         self.messages = messages
         self.note = note
+        self.left_out = left_out  # the question of a failed exchange, not restored
+
+    def describe(self, out: _CliOutput) -> str:
+        """The note naming the new session; a left-out question shortened once the keys are
+        known (masked before the cut)."""
+        return self.note + ("" if self.left_out is None else _cli_one_line(out, self.left_out, 200))
 
 
 def _cli_continue_source(ctx: _CliContext, new: bool) -> _CliContinued | None:
@@ -1430,7 +1456,7 @@ def _cli_continue_source(ctx: _CliContext, new: bool) -> _CliContinued | None:
     if missing:
         raise _CliUsageError("--continue needs the log, and it is off: %s" % missing)
     path = ctx.store.logs_path
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise _CliUsageError("nothing to continue: nothing is logged yet (%s does not exist)" % path)
     try:
         with Logbook(path) as book:
@@ -1455,13 +1481,11 @@ def _cli_continue_source(ctx: _CliContext, new: bool) -> _CliContinued | None:
                 % (exchange_id, path, book.moved_aside)
             )
         raise _CliUsageError("no exchange %d in the log (see `openai2 logs`)" % exchange_id)
-    dropped = ""
+    dropped, left_out = "", None
     if messages and messages[-1].get("role") == "user":  # a failed exchange: no answer to go on from
         messages = messages[:-1]
-        dropped = "; it had no answer (%s), so its question is left out: %s" % (
-            record["status"],
-            " ".join((record["question"] or "").split())[:200],
-        )
+        dropped = "; it had no answer (%s), so its question is left out: " % record["status"]
+        left_out = record["question"] or ""
     session = record["session"] or "log"
     explicit = ctx.opt("session")
     if explicit:
@@ -1491,7 +1515,7 @@ def _cli_continue_source(ctx: _CliContext, new: bool) -> _CliContinued | None:
         "" if len(messages) == 1 else "s",
         dropped,
     )
-    return _CliContinued(exchange_id, name, messages, note)
+    return _CliContinued(exchange_id, name, messages, note, left_out)
 
 
 def _cli_start_attachments(ctx: _CliContext) -> list[_CliAttachment]:
@@ -2194,7 +2218,7 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
                 _cli_replace_history(chat, continued.messages, pins)
             except (ValueError, TypeError, IndexError) as exc:
                 raise StoreError("exchange %d cannot be restored: %s" % (continued.exchange_id, exc)) from None
-            ctx.out.note(continued.note + ("" if saving else " (not saved: --no-save)"))
+            ctx.out.note(continued.describe(ctx.out) + ("" if saving else " (not saved: --no-save)"))
         else:
             saved = ctx.store.read_session(name, move_aside=saving)
             if saved is not None:
@@ -2345,15 +2369,19 @@ def _cli_cmd_logs(ctx: _CliContext) -> int:
             out.line("Logging is off for this run (OPENAI2_LOG=0); the log is %s." % store.logs_path)
         else:
             out.line("Logging is on: %s." % store.logs_path)
-        if not missing and os.path.exists(store.logs_path):
-            with Logbook(store.logs_path) as book:
-                count = len(book.exchanges(limit=None))
-                out.line("%d exchange%s logged; search: %s." % (count, "" if count == 1 else "s", book.search_mode))
+        if not missing and os.path.lexists(store.logs_path):
+            try:
+                with Logbook(store.logs_path) as book:
+                    count = len(book.exchanges(limit=None))
+                    mode = book.search_mode
+            except LogbookError as exc:
+                raise StoreError(str(exc)) from None
+            out.line("%d exchange%s logged; search: %s." % (count, "" if count == 1 else "s", mode))
         return EXIT_OK
     if missing:
         raise _CliUsageError("the log is off: %s" % missing)
     ctx.mask_known_keys()
-    if not os.path.exists(store.logs_path):
+    if not os.path.lexists(store.logs_path):  # a dangling link is not "nothing": Logbook says what it is
         out.line("Nothing logged yet (%s does not exist)." % store.logs_path)
         return EXIT_OK
     try:
@@ -2403,6 +2431,13 @@ def _cli_usage_text(usage: Any) -> str:
     return "%s+%s tokens" % (usage.get("prompt_tokens", "?"), usage.get("completion_tokens", "?"))
 
 
+def _cli_one_line(out: _CliOutput, text: str | None, width: int) -> str:
+    """``text`` on one line, at most ``width`` characters (then "…"), keys masked before the
+    cut: a key across the cut would otherwise show its first characters, unmasked."""
+    one = " ".join(redact(text or "", out.secrets).split())
+    return one[:width] + ("…" if len(one) > width else "")
+
+
 def _cli_show_exchange(out: _CliOutput, record: dict[str, Any], *, brief: bool = False) -> None:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record["time"]))
     state = "" if record["status"] == "ok" else " [%s]" % record["status"]
@@ -2413,8 +2448,7 @@ def _cli_show_exchange(out: _CliOutput, record: dict[str, Any], *, brief: bool =
     )
     if brief:
         for label, text in (("Q", record["question"]), ("A", record["answer"] or record["error"])):
-            one = " ".join((text or "").split())
-            out.line("  %s: %s" % (label, one[:200] + ("…" if len(one) > 200 else "")))
+            out.line("  %s: %s" % (label, _cli_one_line(out, text, 200)))
         return
     for msg in record.get("messages", []):
         content = msg.get("content")

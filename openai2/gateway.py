@@ -18,6 +18,7 @@ error event, code ``gateway_shutdown``).
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import threading
@@ -57,6 +58,66 @@ class GatewayError(ValueError):
 
 def _gw_is_loopback(host: str) -> bool:
     return host in _GW_LOOPBACK or host.startswith("127.")
+
+
+def _gw_socket_timeout() -> type[OSError]:
+    import socket
+
+    return socket.timeout
+
+
+def _gw_loopback_host(header: str, bound: str) -> bool:
+    """Whether a Host header (``name[:port]``, lower case) names this machine's loopback."""
+    if header.startswith("["):
+        name = header[1 : header.find("]")] if "]" in header else header
+    else:
+        name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+    name = name.rstrip(".")
+    return _gw_is_loopback(name) or name.endswith(".localhost") or name == bound.lower()
+
+
+class _GatewaySlowClient(OSError):
+    """A request's head or body did not arrive within its deadline (a client sending a byte
+    now and then would otherwise hold a worker for ever)."""
+
+
+class _GatewayReader(io.RawIOBase):
+    """A handler's socket as the raw stream under its ``rfile``: every read waits at most the
+    idle timeout, and, once :attr:`deadline` is set, never past it.
+
+    :meth:`arm` starts a request: its head must be complete within the idle timeout of its
+    first byte (the wait for that first byte is the keep-alive idle wait)."""
+
+    def __init__(self, sock: Any, idle: float | None) -> None:
+        super().__init__()
+        self.sock = sock
+        self.idle = idle
+        self.deadline: float | None = None
+        self.armed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def arm(self) -> None:
+        self.deadline = None
+        self.armed = True
+
+    def readinto(self, buffer: Any) -> int:
+        wait = self.idle
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise _GatewaySlowClient("the request came too slowly")
+            wait = left if wait is None else min(wait, left)
+        self.sock.settimeout(wait)
+        try:
+            n: int = self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.idle)
+        if n and self.armed:
+            self.armed = False
+            self.deadline = time.monotonic() + (self.idle or 15.0)
+        return n
 
 
 def _gw_error_body(message: str, kind: str, code: str | None = None) -> bytes:
@@ -374,6 +435,9 @@ class Gateway:
     ) -> None:
         if token is not None and not token.strip():
             raise GatewayError("the token is empty")
+        if token is not None and not (token.isascii() and token.isprintable() and token == token.strip()):
+            # an HTTP header carries it: anything else could never be sent, or sent as typed
+            raise GatewayError("the token must be printable ASCII, with no space at either end")
         if not _gw_is_loopback(host) and not token:
             raise GatewayError(
                 "refusing to listen on %s without a token: anyone who can reach it could spend your keys "
@@ -425,6 +489,8 @@ class Gateway:
         self._log_lock = threading.Lock()
         self._draining = threading.Event()
         self._busy: set[Any] = set()  # connections with a request being served
+        self._waiting = 0  # connections beyond max_workers waiting (each in its own thread) for one
+        self._max_waiting = max(64, 4 * max_workers)  # beyond: refused at once, from the accept loop
         self._inflight: dict[int, dict[str, Any]] = {}  # request id -> {"cancel", "response", "done", "cut"}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -587,8 +653,9 @@ class Gateway:
         h.gw_info["status"] = status
 
     def _closing_header(self, h: Any) -> None:
-        """While shutting down, every answer is the connection's last."""
-        if self._draining.is_set():
+        """An answer after which the connection closes says so (while shutting down, every
+        answer is the connection's last)."""
+        if self._draining.is_set() or h.close_connection:
             h.send_header("Connection", "close")
             h.close_connection = True
 
@@ -611,7 +678,12 @@ class Gateway:
         if path.startswith("/v1/"):
             path = path[3:]
         try:
-            if h.command == "OPTIONS" and self.cors:
+            refusal = self._cross_site(h) if h.command != "OPTIONS" else None
+            if refusal is not None:
+                self._drain(h)
+                self._send(h, 403, _gw_error_body(refusal, "invalid_request_error", "cross_site_refused"))
+            elif h.command == "OPTIONS" and self.cors:
+                self._drain(h)
                 h.send_response(204)
                 for name, value in self._cors_headers(h):
                     h.send_header(name, value)
@@ -657,20 +729,79 @@ class Gateway:
             h.close_connection = True
             if not info["status"]:
                 info["status"] = 499
+        except OSError as exc:
+            h.close_connection = True
+            if not isinstance(exc, (_GatewaySlowClient, _gw_socket_timeout())):
+                raise
+            if not info["status"]:  # the body did not arrive within its deadline
+                self._try_send(h, 408, _gw_error_body("The request body came too slowly.", "invalid_request_error"))
+        except Exception as exc:  # noqa: BLE001 - a hostile request must get an answer, not a dropped connection
+            h.close_connection = True
+            if not info["status"]:
+                message = "The gateway failed: %s" % redact(type(exc).__name__, self._secrets)
+                self._try_send(h, 500, _gw_error_body(message, "server_error"))
         finally:
             self._access_log(h, info, time.monotonic() - start)
 
+    def _try_send(self, h: Any, status: int, body: bytes) -> None:
+        try:
+            self._send(h, status, body)
+        except OSError:
+            h.gw_info["status"] = status
+
+    def _cross_site(self, h: Any) -> str | None:
+        """Why a request that a web page made the browser send is refused (None: it is not).
+
+        Without a token, a page on any site could have the browser POST here (a form or a
+        ``text/plain`` fetch needs no CORS preflight), or reach it through a DNS name of its own
+        that resolves to 127.0.0.1 (DNS rebinding): both would spend the keys.  So the Host must
+        be a loopback name unless a token guards the gateway, and an Origin must be the
+        gateway's own or the ``cors`` one."""
+        host = (h.headers.get("Host") or "").strip().lower()
+        if host and not self.token and not _gw_loopback_host(host, self.host):
+            return (
+                "Refused: Host %r is not a loopback name (a DNS-rebinding page?); use --token to serve other names."
+                % (_gw_log_field(host[:100]),)
+            )
+        origin = (h.headers.get("Origin") or "").strip()
+        if not origin or self.cors == "*" or origin == self.cors or origin.lower() == "http://" + host:
+            return None
+        return "Cross-site request refused: Origin %r is not allowed (start the gateway with --cors ORIGIN)." % (
+            _gw_log_field(origin[:100]),
+        )
+
     def _drain(self, h: Any) -> None:
         """Read a small unread body so the connection can carry on; a large one closes it."""
-        length = h.headers.get("Content-Length")
-        try:
-            n = int(length) if length else 0
-        except ValueError:
-            n = -1
+        n = _gw_content_length(h)
         if n < 0 or n > 65536 or h.headers.get("Transfer-Encoding"):
             h.close_connection = True
         elif n:
+            self._body_deadline(h, n)
             h.rfile.read(n)
+
+    def _body_deadline(self, h: Any, n: int) -> None:
+        """A body of ``n`` bytes must arrive within the idle timeout plus a second per 64 KiB: a
+        client sending it a byte at a time does not hold a worker for ever."""
+        reader = getattr(h, "gw_reader", None)
+        if reader is not None:
+            reader.deadline = time.monotonic() + (self.idle_timeout or 15.0) + n / 65536.0
+
+    def _discard_body(self, h: Any, n: int) -> None:
+        """Read and drop what is left of a refused body (within a bounded time), so a client
+        still sending it reads the answer instead of a connection reset."""
+        reader = getattr(h, "gw_reader", None)
+        if reader is None:
+            return
+        reader.deadline = time.monotonic() + min(5.0, self.idle_timeout or 5.0)
+        try:
+            h.wfile.flush()
+            while n > 0:
+                piece = h.rfile.read1(min(n, 1 << 20))
+                if not piece:
+                    break
+                n -= len(piece)
+        except (OSError, ValueError):
+            pass
 
     def _read_json(self, h: Any) -> dict[str, Any] | None:
         import json
@@ -679,10 +810,7 @@ class Gateway:
             h.close_connection = True
             self._send(h, 411, _gw_error_body("Send the body with a Content-Length.", "invalid_request_error"))
             return None
-        try:
-            n = int(h.headers.get("Content-Length") or "0")
-        except ValueError:
-            n = -1
+        n = _gw_content_length(h)
         if n < 0:
             h.close_connection = True
             self._send(h, 400, _gw_error_body("Bad Content-Length.", "invalid_request_error"))
@@ -698,11 +826,13 @@ class Gateway:
                     "request_too_large",
                 ),
             )
+            self._discard_body(h, n)
             return None
+        self._body_deadline(h, n)
         raw = h.rfile.read(n)
         try:
             body = json.loads(raw.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
             body = None
         if not isinstance(body, dict):
             self._send(h, 400, _gw_error_body("The body must be a JSON object.", "invalid_request_error"))
@@ -756,8 +886,8 @@ class Gateway:
                     cancel=cancel,
                     extra_headers=(org or None) if same_account else None,
                 )
-            except ValueError as exc:  # NaN / Infinity in the body: not JSON
-                self._send(h, 400, _gw_error_body(str(exc), "invalid_request_error"))
+            except (ValueError, RecursionError) as exc:  # NaN / Infinity, or nested too deep to encode
+                self._send(h, 400, _gw_error_body(str(exc)[:200], "invalid_request_error"))
                 return
             except RequestCancelledError as exc:
                 last = exc
@@ -803,7 +933,7 @@ class Gateway:
 
     def _relay_whole(self, h: Any, response: HTTPResponse, raw: bytes, info: dict[str, Any]) -> None:
         raw = self._mask_bytes(raw)
-        ctype = response.headers.get("content-type", "application/json")
+        ctype = self._mask_text(response.headers.get("content-type", "application/json"))
         if b'"usage"' in raw:
             import json
 
@@ -811,8 +941,12 @@ class Gateway:
                 info["tokens"] = _gw_tokens(json.loads(raw.decode("utf-8")))
             except ValueError:
                 pass
-        extra = [("X-Request-Id", response.headers["x-request-id"])] if "x-request-id" in response.headers else []
+        rid = response.headers.get("x-request-id")
+        extra = [("X-Request-Id", self._mask_text(rid))] if rid else []
         self._send(h, response.status, raw, ctype, extra)
+
+    def _mask_text(self, text: str) -> str:
+        return redact(text, self._secrets) if self._secrets else text
 
     def _mask_bytes(self, raw: bytes) -> bytes:
         if not self._secrets:
@@ -833,11 +967,11 @@ class Gateway:
                 ctype = "application/json"
             elif isinstance(body, str) and body:
                 raw = body.encode("utf-8", "replace")
-                ctype = headers.get("content-type", "text/plain; charset=utf-8")
+                ctype = self._mask_text(headers.get("content-type", "text/plain; charset=utf-8"))
             else:
                 raw = _gw_error_body(message, "upstream_error")
                 ctype = "application/json"
-            extra = [("Retry-After", headers["retry-after"])] if "retry-after" in headers else []
+            extra = [("Retry-After", self._mask_text(headers["retry-after"]))] if "retry-after" in headers else []
             self._send(h, error.status_code, self._mask_bytes(raw), ctype, extra)
             return
         status = 504 if isinstance(error, APITimeoutError) else 502
@@ -849,7 +983,7 @@ class Gateway:
         chunked = h.request_version == "HTTP/1.1"
         sse = "event-stream" in response.headers.get("content-type", "text/event-stream")
         h.send_response(response.status)
-        h.send_header("Content-Type", response.headers.get("content-type", "text/event-stream"))
+        h.send_header("Content-Type", self._mask_text(response.headers.get("content-type", "text/event-stream")))
         h.send_header("Cache-Control", "no-cache")
         if chunked:
             h.send_header("Transfer-Encoding", "chunked")
@@ -978,9 +1112,9 @@ class Gateway:
             time.strftime("%Y-%m-%dT%H:%M:%S"),
             h.client_address[0],
             h.command,
-            h.path.split("?", 1)[0][:200],
+            _gw_log_field(h.path.split("?", 1)[0][:200]),
             info["status"],
-            str(info["model"])[:100],
+            _gw_log_field(str(info["model"])[:100]),
             mask_key(info["key"]) if info["key"] else "-",
             seconds * 1000,
             tokens if tokens is not None else "-",
@@ -992,6 +1126,28 @@ class Gateway:
                 stream.flush()
             except (OSError, ValueError):
                 pass
+
+
+def _gw_log_field(text: str) -> str:
+    """``text`` with its control characters escaped: one request stays one log line, and a
+    client cannot send escape sequences to the terminal showing the log."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "\\x%02x" % ord(c) if ord(c) < 256 else "\\u%04x" % ord(c) for c in text)
+
+
+def _gw_content_length(h: Any) -> int:
+    """The request's Content-Length (0 when absent); -1 when it is not one plain decimal number
+    (two different ones, a sign, ``1_0``: a proxy in front would frame the body otherwise)."""
+    values = {v.strip() for v in h.headers.get_all("Content-Length") or ()}
+    if not values:
+        return 0
+    if len(values) > 1:
+        return -1
+    value = values.pop()
+    if not value or len(value) > 18 or value.strip("0123456789"):
+        return -1
+    return int(value)
 
 
 def _gw_event_end(data: bytes) -> int:
@@ -1031,20 +1187,41 @@ def _gw_shutdown(sock: Any) -> None:
         pass
 
 
-def _gw_refuse_busy(sock: Any) -> None:
-    """Answer 503 with Retry-After on a connection no worker is free for, from the accept thread."""
+def _gw_wait_slot(gw: Gateway) -> bool:
+    """Wait up to ``queue_timeout`` for a free worker (not past the start of a shutdown)."""
+    deadline = time.monotonic() + gw.queue_timeout
+    while not gw._draining.is_set():
+        left = deadline - time.monotonic()
+        if gw._slots.acquire(timeout=max(0.0, min(left, 0.1))):
+            return True
+        if left <= 0:
+            break
+    return False
+
+
+def _gw_refuse_busy(sock: Any, linger: float = 1.0) -> None:
+    """Answer 503 with Retry-After on a connection no worker is free for.  Then read what the
+    client still sends for at most ``linger`` seconds in all, so it reads the answer (a close
+    with unread data would be a reset) but cannot hold the thread; 0: only what already came."""
     import socket
 
     body = _gw_error_body("The gateway is busy; retry shortly.", "server_error", "overloaded")
     head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
     head += "Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    deadline = time.monotonic() + linger
     try:
-        sock.settimeout(0.5)
+        sock.settimeout(max(0.05, linger))
         sock.sendall(head.encode() + body)
         sock.shutdown(socket.SHUT_WR)
-        while sock.recv(65536):  # let the client read the answer before the close (no RST)
-            pass
-    except OSError:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                sock.setblocking(False)
+            else:
+                sock.settimeout(left)
+            if not sock.recv(65536):
+                break
+    except OSError:  # the linger is over (BlockingIOError, timeout) or the client is gone
         pass
 
 
@@ -1063,6 +1240,8 @@ def _gw_make_server(gw: Gateway) -> Any:
 
         def setup(self) -> None:
             super().setup()
+            self.gw_reader = _GatewayReader(self.connection, self.timeout)
+            self.rfile = io.BufferedReader(self.gw_reader)
             try:  # the head and the body (or each event) go out at once, not after a delayed ACK
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except (OSError, AttributeError):
@@ -1074,8 +1253,16 @@ def _gw_make_server(gw: Gateway) -> Any:
             return bool(super().parse_request())
 
         def handle_one_request(self) -> None:
+            self.gw_reader.arm()
             try:
                 super().handle_one_request()
+            except _GatewaySlowClient:  # the head came too slowly
+                self.close_connection = True
+                try:
+                    self.wfile.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    pass
             except socket.timeout:
                 self.close_connection = True
             finally:
@@ -1099,24 +1286,41 @@ def _gw_make_server(gw: Gateway) -> Any:
             super().__init__((gw.host, gw.port), _GatewayHandler)
 
         def process_request(self, request: Any, client_address: Any) -> None:
-            if not gw._slots.acquire(timeout=gw.queue_timeout):
-                _gw_refuse_busy(request)
-                self.shutdown_request(request)
-                return
-            thread = threading.Thread(target=self._gw_run, args=(request, client_address), daemon=True)
+            # Never wait here: the accept loop serves every connection (and the shutdown).  A
+            # connection beyond max_workers waits for a worker in a thread of its own.
+            slot = gw._slots.acquire(blocking=False)
+            if not slot:
+                with gw._lock:
+                    wait = gw._waiting < gw._max_waiting
+                    gw._waiting += wait
+                if not wait:
+                    _gw_refuse_busy(request, linger=0.0)
+                    self.shutdown_request(request)
+                    return
+            thread = threading.Thread(target=self._gw_run, args=(request, client_address, slot), daemon=True)
             with gw._lock:
                 gw._threads.add(thread)
                 self.gw_conns[id(thread)] = request
             thread.start()
 
-        def _gw_run(self, request: Any, client_address: Any) -> None:
+        def _gw_run(self, request: Any, client_address: Any, slot: bool) -> None:
+            me = threading.current_thread()
             try:
+                if not slot:
+                    slot = _gw_wait_slot(gw)
+                    with gw._lock:
+                        gw._waiting -= 1
+                    if not slot:
+                        _gw_refuse_busy(request)
+                        self.shutdown_request(request)
+                        return
                 self.process_request_thread(request, client_address)
             finally:
                 with gw._lock:
-                    gw._threads.discard(threading.current_thread())
-                    self.gw_conns.pop(id(threading.current_thread()), None)
-                gw._slots.release()
+                    gw._threads.discard(me)
+                    self.gw_conns.pop(id(me), None)
+                if slot:
+                    gw._slots.release()
 
     return _GatewayServer()
 

@@ -100,8 +100,11 @@ def logbook_since(text: str, now: float | None = None) -> float:
     text = text.strip()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
     current = time.time() if now is None else now
-    if len(text) > 1 and text[-1].lower() in units and text[:-1].isdigit():
-        return current - int(text[:-1]) * units[text[-1].lower()]
+    digits = text[:-1]
+    if len(text) > 1 and text[-1].lower() in units and digits.isdigit():
+        if len(digits) > 15:  # older than the oldest log: everything (no float overflow)
+            return float("-inf")
+        return current - int(digits) * units[text[-1].lower()]
     try:
         return time.mktime(time.strptime(text, "%Y-%m-%d"))
     except ValueError:
@@ -131,6 +134,63 @@ def _logbook_reply(answer: str | None, tool_calls: Any) -> dict[str, Any]:
     if tool_calls:
         reply["tool_calls"] = tool_calls
     return reply
+
+
+def _logbook_rollback(conn: Any) -> None:
+    """Roll back the open transaction, if any: SQLite ends one itself on some errors (a full
+    disk), and ROLLBACK would then raise an error hiding the real one."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _logbook_errorname(exc: BaseException) -> str:
+    return str(getattr(exc, "sqlite_errorname", "") or "")  # Python 3.11+
+
+
+def _logbook_busy(exc: BaseException) -> bool:
+    name = _logbook_errorname(exc)
+    if name:
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _logbook_corrupt(exc: BaseException) -> bool:
+    """Whether an error opening the log says the file is damaged or not a log (moved aside then),
+    rather than that the disk is full, the file read-only, unreadable or busy (left alone)."""
+    name = _logbook_errorname(exc)
+    if name:
+        return not name.startswith(_LOGBOOK_KEEP)
+    text = str(exc).lower()
+    return not any(word in text for word in _LOGBOOK_KEEP_WORDS)
+
+
+#: SQLite errors that say nothing is wrong with the file itself
+_LOGBOOK_KEEP = (
+    "SQLITE_READONLY",
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_CANTOPEN",
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_NOMEM",
+    "SQLITE_PERM",
+    "SQLITE_AUTH",
+    "SQLITE_INTERRUPT",
+    "SQLITE_NOLFS",
+)
+_LOGBOOK_KEEP_WORDS = (
+    "readonly",
+    "read-only",
+    "disk is full",
+    "i/o error",
+    "unable to open",
+    "locked",
+    "busy",
+    "out of memory",
+    "not authorized",
+    "interrupted",
+    "permission",
+)
 
 
 def _logbook_like(query: str) -> str:
@@ -174,13 +234,15 @@ class Logbook:
             raise LogbookError("the log is off: " + why)
         import sqlite3
 
+        self._check_path()
         try:
             self._conn = self._open(sqlite3)
         except sqlite3.DatabaseError as exc:
             self.close()
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise LogbookError("%s is busy (%s); this exchange was not logged" % (self.path, exc)) from None
-            if not os.path.isfile(self.path):  # a folder or a device: not ours to move
+            if _logbook_busy(exc):
+                raise LogbookError("%s is busy (%s): another openai2 is writing it" % (self.path, exc)) from None
+            if not _logbook_corrupt(exc) or not os.path.isfile(self.path):
+                # a full disk, a read-only file, an I/O error: the file is fine, keep it
                 raise LogbookError("cannot use %s: %s" % (self.path, exc)) from None
             self._move_aside(str(exc))
             try:
@@ -189,6 +251,26 @@ class Logbook:
                 self.close()
                 raise LogbookError("cannot use %s: %s" % (self.path, again)) from None
         return self._conn
+
+    def _check_path(self) -> None:
+        """Refuse a ``logs.db`` that is a symbolic link (openai2 never writes through one) or
+        not a regular file (a folder, a FIFO, a device): left as it is."""
+        import stat
+
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return  # missing: created on opening
+        if stat.S_ISLNK(st.st_mode):
+            raise LogbookError(
+                "%s is a symbolic link; openai2 does not write through links: replace it with the file "
+                "itself (or remove it)" % self.path
+            )
+        if not stat.S_ISREG(st.st_mode):
+            raise LogbookError(
+                "%s is not a regular file (a folder, a FIFO or a device); it was left as it is: remove it "
+                "or turn the log off (`openai2 logs off`)" % self.path
+            )
 
     def _open(self, sqlite3: Any) -> Any:
         folder = os.path.dirname(self.path)
@@ -394,11 +476,18 @@ class Logbook:
                     self._catch_up(conn, new_id)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _logbook_rollback(conn)
                 raise
         except sqlite3.DatabaseError as exc:
             raise LogbookError("cannot log to %s: %s" % (self.path, exc)) from None
         return new_id
+
+    @staticmethod
+    def _indexed(conn: Any) -> bool:
+        """Whether the FTS table holds every exchange (read without a lock)."""
+        found = conn.execute("SELECT value FROM logbook_meta WHERE name = 'fts_upto'").fetchone()
+        last = conn.execute("SELECT MAX(id) FROM exchanges").fetchone()[0] or 0
+        return (int(found[0]) if found else 0) >= last
 
     @staticmethod
     def _catch_up(conn: Any, upto: int | None = None) -> None:
@@ -446,12 +535,12 @@ class Logbook:
             args += [like, like]
             if self._index and len(query) >= 3:
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    self._catch_up(conn)
-                    conn.execute("COMMIT")
-                except sqlite3.DatabaseError:  # busy: the scan alone answers
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                    if not self._indexed(conn):  # a write lock only when there is something to index
+                        conn.execute("BEGIN IMMEDIATE")
+                        self._catch_up(conn)
+                        conn.execute("COMMIT")
+                except sqlite3.DatabaseError:  # busy, read-only: the scan alone answers
+                    _logbook_rollback(conn)
                 else:
                     where.append("id IN (SELECT rowid FROM exchanges_fts WHERE exchanges_fts MATCH ?)")
                     args.append('"%s"' % query.replace('"', '""'))
@@ -553,6 +642,9 @@ def logbook_migrate(conn: Any, target: int | None = None) -> int:
     :raises LogbookError: the database was written by a newer openai2 (left untouched)
     """
     target = LOGBOOK_VERSION if target is None else target
+    current = logbook_version(conn)  # read first: an up-to-date log is opened without a write lock
+    if current == target:
+        return current
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = logbook_version(conn)
@@ -569,6 +661,6 @@ def logbook_migrate(conn: Any, target: int | None = None) -> int:
             conn.execute("INSERT INTO logbook_migrations (version, applied) VALUES (?, ?)", (version, time.time()))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        _logbook_rollback(conn)
         raise
     return max(current, target)

@@ -26,7 +26,7 @@ import threading
 
 from .common import TYPE_CHECKING, redact
 from .completion import accumulator_from_completion
-from .errors import APIStatusError, OpenAIError
+from .errors import APIStatusError, OpenAIError, redact_value
 from .schema import check_schema, from_json, schema_for, validate
 
 if TYPE_CHECKING:
@@ -158,12 +158,7 @@ class Target:
             name = getattr(spec, "__name__", None) or "response"
         self.wrapped = schema.get("type") != "object"
         if self.wrapped:
-            schema = {
-                "type": "object",
-                "properties": {"value": schema},
-                "required": ["value"],
-                "additionalProperties": False,
-            }
+            schema = _st_wrap(schema)
         self.schema = schema
         self.name = (
             "".join(ch if ch.isalnum() and ch.isascii() or ch in "_-" else "_" for ch in name)[:64] or "response"
@@ -190,6 +185,22 @@ class Target:
         return validate(value, self.schema)
 
 
+def _st_wrap(schema: dict[str, Any]) -> dict[str, Any]:
+    """``{"value": schema}`` as an object schema; the definitions (``$defs``, ``definitions``)
+    move to the new root, where the ``$ref`` pointers (``#/$defs/Node``) look for them."""
+    inner = dict(schema)
+    wrapper: dict[str, Any] = {
+        "type": "object",
+        "properties": {"value": inner},
+        "required": ["value"],
+        "additionalProperties": False,
+    }
+    for key in ("$defs", "definitions"):
+        if key in inner:
+            wrapper[key] = inner.pop(key)
+    return wrapper
+
+
 def _st_type_name(spec: object) -> str:
     return getattr(spec, "__qualname__", None) or repr(spec)
 
@@ -208,7 +219,7 @@ def find_json(
     candidates = []
     try:
         candidates.append(json.loads(stripped))
-    except ValueError:
+    except (ValueError, RecursionError):  # too deep to be an answer: looked for below, in parts
         pass
     start = stripped.find("```")
     while start >= 0 and not candidates:
@@ -219,27 +230,46 @@ def find_json(
         if body_start < end:
             try:
                 candidates.append(json.loads(stripped[body_start + 1 : end]))
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
         start = stripped.find("```", end + 3)
     for value in candidates:
         if accept is None or accept(value):
             return True, value
     decoder = json.JSONDecoder()
+    # Each opener is a new try, and a try reads as far as the value goes: "[[[[x" repeated, or
+    # "[[[[..." a megabyte long (each try then costs the whole recursion limit), would take
+    # minutes.  The characters read are counted; past a few times the text's length, or after a
+    # few values too deep, the search ends: no sensible answer needs that.
+    budget = _ST_SCAN_FACTOR * len(stripped) + _ST_SCAN_EXTRA
+    too_deep = 0
     for opener in openers:
         pos = stripped.find(opener)
         while pos >= 0:
             try:
-                value, _ = decoder.raw_decode(stripped, pos)
-            except ValueError:
-                value = _st_nothing
+                value, end = decoder.raw_decode(stripped, pos)
+            except ValueError as exc:
+                value, end = _st_nothing, getattr(exc, "pos", pos) or pos
+            except RecursionError:
+                too_deep += 1
+                if too_deep >= _ST_DEEP_TRIES:
+                    return False, None
+                value, end = _st_nothing, pos
             if value is not _st_nothing and (accept is None or accept(value)):
                 return True, value
+            budget -= end - pos + 1
+            if budget < 0:
+                return False, None
             pos = stripped.find(opener, pos + 1)
     return False, None
 
 
 _st_nothing = object()
+#: How many openers that start a value nested too deeply ``find_json`` tries before giving up.
+_ST_DEEP_TRIES = 16
+#: ``find_json`` reads at most this many times the text's length (plus the extra) in its tries.
+_ST_SCAN_FACTOR = 2
+_ST_SCAN_EXTRA = 100_000
 
 
 def format_refused(error: BaseException) -> bool:
@@ -337,8 +367,12 @@ class ParsePlan:
         self.rungs.pop(0)
         return True
 
+    def _masked(self, completion: object) -> object:
+        return redact_value(completion, self.secrets)
+
     def take(self, acc: ChatAccumulator, completion: object = None) -> tuple[bool, Any]:
-        """Read an answer: ``(True, value)`` when it parsed and matched (the rung is remembered);
+        """Read an answer: ``(True, value)`` when it parsed and matched (the rung is remembered,
+        unless the strategy forced it);
         ``(False, None)`` when a repair turn was added and the plan must be sent again.
 
         :raises RefusalError: the model refused
@@ -347,13 +381,13 @@ class ParsePlan:
         """
         raw = acc.content
         if acc.refusal:
-            raise RefusalError(redact(acc.refusal, self.secrets), completion=completion)
+            raise RefusalError(redact(acc.refusal, self.secrets), completion=self._masked(completion))
         if acc.finish_reason == "length":
             raise LengthFinishReasonError(
                 "the answer was cut off at the token limit (finish_reason 'length') before its JSON was "
                 "complete: raise max_tokens, or ask for less",
-                raw=raw,
-                completion=completion,
+                raw=redact(raw, self.secrets),
+                completion=self._masked(completion),
             )
         found, value = find_json(raw)
         problems = self.target.problems(value) if found else ["$: the answer holds no JSON value"]
@@ -363,9 +397,12 @@ class ParsePlan:
             except (ValueError, TypeError) as exc:
                 problems = [str(exc)]
             else:
-                with _ST_MEMORY_LOCK:
-                    _ST_MEMORY[self.key] = self.rung
+                if not self.forced:  # a rung used alone says nothing about the rungs above it
+                    with _ST_MEMORY_LOCK:
+                        _ST_MEMORY[self.key] = self.rung
                 return True, converted
+        # the problems quote the answer's values: a key the server echoed is masked
+        problems = [redact(problem, self.secrets) for problem in problems]
         if self.repairs >= self.max_repairs:
             raise SchemaValidationError(
                 "the answer does not match the schema%s: %s"
@@ -373,9 +410,9 @@ class ParsePlan:
                     " (after %d repair%s)" % (self.repairs, "" if self.repairs == 1 else "s") if self.repairs else "",
                     "; ".join(problems),
                 ),
-                raw=raw,
+                raw=redact(raw, self.secrets),
                 errors=problems,
-                completion=completion,
+                completion=self._masked(completion),
             )
         self.repairs += 1
         self.repair_messages = self.repair_messages + [

@@ -378,8 +378,9 @@ def pending_calls(messages: Sequence[dict[str, Any]]) -> list[ToolCall]:
 
 def tool_result_text(value: object) -> str:
     """A tool's return value as the text sent back: a ``str`` as it is, anything else as JSON
-    (dataclasses as objects, Enum members as their values, sets as lists, other objects as
-    ``str()``); cut to :data:`TOOL_RESULT_LIMIT` characters with a note."""
+    (dataclasses as objects, Enum members as their values, sets, generators and other iterables
+    as lists, bytes as UTF-8 text, other objects as ``str()``); cut to
+    :data:`TOOL_RESULT_LIMIT` characters with a note; a lone surrogate becomes U+FFFD."""
     import json
 
     if isinstance(value, str):
@@ -388,19 +389,37 @@ def tool_result_text(value: object) -> str:
         text = json.dumps(value, ensure_ascii=False, default=_tools_jsonable)
     if len(text) > TOOL_RESULT_LIMIT:
         text = text[:TOOL_RESULT_LIMIT] + "\n[openai2: the result was cut at %d characters]" % TOOL_RESULT_LIMIT
+    return _tools_valid_text(text)
+
+
+def _tools_valid_text(text: str) -> str:
+    """``text`` with each lone surrogate as U+FFFD (pairs joined): a result read with
+    ``errors="surrogateescape"`` cannot be encoded as UTF-8, and the next request would fail."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return text
 
 
 def _tools_jsonable(value: object) -> object:
     import dataclasses
     import enum
+    import itertools
+    from collections.abc import Iterable, Mapping
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, Iterable):
+        # a generator, map, range, dict view, set ...: its items (an endless one is cut: the
+        # text would be cut at TOOL_RESULT_LIMIT characters anyway)
+        return list(itertools.islice(value, TOOL_RESULT_LIMIT))
     return str(value)
 
 
@@ -610,8 +629,15 @@ class ToolLoop:
 
     # -- running one call -----------------------------------------------------------------------
     def _error_text(self, exc: BaseException) -> str:
-        message = redact(str(exc), self.secrets)
+        message = _tools_valid_text(redact(str(exc), self.secrets))
+        if len(message) > TOOL_RESULT_LIMIT:
+            message = message[:TOOL_RESULT_LIMIT] + "…"
         return "%s: %s" % (type(exc).__name__, message) if message else type(exc).__name__
+
+    def _result_text(self, value: object) -> str:
+        """A tool's value as the text sent back (:func:`tool_result_text`), keys masked: a
+        result joins the history (archives, logs) and goes to the server."""
+        return redact(tool_result_text(value), self.secrets)
 
     def _invoke(self, call: ToolCall) -> None:
         tool_ = call._tool
@@ -626,7 +652,7 @@ class ToolLoop:
             else:
                 value = tool_.function(*args, **kwargs)
                 value = _tools_refuse_awaitable(value, call.name)
-            call.result = tool_result_text(value)
+            call.result = self._result_text(value)
         except Exception as exc:
             call.error = exc
             call._fail(self._error_text(exc))
@@ -647,7 +673,7 @@ class ToolLoop:
                 value = await offload(lambda: function(*args, **kwargs), CancelScope())
                 if inspect.isawaitable(value):
                     value = await value
-            call.result = tool_result_text(value)
+            call.result = self._result_text(value)
         except Exception as exc:
             call.error = exc
             call._fail(self._error_text(exc))
@@ -690,17 +716,28 @@ def _tools_refuse_awaitable(value: object, name: str) -> object:
 
 def _tools_run_threads(calls: Sequence[ToolCall], invoke: Callable[[ToolCall], None]) -> None:
     """Run ``invoke(call)`` for every call in worker threads, at most :data:`TOOL_MAX_WORKERS`
-    at a time, and wait for all of them (Ctrl-C stops the waiting; the threads finish alone)."""
+    at a time, and wait for all of them (Ctrl-C stops the waiting; the threads finish alone).
+
+    A ``BaseException`` that is not an ``Exception`` (``KeyboardInterrupt``, ``SystemExit``) a
+    tool raised in a worker is raised here, in the calling thread, once the workers stopped (no
+    call not yet started is started): as a single call run in the calling thread would raise it,
+    never a blank result sent to the model."""
     pending = list(reversed(calls))
     lock = threading.Lock()
+    escaped: list[BaseException] = []
 
     def work() -> None:
         while True:
             with lock:
-                if not pending:
+                if not pending or escaped:
                     return
                 call = pending.pop()
-            invoke(call)
+            try:
+                invoke(call)
+            except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt, SystemExit: re-raised below
+                with lock:
+                    escaped.append(exc)
+                return
 
     workers = [
         threading.Thread(target=work, name="openai2-tool", daemon=True)
@@ -710,6 +747,9 @@ def _tools_run_threads(calls: Sequence[ToolCall], invoke: Callable[[ToolCall], N
         worker.start()
     for worker in workers:
         worker.join()
+    if escaped:
+        # what a single call in the calling thread would have raised: the exchange stops there
+        raise escaped[0]
 
 
 def add_usage(total: dict[str, int], usage: object) -> None:

@@ -1,0 +1,344 @@
+"""The gateway (openai2.gateway.Gateway) against hostile clients (raw sockets: smuggling, slow
+senders, floods, cross-site pages, log injection) and lying upstreams (keys echoed in headers,
+odd bodies), all on loopback.  Each test names the promise of README's "Local gateway" section
+it holds the gateway to."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import socket
+import threading
+import unittest
+
+from openai2.gateway import Gateway, GatewayError
+from openai2.testing import FakeServer, Reply
+
+KEY = "sk-hostiletestkeyZZZZ9999"
+
+
+def _recv_all(sock: socket.socket, limit: int = 1 << 22) -> bytes:
+    """Everything the peer sends until it closes (or the socket's timeout passes)."""
+    data = b""
+    try:
+        while len(data) < limit:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return data
+
+
+def _statuses(raw: bytes) -> list[int]:
+    return [int(line.split()[1]) for line in raw.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+
+
+class _Case(unittest.TestCase):
+    def setUp(self) -> None:
+        self.log = io.StringIO()
+
+    def server(self, replies: list | None = None, **kw: object) -> FakeServer:
+        srv = FakeServer(replies, **kw)  # type: ignore[arg-type]
+        srv.start()
+        self.addCleanup(srv.stop)
+        return srv
+
+    def gateway(self, upstream: FakeServer, **kw: object) -> Gateway:
+        gw = Gateway(upstream.base_url, KEY, log=self.log, **kw)  # type: ignore[arg-type]
+        gw.start()
+        self.addCleanup(gw.stop)
+        return gw
+
+    def connect(self, gw: Gateway, timeout: float = 10) -> socket.socket:
+        sock = socket.create_connection((gw.host, gw.port), timeout=timeout)
+        self.addCleanup(sock.close)
+        return sock
+
+    def exchange(self, gw: Gateway, raw: bytes, timeout: float = 10) -> bytes:
+        sock = self.connect(gw, timeout)
+        sock.sendall(raw)
+        return _recv_all(sock)
+
+
+def _post(path: str, body: bytes, extra: str = "") -> bytes:
+    head = "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%s" % (path, extra)
+    if "content-length" not in extra.lower():
+        head += "Content-Length: %d\r\n" % len(body)
+    return head.encode() + b"Connection: close\r\n\r\n" + body
+
+
+CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+class TestFraming(_Case):
+    """Request smuggling: a body length the gateway reads differently from a proxy in front."""
+
+    def test_two_different_content_lengths_are_refused(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv)
+        raw = _post("/v1/chat/completions", CHAT, "Content-Length: %d\r\nContent-Length: 5\r\n" % len(CHAT))
+        out = self.exchange(gw, raw)
+        self.assertEqual(_statuses(out)[:1], [400], out[:200])
+        self.assertEqual(srv.requests, [])
+
+    def test_content_length_with_sign_or_underscore_is_refused(self) -> None:
+        # int() reads "+10" and "1_0" as 10; a proxy in front reads them as invalid (or as 1)
+        srv = self.server(["ok", "ok", "ok"])
+        gw = self.gateway(srv)
+        for value in ("+%d" % len(CHAT), "%s_%s" % (str(len(CHAT))[:1], str(len(CHAT))[1:]), " 0x10"):
+            out = self.exchange(gw, _post("/v1/chat/completions", CHAT, "Content-Length: %s\r\n" % value))
+            self.assertEqual(_statuses(out)[:1], [400], (value, out[:200]))
+        self.assertEqual(srv.requests, [])
+
+    def test_transfer_encoding_with_content_length_is_refused_and_closed(self) -> None:
+        srv = self.server(["ok", "ok"])
+        gw = self.gateway(srv)
+        smuggled = _post("/v1/chat/completions", CHAT)
+        body = b"0\r\n\r\n" + smuggled
+        raw = _post("/v1/chat/completions", body, "Transfer-Encoding: chunked\r\nContent-Length: %d\r\n" % len(body))
+        out = self.exchange(gw, raw.replace(b"Connection: close\r\n", b""))
+        self.assertEqual(_statuses(out), [411], out[:300])
+        self.assertEqual(srv.requests, [])
+
+    def test_obs_fold_transfer_encoding_is_refused(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv)
+        raw = _post("/v1/chat/completions", CHAT, "Transfer-Encoding:\r\n chunked\r\n")
+        self.assertIn(_statuses(self.exchange(gw, raw))[:1], ([400], [411]))
+        self.assertEqual(srv.requests, [])
+
+    def test_options_body_is_not_read_as_the_next_request(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv, cors="https://app.example")
+        inner = _post("/v1/chat/completions", CHAT)
+        raw = b"OPTIONS /v1/models HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(inner) + inner
+        sock = self.connect(gw, timeout=2)
+        sock.sendall(raw)
+        out = _recv_all(sock)
+        self.assertEqual(_statuses(out)[:1], [204])
+        self.assertEqual(srv.requests, [], "the OPTIONS body was served as a request of its own")
+
+    def test_a_closing_answer_says_connection_close(self) -> None:
+        gw = self.gateway(self.server(), max_body=10)
+        conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("POST", "/v1/chat/completions", body=CHAT, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        self.assertEqual(resp.status, 413)
+        self.assertEqual(resp.getheader("Connection"), "close")
+
+    def test_deeply_nested_json_is_400_not_a_dropped_connection(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv)
+        for body in (b"[" * 200000, b'{"model": "m", "messages": ' + b"[" * 200000 + b"]" * 200000 + b"}"):
+            out = self.exchange(gw, _post("/v1/chat/completions", body))
+            self.assertEqual(_statuses(out)[:1], [400], out[:200])
+        self.assertEqual(srv.requests, [])
+
+    def test_body_over_the_limit_gets_413_even_while_the_client_still_sends(self) -> None:
+        gw = self.gateway(self.server(), max_body=1000)
+        conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
+        self.addCleanup(conn.close)
+        big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * (8 << 20)}]}).encode()
+        conn.request("POST", "/v1/chat/completions", body=big, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        self.assertEqual(resp.status, 413)
+        self.assertEqual(json.loads(resp.read())["error"]["code"], "request_too_large")
+
+
+class TestLog(_Case):
+    def test_one_request_is_one_log_line_whatever_the_model_or_path(self) -> None:
+        srv = self.server(["ok", "ok"])
+        gw = self.gateway(srv)
+        forged = "m\n2026-01-01T00:00:00 10.0.0.1 \"POST /v1/chat/completions\" 200 model=x key=- 1ms tokens=-"
+        body = json.dumps({"model": forged + "\x1b[2J\r", "messages": []}).encode()
+        self.exchange(gw, _post("/v1/chat/completions", body))
+        self.exchange(gw, b"GET /v1/\x1b[31mred HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        gw.stop()
+        lines = self.log.getvalue().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertNotIn("\x1b", self.log.getvalue())
+        self.assertNotIn("\r", self.log.getvalue())
+
+
+class TestCrossSite(_Case):
+    """A web page the user visits must not spend the keys: no CSRF, no DNS rebinding."""
+
+    def test_cross_site_simple_post_is_refused(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv)
+        raw = _post("/v1/chat/completions", CHAT, "Origin: https://evil.example\r\n").replace(
+            b"Content-Type: application/json", b"Content-Type: text/plain"
+        )
+        out = self.exchange(gw, raw)
+        self.assertEqual(_statuses(out)[:1], [403], out[:200])
+        self.assertEqual(srv.requests, [])
+
+    def test_dns_rebinding_host_is_refused_without_a_token(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv)
+        raw = _post("/v1/chat/completions", CHAT).replace(b"Host: 127.0.0.1", b"Host: rebind.evil.example:%d" % gw.port)
+        out = self.exchange(gw, raw)
+        self.assertEqual(_statuses(out)[:1], [403], out[:200])
+        self.assertEqual(srv.requests, [])
+
+    def test_same_origin_page_and_allowed_origin_and_plain_clients_pass(self) -> None:
+        srv = self.server(["a", "b", "c", "d"])
+        gw = self.gateway(srv, cors="https://app.example")
+        own = "Origin: http://127.0.0.1:%d\r\n" % gw.port
+        for extra in ("", own, "Origin: https://app.example\r\n"):
+            raw = _post("/v1/chat/completions", CHAT, extra).replace(b"Host: 127.0.0.1", b"Host: 127.0.0.1:%d" % gw.port)
+            out = self.exchange(gw, raw)
+            self.assertEqual(_statuses(out)[:1], [200], (extra, out[:200]))
+        raw = _post("/v1/chat/completions", CHAT, "Origin: http://localhost:%d\r\n" % gw.port)
+        out = self.exchange(gw, raw.replace(b"Host: 127.0.0.1", b"Host: localhost:%d" % gw.port))
+        self.assertEqual(_statuses(out)[:1], [200], out[:200])
+
+
+class TestToken(_Case):
+    def test_a_token_no_client_can_send_is_refused_at_start(self) -> None:
+        for bad in ("пароль-secret", " padded-token ", "tab\there"):
+            with self.assertRaises(GatewayError, msg=bad):
+                Gateway("http://127.0.0.1:9/v1", KEY, token=bad)
+
+    def test_token_forms(self) -> None:
+        srv = self.server(["ok"] * 4)
+        gw = self.gateway(srv, token="tok-hostile-42")
+        for extra, status in (
+            ("Authorization: bearer tok-hostile-42\r\n", 200),
+            ("api-key: tok-hostile-42\r\n", 200),
+            ("Authorization: Bearer \r\n", 401),
+            ("Authorization: Bearer tok-hostile-4\r\n", 401),
+            ("Authorization: Basic tok-hostile-42\r\n", 401),
+        ):
+            out = self.exchange(gw, _post("/v1/chat/completions", CHAT, extra))
+            self.assertEqual(_statuses(out)[:1], [status], extra)
+        out = self.exchange(gw, _post("/v1/chat/completions?api-key=tok-hostile-42&token=tok-hostile-42", CHAT))
+        self.assertEqual(_statuses(out)[:1], [401])
+
+
+class TestLyingUpstream(_Case):
+    def test_key_echoed_in_upstream_headers_is_masked(self) -> None:
+        echo = {"X-Request-Id": "req-" + KEY, "Content-Type": "application/json; note=" + KEY}
+        srv = self.server(
+            [
+                Reply("ok", headers=echo),
+                Reply("streamed", headers={"Content-Type": "text/event-stream; k=" + KEY}),
+                Reply(status=429, headers={"Retry-After": KEY, "Content-Type": "text/plain; " + KEY}, body="slow"),
+            ]
+        )
+        gw = self.gateway(srv)
+        for body in (CHAT, json.dumps({"model": "m", "messages": [], "stream": True}).encode(), CHAT):
+            out = self.exchange(gw, _post("/v1/chat/completions", body))
+            self.assertTrue(_statuses(out), out[:200])
+            self.assertNotIn(KEY.encode(), out)
+        gw.stop()
+        self.assertNotIn(KEY, self.log.getvalue())
+
+    def test_retry_after_of_any_shape_is_relayed_without_a_crash(self) -> None:
+        for value in ("99999999999999999999999", "-5", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", "1e400"):
+            srv = self.server([Reply(status=429, headers={"Retry-After": value})])
+            gw = self.gateway(srv)
+            out = self.exchange(gw, _post("/v1/chat/completions", CHAT))
+            self.assertEqual(_statuses(out)[:1], [429], (value, out[:300]))
+            self.assertIn(b"Retry-After: " + value.encode(), out)
+
+
+def _drip(sock: socket.socket, data: bytes, stop: threading.Event, every: float = 0.05) -> bool:
+    """Send ``data`` one byte at a time (a slow client); True if the gateway closed on us first."""
+    for i in range(len(data)):
+        if stop.is_set():
+            return False
+        try:
+            sock.send(data[i : i + 1])
+        except OSError:
+            return True
+        stop.wait(every)  # the client's pace, not an ordering of threads
+    return False
+
+
+class TestSlowClients(_Case):
+    def test_a_head_sent_one_byte_at_a_time_does_not_pin_a_worker(self) -> None:
+        gw = self.gateway(self.server(), idle_timeout=0.5)
+        sock = self.connect(gw)
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+        head = b"GET /health HTTP/1.1\r\n" + b"".join(b"X-Slow-%d: y\r\n" % i for i in range(8)) + b"\r\n"
+        got: list = []
+        reader = threading.Thread(target=lambda: got.append(_recv_all(sock)))
+        reader.start()
+        cut = _drip(sock, head, stop)  # 6 s at this pace, every byte well within idle_timeout
+        stop.set()
+        reader.join(10)
+        self.assertTrue(cut or (got and b"408" in got[0][:20]), "the gateway read the dripped head to its end")
+
+    def test_a_body_sent_one_byte_at_a_time_does_not_pin_a_worker(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv, idle_timeout=0.5)
+        sock = self.connect(gw)
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 60}]}).encode()
+        head = _post("/v1/chat/completions", body)[: -len(body)]
+        sock.sendall(head)
+        got: list = []
+        reader = threading.Thread(target=lambda: got.append(_recv_all(sock)))
+        reader.start()
+        cut = _drip(sock, body, stop)
+        stop.set()
+        reader.join(10)
+        self.assertTrue(cut or (got and b"408" in got[0][:20]), "the gateway read the dripped body to its end")
+        self.assertEqual(srv.requests, [])
+
+
+class TestFlood(_Case):
+    def test_a_slow_client_beyond_the_workers_does_not_hold_the_accept_loop(self) -> None:
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        srv = self.server([Reply("held", gate=gate)])
+        gw = self.gateway(srv, max_workers=1, queue_timeout=0.0)
+        holder = self.connect(gw)
+        holder.sendall(_post("/v1/chat/completions", CHAT))
+        self.assertTrue(srv.wait_for_requests(1))
+        slow = self.connect(gw)  # beyond the worker: refused, but it never closes and keeps sending
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+        dripper = threading.Thread(target=_drip, args=(slow, b"x" * 400, stop))
+        dripper.start()
+        self.addCleanup(dripper.join, 30)
+        self.assertIn(b" 503 ", slow.recv(65536)[:20])
+        other = self.connect(gw, timeout=5)
+        other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            answer = other.recv(65536)
+        except socket.timeout:
+            answer = b""
+        stop.set()
+        self.assertIn(b" 503 ", answer[:20], "the next client got no answer while the slow one dripped")
+
+    def test_connections_beyond_the_workers_wait_side_by_side(self) -> None:
+        # The accept loop itself waited queue_timeout for each connection in turn: the n-th of a
+        # burst waited n times as long, and nobody was accepted meanwhile.
+        gate = threading.Event()
+        self.addCleanup(gate.set)
+        srv = self.server([Reply("held", gate=gate, gate_timeout=60)])
+        gw = self.gateway(srv, max_workers=1, queue_timeout=60)
+        holder = self.connect(gw)
+        holder.sendall(_post("/v1/chat/completions", CHAT))
+        self.assertTrue(srv.wait_for_requests(1))
+        socks = [self.connect(gw, timeout=30) for _ in range(5)]
+        for s in socks:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        for _ in range(1000):  # bounded wait until the five are all waiting for the worker
+            if getattr(gw, "_waiting", 0) == 5:
+                break
+            threading.Event().wait(0.01)
+        self.assertEqual(getattr(gw, "_waiting", 0), 5)
+        gate.set()
+        self.assertEqual(_statuses(_recv_all(holder))[:1], [200])
+        for s in socks:
+            self.assertEqual(_statuses(_recv_all(s)), [200])

@@ -1,0 +1,211 @@
+"""Hostile review of tool calling and structured output: what a user who wants them to fail tries.
+
+Tools that raise ``BaseException`` in worker threads, return lone surrogates, keys, generators;
+servers that echo keys into answers that miss the schema, nest answers 100,000 deep, or need a
+schema's ``$defs`` where ``list[X]`` wrapping moved them; rung memory written by a forced
+strategy.  Each test failed on the code before its fix.  Everything runs on MemoryTransport.
+"""
+
+# ruff: noqa: UP006 - typing.List: the dataclasses' hints are evaluated on Python 3.8
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+import typing
+import unittest
+
+from openai2 import Chat, SchemaValidationError
+from openai2.structured import Target, find_json, forget_rungs, remembered_rung
+from openai2.testing import MemoryTransport, Reply
+
+KEY = "sk-test-hostile-tools-0123456789abcdefXYZ"
+BASE = "https://api.test/v1"
+
+
+def call(call_id, name, arguments):
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": text}}
+
+
+def make_chat(replies, **options):
+    transport = MemoryTransport(replies)
+    chat = Chat(KEY, base_url=BASE, model="m", transport=transport, max_retries=0, **options)
+    return chat, transport
+
+
+def sent_tool_answers(transport, index=1):
+    return [m for m in transport.requests[index].json["messages"] if m["role"] == "tool"]
+
+
+@dataclasses.dataclass
+class Person:
+    name: str
+    age: int
+
+
+@dataclasses.dataclass
+class Node:
+    name: str
+    kids: typing.List[Node]
+
+
+class ToolsThatMisbehave(unittest.TestCase):
+    def quiet_thread_errors(self):
+        """A BaseException escaping a thread is printed by threading.excepthook: keep it quiet,
+        and record it (the old code let it escape the worker)."""
+        escaped = []
+        old = threading.excepthook
+        threading.excepthook = lambda args: escaped.append(args.exc_type)
+        self.addCleanup(setattr, threading, "excepthook", old)
+        return escaped
+
+    def test_system_exit_in_one_of_parallel_calls_stops_the_request_as_a_single_call_would(self):
+        escaped = self.quiet_thread_errors()
+
+        def boom(n: int) -> str:
+            if n == 1:
+                raise SystemExit(3)
+            return "ok"
+
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "boom", {"n": 1}), call("b", "boom", {"n": 2})]), Reply("never")],
+            tools=[boom],
+        )
+        with self.assertRaises(SystemExit):
+            chat.request("go")
+        self.assertEqual(chat.fetch_messages(), [])  # no blank "result" sent, nothing kept
+        self.assertEqual(len(transport.requests), 1)
+        self.assertEqual(escaped, [])
+
+    def test_keyboard_interrupt_in_a_worker_thread_reaches_the_caller(self):
+        escaped = self.quiet_thread_errors()
+
+        async def interrupted() -> str:  # an async tool in a sync request runs in a worker thread
+            raise KeyboardInterrupt
+
+        chat, transport = make_chat([Reply(tool_calls=[call("a", "interrupted", {})]), Reply("never")], tools=[interrupted])
+        with self.assertRaises(KeyboardInterrupt):
+            chat.request("go")
+        self.assertEqual(chat.fetch_messages(), [])
+        self.assertEqual(len(transport.requests), 1)
+        self.assertEqual(escaped, [])
+
+    def test_a_result_with_a_lone_surrogate_is_sent_with_a_replacement_character(self):
+        def read_log() -> str:
+            return b"bad \xff byte".decode("utf-8", "surrogateescape")
+
+        chat, transport = make_chat([Reply(tool_calls=[call("a", "read_log", {})]), Reply("fine")], tools=[read_log])
+        self.assertEqual(chat.request("go"), "fine")
+        (answer,) = sent_tool_answers(transport)
+        self.assertEqual(answer["content"], "bad \ufffd byte")
+        self.assertEqual(chat.last_tool_calls[0].result, "bad \ufffd byte")
+
+    def test_an_error_message_with_a_lone_surrogate_goes_back_readable(self):
+        def fails() -> str:
+            raise OSError("cannot open " + b"\xff.txt".decode("utf-8", "surrogateescape"))
+
+        chat, transport = make_chat([Reply(tool_calls=[call("a", "fails", {})]), Reply("fine")], tools=[fails])
+        self.assertEqual(chat.request("go"), "fine")
+        (answer,) = sent_tool_answers(transport)
+        self.assertEqual(answer["content"], "OSError: cannot open \ufffd.txt")
+
+    def test_a_key_in_a_tool_result_is_masked_before_it_joins_the_history_or_is_sent(self):
+        def leak() -> dict:
+            return {"config": "api_key=" + KEY}
+
+        chat, transport = make_chat([Reply(tool_calls=[call("a", "leak", {})]), Reply("fine")], tools=[leak])
+        chat.request("go")
+        self.assertNotIn(KEY, json.dumps(transport.requests[1].json))
+        self.assertNotIn(KEY, json.dumps(chat.fetch_messages()))
+        self.assertNotIn(KEY, chat.last_tool_calls[0].result)
+        self.assertIn("api_key=sk-", chat.last_tool_calls[0].result)
+
+    def test_a_key_in_an_async_tool_result_is_masked_too(self):
+        async def leak() -> str:
+            return KEY
+
+        chat, transport = make_chat([Reply(tool_calls=[call("a", "leak", {})]), Reply("fine")], tools=[leak])
+        asyncio.run(chat.async_request("go"))
+        self.assertNotIn(KEY, json.dumps(transport.requests[1].json))
+
+    def test_a_generator_result_goes_back_as_a_json_list(self):
+        def lines():
+            yield "one"
+            yield "two"
+
+        def keys() -> object:
+            return {"a": 1, "b": 2}.keys()
+
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "lines", {}), call("b", "keys", {})]), Reply("fine")], tools=[lines, keys]
+        )
+        chat.request("go")
+        self.assertEqual([json.loads(m["content"]) for m in sent_tool_answers(transport)], [["one", "two"], ["a", "b"]])
+
+    def test_an_endless_generator_result_is_cut_not_waited_for(self):
+        import itertools
+
+        def forever() -> object:
+            return itertools.count()
+
+        chat, transport = make_chat([Reply(tool_calls=[call("a", "forever", {})]), Reply("fine")], tools=[forever])
+        self.assertEqual(chat.request("go"), "fine")
+        self.assertIn("the result was cut", sent_tool_answers(transport)[0]["content"])
+
+
+class AnswersThatMisbehave(unittest.TestCase):
+    def setUp(self):
+        forget_rungs()
+        self.addCleanup(forget_rungs)
+
+    def test_an_answer_nested_too_deeply_is_a_schema_validation_error_not_a_recursion_error(self):
+        chat, transport = make_chat([Reply("[" * 100_000), Reply("{" * 50_000)])
+        with self.assertRaises(SchemaValidationError) as caught:
+            chat.parse("x", Person)
+        self.assertIn("no JSON", str(caught.exception))
+        self.assertEqual(len(transport.requests), 2)  # the one repair allowed
+        self.assertEqual(chat.fetch_messages(), [])
+
+    def test_find_json_skips_a_value_nested_too_deeply(self):
+        self.assertEqual(find_json("[" * 100_000), (False, None))
+        self.assertEqual(find_json("```json\n" + "[" * 100_000 + "\n```"), (False, None))
+        self.assertEqual(find_json("[" * 100_000 + ' and then {"a": 1}'), (True, {"a": 1}))
+
+    def test_a_list_of_recursive_dataclasses_parses(self):
+        target = Target(typing.List[Node])
+        self.assertIn("$defs", target.schema)  # at the root, where "#/$defs/Node" points
+        chat, transport = make_chat([Reply('{"value": [{"name": "a", "kids": [{"name": "b", "kids": []}]}]}')])
+        self.assertEqual(chat.parse("x", typing.List[Node]), [Node("a", [Node("b", [])])])
+        sent = transport.requests[0].json["response_format"]["json_schema"]["schema"]
+        self.assertEqual(sent["properties"]["value"]["items"], {"$ref": "#/$defs/Node"})
+        self.assertIn("Node", sent["$defs"])
+
+    def test_a_schema_dict_with_a_root_ref_parses(self):
+        schema = {"$ref": "#/$defs/P", "$defs": {"P": {"type": "object", "properties": {"a": {"type": "integer"}}}}}
+        chat, _ = make_chat([Reply('{"value": {"a": 1}}')])
+        self.assertEqual(chat.parse("x", schema), {"a": 1})
+
+    def test_a_key_echoed_in_an_answer_that_misses_the_schema_is_masked_in_the_error(self):
+        schema = {"type": "object", "properties": {"mode": {"enum": ["a", "b"]}}, "required": ["mode"]}
+        echoed = Reply(json.dumps({"mode": "key " + KEY}))
+        chat, _ = make_chat([echoed, echoed])
+        with self.assertRaises(SchemaValidationError) as caught:
+            chat.parse("x", schema)
+        error = caught.exception
+        self.assertIn("mode", str(error))
+        for text in (str(error), repr(error.errors), error.raw, json.dumps(error.completion)):
+            self.assertNotIn(KEY, text)
+
+    def test_a_forced_strategy_leaves_the_remembered_rung_alone(self):
+        chat, transport = make_chat([Reply('{"name": "a", "age": 1}'), Reply('{"name": "b", "age": 2}')])
+        chat.parse("x", Person, strategy="prompt")
+        self.assertIsNone(remembered_rung(BASE, "m"))
+        chat.parse("y", Person)  # auto: starts at the top, not at the rung a forced call used
+        self.assertEqual(transport.requests[1].json["response_format"]["type"], "json_schema")
+        self.assertEqual(remembered_rung(BASE, "m"), "json_schema")
+
+
+if __name__ == "__main__":
+    unittest.main()
