@@ -22,18 +22,16 @@ from .errors import ContextBudgetError, ContextLengthError, OpenAIError
 from .files import atomic_write, read_json_file
 from .history import Fitted, MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
-from .logbook import Logbook, LogbookError
 from .objects import to_attr
-from .store import Store
-from .structured import ParsePlan, Target, run_parse, run_parse_async
-from .tokens import count_tokens, looks_truncated
 from .tools import Exchange, ToolCall, pending_calls, tool_result_text
 from .transport import CancelScope
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Sequence
 
-    from .structured import ParseResult
+    from .logbook import Logbook
+    from .store import Store
+    from .structured import ParsePlan, ParseResult
     from .tools import ToolLoop
 
 
@@ -266,6 +264,8 @@ class Chat(BaseConversation):
         remembers what it computed with it)."""
         found = self._costs.get(model)
         if found is None:
+            from .tokens import count_tokens
+
             tokenizer = self._tokenizer
 
             def found(message: dict[str, Any]) -> int:
@@ -282,6 +282,8 @@ class Chat(BaseConversation):
 
     def _fit(self, new: list[dict[str, Any]], body: dict[str, Any], budget: int | None) -> Fitted:
         """The messages to send within ``budget`` (the caller holds the lock)."""
+        from .tokens import count_tokens
+
         model = str(body.get("model") or "")
         extra = count_tokens([], model=model, tools=body.get("tools"), tokenizer=self._tokenizer)
         ratio = 1.0 if self._tokenizer is not None else self._client.token_calibration(model).ratio
@@ -602,6 +604,8 @@ class Chat(BaseConversation):
         actual = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         if self._tokenizer is not None or not isinstance(actual, int) or isinstance(actual, bool) or body is None:
             return
+        from .tokens import looks_truncated
+
         model = str(body.get("model") or "")
         calibration = self._client.token_calibration(model)
         window = looks_truncated(fitted.tokens, actual, calibration.ratio)
@@ -726,6 +730,8 @@ class Chat(BaseConversation):
             cut off; :raises SchemaValidationError: it never matched the schema
         :raises TypeError: a schema that cannot be described (naming the annotation)
         """
+        from .structured import run_parse
+
         user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
         try:
             try:
@@ -751,6 +757,8 @@ class Chat(BaseConversation):
         **params: Any,
     ) -> Any:
         """:meth:`parse` as a coroutine (requests in worker threads; cancelling leaves the history)."""
+        from .structured import run_parse_async
+
         user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
         send = self._send_async
         try:
@@ -790,6 +798,8 @@ def _chat_parse_setup(
     chat: Chat, text: Any, schema: object, images: Any, strategy: str, max_repairs: int, params: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any], ParsePlan]:
     """The user message, body, options and ladder of a ``parse`` call (no tools are sent)."""
+    from .structured import ParsePlan, Target
+
     if text is None:
         raise ValueError("parse() needs the text to send")
     if "response_format" in params:
@@ -885,6 +895,9 @@ class _ChatLog:
     def make(cls, log: object, session: str | None) -> _ChatLog | None:
         if log is None or log is False:
             return None
+        from .logbook import Logbook
+        from .store import Store
+
         if session is not None and (not isinstance(session, str) or not session.strip()):
             raise ValueError("log_session must be a non-empty name")
         name = session or "chat-%s" % os.urandom(4).hex()
@@ -945,7 +958,7 @@ class _ChatLog:
                 secrets=client._secrets(),
                 **fields,
             )
-        except (LogbookError, OSError) as exc:
+        except Exception as exc:  # LogbookError, OSError ... : logging never costs an answer
             self.failed = True
             import warnings
 

@@ -33,14 +33,13 @@ from .errors import (
 from .keypool import AKPool, PoolSnapshot
 from .objects import AttrDict, to_attr
 from .sse import SSEDecoder
-from .structured import ParsePlan, RefusalError, Target, run_parse
-from .tokens import Calibration
 from .tools import DEFAULT_MAX_TOOL_ROUNDS, ToolLoop, ToolSet, run_rounds
 from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+    from .tokens import Calibration
     from .tools import ToolCall
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -1184,6 +1183,8 @@ class OpenAI:
     def token_calibration(self, model: str) -> Calibration:
         """The smoothed ratio of this server's true prompt tokens (``usage.prompt_tokens``) to
         openai2's estimate, for ``model``: shared by every Chat on this client."""
+        from .tokens import Calibration
+
         with self._token_lock:
             found = self._token_calibrations.get(model)
             if found is None:
@@ -1386,6 +1387,8 @@ def _client_parse(
     params: dict[str, Any],
 ) -> Any:
     """``chat.completions.parse``: the completion with ``choices[0].message.parsed`` set."""
+    from .structured import ParsePlan, RefusalError, Target, run_parse
+
     body = dict(params)
     options = split_request_options(body)
     if body.get("stream"):
