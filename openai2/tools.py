@@ -24,7 +24,7 @@ import time
 from .aio import offload
 from .common import TYPE_CHECKING, redact
 from .completion import accumulator_from_completion
-from .errors import OpenAIError
+from .errors import OpenAIError, redact_value
 from .schema import function_arguments, function_parameters, validate
 from .transport import CancelScope
 
@@ -298,9 +298,10 @@ class ToolCall:
         "duration",
         "_tool",
         "_call",
+        "_secrets",
     )
 
-    def __init__(self, call_id: str, name: str, raw_arguments: str) -> None:
+    def __init__(self, call_id: str, name: str, raw_arguments: str, secrets: Sequence[str] = ()) -> None:
         self.id = call_id
         self.name = name
         self.raw_arguments = raw_arguments
@@ -313,6 +314,7 @@ class ToolCall:
         self.duration = 0.0
         self._tool: Tool | None = None
         self._call: tuple[list[Any], dict[str, Any]] | None = None  # (args, kwargs) once ready to run
+        self._secrets = tuple(secrets)  # masked in repr and call_text: a model may echo a key
 
     def __repr__(self) -> str:
         state = (
@@ -326,14 +328,21 @@ class ToolCall:
             if self.result is not None
             else "ready"
         )
-        return "<ToolCall %s %s(%s) %s>" % (self.id, self.name, self.call_text(), state)
+        return "<ToolCall %s %s(%s) %s>" % (
+            redact(self.id, self._secrets),
+            redact(self.name, self._secrets),
+            self.call_text(),
+            state,
+        )
 
     def call_text(self, limit: int = 200) -> str:
         """The arguments as Python-style keywords, ``city='北京', days=3`` (shortened to ``limit``)."""
         if self.arguments is None:
             text = self.raw_arguments
         else:
-            text = ", ".join("%s=%r" % (k, v) for k, v in self.arguments.items())
+            shown = redact_value(self.arguments, self._secrets)  # masked before anything is cut
+            text = ", ".join("%s=%s" % (k, _tools_short_repr(v, limit)) for k, v in shown.items())
+        text = redact(text, self._secrets)
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
     def message(self) -> dict[str, Any]:
@@ -345,9 +354,22 @@ class ToolCall:
         self.result = text
 
 
-def pending_calls(messages: Sequence[dict[str, Any]]) -> list[ToolCall]:
+def _tools_short_repr(value: object, limit: int) -> str:
+    """``repr(value)`` for :meth:`ToolCall.call_text`, never more than about ``limit`` characters
+    worked out (arguments nested 900 deep or 10 MB long are shown cut, not built whole)."""
+    import reprlib
+
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = max(limit, 12)
+    shortener.maxlevel = 4
+    return shortener.repr(value)
+
+
+def pending_calls(messages: Sequence[dict[str, Any]], secrets: Sequence[str] = ()) -> list[ToolCall]:
     """The calls of the last assistant message with ``tool_calls`` that no ``tool`` message after
-    it answers yet (what the caller still has to answer), as :class:`ToolCall` records."""
+    it answers yet (what the caller still has to answer), as :class:`ToolCall` records.
+
+    :param secrets: keys masked in the records' repr and ``call_text`` (a model may echo one)"""
     import json
 
     for index in range(len(messages) - 1, -1, -1):
@@ -360,12 +382,18 @@ def pending_calls(messages: Sequence[dict[str, Any]]) -> list[ToolCall]:
                 if call.get("id") in answered:
                     continue
                 function = call.get("function") or {}
+                raw = function.get("arguments") or ""
+                if isinstance(raw, dict):  # a hand-made history: the object itself, not its JSON
+                    raw = json.dumps(raw, ensure_ascii=False)
                 record = ToolCall(
-                    str(call.get("id") or ""), str(function.get("name") or ""), function.get("arguments") or ""
+                    str(call.get("id") or ""),
+                    str(function.get("name") or ""),
+                    raw if isinstance(raw, str) else "",
+                    secrets,
                 )
                 try:
                     parsed = json.loads(record.raw_arguments or "{}")
-                except ValueError:
+                except (ValueError, RecursionError):
                     parsed = None
                 record.arguments = parsed if isinstance(parsed, dict) else None
                 record.pending = True
@@ -497,7 +525,10 @@ class ToolLoop:
         function = wanted.get("function") or {}
         raw = function.get("arguments")
         call = ToolCall(
-            str(wanted.get("id") or ""), str(function.get("name") or ""), raw if isinstance(raw, str) else ""
+            str(wanted.get("id") or ""),
+            str(function.get("name") or ""),
+            raw if isinstance(raw, str) else "",
+            self.secrets,
         )
         found = self.toolset.tools.get(call.name)
         if found is None:
@@ -621,7 +652,11 @@ class ToolLoop:
         """The next request: ``first`` (the exchange's first body) with the messages of the
         completed rounds after its own; a forced ``tool_choice`` (``"required"`` or a named
         function) applied to the first round only, so the model can answer."""
-        body = dict(first, messages=list(first["messages"]) + self.messages)
+        import copy
+
+        # copies: this body becomes last_request, and these messages are the ones that join the
+        # history (a caller editing last_request must not edit the history)
+        body = dict(first, messages=list(first["messages"]) + copy.deepcopy(self.messages))
         choice = body.get("tool_choice")
         if choice is not None and choice not in ("auto", "none"):
             del body["tool_choice"]

@@ -18,6 +18,7 @@ import unittest
 
 from openai2 import Chat, SchemaValidationError
 from openai2.structured import Target, find_json, forget_rungs, remembered_rung
+from openai2.tools import ToolCall, pending_calls
 from openai2.testing import MemoryTransport, Reply
 
 KEY = "sk-test-hostile-tools-0123456789abcdefXYZ"
@@ -205,6 +206,84 @@ class AnswersThatMisbehave(unittest.TestCase):
         chat.parse("y", Person)  # auto: starts at the top, not at the rung a forced call used
         self.assertEqual(transport.requests[1].json["response_format"]["type"], "json_schema")
         self.assertEqual(remembered_rung(BASE, "m"), "json_schema")
+
+
+class KeysAndCopies(unittest.TestCase):
+    SEARCH = {
+        "type": "function",
+        "function": {"name": "search", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}},
+    }
+
+    def test_a_key_echoed_in_call_arguments_is_masked_in_the_records_repr(self):
+        def lookup(q: str) -> str:
+            return "found"
+
+        chat, _ = make_chat(
+            [Reply(tool_calls=[call("a", "lookup", {"q": KEY}), call("b", "nothere", '{"q": "%s"' % KEY)]), Reply("ok")],
+            tools=[lookup],
+        )
+        chat.request("go")
+        shown = repr(chat.last_tool_calls) + "".join(c.call_text() for c in chat.last_tool_calls)
+        self.assertNotIn(KEY, shown)
+        self.assertIn("lookup(q='sk-", shown)
+
+    def test_call_text_masks_a_long_key_before_cutting_it(self):
+        long_key = "sk-" + "k" * 120
+        record = ToolCall("a", "f", "", [long_key])
+        record.arguments = {"token": long_key, "deep": json.loads("[" * 500 + "]" * 500), "big": "x" * 5_000_000}
+        for text in (record.call_text(60), repr(record)):
+            self.assertNotIn("k" * 20, text)  # no stretch of the key survives a cut
+            self.assertLess(len(text), 1000)
+
+    def test_pending_calls_mask_the_keys_they_are_given(self):
+        history = [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": None, "tool_calls": [call("a", "search", {"q": KEY})]},
+        ]
+        (record,) = pending_calls(history, [KEY])
+        self.assertEqual(record.arguments, {"q": KEY})  # the data is the model's
+        self.assertNotIn(KEY, repr(record) + record.call_text())
+
+    def test_pending_calls_of_a_hand_made_history_with_object_arguments(self):
+        history = [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]},
+        ]
+        (record,) = pending_calls(history)
+        self.assertEqual((record.id, record.arguments), ("a", {"x": 1}))
+
+    @unittest.expectedFailure  # defect: Chat.pending_tool_calls and the "not answered yet" error do not pass the keys to pending_calls (chat.py)
+    def test_chat_pending_calls_and_the_refusal_of_a_new_question_mask_an_echoed_key(self):
+        chat, _ = make_chat([Reply(tool_calls=[call("a", "search", {"q": KEY})])], tools=[self.SEARCH])
+        chat.request("go")
+        self.assertNotIn(KEY, repr(chat.pending_tool_calls))
+        with self.assertRaises(ValueError) as caught:
+            chat.request("again")
+        self.assertNotIn(KEY, str(caught.exception))
+
+    def test_editing_last_request_of_a_tool_round_leaves_the_history_alone(self):
+        def get_weather(city: str) -> str:
+            return "sunny"
+
+        chat, _ = make_chat([Reply(tool_calls=[call("a", "get_weather", {"city": "P"})]), Reply("x")], tools=[get_weather])
+        chat.request("go")
+        chat.last_request["messages"][1]["tool_calls"][0]["function"]["name"] = "edited"
+        chat.last_request["messages"][2]["content"] = "edited"
+        self.assertEqual(chat.fetch_messages()[1]["tool_calls"][0]["function"]["name"], "get_weather")
+        self.assertEqual(chat.fetch_messages()[2]["content"], "sunny")
+
+    @unittest.expectedFailure  # defect: Chat._prepare copies the history's messages shallowly into last_request (chat.py)
+    def test_editing_last_request_of_a_later_exchange_leaves_the_history_alone(self):
+        def get_weather(city: str) -> str:
+            return "sunny"
+
+        chat, _ = make_chat(
+            [Reply(tool_calls=[call("a", "get_weather", {"city": "P"})]), Reply("x"), Reply("y")], tools=[get_weather]
+        )
+        chat.request("one")
+        chat.request("two", tools=None)
+        chat.last_request["messages"][1]["tool_calls"][0]["function"]["name"] = "edited"
+        self.assertEqual(chat.fetch_messages()[1]["tool_calls"][0]["function"]["name"], "get_weather")
 
 
 if __name__ == "__main__":
