@@ -23,6 +23,7 @@ from .files import atomic_write, read_json_file
 from .history import Fitted, MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
 from .objects import to_attr
+from .tokens import count_tokens, looks_truncated
 from .tools import Exchange, ToolCall, pending_calls, tool_result_text
 from .transport import CancelScope
 
@@ -264,8 +265,6 @@ class Chat(BaseConversation):
         remembers what it computed with it)."""
         found = self._costs.get(model)
         if found is None:
-            from .tokens import count_tokens
-
             tokenizer = self._tokenizer
 
             def found(message: dict[str, Any]) -> int:
@@ -282,8 +281,6 @@ class Chat(BaseConversation):
 
     def _fit(self, new: list[dict[str, Any]], body: dict[str, Any], budget: int | None) -> Fitted:
         """The messages to send within ``budget`` (the caller holds the lock)."""
-        from .tokens import count_tokens
-
         model = str(body.get("model") or "")
         extra = count_tokens([], model=model, tools=body.get("tools"), tokenizer=self._tokenizer)
         ratio = 1.0 if self._tokenizer is not None else self._client.token_calibration(model).ratio
@@ -604,7 +601,6 @@ class Chat(BaseConversation):
         actual = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         if self._tokenizer is not None or not isinstance(actual, int) or isinstance(actual, bool) or body is None:
             return
-        from .tokens import looks_truncated
 
         model = str(body.get("model") or "")
         calibration = self._client.token_calibration(model)

@@ -33,13 +33,13 @@ from .errors import (
 from .keypool import AKPool, PoolSnapshot
 from .objects import AttrDict, to_attr
 from .sse import SSEDecoder
+from .tokens import Calibration
 from .tools import DEFAULT_MAX_TOOL_ROUNDS, ToolLoop, ToolSet, run_rounds
 from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-    from .tokens import Calibration
     from .tools import ToolCall
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -301,7 +301,10 @@ def decide_retry(
     :param status: the HTTP status, or None when the connection failed
     :param headers: the response headers (lower-case names)
     :param code: the error body's ``code``
-    :param retryable: for a connection error, its ``retryable`` attribute
+    :param retryable: the failed attempt's error's ``retryable`` attribute: False for a
+        connection error the request may have reached the server through, and for a status
+        error that a retry cannot fix (``ContextLengthError``, whatever its status: llama.cpp
+        server refuses a too-long prompt with a 500), which is raised at once
     :param now: the wall-clock time (``time.time()``), for a ``Retry-After`` HTTP date
     :param jitter: a number from 0 to 1 (``random.random()``): the backoff's jitter
     :returns: the :class:`RetryDecision`
@@ -315,6 +318,8 @@ def decide_retry(
         return RetryDecision(
             "retry", "connection failed, retry %d/%d in %.2fs" % (attempt + 1, max_retries, delay), delay
         )
+    if not retryable:
+        return RetryDecision("raise", "HTTP %d; not retried (the same request cannot succeed)" % status)
     headers = headers or {}
     pool_wait = 0.0
     key_action: str | None = None
@@ -1111,7 +1116,14 @@ class OpenAI:
                 error = make_status_error(response.status, response.headers, raw, secrets=secrets, sent_key=bool(key))
                 snapshot = pool.snapshot(key) if pool is not None and key else None
                 decision = self._decide(
-                    attempt, failovers, limits, response.status, response.headers, error.code, snapshot
+                    attempt,
+                    failovers,
+                    limits,
+                    response.status,
+                    response.headers,
+                    error.code,
+                    snapshot,
+                    retryable=getattr(error, "retryable", True),
                 )
                 if pool is not None and key:
                     if decision.key_action == "set_aside":
@@ -1183,8 +1195,6 @@ class OpenAI:
     def token_calibration(self, model: str) -> Calibration:
         """The smoothed ratio of this server's true prompt tokens (``usage.prompt_tokens``) to
         openai2's estimate, for ``model``: shared by every Chat on this client."""
-        from .tokens import Calibration
-
         with self._token_lock:
             found = self._token_calibrations.get(model)
             if found is None:

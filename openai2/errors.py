@@ -12,7 +12,7 @@ from __future__ import annotations
 from .common import TYPE_CHECKING, redact
 
 if TYPE_CHECKING:
-    from typing import Any, Iterable, Mapping
+    from typing import Any, Iterable, Mapping, Sequence
 
 
 class OpenAIError(Exception):
@@ -631,3 +631,39 @@ class ContextBudgetError(OpenAIError):
         )
         self.budget = budget
         self.required = required
+
+
+class StructuredOutputError(OpenAIError):
+    """The answer could not be made into the requested type.
+
+    :ivar raw: the answer's text (as the model wrote it)
+    :ivar completion: the last answer, parsed JSON (keys masked), or None
+    """
+
+    def __init__(self, message: str, *, raw: str = "", completion: object = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.completion = completion
+
+
+class RefusalError(StructuredOutputError):
+    """The model refused to answer (``message.refusal``). :ivar refusal: its text."""
+
+    def __init__(self, refusal: str, *, completion: object = None) -> None:
+        super().__init__("the model refused: %s" % refusal, raw="", completion=completion)
+        self.refusal = refusal
+
+
+class LengthFinishReasonError(StructuredOutputError):
+    """The answer was cut off (``finish_reason == "length"``): raise ``max_tokens``, or ask for less."""
+
+
+class SchemaValidationError(StructuredOutputError):
+    """The answer did not match the schema (after the repairs allowed).
+
+    :ivar errors: each problem as ``"$.path: message"``
+    """
+
+    def __init__(self, message: str, *, raw: str, errors: Sequence[str], completion: object = None) -> None:
+        super().__init__(message, raw=raw, completion=completion)
+        self.errors = list(errors)
