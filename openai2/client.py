@@ -1224,7 +1224,7 @@ class OpenAI:
         warnings.warn(
             "openai2: %s at %s counted %d prompt tokens where about %d were sent: the server seems to "
             "cut the prompt to a %d-token window without saying so (Ollama does: raise num_ctx, e.g. "
-            "`PARAMETER num_ctx 32768` in a Modelfile or OLLAMA_CONTEXT_LENGTH=32768), or set "
+            "`PARAMETER num_ctx 32768` in a Modelfile or OLLAMA_CONTEXT_LENGTH=32768 for the server), or set "
             "Chat(MsgMaxTokens=%d)" % (model, _client_shown_url(self.base_url), actual, estimated, window, window),
             RuntimeWarning,
             stacklevel=4,
