@@ -24,7 +24,7 @@ from .history import Fitted, MessageBuffer, format_round, from_archive, validate
 from .keypool import AKPool
 from .objects import to_attr
 from .tokens import count_tokens, looks_truncated
-from .tools import Exchange, ToolCall, pending_calls, tool_result_text
+from .tools import Exchange, ToolCall, add_usage, pending_calls, tool_result_text
 from .transport import CancelScope
 
 if TYPE_CHECKING:
@@ -207,6 +207,8 @@ class Chat(BaseConversation):
         MsgMaxTokens: int | str | None = None,  # noqa: N803 - the documented name
         msg_max_tokens: int | str | None = None,
         tokenizer: Callable[[str], int] | None = None,
+        summarize: bool = False,
+        summary_prompt: str | None = None,
         **kwargs: Any,
     ) -> None:
         if MsgMaxCount is not None and msg_max_count is not None and MsgMaxCount != msg_max_count:
@@ -227,6 +229,13 @@ class Chat(BaseConversation):
         self._tokenizer = tokenizer
         self._costs: dict[str, Callable[[dict[str, Any]], int]] = {}  # model -> a message's estimate
         self._counting = False  # count_tokens() was used: calibrate even without a budget
+        #: with MsgMaxTokens: summarise what the budget left out instead of dropping it silently
+        self.summarize = bool(summarize)
+        if summary_prompt is not None and (not isinstance(summary_prompt, str) or not summary_prompt.strip()):
+            raise ValueError("summary_prompt must be a non-empty text")
+        self.summary_prompt = summary_prompt
+        #: why the last summary could not be made (the messages were then dropped), or None
+        self.last_summary_error: BaseException | None = None
         self._fits = _ChatFits()
         self._system = validate_message(system_msg(system), "system") if system is not None else None
         if self._system is not None:
@@ -512,13 +521,25 @@ class Chat(BaseConversation):
             self._log.start()
         return user, body, options, loop
 
-    def _commit(self, user: dict[str, Any] | None, exchange: Exchange, calibrate: bool = True) -> None:
+    def _commit(
+        self,
+        user: dict[str, Any] | None,
+        exchange: Exchange,
+        calibrate: bool = True,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
         """Join one exchange to the history (every tool round with it), atomically; log it."""
-        self._commit_only(user, exchange, calibrate)
+        self._commit_only(user, exchange, calibrate, summary)
         if self._log is not None:
             self._log.record(self, exchange.request, status="ok")
 
-    def _commit_only(self, user: dict[str, Any] | None, exchange: Exchange, calibrate: bool = True) -> None:
+    def _commit_only(
+        self,
+        user: dict[str, Any] | None,
+        exchange: Exchange,
+        calibrate: bool = True,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
         acc = exchange.acc
         if exchange.result is not None:
             response: Any = to_attr(exchange.result)
@@ -528,12 +549,72 @@ class Chat(BaseConversation):
         with self._lock:
             drop = fitted.left_out if fitted is not None else ()
             self._buffer.commit(([user] if user is not None else []) + exchange.messages(), drop)
+            if summary is not None:
+                self._buffer.place_summary(summary, _chat_is_summary)
             rounds = exchange.usages if len(exchange.usages) > 1 else ()
             self._note_answer(exchange.request or {}, response, exchange.usage, rounds)
             self.last_reasoning = acc.reasoning if acc is not None else ""
             self.last_tool_calls = exchange.calls
         if calibrate and fitted is not None and exchange.usages:
             self._calibrate(exchange.first, fitted, exchange.usages[0])
+
+    # -- summaries ------------------------------------------------------------------------------
+    def _summary_request(self, exchange: Exchange) -> dict[str, Any] | None:
+        """The request that summarises what the budget left out of ``exchange`` (with the
+        previous summary folded in), or None when there is nothing to summarise."""
+        fitted = self._fits.get(exchange.first)
+        if not self.summarize or fitted is None or not fitted.left_out:
+            return None
+        with self._lock:
+            previous = next((m for m in self._buffer.view() if _chat_is_summary(m)), None)
+        return _chat_summary_body(exchange.first or {}, fitted.left_out, previous, self.summary_prompt)
+
+    def _summary_done(
+        self, result: dict[str, Any] | None, exc: BaseException | None, chinese: bool
+    ) -> dict[str, Any] | None:
+        """The summary message from the answer, or None (the failure warned and kept on the Chat)."""
+        if exc is None and result is not None:
+            try:
+                text = (result["choices"][0]["message"].get("content") or "").strip()
+            except (KeyError, IndexError, TypeError, AttributeError):
+                text = ""
+            if text:
+                with self._lock:
+                    add_usage(self.total_usage, result.get("usage"))
+                self.last_summary_error = None
+                marker = _CHAT_SUMMARY_MARKERS[1 if chinese else 0]
+                return {"role": "system", "content": marker + "\n" + text}
+            exc = OpenAIError("the summary request answered no text")
+        self.last_summary_error = exc
+        import warnings
+
+        warnings.warn(
+            "openai2: the earlier messages could not be summarised (%s); they were left out as without summarize" % exc,
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+
+    def _summarize(self, exchange: Exchange, options: dict[str, Any]) -> dict[str, Any] | None:
+        """Summarise what the budget left out (one extra request), or None; never raises."""
+        body = self._summary_request(exchange)
+        if body is None:
+            return None
+        try:
+            result, exc = self._send(body, options), None
+        except Exception as failure:
+            result, exc = None, failure
+        return self._summary_done(result, exc, _chat_chinese(body))
+
+    async def _summarize_async(self, exchange: Exchange, options: dict[str, Any]) -> dict[str, Any] | None:
+        body = self._summary_request(exchange)
+        if body is None:
+            return None
+        try:
+            result, exc = await self._send_async(body, options), None
+        except Exception as failure:
+            result, exc = None, failure
+        return self._summary_done(result, exc, _chat_chinese(body))
 
     def _refit(self, body: dict[str, Any], exc: BaseException, loop: ToolLoop | None) -> bool:
         """After the server refused ``body`` as too long, with ``MsgMaxTokens="auto"``: learn the
@@ -610,9 +691,14 @@ class Chat(BaseConversation):
             return
         calibration.observe(fitted.tokens, actual)
 
-    def _finish_stream(self, exchange: Exchange, user: dict[str, Any] | None) -> None:
-        """Commit a whole streamed exchange (the same rule as a non-streamed one)."""
-        self._commit(user, exchange)
+    def _finish_stream(
+        self, exchange: Exchange, user: dict[str, Any] | None, options: dict[str, Any], summary: Any = False
+    ) -> None:
+        """Commit a whole streamed exchange (the same rule as a non-streamed one); ``summary``
+        False: make it here (the async stream made it already, awaited)."""
+        if summary is False:
+            summary = self._summarize(exchange, options)
+        self._commit(user, exchange, summary=summary)
 
     def _finish_partial(
         self,
@@ -661,7 +747,7 @@ class Chat(BaseConversation):
         except BaseException as exc:
             self._log_failure(body, exc)
             raise
-        self._commit(user, exchange)
+        self._commit(user, exchange, summary=self._summarize(exchange, options))
         return exchange.text
 
     def stream_request(
@@ -700,7 +786,7 @@ class Chat(BaseConversation):
         except BaseException as exc:
             self._log_failure(body, exc)
             raise
-        self._commit(user, exchange)
+        self._commit(user, exchange, summary=await self._summarize_async(exchange, options))
         return exchange.text
 
     def parse(
@@ -739,7 +825,9 @@ class Chat(BaseConversation):
         except BaseException as exc:
             self._log_failure(body, exc)
             raise
-        self._commit_parsed(user, done, body)
+        exchange = self._parsed_exchange(done, body)
+        # the instruction and repairs were sent too: no calibration from this answer
+        self._commit(user, exchange, calibrate=False, summary=self._summarize(exchange, options))
         return done.value
 
     async def async_parse(
@@ -767,7 +855,9 @@ class Chat(BaseConversation):
         except BaseException as exc:
             self._log_failure(body, exc)
             raise
-        self._commit_parsed(user, done, body)
+        exchange = self._parsed_exchange(done, body)
+        summary = await self._summarize_async(exchange, options)
+        self._commit(user, exchange, calibrate=False, summary=summary)
         return done.value
 
     def _log_failure(self, body: dict[str, Any], exc: BaseException) -> None:
@@ -776,11 +866,11 @@ class Chat(BaseConversation):
             interrupted = isinstance(exc, KeyboardInterrupt)
             self._log.record(self, body, status="interrupted" if interrupted else "error", error=exc)
 
-    def _commit_parsed(self, user: dict[str, Any] | None, done: ParseResult, body: dict[str, Any]) -> None:
+    def _parsed_exchange(self, done: ParseResult, body: dict[str, Any]) -> Exchange:
         exchange = Exchange(None)
         exchange.first = body  # what the budget fitted (the rungs add their instruction to it)
         exchange.answer(done.request, done.acc, done.result)
-        self._commit(user, exchange, calibrate=False)  # the instruction and repairs were sent too
+        return exchange
 
     def async_stream_request(
         self, text: Any = None, *, images: Sequence[str] | str | None = None, **params: Any
@@ -827,6 +917,52 @@ def _chat_check_continuation(history: Sequence[dict[str, Any]], user: dict[str, 
         )
     if user is None and not (history and history[-1].get("role") in ("tool", "function")):
         raise ValueError("request() needs the text to send (without text it only goes on after answered tool calls)")
+
+
+#: How a summary message starts (English, Chinese): how it is found again, also after dump/load.
+_CHAT_SUMMARY_MARKERS = ("[Summary of the earlier conversation]", "[此前对话的摘要]")
+_CHAT_SUMMARY_PROMPT_EN = (
+    "Summarise the conversation below for the assistant who continues it, in a few short paragraphs: keep "
+    "the facts, names, numbers, decisions and open questions; leave out greetings and small talk. If a "
+    "previous summary is given, fold it in. Write in the language of the conversation. Answer with the "
+    "summary only."
+)
+_CHAT_SUMMARY_PROMPT_ZH = (
+    "请为继续这段对话的助手总结下面的对话，用几段简短的话：保留事实、名称、数字、结论和尚未解决的问题，"
+    "省略寒暄和闲聊。如果给出了之前的摘要，请把它合并进来。用中文书写，只输出摘要。"
+)
+
+
+def _chat_is_summary(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return message.get("role") == "system" and isinstance(content, str) and content.startswith(_CHAT_SUMMARY_MARKERS)
+
+
+def _chat_chinese(body: dict[str, Any]) -> bool:
+    return bool(body.get("messages")) and body["messages"][0].get("content") == _CHAT_SUMMARY_PROMPT_ZH
+
+
+def _chat_summary_body(
+    first: dict[str, Any], left_out: Sequence[dict[str, Any]], previous: dict[str, Any] | None, prompt: str | None
+) -> dict[str, Any]:
+    """The summary request: the conversation's language decides the prompt (Chinese when most
+    of its letters are CJK ideographs), unless the Chat has its own ``summary_prompt``."""
+    lines = []
+    for message in left_out:
+        text = format_round([message]).split(":", 1)[-1].strip()
+        lines.append("%s: %s" % (message.get("role", "?"), text))
+    said = "\n".join(lines)  # the language is the conversation's, not the previous summary's
+    cjk = sum(1 for ch in said if "\u4e00" <= ch <= "\u9fff")
+    latin = sum(1 for ch in said if ch.isascii() and ch.isalpha())
+    if previous is not None:
+        lines.insert(0, "Previous summary: " + str(previous.get("content", "")).split("\n", 1)[-1])
+    transcript = "\n".join(lines)
+    system = prompt or (_CHAT_SUMMARY_PROMPT_ZH if cjk > latin / 2 else _CHAT_SUMMARY_PROMPT_EN)
+    body = {
+        "model": first.get("model"),
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": transcript}],
+    }
+    return body
 
 
 def _chat_check_budget(value: object) -> int | str | None:
@@ -1070,7 +1206,7 @@ class ChatTextStream:
                 self._state = "done"
                 if self._exchange.acc is not None:
                     # under the lock: a close() from another thread waits for this commit
-                    self._chat._finish_stream(self._exchange, self._user)
+                    self._chat._finish_stream(self._exchange, self._user, self._options)
                 raise StopIteration
         self._close_stream()
         raise StopIteration
@@ -1283,7 +1419,8 @@ class AsyncChatTextStream:
                     return await self.__anext__()
                 self._state = "done"
                 if self._exchange.acc is not None:
-                    self._chat._finish_stream(self._exchange, self._user)
+                    summary = await self._chat._summarize_async(self._exchange, self._options)
+                    self._chat._finish_stream(self._exchange, self._user, self._options, summary)
                 raise StopAsyncIteration
             batch.reverse()
             self._batch = batch

@@ -24,6 +24,7 @@ from .errors import (
     IncompleteStreamError,
     OpenAIError,
     RateLimitError,
+    RefusalError,
     RequestCancelledError,
     ResponseTooLargeError,
     make_status_error,
@@ -1397,7 +1398,7 @@ def _client_parse(
     params: dict[str, Any],
 ) -> Any:
     """``chat.completions.parse``: the completion with ``choices[0].message.parsed`` set."""
-    from .structured import ParsePlan, RefusalError, Target, run_parse
+    from .structured import ParsePlan, Target, run_parse
 
     body = dict(params)
     options = split_request_options(body)

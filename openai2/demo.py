@@ -621,7 +621,12 @@ class DemoBrain:
                 "This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. "
                 "Please reduce the length of the messages." % (self.window, prompt)
             )
-            error = {"message": message, "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}
+            error = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
             return DemoError(400, {"error": error})
         answer = self._respond(request)
         if isinstance(answer, str):

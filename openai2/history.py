@@ -305,6 +305,28 @@ def _hist_units(msgs: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
     return units
 
 
+def _hist_rounds(msgs: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges a token budget leaves out whole: after the leading system and
+    developer messages (which always stay), each user message with everything up to the next
+    one; messages before the first user message (a forged opening, an answer whose question was
+    left out) each go alone.  O(n)."""
+    out = []
+    i, n = 0, len(msgs)
+    while i < n and msgs[i].get("role") in ("system", "developer"):
+        i += 1
+    while i < n:
+        j = i + 1
+        if msgs[i].get("role") == "user":
+            while j < n and msgs[j].get("role") != "user":
+                j += 1
+        else:
+            while j < n and msgs[j].get("role") in _HIST_TOOL_ROLES:
+                j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
 def _hist_check_index(index: object, length: int) -> int:
     # bool is an int subclass, but pin(True) is surely a mistake.
     if not isinstance(index, int) or isinstance(index, bool):
@@ -437,10 +459,12 @@ class MessageBuffer:
         extra: int = 0,
         ratio: float = 1.0,
     ) -> Fitted:
-        """:meth:`payload`, then within ``budget`` tokens: the oldest units (see :meth:`commit`)
-        left out until ``ceil((tokens) * ratio) <= budget``, never a pinned one (a unit with a
-        pinned message stays whole), nor the messages before the first user message (the
-        system prompt), nor ``new_messages``.  O(n) with the costs remembered.
+        """:meth:`payload`, then within ``budget`` tokens: the oldest rounds left out (a user
+        message with what follows it up to the next one, so a question goes with its answer and
+        an assistant message with ``tool_calls`` with its ``tool`` answers) until
+        ``ceil(tokens * ratio) <= budget``; never a round with a pinned message, nor the system
+        prompt (the system/developer messages at the start), nor ``new_messages``.  O(n) with
+        the costs remembered.
 
         :param budget: the most tokens to send (None: no budget, only the estimate is made)
         :param cost: a message's raw token estimate (per-message overhead included)
@@ -458,8 +482,7 @@ class MessageBuffer:
         if budget is None or math.ceil(raw * ratio) <= budget:
             return Fitted(chosen, [], raw, raw, new_messages)
         pinned = {id(m) for m, p in zip(self._msgs, self._pins) if p}
-        first_user = next((i for i, m in enumerate(history) if m.get("role") == "user"), len(history))
-        units = [u for u in _hist_units(history) if u[0] >= first_user]
+        units = _hist_rounds(history)
         movable = [u for u in units if not any(id(history[i]) in pinned for i in range(*u))]
         fixed = raw - sum(sum(costs[a:b]) for a, b in movable)
         dropped: set[int] = set()
@@ -472,6 +495,22 @@ class MessageBuffer:
             raise ContextBudgetError(budget, math.ceil(raw * ratio))
         kept = [m for i, m in enumerate(history) if i not in dropped]
         return Fitted(kept + list(new_messages), [history[i] for i in sorted(dropped)], raw, fixed, new_messages)
+
+    def place_summary(self, message: dict[str, Any], is_summary: Callable[[dict[str, Any]], bool]) -> None:
+        """Put a summary ``message`` (a system message) in place of the one ``is_summary`` finds
+        before the first user message, else right after the leading system messages; pinned, so
+        trimming never removes it."""
+        head = next((i for i, m in enumerate(self._msgs) if m.get("role") == "user"), len(self._msgs))
+        for i in range(head):
+            if is_summary(self._msgs[i]):
+                self._msgs[i] = message
+                self._pins[i] = True
+                return
+        at = 0
+        while at < head and self._msgs[at].get("role") in ("system", "developer"):
+            at += 1
+        self._msgs.insert(at, message)
+        self._pins.insert(at, True)
 
     def commit(self, new_messages: Iterable[dict[str, Any]], drop: Sequence[dict[str, Any]] = ()) -> None:
         """Append a completed exchange (e.g. user + assistant), then trim to ``max_count``.

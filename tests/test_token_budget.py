@@ -207,6 +207,71 @@ class Calibration(unittest.TestCase):
         self.assertEqual(chat.client.token_calibration("m").samples, 0)
 
 
+class Summaries(unittest.TestCase):
+    def server(self, fail_summary=False):
+        seen = []
+
+        def answer(request):
+            first = request.messages[0]
+            if first["role"] == "system" and "summar" in first["content"].lower() or "总结" in first["content"]:
+                seen.append(request.messages)
+                if fail_summary:
+                    return Reply(status=500, content="down")
+                return Reply("the user asked several things", usage={"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12})
+            return Reply("ok", usage={"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})
+
+        return answer, seen
+
+    def run_turns(self, chat, texts):
+        for text in texts:
+            chat.request(text)
+
+    def test_what_is_left_out_is_replaced_by_one_pinned_summary(self):
+        handler, seen = self.server()
+        chat, transport = make_chat(handler=handler, MsgMaxTokens=40, tokenizer=words, summarize=True, system="sys")
+        self.run_turns(chat, ["question number %d with words" % i for i in range(6)])
+        self.assertTrue(seen)
+        messages = chat.fetch_messages()
+        self.assertEqual(messages[0]["content"], "sys")
+        self.assertEqual(messages[1]["role"], "system")
+        self.assertTrue(messages[1]["content"].startswith("[Summary of the earlier conversation]"))
+        self.assertIn(1, chat.pinned_indexes())
+        self.assertEqual(sum(1 for m in messages if m["content"].startswith("[Summary")), 1)
+        self.assertIn("Previous summary:", seen[-1][1]["content"])  # a later summary folds the previous in
+        last = transport.requests[-1].json["messages"]
+        if not last[-1]["content"].startswith("[Summary") and last[0]["content"] == "sys":
+            self.assertTrue(any(m["content"].startswith("[Summary") for m in last))
+        self.assertGreaterEqual(chat.total_usage["total_tokens"], 12)
+
+    def test_a_chinese_conversation_is_summarised_in_chinese(self):
+        handler, seen = self.server()
+        chat, _ = make_chat(handler=handler, MsgMaxTokens=90, tokenizer=lambda t: len(t), summarize=True)
+        self.run_turns(chat, ["第%d个问题：今天天气怎么样" % i for i in range(5)])
+        self.assertTrue(seen)
+        self.assertIn("用中文书写", seen[0][0]["content"])
+        self.assertTrue(any(m["content"].startswith("[此前对话的摘要]") for m in chat.fetch_messages()))
+
+    def test_a_failed_summary_falls_back_to_plain_trimming_and_keeps_the_answer(self):
+        handler, seen = self.server(fail_summary=True)
+        chat, _ = make_chat(handler=handler, MsgMaxTokens=40, tokenizer=words, summarize=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.run_turns(chat, ["question number %d with words" % i for i in range(6)])
+        self.assertTrue(seen)
+        self.assertIsInstance(chat.last_summary_error, openai2.InternalServerError)
+        self.assertTrue(any("could not be summarised" in str(w.message) for w in caught))
+        messages = chat.fetch_messages()
+        self.assertFalse(any(m["content"].startswith("[Summary") for m in messages))
+        self.assertEqual(messages[-1], {"role": "assistant", "content": "ok"})
+
+    def test_without_summarize_nothing_extra_is_sent(self):
+        handler, seen = self.server()
+        chat, transport = make_chat(handler=handler, MsgMaxTokens=40, tokenizer=words)
+        self.run_turns(chat, ["question number %d with words" % i for i in range(6)])
+        self.assertEqual(seen, [])
+        self.assertEqual(len(transport.requests), 6)
+
+
 class Auto(unittest.TestCase):
     def history(self, chat, n=8):
         for i in range(n):
