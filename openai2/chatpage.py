@@ -27,7 +27,7 @@ from __future__ import annotations
 #: ``<script>`` and ``<style>`` exactly as written below.
 CHAT_PAGE_CSP = (
     "default-src 'none'; "
-    "script-src 'sha256-NO8vRg8OU0/MwEF1FSOZEofOMmfqawe/Lbk8QTshkU0='; "
+    "script-src 'sha256-0oQ8h6DXB0DAsSvp/NPzsd+XZIETHQCBrs7RRA4LWbo='; "
     "style-src 'sha256-qBO/0VOC3PvDcJryuF5G2M18+dTpPtIV/lA3mq0bYig='; "
     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
@@ -347,8 +347,11 @@ async function loadModels() {
 // -- the small, safe Markdown subset
 // Fenced code blocks, `inline code`, **bold**, *emphasis*, lists, # headings and
 // [links](URL).  Everything is built from elements and Text nodes: no HTML parsing.
+// Every part of INLINE stops at the next character that could start another match (a link's
+// label holds no "["), so a hostile answer ("[[[[..." or "****...") costs linear time, never
+// quadratic: a 200 kB answer of "[" froze the tab for minutes.
 const LIST_ITEM = /^\s*([-*+]|\d{1,9}[.)])\s+(.*)$/;
-const INLINE = /`([^`\n]+)`|\*\*(?!\s)([^*]+?)\*\*|\*(?![\s*])([^*\n]*?[^\s*])\*|\[([^\]\n]+)\]\(([^()\s]+)\)/g;
+const INLINE = /`([^`\n]+)`|\*\*(?!\s)([^*]+?)\*\*|\*(?![\s*])([^*\n]*?[^\s*])\*|\[([^[\]\n]+)\]\(([^()\s]+)\)/g;
 
 function renderMarkdown(text) {
   const out = document.createDocumentFragment();

@@ -1391,6 +1391,15 @@ def _cli_edit(out: _CliOutput, initial: str = "") -> str | None:
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         except (ValueError, OSError):  # not the main thread
             previous = None
+        ended: dict[int, Any] = {}  # SIGTERM, SIGHUP (a dropped SSH link): exit, the draft removed
+
+        def _end(signum: int, frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        for name in ("SIGTERM", "SIGHUP") if previous is not None else ():
+            number = getattr(signal, name, None)
+            if number is not None:
+                ended[number] = signal.signal(number, _end)
         try:
             extra: dict[str, Any] = {}
             if os.name != "nt" and previous is not None:
@@ -1402,15 +1411,25 @@ def _cli_edit(out: _CliOutput, initial: str = "") -> str | None:
                     "cannot start the editor %r (from $%s): %s"
                     % (argv[0] if argv else command, variable, exc.strerror or exc)
                 ) from None
-            status = process.wait()
+            try:
+                status = process.wait()
+            except SystemExit:  # openai2 is ending: so does the editor of a draft about to be removed
+                process.terminate()
+                try:
+                    process.wait(2.0)
+                except subprocess.TimeoutExpired:
+                    pass
+                raise
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+            for number, handler in ended.items():
+                signal.signal(number, handler)
         if status != 0:
             out.note("openai2: the editor exited with status %d: nothing sent" % status)
             return None
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        with open(path, "rb") as edited:
+            raw = edited.read()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     text, note = _cli_decode(raw, "the edited text")
@@ -2450,6 +2469,8 @@ def _cli_show_exchange(out: _CliOutput, record: dict[str, Any], *, brief: bool =
         for label, text in (("Q", record["question"]), ("A", record["answer"] or record["error"])):
             out.line("  %s: %s" % (label, _cli_one_line(out, text, 200)))
         return
+    if record.get("incomplete"):
+        out.line("[incomplete: %s; the messages before are missing]" % record["incomplete"], "error")
     for msg in record.get("messages", []):
         content = msg.get("content")
         out.line("[%s]" % msg.get("role"), "dim")

@@ -73,7 +73,12 @@ def _gw_loopback_host(header: str, bound: str) -> bool:
     else:
         name = header.rsplit(":", 1)[0] if header.count(":") == 1 else header
     name = name.rstrip(".")
-    return _gw_is_loopback(name) or name.endswith(".localhost") or name == bound.lower()
+    return (
+        _gw_is_loopback(name)
+        or name in ("0.0.0.0", "localhost")
+        or name.endswith(".localhost")
+        or name == bound.lower()
+    )
 
 
 class _GatewaySlowClient(OSError):
@@ -480,6 +485,9 @@ class Gateway:
         for client in self._clients:
             secrets.extend(client._secrets())
         self._secrets = tuple(dict.fromkeys(secrets))
+        #: bytes of a stream held back when it is relayed in parts: the longest form of a key
+        #: that masking looks for (JSON may escape each character as six)
+        self._hold = max((6 * len(k.encode("utf-8")) for k in self._secrets), default=0)
         self._slots = threading.BoundedSemaphore(max_workers)
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
@@ -741,6 +749,9 @@ class Gateway:
                 message = "The gateway failed: %s" % redact(type(exc).__name__, self._secrets)
                 self._try_send(h, 500, _gw_error_body(message, "server_error"))
         finally:
+            if getattr(h, "gw_discard", 0):
+                self._discard_body(h, h.gw_discard)
+                h.gw_discard = 0
             self._access_log(h, info, time.monotonic() - start)
 
     def _try_send(self, h: Any, status: int, body: bytes) -> None:
@@ -775,6 +786,7 @@ class Gateway:
         n = _gw_content_length(h)
         if n < 0 or n > 65536 or h.headers.get("Transfer-Encoding"):
             h.close_connection = True
+            h.gw_discard = max(0, n)  # read after the answer: the client may be sending it still
         elif n:
             self._body_deadline(h, n)
             h.rfile.read(n)
@@ -826,7 +838,7 @@ class Gateway:
                     "request_too_large",
                 ),
             )
-            self._discard_body(h, n)
+            h.gw_discard = n
             return None
         self._body_deadline(h, n)
         raw = h.rfile.read(n)
@@ -871,6 +883,26 @@ class Gateway:
                 self._inflight.pop(id(record), None)
 
     def _chat_upstreams(
+        self, h: Any, info: dict[str, Any], body: dict[str, Any], stream: bool, org: dict[str, str], record: Any
+    ) -> None:
+        cancel: CancelScope = record["cancel"]
+        watcher = self._watcher
+        if not stream and watcher is not None:
+            # a client that hangs up while its answer is being made ends the upstream request
+            # (a stream's client is watched from its first byte on, by _relay_stream)
+
+            def on_gone() -> None:
+                h.close_connection = True
+                cancel.cancel()
+
+            watcher.watch(h.connection, on_gone)
+        try:
+            self._chat_tries(h, info, body, stream, org, record)
+        finally:
+            if not stream and watcher is not None:
+                watcher.unwatch(h.connection)
+
+    def _chat_tries(
         self, h: Any, info: dict[str, Any], body: dict[str, Any], stream: bool, org: dict[str, str], record: Any
     ) -> None:
         cancel: CancelScope = record["cancel"]
@@ -920,6 +952,10 @@ class Gateway:
             finally:
                 response.close()
             self._relay_whole(h, response, raw, info)
+            return
+        if isinstance(last, RequestCancelledError) and not record["cut"]:
+            h.close_connection = True  # the client hung up: nobody to answer
+            info["status"] = 499
             return
         if record["cut"]:
             self._send(
@@ -1016,18 +1052,21 @@ class Gateway:
         failure: str | None = None
         try:
             try:
+                hold = self._hold
                 for piece in response.iter_bytes():
-                    if not sse:
-                        send(piece, False)
-                        continue
                     pending += piece
-                    cut = _gw_event_end(pending)
+                    cut = _gw_event_end(pending) if sse else 0
                     if cut:
                         send(pending[:cut])
                         pending = pending[cut:]
-                    elif len(pending) > 1024 * 1024:  # one huge event: relayed in parts
-                        send(pending, False)
-                        pending = b""
+                    elif len(pending) > (1024 * 1024 if sse else hold):
+                        # one huge event (or a stream that is not SSE): relayed in parts, all
+                        # but the last ``hold`` bytes, so a key near a part boundary
+                        # is whole in one of them: masked before the cut, or held for the next
+                        pending = self._mask_bytes(pending)
+                        cut = len(pending) - hold
+                        send(pending[:cut], False)
+                        pending = pending[cut:]
             except OpenAIError as exc:
                 failure = redact(str(exc), self._secrets)
             with self._lock:

@@ -556,7 +556,7 @@ class Logbook:
             " WHERE " + " AND ".join(where) if where else "",
         )
         if limit is not None:
-            sql += " LIMIT %d" % max(0, int(limit))
+            sql += " LIMIT %d" % min(max(0, int(limit)), 2**63 - 1)  # SQLite's integers end there
         try:
             rows = conn.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
@@ -575,53 +575,72 @@ class Logbook:
         return record
 
     def get(self, exchange_id: int) -> dict[str, Any] | None:
-        """One exchange with ``messages`` (all the messages it sent, rebuilt), or None."""
+        """One exchange with ``messages`` (all the messages it sent, rebuilt), or None; in a log
+        damaged by hand, ``incomplete`` says which messages could not be rebuilt (else None)."""
         import sqlite3
 
+        if not -(2**63) <= exchange_id < 2**63:  # no such SQLite integer: no such exchange
+            return None
         conn = self._connect()
         try:
             row = conn.execute("SELECT %s FROM exchanges WHERE id = ?" % _LOGBOOK_FIELDS, (exchange_id,)).fetchone()
             if row is None:
                 return None
             record = self._record(row)
-            record["messages"] = self._sent(conn, exchange_id)
+            record["messages"], record["incomplete"] = self._sent(conn, exchange_id)
         except sqlite3.DatabaseError as exc:
             raise LogbookError("cannot read %s: %s" % (self.path, exc)) from None
         return record
 
     def conversation(self, exchange_id: int) -> list[dict[str, Any]] | None:
         """The conversation after an exchange: its messages sent, then its answer (None: no such
-        id; a failed exchange, which has neither answer text nor tool calls, ends with its question)."""
+        id; a failed exchange, which has neither answer text nor tool calls, ends with its question).
+
+        :raises LogbookError: the log was damaged by hand and the conversation cannot be rebuilt
+        """
         record = self.get(exchange_id)
         if record is None:
             return None
+        if record["incomplete"]:
+            raise LogbookError("exchange %d cannot be rebuilt: %s" % (exchange_id, record["incomplete"]))
         if record["answer"] is None and not record["tool_calls"]:
             return list(record["messages"])
         return list(record["messages"]) + [_logbook_reply(record["answer"], record["tool_calls"])]
 
     @staticmethod
-    def _sent(conn: Any, exchange_id: int) -> list[dict[str, Any]]:
-        """The messages an exchange sent: its chain walked back to a whole one, then forward."""
+    def _sent(conn: Any, exchange_id: int) -> tuple[list[dict[str, Any]], str | None]:
+        """The messages an exchange sent: its chain walked back to a whole one, then forward;
+        and, for a log damaged by hand (an exchange deleted, a link that does not run back in
+        time), what is missing (the messages are then only the ones that could be rebuilt)."""
         import json
 
         chain: list[tuple[int, str, str | None, str | None]] = []
+        problem = None
         current: int | None = exchange_id
         while current is not None:
             row = conn.execute(
                 "SELECT prev_id, prefix_len, new_messages, answer, tool_calls FROM exchanges WHERE id = ?", (current,)
             ).fetchone()
             if row is None:
+                problem = "exchange %d, which it builds on, is not in the log" % current
                 break
             prev_id, prefix, new, answer, tool_calls = row
             chain.append((prefix, new, answer, tool_calls))
-            current = prev_id if prefix else None
+            if not prefix:
+                break
+            if not isinstance(prev_id, int) or prev_id >= current:  # a cycle would never end
+                problem = "exchange %d builds on %r, which cannot come before it" % (current, prev_id)
+                break
+            current = prev_id
         messages: list[dict[str, Any]] = []
         for i, (prefix, new, _answer, _calls) in enumerate(reversed(chain)):
             if i:
                 _p, _n, answer, calls = chain[len(chain) - i]
                 messages.append(_logbook_reply(answer, json.loads(calls) if calls else None))
+            if len(messages) < prefix and problem is None:
+                problem = "the messages it builds on are not all in the log"
             messages = messages[:prefix] + json.loads(new)
-        return messages
+        return messages, problem
 
 
 def logbook_version(conn: Any) -> int:

@@ -992,6 +992,8 @@ def _schema_value_kind(value: object) -> str:
         return type(value).__name__
     if kind == "null":
         return "null"
+    if isinstance(value, float) and not (value == value and abs(value) != _SCHEMA_INF):
+        return "%s (not a JSON number)" % ("NaN" if value != value else "Infinity" if value > 0 else "-Infinity")
     import json
 
     try:
@@ -1012,6 +1014,9 @@ def _schema_json_text(value: object) -> str:
         return repr(value)
 
 
+_SCHEMA_INF = float("inf")
+
+
 def _schema_is_type(value: object, kind: object) -> bool:
     if kind == "null":
         return value is None
@@ -1023,7 +1028,8 @@ def _schema_is_type(value: object, kind: object) -> bool:
         # models sometimes write 3.0 for 3
         return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if kind == "number":
-        return isinstance(value, (int, float))
+        # NaN and Infinity are not JSON (Python's json reads them): no schema's number
+        return isinstance(value, int) or (isinstance(value, float) and value == value and abs(value) != _SCHEMA_INF)
     if kind == "string":
         return isinstance(value, str)
     if kind == "array":
@@ -1381,6 +1387,11 @@ def _schema_problems(schema: object, root: object, pointer: str, problems: list[
                 "%s: the $ref %s cannot be resolved (only #, #/$defs/... and #/definitions/... of this schema)"
                 % (pointer, _schema_json_text(ref))
             )
+        elif _schema_ref_loops(root, ref):
+            problems.append(
+                "%s: the $ref %s leads back to itself through $refs alone: it describes no value"
+                % (pointer, _schema_json_text(ref))
+            )
     pattern = schema.get("pattern")
     if isinstance(pattern, str):
         import re
@@ -1403,6 +1414,20 @@ def _schema_problems(schema: object, root: object, pointer: str, problems: list[
         if isinstance(group, list):
             for i, sub in enumerate(group):
                 _schema_problems(sub, root, "%s/%s/%d" % (pointer, keyword, i), problems, depth + 1)
+
+
+def _schema_ref_loops(root: object, ref: str) -> bool:
+    """Whether following ``ref`` from one ``{"$ref": ...}`` to the next comes back to a ref
+    already followed (``A -> B -> A``) without reaching a schema that describes anything."""
+    seen = set()
+    finder = _schema_Validation(root, 1)
+    while isinstance(ref, str) and ref not in seen:
+        seen.add(ref)
+        target = finder.resolve(ref)
+        if not isinstance(target, dict):
+            return False
+        ref = target.get("$ref")  # type: ignore[assignment]
+    return isinstance(ref, str)
 
 
 def check_schema(schema: object, *, where: str = "the schema") -> None:

@@ -113,9 +113,16 @@ class Target:
         import copy
 
         self.spec = spec
-        if isinstance(spec, dict):
+        outer = spec.get("json_schema") if isinstance(spec, dict) and spec.get("type") == "json_schema" else None
+        if isinstance(outer, dict) and isinstance(outer.get("schema"), dict):
+            # the SDK's response_format dict itself: {"type": "json_schema", "json_schema": {...}}
+            check_schema(outer["schema"], where="parse(): the schema")
+            schema: dict[str, Any] = copy.deepcopy(outer["schema"])
+            self.kind, self.strict = "dict", outer.get("strict") is True
+            name = str(outer.get("name") or schema.get("title") or "response")
+        elif isinstance(spec, dict):
             check_schema(spec, where="parse(): the schema")
-            schema: dict[str, Any] = copy.deepcopy(spec)
+            schema = copy.deepcopy(spec)
             self.kind, self.strict = "dict", False
             name = str(spec.get("title") or "response")
         elif _st_is_pydantic(spec):
@@ -149,6 +156,12 @@ class Target:
         if self.kind == "pydantic":
             return self.spec.model_validate(value)  # type: ignore[attr-defined]
         return from_json(value, self.spec)
+
+    def rewrap(self, value: object) -> object:
+        """A wrapped target's bare value as ``{"value": value}`` (an object with ``value`` as it is)."""
+        if self.wrapped and not (isinstance(value, dict) and "value" in value):
+            return {"value": value}
+        return value
 
     def problems(self, value: object) -> list[str]:
         """Every way ``value`` misses the schema (``"$.path: message"``); [] when it fits."""
@@ -359,8 +372,16 @@ class ParsePlan:
                 raw=redact(raw, self.secrets),
                 completion=self._masked(completion),
             )
-        found, value = find_json(raw)
-        problems = self.target.problems(value) if found else ["$: the answer holds no JSON value"]
+        target = self.target
+        # the first JSON value in the answer that fits (prose may quote an example first); a
+        # wrapped target (list[X] as {"value": [...]}) takes the bare value too, which a model
+        # asked in the prompt often writes
+        found, value = find_json(raw, accept=lambda v: not target.problems(target.rewrap(v)))
+        if found:
+            value = target.rewrap(value)
+        else:
+            found, value = find_json(raw)  # none fits: the first one, for the problems
+        problems = target.problems(value) if found else ["$: the answer holds no JSON value"]
         if not problems:
             try:
                 converted = self.target.convert(value)

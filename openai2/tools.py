@@ -29,6 +29,7 @@ from .schema import function_arguments, function_parameters, validate
 from .transport import CancelScope
 
 if TYPE_CHECKING:
+    import asyncio
     from typing import Any, Awaitable, Callable, Iterable, Sequence
 
     from .completion import ChatAccumulator
@@ -338,10 +339,15 @@ class ToolCall:
     def call_text(self, limit: int = 200) -> str:
         """The arguments as Python-style keywords, ``city='北京', days=3`` (shortened to ``limit``)."""
         if self.arguments is None:
-            text = self.raw_arguments
+            text = _tools_printable(redact(self.raw_arguments, self._secrets)[: max(limit, 1)])
         else:
             shown = redact_value(self.arguments, self._secrets)  # masked before anything is cut
-            text = ", ".join("%s=%s" % (k, _tools_short_repr(v, limit)) for k, v in shown.items())
+            # a key that is not a name (a **kwargs tool takes any) is shown as its repr: the CLI
+            # asks "Run name(...)? [y/N]" with this text, and control characters the model
+            # chose must not rewrite that question on the terminal
+            text = ", ".join(
+                "%s=%s" % (k if k.isidentifier() else repr(k), _tools_short_repr(v, limit)) for k, v in shown.items()
+            )
         text = redact(text, self._secrets)
         return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -352,6 +358,13 @@ class ToolCall:
     def _fail(self, text: str) -> None:
         self.failed = True
         self.result = text
+
+
+def _tools_printable(text: str) -> str:
+    """``text`` with each character that is not printable (ESC, CR, BEL ...) as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _tools_short_repr(value: object, limit: int) -> str:
@@ -584,7 +597,7 @@ class ToolLoop:
         for call in calls:
             if call._call is None:
                 continue
-            if self.confirm is None or self._confirmed(call, self.confirm(call)):
+            if self.confirm is None or self._confirmed(call, _tools_sync_answer(self.confirm(call))):
                 ready.append(call)
         return ready
 
@@ -620,7 +633,8 @@ class ToolLoop:
 
     async def run_async(self, calls: Sequence[ToolCall]) -> None:
         """:meth:`run` for the async drivers: ``async def`` tools are awaited on this event
-        loop, sync tools run in worker threads, all of one answer concurrently.  A ``confirm``
+        loop, sync tools run in worker threads (at most :data:`TOOL_MAX_WORKERS` at a time),
+        all of one answer concurrently.  A ``confirm``
         that returns an awaitable is awaited.  Cancelling the task leaves running sync tools to
         finish in the background; their results are dropped."""
         import asyncio
@@ -637,7 +651,10 @@ class ToolLoop:
                 ready.append(call)
         self._announce(calls)
         if ready:
-            await asyncio.gather(*(self._invoke_async(call) for call in ready))
+            # one worker thread per sync call, at most TOOL_MAX_WORKERS at a time as in run():
+            # an answer with thousands of calls must not start thousands of threads
+            threads = asyncio.Semaphore(TOOL_MAX_WORKERS)
+            await asyncio.gather(*(self._invoke_async(call, threads) for call in ready))
         self._report(calls)
 
     def end_round(self, assistant: dict[str, Any], calls: Sequence[ToolCall]) -> None:
@@ -694,7 +711,7 @@ class ToolLoop:
         finally:
             call.duration = time.perf_counter() - start
 
-    async def _invoke_async(self, call: ToolCall) -> None:
+    async def _invoke_async(self, call: ToolCall, threads: asyncio.Semaphore) -> None:
         import inspect
 
         tool_ = call._tool
@@ -705,7 +722,9 @@ class ToolLoop:
             if tool_.is_async:
                 value = await function(*args, **kwargs)
             else:
-                value = await offload(lambda: function(*args, **kwargs), CancelScope())
+                async with threads:
+                    start = time.perf_counter()  # the run, not the wait for a free thread
+                    value = await offload(lambda: function(*args, **kwargs), CancelScope())
                 if inspect.isawaitable(value):
                     value = await value
             call.result = self._result_text(value)
@@ -736,6 +755,41 @@ def check_max_rounds(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError("max_tool_rounds must be a whole number, 0 or more, got %r" % (value,))
     return value
+
+
+def _tools_sync_answer(answer: object) -> object:
+    """What an ``async def confirm`` means in a synchronous request: its coroutine, run to the
+    end on an event loop of its own in a worker thread (this thread may have a loop running).
+    A coroutine object is truthy: taken as it is, it would approve every call unasked."""
+    import inspect
+
+    if not inspect.isawaitable(answer):
+        return answer
+    if not inspect.iscoroutine(answer):
+        raise TypeError(
+            "confirm returned an awaitable that is not a coroutine: in request() give a plain "
+            "function or an 'async def' one (or use async_request)"
+        )
+    return _tools_run_coroutine(answer)
+
+
+def _tools_run_coroutine(coroutine: Any) -> object:
+    import asyncio
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = asyncio.run(coroutine)
+        except BaseException as exc:  # noqa: BLE001 - raised in the calling thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name="openai2-confirm", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def _tools_refuse_awaitable(value: object, name: str) -> object:

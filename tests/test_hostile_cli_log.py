@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import stat
+import tempfile
 import unittest
 from unittest import mock
 
@@ -212,6 +213,12 @@ class SinceTest(HostileLogCase):
                 self.assertEqual(code, EXIT_OK, err)
                 self.assertIn("the first question", out)
 
+    def test_a_count_beyond_sqlites_integers_lists_everything(self):
+        self.one_logged()
+        code, out, err = self.run_cli("logs", "-n", str(2**70))
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertIn("the first question", out)
+
     def test_since_in_the_future_and_at_zero_match_nothing(self):
         self.one_logged()
         for value in ("0d", "9999-12-31"):
@@ -251,6 +258,91 @@ class AttachNamesTest(HostileLogCase):
         fence = content.split("\n")[2][:5]
         self.assertEqual(fence, "`````")
         self.assertTrue(content.endswith("\n`````"))
+
+
+@unittest.skipIf(os.name == "nt" or not hasattr(signal, "SIGHUP"), "POSIX signals")
+class EditorEndedTest(HostileLogCase):
+    def test_the_draft_is_removed_when_openai2_is_terminated_or_hung_up_during_the_editor(self):
+        scratch = self.path("scratch")
+        os.makedirs(scratch)
+        patcher = mock.patch.object(tempfile, "tempdir", scratch)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        for name in ("SIGTERM", "SIGHUP"):  # kill PID, or the SSH link drops
+            with self.subTest(name):
+                number = getattr(signal, name)
+                pidfile = self.path("editor.pid")
+                editor = self.path("editor.sh")
+                with open(editor, "w") as handle:
+                    handle.write('#!/bin/sh\necho $$ > "%s"\nprintf "secret draft" > "$1"\nkill -%s $PPID\n'
+                                 "exec sleep 30\n" % (pidfile, name[3:]))
+                os.chmod(editor, 0o700)
+                seen = []
+
+                def handler(signum, frame, seen=seen):  # the runner's own: never killed by the test
+                    seen.append(signum)
+
+                previous = signal.signal(number, handler)
+                self.addCleanup(signal.signal, number, previous)
+                with mock.patch.dict(os.environ, {"EDITOR": editor}):
+                    try:
+                        with self.assertRaises(SystemExit) as ended:
+                            self.run_cli("chat", "-e")
+                    finally:
+                        with open(pidfile) as handle:
+                            pid = int(handle.read())
+                        try:
+                            os.kill(pid, signal.SIGKILL)  # the editor this test started, if still there
+                        except OSError:
+                            pass
+                self.assertEqual(ended.exception.code, 128 + number)
+                self.assertEqual(os.listdir(scratch), [])  # the draft is gone
+                self.assertEqual(self.server.requests, [])  # and nothing was sent
+                self.assertEqual(seen, [])
+                self.assertIs(signal.getsignal(number), handler)  # put back
+
+
+class ContinueDamagedTest(HostileLogCase):
+    def four(self):
+        self.server.add_replies(*[Reply(content="a%d" % i) for i in range(4)])
+        for i in range(4):
+            self.assertEqual(self.run_cli("chat", "q%d" % i)[0], EXIT_OK)
+
+    def edit_log(self, sql):
+        conn = sqlite3.connect(self.store.logs_path)
+        conn.execute(sql)
+        conn.commit()
+        conn.close()
+
+    def test_an_id_beyond_sqlites_integers_is_no_such_exchange(self):
+        self.four()
+        huge = str(2**70)
+        code, _, err = self.run_cli("chat", "--continue", huge, "x")
+        self.assertEqual(code, 2, err)
+        self.assertIn("no exchange %s" % huge, err)
+        code, _, err = self.run_cli("logs", "show", huge)
+        self.assertEqual(code, EXIT_STORAGE, err)
+        self.assertNotIn("unexpected", err)
+
+    def test_an_exchange_whose_parent_was_deleted_is_never_continued_cut_short(self):
+        self.four()
+        self.edit_log("DELETE FROM exchanges WHERE id = 2")  # by hand, in sqlite3
+        before = len(self.server.requests)
+        code, _, err = self.run_cli("chat", "--continue", "4", "and then?")
+        self.assertEqual(code, EXIT_STORAGE, err)
+        self.assertIn("exchange 2", err)
+        self.assertEqual(len(self.server.requests), before)  # nothing sent with half a history
+        code, out, _ = self.run_cli("logs", "show", "4")
+        self.assertEqual(code, EXIT_OK)
+        self.assertIn("[incomplete: exchange 2", out)
+
+    def test_a_cycle_in_a_hand_edited_log_ends(self):
+        self.four()
+        self.edit_log("UPDATE exchanges SET prev_id = 4 WHERE id = 3")  # 4 -> 3 -> 4 -> ...
+        code, out, _ = self.run_cli("logs", "show", "4")
+        self.assertEqual(code, EXIT_OK)
+        self.assertIn("[incomplete: exchange 3 builds on 4", out)
+        self.assertEqual(self.run_cli("chat", "--continue", "4", "x")[0], EXIT_STORAGE)
 
 
 if __name__ == "__main__":

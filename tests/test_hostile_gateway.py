@@ -342,3 +342,183 @@ class TestFlood(_Case):
         self.assertEqual(_statuses(_recv_all(holder))[:1], [200])
         for s in socks:
             self.assertEqual(_statuses(_recv_all(s)), [200])
+
+
+class TestPageMarkdown(unittest.TestCase):
+    """The chat page's inline Markdown pattern, run by node (when installed) on answers built to
+    make a backtracking engine quadratic.  Chromium's V8 gives up on such backtracking and
+    switches engines, but Firefox and Safari run the pattern as written: 200,000 "[" froze the
+    tab for over a minute."""
+
+    def test_inline_markdown_pattern_is_linear_on_hostile_answers(self) -> None:
+        import re
+        import shutil
+        import subprocess
+
+        from openai2.chatpage import _CHATPAGE_SCRIPT
+
+        node = shutil.which("node")
+        if node is None:
+            self.skipTest("needs node")
+        found = re.search(r"^const INLINE = (/.*/g);$", _CHATPAGE_SCRIPT, re.M)
+        assert found is not None
+        script = (
+            "const INLINE = %s;\n"
+            "for (const s of ['['.repeat(200000), '**a'.repeat(70000), '`a'.repeat(100000), '[a]('.repeat(50000),"
+            " '*a '.repeat(70000)]) { let n = 0; for (const m of s.matchAll(INLINE)) n++; }\n"
+            "console.log('done');\n" % found.group(1)
+        )
+        try:  # the timeout is a hang guard: linear takes milliseconds, quadratic minutes
+            out = subprocess.run([node, "-e", script], capture_output=True, timeout=30, check=False)
+        except subprocess.TimeoutExpired:
+            self.fail("the inline Markdown pattern is quadratic on a hostile answer")
+        self.assertEqual(out.stdout.strip(), b"done", out.stderr[-500:])
+
+
+def _dechunk(raw: bytes) -> bytes:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if b"chunked" not in head.lower():
+        return body
+    out = b""
+    while body:
+        size, _, body = body.partition(b"\r\n")
+        n = int(size.split(b";")[0] or b"0", 16)
+        if n == 0:
+            break
+        out, body = out + body[:n], body[n + 2 :]
+    return out
+
+
+class TestStreamsHostile(_Case):
+    def test_a_key_across_the_parts_of_a_huge_event_is_masked(self) -> None:
+        # One event over 1 MiB is relayed in parts; a key cut in two by a part boundary was
+        # masked in neither part, and reached the client whole.
+        event = b"data: " + (KEY.encode() + b" ") * 120000 + b"\n\n"
+        srv = self.server([Reply(raw_stream=event, content_type="text/event-stream", write_size=70001)])
+        gw = self.gateway(srv)
+        out = self.exchange(gw, _post("/v1/chat/completions", json.dumps({"model": "m", "stream": True}).encode()))
+        body = _dechunk(out)
+        self.assertGreater(len(body), 1 << 20, out[:300])
+        self.assertEqual(body.count(KEY.encode()), 0, "the key reached the client")
+        self.assertEqual(body.count(b"sk-\xe2\x80\xa69999"), 120000)
+
+    def test_http_1_0_stream_ends_with_the_connection(self) -> None:
+        srv = self.server([Reply("abc")])
+        gw = self.gateway(srv)
+        body = json.dumps({"model": "m", "messages": [], "stream": True}).encode()
+        raw = b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        out = self.exchange(gw, raw)
+        self.assertTrue(out.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")), out[:100])
+        self.assertNotIn(b"chunked", out.partition(b"\r\n\r\n")[0].lower())
+        self.assertIn(b"data: [DONE]", out)
+
+    def test_pipelined_requests_are_answered_in_order(self) -> None:
+        srv = self.server(["one", "two"])
+        gw = self.gateway(srv)
+        first = _post("/v1/chat/completions", CHAT).replace(b"Connection: close\r\n", b"")
+        second = json.dumps({"model": "m", "messages": [], "stream": True}).encode()
+        raw = first + _post("/v1/chat/completions", second) + b"GET /never HTTP/1.1\r\n\r\n"
+        out = self.exchange(gw, raw)
+        self.assertEqual(out.count(b"HTTP/1.1 200 OK\r\n"), 2, out[:500])
+        self.assertNotIn(b"404", out)  # the gateway closed after the second, as it asked
+        self.assertLess(out.index(b'"one"'), out.index(b"text/event-stream"))
+        self.assertIn(b"data: [DONE]", out)
+
+
+class TestManyConnections(_Case):
+    @unittest.skipUnless(__import__("os").path.isdir("/proc/self/fd"), "counts /proc/self/fd")
+    def test_a_thousand_connections_at_once_get_answers_and_leave_nothing_behind(self) -> None:
+        import os
+
+        def fds() -> int:
+            return len(os.listdir("/proc/self/fd"))
+
+        srv = self.server()
+        threads0, fds0 = threading.active_count(), fds()
+        gw = Gateway(srv.base_url, KEY, log=self.log, max_workers=8, queue_timeout=0.2).start()
+        socks = []
+        try:
+            for _ in range(1000):
+                s = socket.create_connection((gw.host, gw.port), timeout=30)
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                socks.append(s)
+            answers = []
+            for s in socks:
+                try:
+                    answers.append(_statuses(_recv_all(s))[:1])
+                except OSError as exc:  # a refusal beyond the waiting room may be a reset
+                    answers.append([repr(exc)])
+        finally:
+            for s in socks:
+                s.close()
+            gw.stop()
+        got = {a[0] if a else "nothing" for a in answers}
+        self.assertLessEqual(got, {200, 503}, got)
+        for _ in range(200):  # bounded: the threads were told to end
+            if threading.active_count() <= threads0 and fds() <= fds0:
+                break
+            threading.Event().wait(0.05)
+        self.assertEqual(threading.active_count(), threads0)
+        self.assertEqual(fds(), fds0)
+
+
+class _SilentUpstream:
+    """Accepts one request and never answers; ``closed`` is set when the gateway hangs up."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.base_url = "http://127.0.0.1:%d/v1" % self.listener.getsockname()[1]
+        self.asked = threading.Event()
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(20)
+            try:
+                while conn.recv(65536):
+                    self.asked.set()
+                self.closed.set()
+            except OSError:
+                self.closed.set()
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+class TestHangUps(_Case):
+    def test_a_client_that_hangs_up_before_a_whole_answer_closes_the_upstream_request(self) -> None:
+        up = _SilentUpstream()
+        self.addCleanup(up.stop)
+        gw = Gateway(up.base_url, KEY, log=self.log, timeout=60).start()
+        self.addCleanup(gw.stop)
+        sock = self.connect(gw)
+        sock.sendall(_post("/v1/chat/completions", CHAT))
+        self.assertTrue(up.asked.wait(10))
+        sock.close()
+        self.assertTrue(up.closed.wait(10), "the upstream request stayed open after the client left")
+        gw.stop()
+        self.assertIn(" 499 ", self.log.getvalue())
+
+    def test_a_refused_large_body_still_gets_its_answer(self) -> None:
+        # 401, 403, 404 closed the connection without reading a body over 64 KiB: a client
+        # still sending it got a connection reset instead of the answer.
+        srv = self.server()
+        gw = self.gateway(srv, token="tok-hostile-42")
+        big = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * (4 << 20)}]}).encode()
+        for path, headers, status in (
+            ("/v1/chat/completions", {}, 401),
+            ("/v1/nothing", {"Authorization": "Bearer tok-hostile-42"}, 404),
+            ("/v1/chat/completions", {"Origin": "https://evil.example"}, 403),
+        ):
+            conn = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
+            self.addCleanup(conn.close)
+            conn.request("POST", path, body=big, headers=dict(headers, **{"Content-Type": "application/json"}))
+            resp = conn.getresponse()
+            self.assertEqual(resp.status, status, path)
+            resp.read()
+        self.assertEqual(srv.requests, [])

@@ -16,10 +16,11 @@ import threading
 import typing
 import unittest
 
+import openai2
 from openai2 import Chat, SchemaValidationError
 from openai2.structured import Target, find_json, forget_rungs, remembered_rung
-from openai2.tools import ToolCall, pending_calls
 from openai2.testing import MemoryTransport, Reply
+from openai2.tools import ToolCall, pending_calls
 
 KEY = "sk-test-hostile-tools-0123456789abcdefXYZ"
 BASE = "https://api.test/v1"
@@ -86,12 +87,75 @@ class ToolsThatMisbehave(unittest.TestCase):
         async def interrupted() -> str:  # an async tool in a sync request runs in a worker thread
             raise KeyboardInterrupt
 
-        chat, transport = make_chat([Reply(tool_calls=[call("a", "interrupted", {})]), Reply("never")], tools=[interrupted])
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "interrupted", {})]), Reply("never")], tools=[interrupted]
+        )
         with self.assertRaises(KeyboardInterrupt):
             chat.request("go")
         self.assertEqual(chat.fetch_messages(), [])
         self.assertEqual(len(transport.requests), 1)
         self.assertEqual(escaped, [])
+
+    def test_an_async_confirm_in_a_sync_request_is_asked_not_taken_as_yes(self):
+        ran, asked = [], []
+
+        def rm(path: str) -> str:
+            ran.append(path)
+            return "removed"
+
+        async def confirm(c):
+            asked.append(c.arguments["path"])
+            await asyncio.sleep(0)
+            return c.arguments["path"] != "/"
+
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "rm", {"path": "/"}), call("b", "rm", {"path": "/tmp/x"})]), Reply("x")],
+            tools=[rm],
+            confirm=confirm,
+        )
+        chat.request("go")
+        self.assertEqual(asked, ["/", "/tmp/x"])
+        self.assertEqual(ran, ["/tmp/x"])
+        self.assertTrue(chat.last_tool_calls[0].declined)
+
+    def test_an_async_confirm_in_a_sync_stream_is_asked_too(self):
+        ran = []
+
+        def rm(path: str) -> str:
+            ran.append(path)
+            return "removed"
+
+        async def never(c):
+            return False
+
+        chat, _ = make_chat([Reply(tool_calls=[call("a", "rm", {"path": "/"})]), Reply("x")], tools=[rm], confirm=never)
+        "".join(chat.stream_request("go"))
+        self.assertEqual(ran, [])
+
+    def test_an_async_request_runs_at_most_eight_sync_tools_at_a_time(self):
+        from openai2.tools import TOOL_MAX_WORKERS
+
+        lock, state = threading.Lock(), {"active": 0, "most": 0}
+        too_many = threading.Event()
+
+        def work(n: int) -> str:
+            with lock:
+                state["active"] += 1
+                state["most"] = max(state["most"], state["active"])
+                if state["active"] > TOOL_MAX_WORKERS:
+                    too_many.set()
+            too_many.wait(0.05)  # overlap with the others; released at once if the cap is broken
+            with lock:
+                state["active"] -= 1
+            return str(n)
+
+        count = 3 * TOOL_MAX_WORKERS
+        calls = [call("c%d" % n, "work", {"n": n}) for n in range(count)]
+        chat, transport = make_chat([Reply(tool_calls=calls), Reply("done")], tools=[work])
+        self.assertEqual(asyncio.run(chat.async_request("go")), "done")
+        self.assertEqual([m["content"] for m in sent_tool_answers(transport)], [str(n) for n in range(count)])
+        self.assertLessEqual(state["most"], TOOL_MAX_WORKERS)
+        self.assertFalse(too_many.is_set())
 
     def test_a_result_with_a_lone_surrogate_is_sent_with_a_replacement_character(self):
         def read_log() -> str:
@@ -199,6 +263,61 @@ class AnswersThatMisbehave(unittest.TestCase):
         for text in (str(error), repr(error.errors), error.raw, json.dumps(error.completion)):
             self.assertNotIn(KEY, text)
 
+    def test_a_bare_list_for_a_wrapped_target_is_taken_without_a_repair(self):
+        chat, transport = make_chat([Reply('Here they are: [{"name": "a", "age": 1}]')])
+        self.assertEqual(chat.parse("x", typing.List[Person], strategy="prompt"), [Person("a", 1)])
+        self.assertEqual(len(transport.requests), 1)
+
+    def test_the_json_value_that_fits_is_taken_even_after_an_example_in_the_prose(self):
+        chat, transport = make_chat([Reply('For {"name": 1} I would say: {"name": "Ann", "age": 7}')])
+        self.assertEqual(chat.parse("x", Person, strategy="prompt"), Person("Ann", 7))
+        self.assertEqual(len(transport.requests), 1)
+
+    def test_nan_in_an_answer_is_not_a_number_of_the_schema(self):
+        schema = {"type": "object", "properties": {"x": {"type": "number"}}, "required": ["x"]}
+        chat, transport = make_chat([Reply('{"x": NaN}'), Reply('{"x": 1.5}')])
+        self.assertEqual(chat.parse("x", schema), {"x": 1.5})
+        self.assertIn("NaN (not a JSON number)", transport.requests[1].json["messages"][-1]["content"])
+
+    def test_infinity_in_tool_arguments_goes_back_as_an_invalid_argument(self):
+        ran = []
+
+        def scale(factor: float) -> str:
+            ran.append(factor)
+            return "ok"
+
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "scale", '{"factor": Infinity}')]), Reply("x")], tools=[scale]
+        )
+        chat.request("go")
+        self.assertEqual(ran, [])
+        self.assertTrue(chat.last_tool_calls[0].failed)
+        self.assertIn("Infinity", sent_tool_answers(transport)[0]["content"])
+
+    def test_a_schema_whose_refs_only_point_at_each_other_is_refused_before_anything_is_sent(self):
+        schema = {"$ref": "#/$defs/A", "$defs": {"A": {"$ref": "#/$defs/B"}, "B": {"$ref": "#/$defs/A"}}}
+        chat, transport = make_chat([Reply('{"a": 1}')])
+        with self.assertRaises(TypeError) as caught:
+            chat.parse("x", schema)
+        self.assertIn("#/$defs/A", str(caught.exception))
+        self.assertEqual(transport.requests, [])
+
+    def test_the_sdks_response_format_dict_is_understood_as_its_schema(self):
+        schema = {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}},
+            "required": ["a"],
+            "additionalProperties": False,
+        }
+        wrapper = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}}
+        transport = MemoryTransport([Reply('{"a": 3}')])
+        client = openai2.OpenAI(api_key=KEY, base_url=BASE, transport=transport)
+        done = client.chat.completions.parse(
+            model="m", messages=[{"role": "user", "content": "x"}], response_format=wrapper
+        )
+        self.assertEqual(done.choices[0].message.parsed, {"a": 3})
+        self.assertEqual(transport.requests[0].json["response_format"], wrapper)
+
     def test_a_forced_strategy_leaves_the_remembered_rung_alone(self):
         chat, transport = make_chat([Reply('{"name": "a", "age": 1}'), Reply('{"name": "b", "age": 2}')])
         chat.parse("x", Person, strategy="prompt")
@@ -219,7 +338,10 @@ class KeysAndCopies(unittest.TestCase):
             return "found"
 
         chat, _ = make_chat(
-            [Reply(tool_calls=[call("a", "lookup", {"q": KEY}), call("b", "nothere", '{"q": "%s"' % KEY)]), Reply("ok")],
+            [
+                Reply(tool_calls=[call("a", "lookup", {"q": KEY}), call("b", "nothere", '{"q": "%s"' % KEY)]),
+                Reply("ok"),
+            ],
             tools=[lookup],
         )
         chat.request("go")
@@ -247,10 +369,35 @@ class KeysAndCopies(unittest.TestCase):
     def test_pending_calls_of_a_hand_made_history_with_object_arguments(self):
         history = [
             {"role": "user", "content": "q"},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}],
+            },
         ]
         (record,) = pending_calls(history)
         self.assertEqual((record.id, record.arguments), ("a", {"x": 1}))
+
+    def test_call_text_escapes_control_characters_a_model_put_in_keyword_names(self):
+        asked = []
+
+        def configure(level: int, **options: object) -> str:
+            return "ok"
+
+        forged = "\x1b[2K\rRun configure(level=1)? [y/N] "
+        chat, _ = make_chat(
+            [Reply(tool_calls=[call("a", "configure", {"level": 1, forged: "rm -rf /"})]), Reply("x")],
+            tools=[configure],
+            confirm=lambda c: asked.append(c.call_text()) or False,
+        )
+        chat.request("go")
+        (question,) = asked
+        self.assertTrue(question.isprintable(), question)  # the CLI's y/N line cannot be rewritten
+        self.assertIn("rm -rf /", question)
+
+    def test_call_text_of_arguments_that_are_not_json_is_printable(self):
+        record = ToolCall("a", "f", '{"x": "\x1b]0;owned\x07', [KEY])
+        self.assertTrue(record.call_text().isprintable())
 
     @unittest.expectedFailure  # defect: Chat.pending_tool_calls and the "not answered yet" error do not pass the keys to pending_calls (chat.py)
     def test_chat_pending_calls_and_the_refusal_of_a_new_question_mask_an_echoed_key(self):
@@ -261,11 +408,42 @@ class KeysAndCopies(unittest.TestCase):
             chat.request("again")
         self.assertNotIn(KEY, str(caught.exception))
 
+    @unittest.expectedFailure  # defect: add_dialogs takes a user message while tool calls wait for answers (chat.py)
+    def test_a_user_message_added_while_calls_wait_is_refused_not_left_to_break_every_request(self):
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "search", {"q": "x"})]), Reply("x")], tools=[self.SEARCH]
+        )
+        chat.request("one")
+        try:
+            chat.add_dialogs({"role": "user", "content": "meanwhile"})
+        except ValueError as exc:
+            self.assertIn("add_tool_result", str(exc))
+            return
+        chat.request("two")
+        sent = transport.requests[-1].json["messages"]
+        for i, message in enumerate(sent):
+            if message.get("tool_calls"):  # the API: each call answered by the messages right after
+                answers = {m.get("tool_call_id") for m in sent[i + 1 : i + 1 + len(message["tool_calls"])]}
+                self.assertEqual(answers, {c["id"] for c in message["tool_calls"]})
+
+    @unittest.expectedFailure  # defect: Chat.add_tool_result does not mask keys as the loop now does (chat.py)
+    def test_a_key_in_a_result_given_to_add_tool_result_is_masked(self):
+        chat, transport = make_chat(
+            [Reply(tool_calls=[call("a", "search", {"q": "x"})]), Reply("x")], tools=[self.SEARCH]
+        )
+        chat.request("one")
+        chat.add_tool_result("a", {"token": KEY})
+        chat.request()
+        self.assertNotIn(KEY, json.dumps(transport.requests[-1].json))
+        self.assertNotIn(KEY, json.dumps(chat.fetch_messages()))
+
     def test_editing_last_request_of_a_tool_round_leaves_the_history_alone(self):
         def get_weather(city: str) -> str:
             return "sunny"
 
-        chat, _ = make_chat([Reply(tool_calls=[call("a", "get_weather", {"city": "P"})]), Reply("x")], tools=[get_weather])
+        chat, _ = make_chat(
+            [Reply(tool_calls=[call("a", "get_weather", {"city": "P"})]), Reply("x")], tools=[get_weather]
+        )
         chat.request("go")
         chat.last_request["messages"][1]["tool_calls"][0]["function"]["name"] = "edited"
         chat.last_request["messages"][2]["content"] = "edited"
