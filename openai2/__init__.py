@@ -17,20 +17,26 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    ContextBudgetError,
+    ContextLengthError,
     IncompleteStreamError,
     InternalServerError,
+    LengthFinishReasonError,
     NotFoundError,
     OpenAIError,
     PermissionDeniedError,
     RateLimitError,
+    RefusalError,
     RequestCancelledError,
     ResponseTooLargeError,
+    SchemaValidationError,
+    StructuredOutputError,
     UnprocessableEntityError,
 )
 from .groupchat import GroupChat, GroupChatReplyError
 from .keypool import AKPool
 from .objects import AttrDict
-from .structured import LengthFinishReasonError, RefusalError, SchemaValidationError, StructuredOutputError
+from .tokens import count_tokens
 from .tools import ToolCall, ToolRoundsError, tool, tool_schema
 from .transport import CancelScope, HTTPTransport, Timeout
 
@@ -63,6 +69,7 @@ __all__ = [
     "ToolCall",
     "ToolRoundsError",
     "assistant_msg",
+    "count_tokens",
     "image_part",
     "mask_key",
     "system_msg",
@@ -76,6 +83,8 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "ContextBudgetError",
+    "ContextLengthError",
     "IncompleteStreamError",
     "InternalServerError",
     "NotFoundError",

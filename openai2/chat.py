@@ -18,21 +18,21 @@ from .client import ChatCompletionStream, OpenAI, no_answer_error
 from .common import TYPE_CHECKING
 from .completion import ChatAccumulator
 from .conversation import BaseConversation, split_tool_options
-from .errors import OpenAIError
+from .errors import ContextBudgetError, ContextLengthError, OpenAIError
 from .files import atomic_write, read_json_file
-from .history import MessageBuffer, format_round, from_archive, validate_message
+from .history import Fitted, MessageBuffer, format_round, from_archive, validate_message
 from .keypool import AKPool
-from .logbook import Logbook, LogbookError
 from .objects import to_attr
-from .store import Store
-from .structured import ParsePlan, Target, run_parse, run_parse_async
-from .tools import Exchange, ToolCall, pending_calls, tool_result_text
+from .tokens import count_tokens, looks_truncated
+from .tools import Exchange, ToolCall, add_usage, pending_calls, tool_result_text
 from .transport import CancelScope
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Sequence
 
-    from .structured import ParseResult
+    from .logbook import Logbook
+    from .store import Store
+    from .structured import ParsePlan, ParseResult
     from .tools import ToolLoop
 
 
@@ -204,6 +204,11 @@ class Chat(BaseConversation):
         client: OpenAI | None = None,
         log: bool | str | os.PathLike[str] | Logbook | None = None,
         log_session: str | None = None,
+        MsgMaxTokens: int | str | None = None,  # noqa: N803 - the documented name
+        msg_max_tokens: int | str | None = None,
+        tokenizer: Callable[[str], int] | None = None,
+        summarize: bool = False,
+        summary_prompt: str | None = None,
         **kwargs: Any,
     ) -> None:
         if MsgMaxCount is not None and msg_max_count is not None and MsgMaxCount != msg_max_count:
@@ -216,6 +221,22 @@ class Chat(BaseConversation):
         #: the tool calls the last request ran (:class:`ToolCall` records, in order)
         self.last_tool_calls: list[ToolCall] = []
         self._log = _ChatLog.make(log, log_session)
+        if MsgMaxTokens is not None and msg_max_tokens is not None and MsgMaxTokens != msg_max_tokens:
+            raise ValueError("give MsgMaxTokens or msg_max_tokens, not both")
+        self._max_tokens = _chat_check_budget(MsgMaxTokens if MsgMaxTokens is not None else msg_max_tokens)
+        if tokenizer is not None and not callable(tokenizer):
+            raise TypeError("tokenizer= must be a function text -> int, not %s" % type(tokenizer).__name__)
+        self._tokenizer = tokenizer
+        self._costs: dict[str, Callable[[dict[str, Any]], int]] = {}  # model -> a message's estimate
+        self._counting = False  # count_tokens() was used: calibrate even without a budget
+        #: with MsgMaxTokens: summarise what the budget left out instead of dropping it silently
+        self.summarize = bool(summarize)
+        if summary_prompt is not None and (not isinstance(summary_prompt, str) or not summary_prompt.strip()):
+            raise ValueError("summary_prompt must be a non-empty text")
+        self.summary_prompt = summary_prompt
+        #: why the last summary could not be made (the messages were then dropped), or None
+        self.last_summary_error: BaseException | None = None
+        self._fits = _ChatFits()
         self._system = validate_message(system_msg(system), "system") if system is not None else None
         if self._system is not None:
             self._buffer.extend([self._system])
@@ -234,6 +255,67 @@ class Chat(BaseConversation):
             self._buffer.trim()
 
     msg_max_count = MsgMaxCount
+
+    @property
+    def MsgMaxTokens(self) -> int | str | None:  # noqa: N802 - the documented name
+        """The token budget of what is sent: a number, ``"auto"`` (learn the window from the
+        server's refusal), or None (no budget)."""
+        return self._max_tokens
+
+    @MsgMaxTokens.setter
+    def MsgMaxTokens(self, value: int | str | None) -> None:  # noqa: N802
+        self._max_tokens = _chat_check_budget(value)
+
+    msg_max_tokens = MsgMaxTokens
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def _cost(self, model: str) -> Callable[[dict[str, Any]], int]:
+        """A message's raw token estimate for ``model`` (one function per model: the history
+        remembers what it computed with it)."""
+        found = self._costs.get(model)
+        if found is None:
+            tokenizer = self._tokenizer
+
+            def found(message: dict[str, Any]) -> int:
+                return count_tokens(message, model=model, tokenizer=tokenizer)
+
+            self._costs[model] = found
+        return found
+
+    def _budget(self, model: str) -> int | None:
+        value = self._max_tokens
+        if value == "auto":
+            return self._client.learned_window(model)
+        return value  # type: ignore[return-value]
+
+    def _fit(self, new: list[dict[str, Any]], body: dict[str, Any], budget: int | None) -> Fitted:
+        """The messages to send within ``budget`` (the caller holds the lock)."""
+        model = str(body.get("model") or "")
+        extra = count_tokens([], model=model, tools=body.get("tools"), tokenizer=self._tokenizer)
+        ratio = 1.0 if self._tokenizer is not None else self._client.token_calibration(model).ratio
+        return self._buffer.fit(new, budget, self._cost(model), extra=extra, ratio=ratio)
+
+    def count_tokens(self, text: Any = None) -> int:
+        """The calibrated token estimate of what the next request would send: the history
+        (trimmed as ``MsgMaxCount``/``MsgMaxTokens`` would), the reply priming, the default
+        tools, and ``text`` as the next user message when given.
+
+        :raises ContextBudgetError: what must be sent does not fit ``MsgMaxTokens``
+        """
+        import math
+
+        self._counting = True
+        new = [_chat_user_message(text, None)] if text is not None else []
+        model = str(self.params.get("model") or "")
+        body: dict[str, Any] = {"model": model}
+        toolset = self._tool_defaults.get("tools")
+        if toolset:
+            body["tools"] = toolset.schemas()
+        with self._lock:
+            fitted = self._fit(new, body, self._budget(model))
+        if self._tokenizer is not None:
+            return fitted.tokens
+        return math.ceil(fitted.tokens * self._client.token_calibration(model).ratio)
 
     @property
     def recently_request_data(self) -> dict[str, Any] | None:
@@ -409,7 +491,11 @@ class Chat(BaseConversation):
     ) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any], ToolLoop | None]:
         """(user message, request body, client options of this call, tool loop or None).
 
-        ``text`` None continues after answered tool calls (no new user message)."""
+        ``text`` None continues after answered tool calls (no new user message).  With a token
+        budget the messages sent are fitted to it (:meth:`MessageBuffer.fit`); what that left
+        out is kept in :attr:`_fits` under the body, to leave the history at the commit.
+
+        :raises ContextBudgetError: what must be sent does not fit the budget (nothing sent)"""
         user = _chat_user_message(text, images) if text is not None else None
         if "messages" in params:
             raise TypeError("messages= is managed by Chat; use add_dialogs() to change the history")
@@ -418,36 +504,201 @@ class Chat(BaseConversation):
         loop = self._tool_loop(params, probe)
         body, options = self._request_body(params)
         body.update(probe)
+        new = [user] if user is not None else []
         with self._lock:
             _chat_check_continuation(self._buffer.view(), user)
+            budget = self._budget(str(body["model"])) if self._max_tokens is not None else None
+            if budget is not None or self._counting or self._max_tokens is not None:
+                fitted: Fitted | None = self._fit(new, body, budget)
+                chosen = fitted.messages  # type: ignore[union-attr]
+            else:
+                fitted, chosen = None, self._buffer.payload(new)
             # copies: last_request must not alias the stored history
-            body["messages"] = [dict(m) for m in self._buffer.payload([user] if user is not None else [])]
+            body["messages"] = [dict(m) for m in chosen]
+        if fitted is not None:
+            self._fits.remember(body, fitted)
         if self._log is not None:
             self._log.start()
         return user, body, options, loop
 
-    def _commit(self, user: dict[str, Any] | None, exchange: Exchange) -> None:
+    def _commit(
+        self,
+        user: dict[str, Any] | None,
+        exchange: Exchange,
+        calibrate: bool = True,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
         """Join one exchange to the history (every tool round with it), atomically; log it."""
-        self._commit_only(user, exchange)
+        self._commit_only(user, exchange, calibrate, summary)
         if self._log is not None:
             self._log.record(self, exchange.request, status="ok")
 
-    def _commit_only(self, user: dict[str, Any] | None, exchange: Exchange) -> None:
+    def _commit_only(
+        self,
+        user: dict[str, Any] | None,
+        exchange: Exchange,
+        calibrate: bool = True,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
         acc = exchange.acc
         if exchange.result is not None:
             response: Any = to_attr(exchange.result)
         else:
             response = to_attr(acc.completion()) if acc is not None else None
+        fitted = self._fits.take(exchange.first)
         with self._lock:
-            self._buffer.commit(([user] if user is not None else []) + exchange.messages())
+            drop = fitted.left_out if fitted is not None else ()
+            self._buffer.commit(([user] if user is not None else []) + exchange.messages(), drop)
+            if summary is not None:
+                self._buffer.place_summary(summary, _chat_is_summary)
             rounds = exchange.usages if len(exchange.usages) > 1 else ()
             self._note_answer(exchange.request or {}, response, exchange.usage, rounds)
             self.last_reasoning = acc.reasoning if acc is not None else ""
             self.last_tool_calls = exchange.calls
+        if calibrate and fitted is not None and exchange.usages:
+            self._calibrate(exchange.first, fitted, exchange.usages[0])
 
-    def _finish_stream(self, exchange: Exchange, user: dict[str, Any] | None) -> None:
-        """Commit a whole streamed exchange (the same rule as a non-streamed one)."""
-        self._commit(user, exchange)
+    # -- summaries ------------------------------------------------------------------------------
+    def _summary_request(self, exchange: Exchange) -> dict[str, Any] | None:
+        """The request that summarises what the budget left out of ``exchange`` (with the
+        previous summary folded in), or None when there is nothing to summarise."""
+        fitted = self._fits.get(exchange.first)
+        if not self.summarize or fitted is None or not fitted.left_out:
+            return None
+        with self._lock:
+            previous = next((m for m in self._buffer.view() if _chat_is_summary(m)), None)
+        return _chat_summary_body(exchange.first or {}, fitted.left_out, previous, self.summary_prompt)
+
+    def _summary_done(
+        self, result: dict[str, Any] | None, exc: BaseException | None, chinese: bool
+    ) -> dict[str, Any] | None:
+        """The summary message from the answer, or None (the failure warned and kept on the Chat)."""
+        if exc is None and result is not None:
+            try:
+                text = (result["choices"][0]["message"].get("content") or "").strip()
+            except (KeyError, IndexError, TypeError, AttributeError):
+                text = ""
+            if text:
+                with self._lock:
+                    add_usage(self.total_usage, result.get("usage"))
+                self.last_summary_error = None
+                marker = _CHAT_SUMMARY_MARKERS[1 if chinese else 0]
+                return {"role": "system", "content": marker + "\n" + text}
+            exc = OpenAIError("the summary request answered no text")
+        self.last_summary_error = exc
+        import warnings
+
+        warnings.warn(
+            "openai2: the earlier messages could not be summarised (%s); they were left out as without summarize" % exc,
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+
+    def _summarize(self, exchange: Exchange, options: dict[str, Any]) -> dict[str, Any] | None:
+        """Summarise what the budget left out (one extra request), or None; never raises."""
+        body = self._summary_request(exchange)
+        if body is None:
+            return None
+        try:
+            result, exc = self._send(body, options), None
+        except Exception as failure:
+            result, exc = None, failure
+        return self._summary_done(result, exc, _chat_chinese(body))
+
+    async def _summarize_async(self, exchange: Exchange, options: dict[str, Any]) -> dict[str, Any] | None:
+        body = self._summary_request(exchange)
+        if body is None:
+            return None
+        try:
+            result, exc = await self._send_async(body, options), None
+        except Exception as failure:
+            result, exc = None, failure
+        return self._summary_done(result, exc, _chat_chinese(body))
+
+    def _refit(self, body: dict[str, Any], exc: BaseException, loop: ToolLoop | None) -> bool:
+        """After the server refused ``body`` as too long, with ``MsgMaxTokens="auto"``: learn the
+        window from the refusal (its stated limit minus the answer's ``max_tokens``, else half the
+        history that may be left out), remember it on the client, fit ``body``'s messages to it
+        again (in place) and say to send it once more.  False: not to retry (no "auto", a retry
+        already made, tool rounds already run, or nothing learned).
+
+        :raises ContextBudgetError: what must be sent does not fit the learned window
+        """
+        import math
+
+        if self._max_tokens != "auto" or not isinstance(exc, ContextLengthError) or (loop is not None and loop.rounds):
+            return False
+        fitted = self._fits.get(body)
+        if fitted is None or fitted.retried:
+            return False
+        model = str(body.get("model") or "")
+        ratio = 1.0 if self._tokenizer is not None else self._client.token_calibration(model).ratio
+        completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+        limit = exc.limit
+        if isinstance(limit, int) and limit > 0:
+            window = int((limit - (completion if isinstance(completion, int) else 0)) * 0.97)
+        else:
+            sent = math.ceil(fitted.tokens * ratio)
+            try:
+                with self._lock:
+                    self._fit(fitted.new, body, 1)  # what must stay, measured by the budget's refusal
+                fixed = 0
+            except ContextBudgetError as short:
+                fixed = short.required
+            window = fixed + (sent - fixed) // 2
+        if window <= 0 or window >= math.ceil(fitted.tokens * ratio):
+            return False  # nothing left out would change what is sent
+        self._client.learn_window(model, window)
+        with self._lock:
+            again = self._fit(fitted.new, body, window)
+            body["messages"] = [dict(m) for m in again.messages]
+        again.retried = True
+        self._fits.remember(body, again)
+        return True
+
+    def _send_fitted(self, body: dict[str, Any], options: dict[str, Any], loop: ToolLoop | None) -> Exchange:
+        """:meth:`_send_rounds`, sent once more after a context-length refusal ("auto")."""
+        try:
+            return self._send_rounds(body, options, loop)
+        except ContextLengthError as exc:
+            if not self._refit(body, exc, loop):
+                raise
+        return self._send_rounds(body, options, loop)
+
+    async def _send_fitted_async(
+        self, body: dict[str, Any], options: dict[str, Any], loop: ToolLoop | None
+    ) -> Exchange:
+        try:
+            return await self._send_rounds_async(body, options, loop)
+        except ContextLengthError as exc:
+            if not self._refit(body, exc, loop):
+                raise
+        return await self._send_rounds_async(body, options, loop)
+
+    def _calibrate(self, body: dict[str, Any] | None, fitted: Fitted, usage: object) -> None:
+        """Learn from the server's own count of what was sent (``usage.prompt_tokens``); warn
+        once per model when the count says the server cut the prompt (Ollama's ``num_ctx``)."""
+        actual = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        if self._tokenizer is not None or not isinstance(actual, int) or isinstance(actual, bool) or body is None:
+            return
+
+        model = str(body.get("model") or "")
+        calibration = self._client.token_calibration(model)
+        window = looks_truncated(fitted.tokens, actual, calibration.ratio)
+        if window is not None:
+            self._client.warn_truncated(model, window, fitted.tokens, actual)
+            return
+        calibration.observe(fitted.tokens, actual)
+
+    def _finish_stream(
+        self, exchange: Exchange, user: dict[str, Any] | None, options: dict[str, Any], summary: Any = False
+    ) -> None:
+        """Commit a whole streamed exchange (the same rule as a non-streamed one); ``summary``
+        False: make it here (the async stream made it already, awaited)."""
+        if summary is False:
+            summary = self._summarize(exchange, options)
+        self._commit(user, exchange, summary=summary)
 
     def _finish_partial(
         self,
@@ -467,8 +718,10 @@ class Chat(BaseConversation):
         response = to_attr(acc.completion()) if acc is not None else None
         usage = acc.usage if acc is not None else None
         rounds = exchange.usages + [usage] if exchange.usages else ()
+        fitted = self._fits.take(exchange.first or body)
         with self._lock:
-            self._buffer.commit(([user] if user is not None else []) + messages)
+            drop = fitted.left_out if fitted is not None else ()
+            self._buffer.commit(([user] if user is not None else []) + messages, drop)
             self._note_answer(body, response, usage, rounds)
             self.last_reasoning = reasoning
             self.last_tool_calls = exchange.calls
@@ -490,11 +743,11 @@ class Chat(BaseConversation):
         """
         user, body, options, loop = self._prepare(text, images, params)
         try:
-            exchange = self._send_rounds(body, options, loop)
+            exchange = self._send_fitted(body, options, loop)
         except BaseException as exc:
             self._log_failure(body, exc)
             raise
-        self._commit(user, exchange)
+        self._commit(user, exchange, summary=self._summarize(exchange, options))
         return exchange.text
 
     def stream_request(
@@ -529,11 +782,11 @@ class Chat(BaseConversation):
         """
         user, body, options, loop = self._prepare(text, images, params)
         try:
-            exchange = await self._send_rounds_async(body, options, loop)
+            exchange = await self._send_fitted_async(body, options, loop)
         except BaseException as exc:
             self._log_failure(body, exc)
             raise
-        self._commit(user, exchange)
+        self._commit(user, exchange, summary=await self._summarize_async(exchange, options))
         return exchange.text
 
     def parse(
@@ -559,13 +812,22 @@ class Chat(BaseConversation):
             cut off; :raises SchemaValidationError: it never matched the schema
         :raises TypeError: a schema that cannot be described (naming the annotation)
         """
+        from .structured import run_parse
+
         user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
         try:
-            done = run_parse(lambda request: self._send(request, options), body, plan)
+            try:
+                done = run_parse(lambda request: self._send(request, options), body, plan)
+            except ContextLengthError as exc:
+                if not self._refit(body, exc, None):
+                    raise
+                done = run_parse(lambda request: self._send(request, options), body, plan)
         except BaseException as exc:
             self._log_failure(body, exc)
             raise
-        self._commit_parsed(user, done)
+        exchange = self._parsed_exchange(done, body)
+        # the instruction and repairs were sent too: no calibration from this answer
+        self._commit(user, exchange, calibrate=False, summary=self._summarize(exchange, options))
         return done.value
 
     async def async_parse(
@@ -579,14 +841,23 @@ class Chat(BaseConversation):
         **params: Any,
     ) -> Any:
         """:meth:`parse` as a coroutine (requests in worker threads; cancelling leaves the history)."""
+        from .structured import run_parse_async
+
         user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
         send = self._send_async
         try:
-            done = await run_parse_async(lambda request: send(request, options), body, plan)
+            try:
+                done = await run_parse_async(lambda request: send(request, options), body, plan)
+            except ContextLengthError as exc:
+                if not self._refit(body, exc, None):
+                    raise
+                done = await run_parse_async(lambda request: send(request, options), body, plan)
         except BaseException as exc:
             self._log_failure(body, exc)
             raise
-        self._commit_parsed(user, done)
+        exchange = self._parsed_exchange(done, body)
+        summary = await self._summarize_async(exchange, options)
+        self._commit(user, exchange, calibrate=False, summary=summary)
         return done.value
 
     def _log_failure(self, body: dict[str, Any], exc: BaseException) -> None:
@@ -595,10 +866,11 @@ class Chat(BaseConversation):
             interrupted = isinstance(exc, KeyboardInterrupt)
             self._log.record(self, body, status="interrupted" if interrupted else "error", error=exc)
 
-    def _commit_parsed(self, user: dict[str, Any] | None, done: ParseResult) -> None:
+    def _parsed_exchange(self, done: ParseResult, body: dict[str, Any]) -> Exchange:
         exchange = Exchange(None)
+        exchange.first = body  # what the budget fitted (the rungs add their instruction to it)
         exchange.answer(done.request, done.acc, done.result)
-        self._commit(user, exchange)
+        return exchange
 
     def async_stream_request(
         self, text: Any = None, *, images: Sequence[str] | str | None = None, **params: Any
@@ -612,6 +884,8 @@ def _chat_parse_setup(
     chat: Chat, text: Any, schema: object, images: Any, strategy: str, max_repairs: int, params: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any], ParsePlan]:
     """The user message, body, options and ladder of a ``parse`` call (no tools are sent)."""
+    from .structured import ParsePlan, Target
+
     if text is None:
         raise ValueError("parse() needs the text to send")
     if "response_format" in params:
@@ -645,6 +919,93 @@ def _chat_check_continuation(history: Sequence[dict[str, Any]], user: dict[str, 
         raise ValueError("request() needs the text to send (without text it only goes on after answered tool calls)")
 
 
+#: How a summary message starts (English, Chinese): how it is found again, also after dump/load.
+_CHAT_SUMMARY_MARKERS = ("[Summary of the earlier conversation]", "[此前对话的摘要]")
+_CHAT_SUMMARY_PROMPT_EN = (
+    "Summarise the conversation below for the assistant who continues it, in a few short paragraphs: keep "
+    "the facts, names, numbers, decisions and open questions; leave out greetings and small talk. If a "
+    "previous summary is given, fold it in. Write in the language of the conversation. Answer with the "
+    "summary only."
+)
+_CHAT_SUMMARY_PROMPT_ZH = (
+    "请为继续这段对话的助手总结下面的对话，用几段简短的话：保留事实、名称、数字、结论和尚未解决的问题，"
+    "省略寒暄和闲聊。如果给出了之前的摘要，请把它合并进来。用中文书写，只输出摘要。"
+)
+
+
+def _chat_is_summary(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return message.get("role") == "system" and isinstance(content, str) and content.startswith(_CHAT_SUMMARY_MARKERS)
+
+
+def _chat_chinese(body: dict[str, Any]) -> bool:
+    return bool(body.get("messages")) and body["messages"][0].get("content") == _CHAT_SUMMARY_PROMPT_ZH
+
+
+def _chat_summary_body(
+    first: dict[str, Any], left_out: Sequence[dict[str, Any]], previous: dict[str, Any] | None, prompt: str | None
+) -> dict[str, Any]:
+    """The summary request: the conversation's language decides the prompt (Chinese when most
+    of its letters are CJK ideographs), unless the Chat has its own ``summary_prompt``."""
+    lines = []
+    for message in left_out:
+        text = format_round([message]).split(":", 1)[-1].strip()
+        lines.append("%s: %s" % (message.get("role", "?"), text))
+    said = "\n".join(lines)  # the language is the conversation's, not the previous summary's
+    cjk = sum(1 for ch in said if "\u4e00" <= ch <= "\u9fff")
+    latin = sum(1 for ch in said if ch.isascii() and ch.isalpha())
+    if previous is not None:
+        lines.insert(0, "Previous summary: " + str(previous.get("content", "")).split("\n", 1)[-1])
+    transcript = "\n".join(lines)
+    system = prompt or (_CHAT_SUMMARY_PROMPT_ZH if cjk > latin / 2 else _CHAT_SUMMARY_PROMPT_EN)
+    body = {
+        "model": first.get("model"),
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": transcript}],
+    }
+    return body
+
+
+def _chat_check_budget(value: object) -> int | str | None:
+    """``MsgMaxTokens`` checked: a whole number of tokens above 0, ``"auto"``, or None."""
+    if value is None or value == "auto":
+        return value  # type: ignore[return-value]
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError("MsgMaxTokens must be a number of tokens above 0, 'auto' or None, got %r" % (value,))
+    return value
+
+
+class _ChatFits:
+    """What the token budget left out of each prepared request, by its body, until the
+    exchange commits (then those messages leave the history) or is forgotten."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fits: dict[int, tuple[dict[str, Any], Fitted]] = {}
+
+    def remember(self, body: dict[str, Any], fitted: Fitted) -> None:
+        with self._lock:
+            if len(self._fits) >= 64:  # prepared but never committed (failed, dropped): the oldest go
+                for key in list(self._fits)[:32]:
+                    del self._fits[key]
+            self._fits[id(body)] = (body, fitted)
+
+    def rekey(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        with self._lock:
+            found = self._fits.pop(id(old), None)
+            if found is not None and found[0] is old:
+                self._fits[id(new)] = (new, found[1])
+
+    def get(self, body: dict[str, Any] | None) -> Fitted | None:
+        with self._lock:
+            found = self._fits.get(id(body)) if body is not None else None
+        return found[1] if found is not None and found[0] is body else None
+
+    def take(self, body: dict[str, Any] | None) -> Fitted | None:
+        with self._lock:
+            found = self._fits.pop(id(body), None) if body is not None else None
+        return found[1] if found is not None and found[0] is body else None
+
+
 class _ChatLog:
     """Where a Chat logs its exchanges (``Chat(log=...)``): a :class:`Logbook` and a session
     name.  A log that fails warns once and is off for the rest of this Chat's life: logging never
@@ -666,6 +1027,9 @@ class _ChatLog:
     def make(cls, log: object, session: str | None) -> _ChatLog | None:
         if log is None or log is False:
             return None
+        from .logbook import Logbook
+        from .store import Store
+
         if session is not None and (not isinstance(session, str) or not session.strip()):
             raise ValueError("log_session must be a non-empty name")
         name = session or "chat-%s" % os.urandom(4).hex()
@@ -687,7 +1051,9 @@ class _ChatLog:
             return os.path.lexists(self.honour_off.logs_off_path)
         return False
 
-    def record(self, chat: Chat, body: dict[str, Any] | None, *, status: str, error: BaseException | None = None) -> None:
+    def record(
+        self, chat: Chat, body: dict[str, Any] | None, *, status: str, error: BaseException | None = None
+    ) -> None:
         """Log the exchange that just ended (``last_*`` describe it when it succeeded)."""
         if self._off() or body is None:
             return
@@ -724,7 +1090,7 @@ class _ChatLog:
                 secrets=client._secrets(),
                 **fields,
             )
-        except (LogbookError, OSError) as exc:
+        except Exception as exc:  # LogbookError, OSError ... : logging never costs an answer
             self.failed = True
             import warnings
 
@@ -776,6 +1142,7 @@ class ChatTextStream:
         self._chat = chat
         self._user = user
         self._first = dict(body, stream=True)  # the first round's body
+        chat._fits.rekey(body, self._first)
         self._body = self._first  # this round's, exactly what is sent: last_request
         self._options = options or {}
         self._on_reasoning = on_reasoning
@@ -839,7 +1206,7 @@ class ChatTextStream:
                 self._state = "done"
                 if self._exchange.acc is not None:
                     # under the lock: a close() from another thread waits for this commit
-                    self._chat._finish_stream(self._exchange, self._user)
+                    self._chat._finish_stream(self._exchange, self._user, self._options)
                 raise StopIteration
         self._close_stream()
         raise StopIteration
@@ -853,7 +1220,13 @@ class ChatTextStream:
         fresh = self._fresh
         while True:
             if self._pieces is None:
-                self._stream = self._chat._open_stream(self._body, self._options, self._scope)
+                try:
+                    self._stream = self._chat._open_stream(self._body, self._options, self._scope)
+                except ContextLengthError as exc:
+                    first = self._body is self._first and self._exchange.first is None
+                    if not first or not self._chat._refit(self._first, exc, self._exchange.loop):
+                        raise
+                    self._stream = self._chat._open_stream(self._body, self._options, self._scope)
                 self._stream.accumulator.watch_reasoning(fresh)
                 self._pieces = self._stream.iter_pieces()
             for piece in self._pieces:
@@ -968,6 +1341,7 @@ class AsyncChatTextStream:
         self._chat = chat
         self._user = user
         self._first = dict(body, stream=True)  # the first round's body
+        chat._fits.rekey(body, self._first)
         self._body = self._first  # this round's, exactly what is sent: last_request
         self._options = options or {}
         self._exchange = Exchange(loop)
@@ -1027,6 +1401,15 @@ class AsyncChatTextStream:
             except asyncio.CancelledError:
                 self._stop_early()
                 raise
+            except ContextLengthError as exc:
+                first = self._body is self._first and self._exchange.first is None and not self._seen
+                if not first or not self._chat._refit(self._first, exc, self._exchange.loop):
+                    self._state = "done"
+                    self._chat._log_failure(self._body, exc)
+                    raise
+                self._box, self._batch, self._scope = [], [], CancelScope()
+                self._start()  # the same body, fitted to the learned window, once more
+                return await self.__anext__()
             except BaseException as exc:
                 self._state = "done"
                 self._chat._log_failure(self._body, exc)
@@ -1036,7 +1419,8 @@ class AsyncChatTextStream:
                     return await self.__anext__()
                 self._state = "done"
                 if self._exchange.acc is not None:
-                    self._chat._finish_stream(self._exchange, self._user)
+                    summary = await self._chat._summarize_async(self._exchange, self._options)
+                    self._chat._finish_stream(self._exchange, self._user, self._options, summary)
                 raise StopAsyncIteration
             batch.reverse()
             self._batch = batch

@@ -24,6 +24,7 @@ from .errors import (
     IncompleteStreamError,
     OpenAIError,
     RateLimitError,
+    RefusalError,
     RequestCancelledError,
     ResponseTooLargeError,
     make_status_error,
@@ -33,7 +34,7 @@ from .errors import (
 from .keypool import AKPool, PoolSnapshot
 from .objects import AttrDict, to_attr
 from .sse import SSEDecoder
-from .structured import ParsePlan, RefusalError, Target, run_parse
+from .tokens import Calibration
 from .tools import DEFAULT_MAX_TOOL_ROUNDS, ToolLoop, ToolSet, run_rounds
 from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
 
@@ -301,7 +302,10 @@ def decide_retry(
     :param status: the HTTP status, or None when the connection failed
     :param headers: the response headers (lower-case names)
     :param code: the error body's ``code``
-    :param retryable: for a connection error, its ``retryable`` attribute
+    :param retryable: the failed attempt's error's ``retryable`` attribute: False for a
+        connection error the request may have reached the server through, and for a status
+        error that a retry cannot fix (``ContextLengthError``, whatever its status: llama.cpp
+        server refuses a too-long prompt with a 500), which is raised at once
     :param now: the wall-clock time (``time.time()``), for a ``Retry-After`` HTTP date
     :param jitter: a number from 0 to 1 (``random.random()``): the backoff's jitter
     :returns: the :class:`RetryDecision`
@@ -315,6 +319,8 @@ def decide_retry(
         return RetryDecision(
             "retry", "connection failed, retry %d/%d in %.2fs" % (attempt + 1, max_retries, delay), delay
         )
+    if not retryable:
+        return RetryDecision("raise", "HTTP %d; not retried (the same request cannot succeed)" % status)
     headers = headers or {}
     pool_wait = 0.0
     key_action: str | None = None
@@ -925,6 +931,10 @@ class OpenAI:
             base_url or env_base or DEFAULT_BASE_URL, from_env=bool(env_base) and not base_url
         )
         self.base_url = base.rstrip("/")
+        self._token_lock = threading.Lock()
+        self._token_calibrations: dict[str, Calibration] = {}  # model -> true / estimated prompt tokens
+        self._token_windows: dict[str, int] = {}  # model -> the window learned from a refusal
+        self._token_warned: set[str] = set()  # models whose cut prompt was warned about
         self.timeout = coerce_timeout(timeout)
         self.max_retries = max_retries
         self.default_headers = _client_check_headers(default_headers, "default_headers")
@@ -1107,7 +1117,14 @@ class OpenAI:
                 error = make_status_error(response.status, response.headers, raw, secrets=secrets, sent_key=bool(key))
                 snapshot = pool.snapshot(key) if pool is not None and key else None
                 decision = self._decide(
-                    attempt, failovers, limits, response.status, response.headers, error.code, snapshot
+                    attempt,
+                    failovers,
+                    limits,
+                    response.status,
+                    response.headers,
+                    error.code,
+                    snapshot,
+                    retryable=getattr(error, "retryable", True),
                 )
                 if pool is not None and key:
                     if decision.key_action == "set_aside":
@@ -1174,6 +1191,45 @@ class OpenAI:
             get_logger().info("openai2: %s", decision.reason)
             self._sleep(decision.delay, cancel)
             waited += decision.delay
+
+    # -- token accounting (per model of this client's base URL) --------------------------------
+    def token_calibration(self, model: str) -> Calibration:
+        """The smoothed ratio of this server's true prompt tokens (``usage.prompt_tokens``) to
+        openai2's estimate, for ``model``: shared by every Chat on this client."""
+        with self._token_lock:
+            found = self._token_calibrations.get(model)
+            if found is None:
+                found = self._token_calibrations[model] = Calibration()
+            return found
+
+    def learned_window(self, model: str) -> int | None:
+        """The prompt budget learned for ``model`` from a context-length refusal (``"auto"``)."""
+        with self._token_lock:
+            return self._token_windows.get(model)
+
+    def learn_window(self, model: str, tokens: int) -> None:
+        """Remember the prompt budget of ``model`` for the life of this client (the smaller wins)."""
+        with self._token_lock:
+            known = self._token_windows.get(model)
+            self._token_windows[model] = tokens if known is None else min(known, tokens)
+
+    def warn_truncated(self, model: str, window: int, estimated: int, actual: int) -> None:
+        """Warn, once per model, that the server seems to have cut the prompt to ``window``
+        tokens without saying so (Ollama's ``num_ctx``)."""
+        with self._token_lock:
+            if model in self._token_warned:
+                return
+            self._token_warned.add(model)
+        import warnings
+
+        warnings.warn(
+            "openai2: %s at %s counted %d prompt tokens where about %d were sent: the server seems to "
+            "cut the prompt to a %d-token window without saying so (Ollama does: raise num_ctx, e.g. "
+            "`PARAMETER num_ctx 32768` in a Modelfile or OLLAMA_CONTEXT_LENGTH=32768 for the server), or set "
+            "Chat(MsgMaxTokens=%d)" % (model, _client_shown_url(self.base_url), actual, estimated, window, window),
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def complete(
         self,
@@ -1342,6 +1398,8 @@ def _client_parse(
     params: dict[str, Any],
 ) -> Any:
     """``chat.completions.parse``: the completion with ``choices[0].message.parsed`` set."""
+    from .structured import ParsePlan, Target, run_parse
+
     body = dict(params)
     options = split_request_options(body)
     if body.get("stream"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from .common import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Sequence
+    from typing import Any, Callable, Sequence
 
 
 def content_text(content: object) -> str:
@@ -302,6 +302,19 @@ def _demo_tool_answer(messages: Sequence[dict[str, Any]], tools: Sequence[dict[s
     return DemoToolCalls(calls)
 
 
+class DemoAnswer:
+    """A text answer of :class:`DemoBrain` with its ``usage`` (the demo server's own counts)."""
+
+    __slots__ = ("content", "usage")
+
+    def __init__(self, content: str, usage: dict[str, Any]) -> None:
+        self.content = content
+        self.usage = usage
+
+    def __repr__(self) -> str:
+        return "DemoAnswer(%r)" % self.content
+
+
 class DemoError:
     """An answer of :class:`DemoBrain` that is an HTTP error (``status``, JSON ``body``): how the
     servers it imitates refuse a ``response_format`` they do not support."""
@@ -565,19 +578,64 @@ class DemoBrain:
         ``(match_or_value, messages) -> str | Reply``.
     """
 
-    def __init__(self, rules: Sequence[tuple[Any, Any]] | None = None, *, server: str | None = None) -> None:
+    def __init__(
+        self,
+        rules: Sequence[tuple[Any, Any]] | None = None,
+        *,
+        server: str | None = None,
+        window: int | None = None,
+        counter: Callable[[Sequence[dict[str, Any]]], int] | None = None,
+    ) -> None:
         if server is not None and server not in DEMO_FORMAT_REFUSALS:
             raise ValueError("server must be one of %s, or None" % ", ".join(sorted(DEMO_FORMAT_REFUSALS)))
         self.rules: list[tuple[Any, Any]] = list(rules or ())
         self.server = server
+        self.window = window
+        self.counter = counter
+
+    def prompt_tokens(self, messages: Sequence[dict[str, Any]]) -> int:
+        """The demo server's own count of a prompt: ``counter(messages)``, else 4 per message plus
+        a token per 4 characters of text (a stand-in tokenizer)."""
+        if self.counter is not None:
+            return int(self.counter(messages))
+        return sum(4 + (len(content_text(m.get("content"))) + 3) // 4 for m in messages if isinstance(m, dict)) + 3
 
     def __call__(self, request: Any) -> Any:
         """Answer a recorded chat request.
 
+        With ``window`` (a context window in tokens) a prompt longer than it is refused as
+        OpenAI refuses one (400 ``context_length_exceeded``, the limit and the count in the
+        message); with ``window`` or ``counter``, text answers report ``usage.prompt_tokens`` as
+        :meth:`prompt_tokens` counts.
+
         :param request: a ``RecordedRequest`` (anything with ``messages``: they are used, and
             the ``tools`` of its ``json`` body)
-        :returns: the answer text, a ``Reply`` from a custom rule, or :class:`DemoToolCalls`
+        :returns: the answer text, a ``Reply`` from a custom rule, :class:`DemoToolCalls`,
+            :class:`DemoAnswer` or :class:`DemoError`
         """
+        if self.window is None and self.counter is None:
+            return self._respond(request)
+        prompt = self.prompt_tokens(request.messages)
+        if self.window is not None and prompt > self.window:
+            message = (
+                "This model's maximum context length is %d tokens. However, your messages resulted in %d tokens. "
+                "Please reduce the length of the messages." % (self.window, prompt)
+            )
+            error = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+            return DemoError(400, {"error": error})
+        answer = self._respond(request)
+        if isinstance(answer, str):
+            completion = (len(answer) + 3) // 4
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+            return DemoAnswer(answer, usage)
+        return answer
+
+    def _respond(self, request: Any) -> Any:
         body = getattr(request, "json", None)
         if isinstance(body, dict) and not any(
             self._match(m, content_text(_demo_last_user_text(request.messages))) for m, _ in self.rules

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .common import TYPE_CHECKING, redact
 
 if TYPE_CHECKING:
-    from typing import Any, Iterable, Mapping
+    from typing import Any, Iterable, Mapping, Sequence
 
 
 class OpenAIError(Exception):
@@ -612,3 +612,58 @@ def _reason_phrase(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return ""
+
+
+class ContextBudgetError(OpenAIError):
+    """The messages that must be sent do not fit ``MsgMaxTokens`` even with every message that
+    may be left out left out (the system prompt, pinned messages and the new message stay).
+    Raised before anything is sent; the history is unchanged.
+
+    :ivar budget: the budget in tokens (``MsgMaxTokens``, or the window learned with ``"auto"``)
+    :ivar required: the estimated tokens of what must be sent
+    """
+
+    def __init__(self, budget: int, required: int) -> None:
+        super().__init__(
+            "the messages that must be sent need about %d tokens, more than the budget of %d "
+            "(MsgMaxTokens): the system prompt, the pinned messages and the new message stay; "
+            "raise MsgMaxTokens, unpin messages, or send a shorter message" % (required, budget)
+        )
+        self.budget = budget
+        self.required = required
+
+
+class StructuredOutputError(OpenAIError):
+    """The answer could not be made into the requested type.
+
+    :ivar raw: the answer's text (as the model wrote it)
+    :ivar completion: the last answer, parsed JSON (keys masked), or None
+    """
+
+    def __init__(self, message: str, *, raw: str = "", completion: object = None) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.completion = completion
+
+
+class RefusalError(StructuredOutputError):
+    """The model refused to answer (``message.refusal``). :ivar refusal: its text."""
+
+    def __init__(self, refusal: str, *, completion: object = None) -> None:
+        super().__init__("the model refused: %s" % refusal, raw="", completion=completion)
+        self.refusal = refusal
+
+
+class LengthFinishReasonError(StructuredOutputError):
+    """The answer was cut off (``finish_reason == "length"``): raise ``max_tokens``, or ask for less."""
+
+
+class SchemaValidationError(StructuredOutputError):
+    """The answer did not match the schema (after the repairs allowed).
+
+    :ivar errors: each problem as ``"$.path: message"``
+    """
+
+    def __init__(self, message: str, *, raw: str, errors: Sequence[str], completion: object = None) -> None:
+        super().__init__(message, raw=raw, completion=completion)
+        self.errors = list(errors)

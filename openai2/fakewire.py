@@ -17,7 +17,7 @@ import itertools
 import time
 
 from .common import TYPE_CHECKING
-from .demo import DemoError, DemoToolCalls, content_text
+from .demo import DemoAnswer, DemoError, DemoToolCalls, content_text
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -408,6 +408,8 @@ def _fake_as_reply(value: object) -> Reply:
         return Reply(content=value.content or None, tool_calls=value.tool_calls)
     if isinstance(value, DemoError):
         return Reply(status=value.status, body=value.body)
+    if isinstance(value, DemoAnswer):
+        return Reply(content=value.content, usage=value.usage)
     raise TypeError("a reply must be a Reply, a str or a dict, not %s" % type(value).__name__)
 
 

@@ -25,7 +25,6 @@ from .files import read_json_file
 from .history import check_json_text, valid_unicode
 from .keypool import AKPool
 from .objects import to_attr
-from .structured import find_json
 
 if TYPE_CHECKING:
     from typing import Any, Iterable, Mapping, Sequence, Tuple, Union
@@ -302,6 +301,8 @@ def _gc_find_array(raw: str) -> Any:
     the first array holding objects, else the first non-empty object (one remark, or an object
     wrapping the array).  Bracketed words and lists of names that the model quoted from the
     prompt are skipped."""
+    from .structured import find_json
+
     found, value = find_json(raw, ("[", "{"), _gc_remarks_like)
     if not found:
         found, value = find_json(raw, ())  # the whole text or a fence, whatever it holds

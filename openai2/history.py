@@ -13,9 +13,10 @@ when pins alone fill ``k`` the limit is exceeded rather than losing the latest t
 from __future__ import annotations
 
 from .common import TYPE_CHECKING
+from .errors import ContextBudgetError
 
 if TYPE_CHECKING:
-    from typing import Any, Iterable, Mapping, Sequence
+    from typing import Any, Callable, Iterable, Mapping, Sequence
 
 #: Roles accepted in a message.  ``function`` is the legacy spelling of ``tool``.
 MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -265,6 +266,29 @@ def format_round(msgs: Iterable[Mapping[str, Any]]) -> str:
 _HIST_TOOL_ROLES = ("tool", "function")
 
 
+class Fitted:
+    """What :meth:`MessageBuffer.fit` chose: the messages to send, the stored ones left out,
+    and the raw token estimates (before calibration) of what is sent (``tokens``) and, when
+    messages had to be left out, of what had to stay (``fixed``; else equal to ``tokens``)."""
+
+    __slots__ = ("messages", "left_out", "tokens", "fixed", "new", "retried")
+
+    def __init__(
+        self,
+        messages: list[dict[str, Any]],
+        left_out: list[dict[str, Any]],
+        tokens: int,
+        fixed: int,
+        new: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        self.messages = messages
+        self.left_out = left_out
+        self.tokens = tokens
+        self.fixed = fixed
+        self.new = list(new)  # the messages of this turn (the user's), not from the history
+        self.retried = False  # sent again after a context-length refusal ("auto")
+
+
 def _hist_units(msgs: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
     """``(start, stop)`` index ranges of the units trimming keeps or removes whole: an assistant
     message with the ``tool``/``function`` answers right after it, or any other single message.
@@ -279,6 +303,28 @@ def _hist_units(msgs: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
         units.append((i, j))
         i = j
     return units
+
+
+def _hist_rounds(msgs: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges a token budget leaves out whole: after the leading system and
+    developer messages (which always stay), each user message with everything up to the next
+    one; messages before the first user message (a forged opening, an answer whose question was
+    left out) each go alone.  O(n)."""
+    out = []
+    i, n = 0, len(msgs)
+    while i < n and msgs[i].get("role") in ("system", "developer"):
+        i += 1
+    while i < n:
+        j = i + 1
+        if msgs[i].get("role") == "user":
+            while j < n and msgs[j].get("role") != "user":
+                j += 1
+        else:
+            while j < n and msgs[j].get("role") in _HIST_TOOL_ROLES:
+                j += 1
+        out.append((i, j))
+        i = j
+    return out
 
 
 def _hist_check_index(index: object, length: int) -> int:
@@ -321,12 +367,14 @@ class MessageBuffer:
     :raises ValueError: max_count negative or not an int
     """
 
-    __slots__ = ("_msgs", "_pins", "_max_count")
+    __slots__ = ("_msgs", "_pins", "_max_count", "_cost_fn", "_costs")
 
     def __init__(self, max_count: int | None = None) -> None:
         self._msgs: list[dict[str, Any]] = []
         self._pins: list[bool] = []
         self._max_count = _hist_check_max_count(max_count)
+        self._cost_fn: Callable[[dict[str, Any]], int] | None = None
+        self._costs: dict[int, tuple[dict[str, Any], int]] = {}  # id(message) -> (message, tokens)
 
     # -- basic access ---------------------------------------------------------------------
 
@@ -386,7 +434,85 @@ class MessageBuffer:
         self._msgs.extend(new)
         self._pins.extend(flags)
 
-    def commit(self, new_messages: Iterable[dict[str, Any]]) -> None:
+    # -- token budgets --------------------------------------------------------------------------
+
+    def cost(self, message: dict[str, Any], cost: Callable[[dict[str, Any]], int]) -> int:
+        """``cost(message)``, remembered per stored message (a message's text never changes
+        once stored); the memory is dropped when another ``cost`` function comes."""
+        if cost is not self._cost_fn:
+            self._cost_fn, self._costs = cost, {}
+        found = self._costs.get(id(message))
+        if found is not None and found[0] is message:
+            return found[1]
+        tokens = cost(message)
+        if len(self._costs) > 2 * len(self._msgs) + 64:  # messages removed since: forget them
+            self._costs = {id(m): self._costs[id(m)] for m in self._msgs if id(m) in self._costs}
+        self._costs[id(message)] = (message, tokens)
+        return tokens
+
+    def fit(
+        self,
+        new_messages: Sequence[dict[str, Any]],
+        budget: int | None,
+        cost: Callable[[dict[str, Any]], int],
+        *,
+        extra: int = 0,
+        ratio: float = 1.0,
+    ) -> Fitted:
+        """:meth:`payload`, then within ``budget`` tokens: the oldest rounds left out (a user
+        message with what follows it up to the next one, so a question goes with its answer and
+        an assistant message with ``tool_calls`` with its ``tool`` answers) until
+        ``ceil(tokens * ratio) <= budget``; never a round with a pinned message, nor the system
+        prompt (the system/developer messages at the start), nor ``new_messages``.  O(n) with
+        the costs remembered.
+
+        :param budget: the most tokens to send (None: no budget, only the estimate is made)
+        :param cost: a message's raw token estimate (per-message overhead included)
+        :param extra: raw tokens outside the messages (the reply priming, the tools' schemas)
+        :param ratio: the calibration: true tokens per estimated token
+        :raises ContextBudgetError: what may not be left out alone is over the budget
+        """
+        import math
+
+        chosen = self.payload(new_messages)
+        history = chosen[: len(chosen) - len(new_messages)]
+        costs = [self.cost(m, cost) for m in history]
+        fixed_new = sum(cost(m) for m in new_messages) + extra
+        raw = sum(costs) + fixed_new
+        if budget is None or math.ceil(raw * ratio) <= budget:
+            return Fitted(chosen, [], raw, raw, new_messages)
+        pinned = {id(m) for m, p in zip(self._msgs, self._pins) if p}
+        units = _hist_rounds(history)
+        movable = [u for u in units if not any(id(history[i]) in pinned for i in range(*u))]
+        fixed = raw - sum(sum(costs[a:b]) for a, b in movable)
+        dropped: set[int] = set()
+        for start, stop in movable:
+            if math.ceil(raw * ratio) <= budget:
+                break
+            dropped.update(range(start, stop))
+            raw -= sum(costs[start:stop])
+        if math.ceil(raw * ratio) > budget:
+            raise ContextBudgetError(budget, math.ceil(raw * ratio))
+        kept = [m for i, m in enumerate(history) if i not in dropped]
+        return Fitted(kept + list(new_messages), [history[i] for i in sorted(dropped)], raw, fixed, new_messages)
+
+    def place_summary(self, message: dict[str, Any], is_summary: Callable[[dict[str, Any]], bool]) -> None:
+        """Put a summary ``message`` (a system message) in place of the one ``is_summary`` finds
+        before the first user message, else right after the leading system messages; pinned, so
+        trimming never removes it."""
+        head = next((i for i, m in enumerate(self._msgs) if m.get("role") == "user"), len(self._msgs))
+        for i in range(head):
+            if is_summary(self._msgs[i]):
+                self._msgs[i] = message
+                self._pins[i] = True
+                return
+        at = 0
+        while at < head and self._msgs[at].get("role") in ("system", "developer"):
+            at += 1
+        self._msgs.insert(at, message)
+        self._pins.insert(at, True)
+
+    def commit(self, new_messages: Iterable[dict[str, Any]], drop: Sequence[dict[str, Any]] = ()) -> None:
         """Append a completed exchange (e.g. user + assistant), then trim to ``max_count``.
 
         Trimming removes the oldest unpinned messages until at most ``max_count`` remain,
@@ -395,7 +521,14 @@ class MessageBuffer:
         history is longer than ``max_count`` until pins are removed.  O(len(history)).
 
         :param new_messages: validated messages to append (unpinned)
+        :param drop: stored messages to remove first (those :meth:`fit` left out: what a token
+            budget trims leaves the history, as ``max_count`` trimming does); gone ones are fine
         """
+        if drop:
+            gone = {id(m) for m in drop}
+            keep = [(m, p) for m, p in zip(self._msgs, self._pins) if id(m) not in gone]
+            self._msgs = [m for m, _ in keep]
+            self._pins = [p for _, p in keep]
         new = list(new_messages)
         self._msgs.extend(new)
         self._pins.extend([False] * len(new))

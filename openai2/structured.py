@@ -26,7 +26,13 @@ import threading
 
 from .common import TYPE_CHECKING, redact
 from .completion import accumulator_from_completion
-from .errors import APIStatusError, OpenAIError, redact_value
+from .errors import (
+    APIStatusError,
+    LengthFinishReasonError,
+    RefusalError,
+    SchemaValidationError,
+    redact_value,
+)
 from .schema import check_schema, from_json, schema_for, validate
 
 if TYPE_CHECKING:
@@ -79,42 +85,6 @@ _ST_MEMORY: dict[tuple[str, str], str] = {}
 _ST_MEMORY_LOCK = threading.Lock()
 #: The marker of the instruction a fallback rung adds (also how the demo model recognises it).
 SCHEMA_INSTRUCTION = "Answer with one JSON value only, no prose and no code fence, that matches this JSON Schema:"
-
-
-class StructuredOutputError(OpenAIError):
-    """The answer could not be made into the requested type.
-
-    :ivar raw: the answer's text (as the model wrote it)
-    :ivar completion: the last answer, parsed JSON (keys masked), or None
-    """
-
-    def __init__(self, message: str, *, raw: str = "", completion: object = None) -> None:
-        super().__init__(message)
-        self.raw = raw
-        self.completion = completion
-
-
-class RefusalError(StructuredOutputError):
-    """The model refused to answer (``message.refusal``). :ivar refusal: its text."""
-
-    def __init__(self, refusal: str, *, completion: object = None) -> None:
-        super().__init__("the model refused: %s" % refusal, raw="", completion=completion)
-        self.refusal = refusal
-
-
-class LengthFinishReasonError(StructuredOutputError):
-    """The answer was cut off (``finish_reason == "length"``): raise ``max_tokens``, or ask for less."""
-
-
-class SchemaValidationError(StructuredOutputError):
-    """The answer did not match the schema (after the repairs allowed).
-
-    :ivar errors: each problem as ``"$.path: message"``
-    """
-
-    def __init__(self, message: str, *, raw: str, errors: Sequence[str], completion: object = None) -> None:
-        super().__init__(message, raw=raw, completion=completion)
-        self.errors = list(errors)
 
 
 def _st_is_pydantic(spec: object) -> bool:

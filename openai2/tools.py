@@ -858,10 +858,11 @@ class Exchange:
     (:meth:`end_round`); :meth:`messages` is what joins the history after the user message.
     """
 
-    __slots__ = ("loop", "request", "result", "acc", "assistant", "usages")
+    __slots__ = ("loop", "first", "request", "result", "acc", "assistant", "usages")
 
     def __init__(self, loop: ToolLoop | None) -> None:
         self.loop = loop
+        self.first: dict[str, Any] | None = None  # the first request of the exchange
         self.request: dict[str, Any] | None = None
         self.result: dict[str, Any] | None = None  # a whole answer's JSON (None after a stream)
         self.acc: ChatAccumulator | None = None
@@ -876,6 +877,8 @@ class Exchange:
         :raises APIError: the answer cannot join a conversation (see ``history_message``)
         :raises ToolRoundsError: more rounds than ``max_tool_rounds``
         """
+        if self.first is None:
+            self.first = request
         self.request, self.acc, self.result = request, acc, result
         self.usages.append(acc.usage)
         self.assistant = acc.history_message()

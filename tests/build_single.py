@@ -408,6 +408,7 @@ MODULE_ORDER = (
     "objects",
     "keypool",
     "aio",
+    "tokens",
     "schema",
     "tools",
     "structured",

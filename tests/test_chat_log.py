@@ -8,6 +8,7 @@ import io
 import os
 import warnings
 
+import openai2
 from openai2 import Chat
 from openai2.cli import main
 from openai2.logbook import Logbook
@@ -31,7 +32,7 @@ class ChatLogTest(TempHomeCase):
         path = os.path.join(self.home, "mine.db")
         chat = self.chat(["one", Reply(status=400, content="bad"), Reply(chunks=["a", "b", "c", "d"])], log=path)
         chat.request("q1")
-        with self.assertRaises(Exception):
+        with self.assertRaises(openai2.BadRequestError):
             chat.request("q2")
         stream = chat.stream_request("q3")
         next(stream)

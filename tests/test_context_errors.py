@@ -214,9 +214,6 @@ class ThroughTheClientTest(unittest.TestCase):
             ai.chat.completions.create(model="m", messages=MESSAGES)
         self.assertEqual((caught.exception.limit, caught.exception.requested), (4096, 5000))
 
-    # Needs client.py to honour ContextLengthError.retryable (see the report): a 500 is retried
-    # by status today.  Remove the decorator when post()/decide_retry raise it at once.
-    @unittest.expectedFailure
     def test_the_llama_cpp_500_is_not_retried(self):
         body = '{"error":{"code":500,"message":"Context size has been exceeded.","type":"server_error"}}'
         ai, transport = client(Reply(status=500, body=body), Reply("a retry was sent"), max_retries=2)
