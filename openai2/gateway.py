@@ -1232,7 +1232,10 @@ def _gw_wait_slot(gw: Gateway) -> bool:
     while not gw._draining.is_set():
         left = deadline - time.monotonic()
         if gw._slots.acquire(timeout=max(0.0, min(left, 0.1))):
-            return True
+            if not gw._draining.is_set():
+                return True
+            gw._slots.release()  # freed by the shutdown itself: this connection was never taken in
+            break
         if left <= 0:
             break
     return False
@@ -1339,7 +1342,8 @@ def _gw_make_server(gw: Gateway) -> Any:
             thread = threading.Thread(target=self._gw_run, args=(request, client_address, slot), daemon=True)
             with gw._lock:
                 gw._threads.add(thread)
-                self.gw_conns[id(thread)] = request
+                if slot:  # a waiting connection is not one shutdown() closes as idle: it answers it
+                    self.gw_conns[id(thread)] = request
             thread.start()
 
         def _gw_run(self, request: Any, client_address: Any, slot: bool) -> None:
@@ -1353,6 +1357,8 @@ def _gw_make_server(gw: Gateway) -> Any:
                         _gw_refuse_busy(request)
                         self.shutdown_request(request)
                         return
+                    with gw._lock:
+                        self.gw_conns[id(me)] = request
                 self.process_request_thread(request, client_address)
             finally:
                 with gw._lock:
