@@ -1263,6 +1263,9 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
         for d in [d for d in dirs if d.startswith(".")]:
             dirs.remove(d)
             skipped.append(os.path.join(root, d) + os.sep + " (hidden)")
+        for d in [d for d in dirs if os.path.islink(os.path.join(root, d))]:  # os.walk does not enter them
+            dirs.remove(d)
+            skipped.append(os.path.join(root, d) + os.sep + " (a symbolic link: attach it by name)")
         for entry in sorted(files):
             path = os.path.join(root, entry)
             if entry.startswith("."):
@@ -1272,9 +1275,13 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
                 skipped.append(path + " (an image: attach it by name)")
                 continue
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
             except OSError as exc:
                 skipped.append("%s (%s)" % (path, exc.strerror or exc))
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                # a link in a cloned repository may point anywhere (~/.ssh/id_rsa): never followed
+                skipped.append(path + " (a symbolic link: attach it by name)")
                 continue
             if not stat.S_ISREG(st.st_mode):
                 skipped.append(path + " (not a regular file)")
@@ -1284,7 +1291,9 @@ def _cli_attach_folder(out: _CliOutput, folder: str, limit: int) -> list[_CliAtt
                 skipped.append("%s (%s: over the %s cap)" % (path, _cli_size_text(st.st_size), _cli_size_text(limit)))
                 continue
             try:
-                with open(path, "rb") as handle:
+                # O_NOFOLLOW: not a link put there since the check above either
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+                with os.fdopen(fd, "rb") as handle:
                     raw = handle.read(limit - total + 1)
             except OSError as exc:
                 skipped.append("%s (%s)" % (path, exc.strerror or exc))

@@ -248,6 +248,32 @@ class AttachNamesTest(HostileLogCase):
         self.assertIn("evil\\x1b]52", err)  # escaped, still recognisable
         self.assertIn("text", self.sent())
 
+    @unittest.skipUnless(SYMLINKS, "no symbolic links here")
+    def test_a_link_in_an_attached_folder_is_never_followed(self):
+        # a cloned repository can hold notes.txt -> ~/.ssh/id_rsa: `-a repo/` must not send it
+        secret = self.path("id_rsa")
+        with open(secret, "w") as handle:
+            handle.write("-----BEGIN PRIVATE KEY----- do not send\n")
+        outside = self.path("outside")
+        os.makedirs(outside)
+        with open(os.path.join(outside, "inner.txt"), "w") as handle:
+            handle.write("inner secret\n")
+        repo = self.path("repo")
+        os.makedirs(repo)
+        with open(os.path.join(repo, "main.py"), "w") as handle:
+            handle.write("print(1)\n")
+        os.symlink(secret, os.path.join(repo, "notes.txt"))
+        os.symlink(outside, os.path.join(repo, "docs"))
+        self.server.add_replies(Reply(content="ok"))
+        code, out, err = self.run_cli("chat", "--no-save", "-a", repo, "review")
+        self.assertEqual(code, EXIT_OK, err)
+        sent = self.sent()
+        self.assertIn("print(1)", sent)
+        self.assertNotIn("PRIVATE KEY", sent)
+        self.assertNotIn("inner secret", sent)
+        self.assertIn("notes.txt (a symbolic link", err)
+        self.assertIn("docs%s (a symbolic link" % os.sep, err)
+
     def test_a_file_holding_fences_stays_inside_its_own(self):
         path = self.path("notes.md")
         with open(path, "w") as handle:
