@@ -367,7 +367,7 @@ class MessageBuffer:
     :raises ValueError: max_count negative or not an int
     """
 
-    __slots__ = ("_msgs", "_pins", "_max_count", "_cost_fn", "_costs")
+    __slots__ = ("_msgs", "_pins", "_max_count", "_cost_fn", "_costs", "_epoch", "_prefix")
 
     def __init__(self, max_count: int | None = None) -> None:
         self._msgs: list[dict[str, Any]] = []
@@ -375,6 +375,9 @@ class MessageBuffer:
         self._max_count = _hist_check_max_count(max_count)
         self._cost_fn: Callable[[dict[str, Any]], int] | None = None
         self._costs: dict[int, tuple[dict[str, Any], int]] = {}  # id(message) -> (message, tokens)
+        self._epoch = 0  # changes whenever a message is removed or replaced (appends keep it)
+        # (cost, epoch, n, tokens of the first n messages, any tool message among them)
+        self._prefix: tuple[Any, int, int, int, bool] | None = None
 
     # -- basic access ---------------------------------------------------------------------
 
@@ -411,6 +414,7 @@ class MessageBuffer:
 
     def clear(self) -> None:
         """Remove every message and pin."""
+        self._epoch += 1
         self._msgs = []
         self._pins = []
 
@@ -474,6 +478,9 @@ class MessageBuffer:
         """
         import math
 
+        fast = self._fit_fast(new_messages, budget, cost, extra, ratio)
+        if fast is not None:
+            return fast
         chosen = self.payload(new_messages)
         history = chosen[: len(chosen) - len(new_messages)]
         costs = [self.cost(m, cost) for m in history]
@@ -500,6 +507,7 @@ class MessageBuffer:
         """Put a summary ``message`` (a system message) in place of the one ``is_summary`` finds
         before the first user message, else right after the leading system messages; pinned, so
         trimming never removes it."""
+        self._epoch += 1
         head = next((i for i, m in enumerate(self._msgs) if m.get("role") == "user"), len(self._msgs))
         for i in range(head):
             if is_summary(self._msgs[i]):
@@ -511,6 +519,39 @@ class MessageBuffer:
             at += 1
         self._msgs.insert(at, message)
         self._pins.insert(at, True)
+
+    def _fit_fast(
+        self,
+        new_messages: Sequence[dict[str, Any]],
+        budget: int | None,
+        cost: Callable[[dict[str, Any]], int],
+        extra: int,
+        ratio: float,
+    ) -> Fitted | None:
+        """The common case in O(new messages): no ``max_count``, no tool message (so nothing is
+        left out as an orphan) and everything within the budget.  The tokens of the history are
+        kept as a running total over appends; a removal or replacement starts it again.  None:
+        the full :meth:`fit` decides."""
+        import math
+
+        if self._max_count:
+            return None
+        msgs = self._msgs
+        known = self._prefix
+        if known is not None and known[0] is cost and known[1] == self._epoch and known[2] <= len(msgs):
+            _, _, start, total, tools = known
+        else:
+            start, total, tools = 0, 0, False
+        for message in msgs[start:]:
+            total += self.cost(message, cost)
+            tools = tools or message.get("role") in _HIST_TOOL_ROLES
+        self._prefix = (cost, self._epoch, len(msgs), total, tools)
+        if tools:
+            return None
+        raw = total + sum(cost(m) for m in new_messages) + extra
+        if budget is not None and math.ceil(raw * ratio) > budget:
+            return None
+        return Fitted(list(msgs) + list(new_messages), [], raw, raw, new_messages)
 
     def commit(self, new_messages: Iterable[dict[str, Any]], drop: Sequence[dict[str, Any]] = ()) -> None:
         """Append a completed exchange (e.g. user + assistant), then trim to ``max_count``.
@@ -525,6 +566,7 @@ class MessageBuffer:
             budget trims leaves the history, as ``max_count`` trimming does); gone ones are fine
         """
         if drop:
+            self._epoch += 1
             gone = {id(m) for m in drop}
             keep = [(m, p) for m, p in zip(self._msgs, self._pins) if id(m) not in gone]
             self._msgs = [m for m, _ in keep]
@@ -563,6 +605,7 @@ class MessageBuffer:
                 drop[i] = True
             removed += stop - start
         if removed:
+            self._epoch += 1
             self._msgs = [m for m, d in zip(msgs, drop) if not d]
             self._pins = [p for p, d in zip(pins, drop) if not d]
         return removed
@@ -581,6 +624,8 @@ class MessageBuffer:
         limit = self._max_count
         msgs = self._msgs
         pins = self._pins
+        if not limit and not any(m.get("role") in _HIST_TOOL_ROLES for m in msgs):
+            return msgs + list(new_messages)  # nothing to leave out: the common case, O(n) in C mostly
         excess = len(msgs) + len(new_messages) - limit if limit else 0
         out: list[dict[str, Any]] = []
         # The same units as _trim: an assistant message goes with the tool answers after it.  A
@@ -662,6 +707,7 @@ class MessageBuffer:
         starts = self._round_starts()
         if n and starts:
             cut = starts[-n] if n <= len(starts) else starts[0]
+            self._epoch += 1
             del self._msgs[cut:]
             del self._pins[cut:]
             del starts[len(starts) - min(n, len(starts)) :]

@@ -353,6 +353,7 @@ EXTRA_BENCHES = [
     ("the tool loop", ["bench_tools.py"]),
     ("the gateway", ["bench_gateway.py"]),
     ("the exchange log", ["bench_log.py"]),
+    ("the token budget", ["bench_budget.py"]),
 ]
 
 
