@@ -792,11 +792,11 @@ class Gateway:
             h.rfile.read(n)
 
     def _body_deadline(self, h: Any, n: int) -> None:
-        """A body of ``n`` bytes must arrive within the idle timeout plus a second per 64 KiB: a
+        """A body of ``n`` bytes must arrive within the idle timeout plus a second per 16 KiB: a
         client sending it a byte at a time does not hold a worker for ever."""
         reader = getattr(h, "gw_reader", None)
         if reader is not None:
-            reader.deadline = time.monotonic() + (self.idle_timeout or 15.0) + n / 65536.0
+            reader.deadline = time.monotonic() + (self.idle_timeout or 15.0) + n / 16384.0
 
     def _discard_body(self, h: Any, n: int) -> None:
         """Read and drop what is left of a refused body (within a bounded time), so a client
@@ -1190,11 +1190,14 @@ def _gw_content_length(h: Any) -> int:
 
 
 def _gw_event_end(data: bytes) -> int:
-    """Where the last complete SSE event in ``data`` ends (0: none yet)."""
+    """Where the last complete SSE event in ``data`` ends (0: none yet): after two line ends in
+    a row, each CRLF, LF or CR, mixed as they come (``\\n\\r\\n`` too).  A cut between the CR and
+    the LF of a CRLF leaves an empty line to the next part, which ends no event."""
     return max(
         data.rfind(b"\n\n") + 2 if b"\n\n" in data else 0,
         data.rfind(b"\r\n\r\n") + 4 if b"\r\n\r\n" in data else 0,
         data.rfind(b"\r\r") + 2 if b"\r\r" in data else 0,
+        data.rfind(b"\n\r") + 2 if b"\n\r" in data else 0,
     )
 
 

@@ -624,3 +624,58 @@ class TestHeld(_Case):
             self.addCleanup(gw.stop)
             out = self.exchange(gw, _post("/v1/chat/completions", CHAT))
             self.assertEqual(_statuses(out)[:1], [429], (value, out[:300]))
+
+
+class _MixedEndingsUpstream:
+    """Sends a stream head and one event that ends in LF then CRLF, then holds the stream
+    until ``release`` is set."""
+
+    EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"first"}}]}\n\r\n'
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.base_url = "http://127.0.0.1:%d/v1" % self.listener.getsockname()[1]
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(20)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"%x\r\n%s\r\n" % (len(self.EVENT), self.EVENT)
+            )
+            self.release.wait(20)
+            tail = b"data: [DONE]\n\n"
+            conn.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+
+    def stop(self) -> None:
+        self.release.set()
+        self.thread.join(10)
+        self.listener.close()
+
+
+class TestEventBoundaries(_Case):
+    def test_an_event_ending_in_mixed_line_ends_is_relayed_as_it_arrives(self) -> None:
+        up = _MixedEndingsUpstream()
+        self.addCleanup(up.stop)
+        gw = Gateway(up.base_url, KEY, log=self.log, keepalive=None).start()
+        self.addCleanup(gw.stop)
+        conn = http.client.HTTPConnection(gw.host, gw.port, timeout=5)
+        self.addCleanup(conn.close)
+        conn.request("POST", "/v1/chat/completions", body=json.dumps({"model": "m", "stream": True}))
+        resp = conn.getresponse()
+        try:
+            first = resp.read1(65536)
+        except socket.timeout:
+            first = b""
+        self.assertIn(b"first", first, "the event waited for the next one")
+        up.release.set()
+        self.assertIn(b"[DONE]", first + resp.read())
