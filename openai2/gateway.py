@@ -982,6 +982,10 @@ class Gateway:
         self._send(h, response.status, raw, ctype, extra)
 
     def _mask_text(self, text: str) -> str:
+        """An upstream header's value, fit to relay: keys masked, control characters dropped
+        (a NUL or an escape in a header makes strict clients refuse the whole answer)."""
+        if not text.isprintable():
+            text = "".join(c for c in text if c.isprintable())
         return redact(text, self._secrets) if self._secrets else text
 
     def _mask_bytes(self, raw: bytes) -> bytes:

@@ -239,6 +239,13 @@ class TestLyingUpstream(_Case):
         gw.stop()
         self.assertNotIn(KEY, self.log.getvalue())
 
+    def test_control_characters_in_upstream_headers_are_not_relayed(self) -> None:
+        srv = self.server([Reply("ok", headers={"Content-Type": "application/json\x00\x1b[2J", "X-Request-Id": "r\x7f1"})])
+        gw = self.gateway(srv)
+        head = self.exchange(gw, _post("/v1/chat/completions", CHAT)).partition(b"\r\n\r\n")[0]
+        self.assertIn(b"Content-Type: application/json[2J\r\n", head)
+        self.assertIn(b"X-Request-Id: r1\r\n", head)
+
     def test_retry_after_of_any_shape_is_relayed_without_a_crash(self) -> None:
         for value in ("99999999999999999999999", "-5", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", "1e400"):
             srv = self.server([Reply(status=429, headers={"Retry-After": value})])
