@@ -448,6 +448,11 @@ class Gateway:
                 "refusing to listen on %s without a token: anyone who can reach it could spend your keys "
                 "(give --token, or keep the default 127.0.0.1)" % host
             )
+        if cors is not None and cors.strip() == "*" and not token:
+            raise GatewayError(
+                "refusing --cors '*' without a token: every web page you visit could spend your keys "
+                "(give --token, or name the one origin: --cors https://app.example)"
+            )
         if max_workers < 1 or max_body < 1:
             raise ValueError("max_workers and max_body must be at least 1")
         if keepalive is not None and not keepalive > 0:

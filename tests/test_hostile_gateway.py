@@ -200,6 +200,14 @@ class TestCrossSite(_Case):
 
 
 class TestToken(_Case):
+    def test_cors_any_origin_without_a_token_is_refused(self) -> None:
+        # every web page the user visits could read the answers and spend the keys
+        with self.assertRaises(GatewayError):
+            Gateway("http://127.0.0.1:9/v1", KEY, cors="*")
+        Gateway("http://127.0.0.1:9/v1", KEY, cors="*", token="tok-hostile-42")  # allowed, not started
+        Gateway("http://127.0.0.1:9/v1", KEY, cors="https://app.example")
+
+
     def test_a_token_no_client_can_send_is_refused_at_start(self) -> None:
         for bad in ("пароль-secret", " padded-token ", "tab\there"):
             with self.assertRaises(GatewayError, msg=bad):
@@ -349,6 +357,24 @@ class TestFlood(_Case):
         self.assertEqual(_statuses(_recv_all(holder))[:1], [200])
         for s in socks:
             self.assertEqual(_statuses(_recv_all(s)), [200])
+
+
+class TestKnownLimits(_Case):
+    @unittest.expectedFailure
+    def test_a_key_streamed_a_character_per_event_is_masked(self) -> None:
+        # Not fixed: masking works on the bytes of each event, and a lying upstream that sends
+        # the key one character per delta gets it to the client, which joins the deltas.
+        # Masking the joined text would need the gateway to parse and re-emit every delta.
+        srv = self.server([Reply(KEY)])  # streamed one character per chunk
+        gw = self.gateway(srv)
+        body = json.dumps({"model": "m", "messages": [], "stream": True}).encode()
+        out = _dechunk(self.exchange(gw, _post("/v1/chat/completions", body)))
+        text = "".join(
+            json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+            for line in out.decode().splitlines()
+            if line.startswith("data: {") and json.loads(line[6:]).get("choices")
+        )
+        self.assertNotIn(KEY, text)
 
 
 class TestPageMarkdown(unittest.TestCase):
