@@ -72,6 +72,9 @@ _TOK_FAMILIES = ("o200k", "cl100k", "qwen", "llama", "deepseek", "mistral", "def
 
 _TOK_TABLE: list[bytes] = []
 _TOK_BYTES: list[bytes] = []
+_TOK_CACHE: dict[tuple[str, str], float] = {}
+_TOK_CACHE_SIZE = 4096
+_TOK_CACHE_TEXT = 2048
 
 #: the cost of an image whose size cannot be read (an http URL, an unknown format): that of a
 #: 1024 x 1024 image at high detail (4 tiles: 85 + 4 * 170 = 765 tokens)
@@ -267,6 +270,23 @@ def _tok_estimate(text: str, family: str) -> float:
     for rate, value in zip(rates, _tok_features(text, chunk)):
         total += rate * value
     return total
+
+
+def _tok_cached(text: str, family: str) -> float:
+    """``_tok_estimate`` remembered for the last few thousand short texts: a history is counted
+    again before every request, and its old messages do not change. Only texts of at most
+    _TOK_CACHE_TEXT characters (the cache holds at most a few MB); cleared whole when full (a
+    dict's single operations are atomic, so threads may share it)."""
+    if len(text) > _TOK_CACHE_TEXT:
+        return _tok_estimate(text, family)
+    key = (family, text)
+    value = _TOK_CACHE.get(key)
+    if value is None:
+        value = _tok_estimate(text, family)
+        if len(_TOK_CACHE) >= _TOK_CACHE_SIZE:
+            _TOK_CACHE.clear()
+        _TOK_CACHE[key] = value
+    return value
 
 
 def _tok_ceil(value: float) -> int:
@@ -537,7 +557,7 @@ def count_tokens(
 
         def count(text: str) -> float:
             # unrounded, and at least 1 for a non-empty piece: the sum is rounded once
-            return max(1.0, _tok_estimate(text, family)) if text else 0.0
+            return max(1.0, _tok_cached(text, family)) if text else 0.0
 
     if isinstance(obj, str):
         total: float = count(obj)

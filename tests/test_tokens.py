@@ -11,6 +11,8 @@ import threading
 import unittest
 
 from openai2.tokens import (
+    _TOK_CACHE,
+    _TOK_CACHE_SIZE,
     Calibration,
     _tok_estimate,
     _tok_features,
@@ -224,6 +226,16 @@ class CountTokensTest(unittest.TestCase):
         parts = sum(estimate_text(m["content"], "o200k") for m in messages)
         total = count_tokens(messages, model="gpt-4o")
         self.assertTrue(parts + 3 * 2 + 2 + 3 - 2 <= total <= parts + 3 * 2 + 2 + 3, (parts, total))
+
+    def test_the_estimate_cache_stays_bounded_and_changes_nothing(self):
+        texts = ["message number %d, 第%d条" % (i, i) for i in range(_TOK_CACHE_SIZE + 500)]
+        first = [count_tokens({"role": "user", "content": text}, model="qwen-max") for text in texts]
+        self.assertLessEqual(len(_TOK_CACHE), _TOK_CACHE_SIZE)
+        self.assertEqual([count_tokens({"role": "user", "content": text}, model="qwen-max") for text in texts], first)
+        self.assertEqual(first[7], 3 + 1 + estimate_text(texts[7], "qwen"))
+        long_text = "x" * 100000
+        count_tokens(long_text and [{"role": "user", "content": long_text}])
+        self.assertNotIn(("default", long_text), _TOK_CACHE)
 
     def test_bad_input_raises_type_error(self):
         with self.assertRaises(TypeError):
