@@ -237,6 +237,9 @@ class Logbook:
         self._check_path()
         try:
             self._conn = self._open(sqlite3)
+        except LogbookError:  # a newer schema: no connection kept, every later use refused too
+            self.close()
+            raise
         except sqlite3.DatabaseError as exc:
             self.close()
             if _logbook_busy(exc):

@@ -15,7 +15,7 @@ from unittest import mock
 
 from openai2 import logbook as logbook_module
 from openai2.cli import EXIT_OK, main
-from openai2.logbook import Logbook, logbook_migrate
+from openai2.logbook import Logbook, LogbookError, logbook_migrate
 from openai2.testing import Reply
 from tests.support.homes import SYMLINKS, TempHomeCase
 from tests.support.memory import MemoryServer
@@ -172,6 +172,23 @@ class BrokenLogTest(HostileLogCase):
         self.assertIn("not a regular file", err)
         self.assertTrue(stat.S_ISFIFO(os.lstat(self.store.logs_path).st_mode))
         self.assertEqual(self.run_cli("logs")[0], EXIT_STORAGE)
+
+    def test_a_log_from_a_newer_openai2_stays_refused_on_every_later_use(self):
+        self.one_logged()
+        conn = sqlite3.connect(self.store.logs_path)
+        conn.execute("INSERT INTO logbook_migrations VALUES (999, 0)")  # a later openai2 migrated it
+        conn.commit()
+        conn.close()
+        book = Logbook(self.store.logs_path)
+        self.addCleanup(book.close)
+        for _ in range(2):
+            with self.assertRaises(LogbookError):
+                book.append(messages=[{"role": "user", "content": "q"}], answer="a", session="s")
+        with self.assertRaises(LogbookError):
+            book.exchanges()
+        conn = sqlite3.connect(self.store.logs_path)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("SELECT COUNT(*) FROM exchanges").fetchone(), (1,))  # left untouched
 
     def test_logs_status_of_a_log_from_a_newer_openai2_is_a_storage_error(self):
         os.makedirs(self.home)
