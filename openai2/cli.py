@@ -2430,11 +2430,21 @@ def _cli_cmd_logs(ctx: _CliContext) -> int:
                 when = logbook_since(since) if since else None
             except ValueError as exc:
                 raise _CliUsageError(str(exc)) from None
+            # a query typed in a GBK or LANG=C terminal: its bytes that are not UTF-8 become
+            # U+FFFD, with the note, as for TEXT (SQLite refuses text that is not Unicode)
+            query, session, model = (
+                ctx.clean(value, what) if value is not None else None
+                for value, what in (
+                    (ctx.opt("query"), "the -q text"),
+                    (ctx.opt("session"), "the --session name"),
+                    (ctx.opt("model"), "the --model name"),
+                )
+            )
             records = book.exchanges(
                 limit=1 if ctx.opt("response") else ctx.opt("n"),
-                query=ctx.opt("query"),
-                session=ctx.opt("session"),
-                model=ctx.opt("model"),
+                query=query,
+                session=session,
+                model=model,
                 since=when,
             )
     except LogbookError as exc:

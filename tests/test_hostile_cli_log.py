@@ -203,6 +203,32 @@ class BrokenLogTest(HostileLogCase):
         self.assertNotIn("unexpected", err)
 
 
+class QueryTest(HostileLogCase):
+    def test_a_query_with_bytes_that_are_not_utf8_is_searched_with_a_note(self):
+        # `openai2 logs -q <GBK bytes>`: Python gives the bytes as lone surrogates
+        self.one_logged()
+        for args in (("-q", "ab\udcffcd"), ("--session", "\udcff"), ("--model", "x\udcfe")):
+            with self.subTest(args[0]):
+                code, out, err = self.run_cli("logs", *args)
+                self.assertEqual(code, EXIT_OK, err)
+                self.assertIn("No logged exchange matches", out)
+                self.assertIn("U+FFFD", err)
+                self.assertNotIn("unexpected", err)
+
+    def test_search_operators_and_wildcards_are_plain_text(self):
+        texts = ['100% sure', 'a_b c', "it's", 'say "hi"', 'star*', 'NEAR x', 'this OR that', 'minus -x', "你", "😀 ok"]
+        self.server.add_replies(*[Reply(content="answer") for _ in texts])
+        for text in texts:
+            self.assertEqual(self.run_cli("chat", text)[0], EXIT_OK)
+        for query, found in (("%", ["100% sure"]), ("_", ["a_b c"]), ('"', ['say "hi"']), ("r*", ["star*"]),
+                             ("NEAR", ["NEAR x"]), (" OR ", ["this OR that"]), ("-x", ["minus -x"]),
+                             ("你", ["你"]), ("😀", ["😀 ok"]), ("y \"h", ['say "hi"']), ("%_", [])):
+            with self.subTest(query):
+                code, out, err = self.run_cli("logs", "--query=" + query, "--json", "-n", "50")
+                self.assertEqual(code, EXIT_OK, err)
+                self.assertEqual([r["question"] for r in json.loads(out)], found)
+
+
 class ConcurrencyTest(HostileLogCase):
     def test_the_log_is_read_while_another_process_writes_it(self):
         self.one_logged()
