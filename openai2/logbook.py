@@ -562,9 +562,11 @@ class Logbook:
             sql += " LIMIT %d" % min(max(0, int(limit)), 2**63 - 1)  # SQLite's integers end there
         try:
             rows = conn.execute(sql, args).fetchall()
+            return [self._record(row) for row in reversed(rows)]
         except sqlite3.DatabaseError as exc:
             raise LogbookError("cannot read %s: %s" % (self.path, exc)) from None
-        return [self._record(row) for row in reversed(rows)]
+        except ValueError as exc:  # a JSON field edited by hand
+            raise LogbookError("%s holds a damaged exchange (%s)" % (self.path, exc)) from None
 
     @staticmethod
     def _record(row: Sequence[Any]) -> dict[str, Any]:
@@ -593,6 +595,8 @@ class Logbook:
             record["messages"], record["incomplete"] = self._sent(conn, exchange_id)
         except sqlite3.DatabaseError as exc:
             raise LogbookError("cannot read %s: %s" % (self.path, exc)) from None
+        except (ValueError, TypeError) as exc:  # a JSON field edited by hand
+            raise LogbookError("exchange %d in %s is damaged (%s)" % (exchange_id, self.path, exc)) from None
         return record
 
     def conversation(self, exchange_id: int) -> list[dict[str, Any]] | None:

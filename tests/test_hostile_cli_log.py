@@ -405,6 +405,19 @@ class ContinueDamagedTest(HostileLogCase):
         self.assertEqual(code, EXIT_OK)
         self.assertIn("[incomplete: exchange 2", out)
 
+    def test_a_json_field_damaged_by_hand_is_a_storage_error(self):
+        self.four()
+        self.edit_log("UPDATE exchanges SET new_messages = 'not json' WHERE id = 3")
+        for args in (("logs", "show", "4"), ("chat", "--continue", "3", "x")):
+            with self.subTest(args[0]):
+                code, _, err = self.run_cli(*args)
+                self.assertEqual(code, EXIT_STORAGE, err)
+                self.assertIn("damaged", err)
+        self.edit_log("UPDATE exchanges SET usage = '{' WHERE id = 2")
+        code, _, err = self.run_cli("logs")
+        self.assertEqual(code, EXIT_STORAGE, err)
+        self.assertIn("damaged", err)
+
     def test_a_cycle_in_a_hand_edited_log_ends(self):
         self.four()
         self.edit_log("UPDATE exchanges SET prev_id = 4 WHERE id = 3")  # 4 -> 3 -> 4 -> ...
