@@ -780,7 +780,8 @@ class Gateway:
                 % (_gw_log_field(host[:100]),)
             )
         origin = (h.headers.get("Origin") or "").strip()
-        if not origin or self.cors == "*" or origin == self.cors or origin.lower() == "http://" + host:
+        own = origin.lower() in ("http://" + host, "https://" + host)  # https: behind a TLS proxy
+        if not origin or own or self.cors == "*" or origin == self.cors:
             return None
         return "Cross-site request refused: Origin %r is not allowed (start the gateway with --cors ORIGIN)." % (
             _gw_log_field(origin[:100]),

@@ -199,6 +199,15 @@ class TestCrossSite(_Case):
         self.assertEqual(_statuses(out)[:1], [200], out[:200])
 
 
+class TestBehindAProxy(_Case):
+    def test_the_page_behind_a_tls_proxy_with_a_token_is_its_own_origin(self) -> None:
+        srv = self.server(["ok"])
+        gw = self.gateway(srv, token="tok-hostile-42")
+        extra = "Origin: https://gw.example\r\nAuthorization: Bearer tok-hostile-42\r\n"
+        raw = _post("/v1/chat/completions", CHAT, extra).replace(b"Host: 127.0.0.1", b"Host: gw.example")
+        self.assertEqual(_statuses(self.exchange(gw, raw))[:1], [200])
+
+
 class TestToken(_Case):
     def test_cors_any_origin_without_a_token_is_refused(self) -> None:
         # every web page the user visits could read the answers and spend the keys
