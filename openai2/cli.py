@@ -362,7 +362,7 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     p.add_argument(
         "--alias", action="append", default=[], metavar="NAME=MODEL", help="a model name sent upstream as MODEL"
     )
-    p.add_argument("--cors", metavar="ORIGIN", help="send CORS headers allowing this origin (default: none)")
+    p.add_argument("--cors", metavar="ORIGIN", help="send CORS headers allowing this origin (default: none; '*' needs --token)")
     p.add_argument("--no-ui", action="store_true", help="no page at / (404)")
     p.add_argument("--quiet", action="store_true", help="no access log on stderr")
     p.add_argument(
