@@ -362,7 +362,9 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     p.add_argument(
         "--alias", action="append", default=[], metavar="NAME=MODEL", help="a model name sent upstream as MODEL"
     )
-    p.add_argument("--cors", metavar="ORIGIN", help="send CORS headers allowing this origin (default: none; '*' needs --token)")
+    p.add_argument(
+        "--cors", metavar="ORIGIN", help="send CORS headers allowing this origin (default: none; '*' needs --token)"
+    )
     p.add_argument("--no-ui", action="store_true", help="no page at / (404)")
     p.add_argument("--quiet", action="store_true", help="no access log on stderr")
     p.add_argument(
@@ -415,6 +417,99 @@ def _cli_build_parser(out: _CliOutput) -> Any:
     return parser
 
 
+def _cli_concise_schema(spec: str) -> dict[str, Any]:
+    """llm's concise schema syntax as a JSON Schema object: fields separated by commas or new
+    lines, each ``name [int|float|bool|str][: description]`` (``str`` when no type is given),
+    every field required: ``'name, age int, bio: one sentence'``.
+
+    :raises _CliUsageError: an empty spec, a field without a name, an unknown type, a repeated name
+    """
+    kinds = {
+        "str": "string",
+        "string": "string",
+        "int": "integer",
+        "integer": "integer",
+        "float": "number",
+        "number": "number",
+        "bool": "boolean",
+        "boolean": "boolean",
+    }
+    properties: dict[str, Any] = {}
+    separator = "\n" if "\n" in spec else ","
+    for raw in spec.split(separator):
+        field = raw.strip()
+        if not field:
+            continue
+        head, colon, description = field.partition(":")
+        words = head.split()
+        if not words or len(words) > 2:
+            raise _CliUsageError(
+                "--schema: %r is not a field: write `name`, `name type` or `name type: description` "
+                "(types: str, int, float, bool)" % field
+            )
+        name = words[0]
+        kind = kinds.get(words[1].lower()) if len(words) == 2 else "string"
+        if kind is None:
+            raise _CliUsageError("--schema: unknown type %r for %s (use str, int, float or bool)" % (words[1], name))
+        if name in properties:
+            raise _CliUsageError("--schema: the field %s is given twice" % name)
+        prop: dict[str, Any] = {"type": kind}
+        if colon and description.strip():
+            prop["description"] = " ".join(description.split())
+        properties[name] = prop
+    if not properties:
+        raise _CliUsageError("--schema needs at least one field, e.g. --schema 'name, age int'")
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _cli_schema(spec: str, multi: bool) -> dict[str, Any]:
+    """``--schema SPEC``: a JSON Schema file, inline JSON, or llm's concise syntax; ``--schema-multi``
+    asks for a list of such items."""
+    import json
+
+    text = spec.strip()
+    if os.path.isfile(spec):
+        try:
+            with open(spec, "rb") as handle:
+                data = handle.read().decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _CliUsageError("--schema %s: %s" % (spec, getattr(exc, "strerror", None) or exc)) from None
+        try:
+            schema = json.loads(data)
+        except ValueError as exc:
+            raise _CliUsageError("--schema %s is not JSON: %s" % (spec, exc)) from None
+    elif text.startswith("{"):
+        try:
+            schema = json.loads(text)
+        except ValueError as exc:
+            raise _CliUsageError("--schema: the inline JSON Schema is not JSON: %s" % exc) from None
+    else:
+        schema = _cli_concise_schema(text)
+    if not isinstance(schema, dict):
+        raise _CliUsageError("--schema must be a JSON Schema object, not %s" % type(schema).__name__)
+    return {"type": "array", "items": schema} if multi else schema
+
+
+def _cli_parse_once(ctx: _CliContext, conv: _CliConversation, question: Any, schema: dict[str, Any]) -> int:
+    """``chat --schema``: the answer parsed into the schema, printed as JSON (nothing else on stdout)."""
+    import json
+
+    chat = conv.chat
+    before, started, history = chat.last_request, time.monotonic(), chat.fetch_messages()
+    try:
+        try:
+            value = chat.parse(question, schema)
+        except (TypeError, ValueError) as exc:  # a schema the validator cannot check
+            raise _CliUsageError(str(exc)) from None
+        ctx.out.line(json.dumps(value, ensure_ascii=False, indent=2))
+        conv.save()
+    except BaseException as exc:
+        conv.log(question, history, before, started, exc)
+        raise
+    conv.log(question, history, before, started, None)
+    return EXIT_OK
+
+
 def _cli_add_tool_options(common: Any, S: Any) -> None:
     """chat's tool options: --functions and --yes."""
     g = common.add_argument_group("tools: let the model call Python functions (chat, newchat)")
@@ -426,6 +521,14 @@ def _cli_add_tool_options(common: Any, S: Any) -> None:
         help="every public function defined in FILE.py (or in this Python code) becomes a tool; repeatable",
     )
     g.add_argument("--yes", action="store_true", default=S, help="run the model's tool calls without asking")
+    g.add_argument(
+        "--schema",
+        default=S,
+        metavar="SPEC",
+        help="print the answer as JSON matching SPEC: a JSON Schema file, inline JSON, or fields like "
+        "'name, age int, bio: one sentence'",
+    )
+    g.add_argument("--schema-multi", action="store_true", default=S, help="with --schema: a list of such items")
 
 
 def _cli_add_input_options(common: Any, S: Any) -> None:
@@ -2220,6 +2323,11 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
         question: Any = "" if editing else ctx.clean(" ".join(ctx.opt("text") or []), "the TEXT argument")
     else:
         question = _cli_question(ctx, attached=bool(attachments))
+    schema = _cli_schema(ctx.opt("schema"), bool(ctx.opt("schema_multi", False))) if ctx.opt("schema") else None
+    if ctx.opt("schema_multi", False) and schema is None:
+        raise _CliUsageError("--schema-multi needs --schema SPEC (the fields of one item)")
+    if question is None and schema is not None:
+        raise _CliUsageError("--schema needs a question (TEXT or stdin): it prints one parsed JSON answer")
     if question is None and ctx.opt("json", False):
         raise _CliUsageError("--json needs a question (TEXT or stdin)")
     name = continued.name if continued is not None else ctx.session_name()
@@ -2281,6 +2389,8 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
                         editor.save()
                     except OSError:
                         pass
+        if schema is not None:
+            return _cli_parse_once(ctx, conv, question, schema)
         if ctx.opt("json", False):
             import json
 
