@@ -447,6 +447,7 @@ def _tools_jsonable(value: object) -> object:
     import dataclasses
     import enum
     import itertools
+    from collections import UserString
     from collections.abc import Iterable, Mapping
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -457,6 +458,8 @@ def _tools_jsonable(value: object) -> object:
         return dict(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, UserString):
+        return str(value)
     if isinstance(value, Iterable):
         # a generator, map, range, dict view, set ...: its items (an endless one is cut: the
         # text would be cut at TOOL_RESULT_LIMIT characters anyway)

@@ -227,6 +227,14 @@ class ToolsThatMisbehave(unittest.TestCase):
         chat.request("go")
         self.assertEqual([json.loads(m["content"]) for m in sent_tool_answers(transport)], [["one", "two"], ["a", "b"]])
 
+    def test_results_that_are_text_or_mappings_in_disguise_stay_text_and_objects(self):
+        from collections import UserDict, UserString
+
+        from openai2.tools import tool_result_text
+
+        self.assertEqual(json.loads(tool_result_text([UserString("abc"), UserDict({"a": 1})])), ["abc", {"a": 1}])
+        self.assertEqual(json.loads(tool_result_text({"raw": b"\xffok"})), {"raw": "\ufffdok"})
+
     def test_an_endless_generator_result_is_cut_not_waited_for(self):
         import itertools
 
