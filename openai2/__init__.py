@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .chat import AsyncChatTextStream, Chat, ChatTextStream, Round, assistant_msg, image_part, system_msg, user_msg
 from .client import ChatCompletionStream, OpenAI
-from .common import __version__, mask_key
+from .common import TYPE_CHECKING, __version__, mask_key
 from .compat import ChatCompletion, error  # noqa: F401 - error: the pre-1.0 openai.error namespace
 from .errors import (
     APIConnectionError,
@@ -33,12 +33,33 @@ from .errors import (
     StructuredOutputError,
     UnprocessableEntityError,
 )
-from .groupchat import GroupChat, GroupChatReplyError
 from .keypool import AKPool
 from .objects import AttrDict
-from .tokens import count_tokens
 from .tools import ToolCall, ToolRoundsError, tool, tool_schema
 from .transport import CancelScope, HTTPTransport, Timeout
+
+if TYPE_CHECKING:
+    from .groupchat import GroupChat, GroupChatReplyError
+    from .tokens import count_tokens
+
+
+def __getattr__(name: str) -> object:
+    """``GroupChat``, ``GroupChatReplyError`` and ``count_tokens`` are imported on first use:
+    ``import openai2`` stays light for the many programs that use neither."""
+    if name in ("GroupChat", "GroupChatReplyError"):
+        from .groupchat import GroupChat, GroupChatReplyError
+
+        return {"GroupChat": GroupChat, "GroupChatReplyError": GroupChatReplyError}[name]
+    if name == "count_tokens":
+        from .tokens import count_tokens
+
+        return count_tokens
+    raise AttributeError("module 'openai2' has no attribute %r" % name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"GroupChat", "GroupChatReplyError", "count_tokens"})
+
 
 # COMPATIBILITY: module-level settings of the pre-1.0 ``openai`` module, read by
 # ``ChatCompletion.create`` (see compat.py): ``import openai2 as openai; openai.api_key = ...``.

@@ -15,15 +15,14 @@ import threading
 
 from .aio import PieceChannel, start_producer
 from .client import ChatCompletionStream, OpenAI, no_answer_error
-from .common import TYPE_CHECKING
+from .common import TYPE_CHECKING, redact
 from .completion import ChatAccumulator
 from .conversation import BaseConversation, split_tool_options
 from .errors import ContextBudgetError, ContextLengthError, OpenAIError
 from .files import atomic_write, read_json_file
-from .history import Fitted, MessageBuffer, format_round, from_archive, validate_message
+from .history import Fitted, MessageBuffer, copy_json, format_round, from_archive, validate_message
 from .keypool import AKPool
 from .objects import to_attr
-from .tokens import count_tokens, looks_truncated
 from .tools import Exchange, ToolCall, add_usage, pending_calls, tool_result_text
 from .transport import CancelScope
 
@@ -274,6 +273,8 @@ class Chat(BaseConversation):
         remembers what it computed with it)."""
         found = self._costs.get(model)
         if found is None:
+            from .tokens import count_tokens
+
             tokenizer = self._tokenizer
 
             def found(message: dict[str, Any]) -> int:
@@ -290,6 +291,8 @@ class Chat(BaseConversation):
 
     def _fit(self, new: list[dict[str, Any]], body: dict[str, Any], budget: int | None) -> Fitted:
         """The messages to send within ``budget`` (the caller holds the lock)."""
+        from .tokens import count_tokens
+
         model = str(body.get("model") or "")
         extra = count_tokens([], model=model, tools=body.get("tools"), tokenizer=self._tokenizer)
         ratio = 1.0 if self._tokenizer is not None else self._client.token_calibration(model).ratio
@@ -341,6 +344,7 @@ class Chat(BaseConversation):
         """
         checked = [validate_message(m, "argument %d" % (i + 1)) for i, m in enumerate(messages)]
         with self._lock:
+            _chat_check_answers(self._buffer.view(), checked, self._client._secrets())
             self._buffer.extend(checked)
 
     forge = add_dialogs
@@ -468,7 +472,7 @@ class Chat(BaseConversation):
         schema dicts (no Python function), which the caller runs.  Answer each with
         :meth:`add_tool_result`, then call ``request()`` without text to go on."""
         with self._lock:
-            return pending_calls(self._buffer.view())
+            return pending_calls(self._buffer.view(), self._client._secrets())
 
     def add_tool_result(self, call: ToolCall | str, result: object) -> None:
         """Answer a pending tool call (a :class:`ToolCall` or its id): a ``tool`` message joins
@@ -477,9 +481,10 @@ class Chat(BaseConversation):
         :raises ValueError: no pending call has that id
         """
         call_id = call.id if isinstance(call, ToolCall) else call
-        text = tool_result_text(result)
+        secrets = self._client._secrets()
+        text = redact(tool_result_text(result), secrets)
         with self._lock:
-            pending = pending_calls(self._buffer.view())
+            pending = pending_calls(self._buffer.view(), secrets)
             if call_id not in [c.id for c in pending]:
                 names = ", ".join("%s (%s)" % (c.id, c.name) for c in pending) or "none"
                 raise ValueError("no pending tool call has the id %r; pending: %s" % (call_id, names))
@@ -506,15 +511,15 @@ class Chat(BaseConversation):
         body.update(probe)
         new = [user] if user is not None else []
         with self._lock:
-            _chat_check_continuation(self._buffer.view(), user)
+            _chat_check_continuation(self._buffer.view(), user, self._client._secrets())
             budget = self._budget(str(body["model"])) if self._max_tokens is not None else None
             if budget is not None or self._counting or self._max_tokens is not None:
                 fitted: Fitted | None = self._fit(new, body, budget)
                 chosen = fitted.messages  # type: ignore[union-attr]
             else:
                 fitted, chosen = None, self._buffer.payload(new)
-            # copies: last_request must not alias the stored history
-            body["messages"] = [dict(m) for m in chosen]
+            # copies, nested parts too: last_request must not alias the stored history
+            body["messages"] = [copy_json(m) for m in chosen]
         if fitted is not None:
             self._fits.remember(body, fitted)
         if self._log is not None:
@@ -652,7 +657,7 @@ class Chat(BaseConversation):
         self._client.learn_window(model, window)
         with self._lock:
             again = self._fit(fitted.new, body, window)
-            body["messages"] = [dict(m) for m in again.messages]
+            body["messages"] = [copy_json(m) for m in again.messages]
         again.retried = True
         self._fits.remember(body, again)
         return True
@@ -682,6 +687,7 @@ class Chat(BaseConversation):
         actual = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         if self._tokenizer is not None or not isinstance(actual, int) or isinstance(actual, bool) or body is None:
             return
+        from .tokens import looks_truncated
 
         model = str(body.get("model") or "")
         calibration = self._client.token_calibration(model)
@@ -905,10 +911,32 @@ def _chat_parse_setup(
     return user, body, options, plan
 
 
-def _chat_check_continuation(history: Sequence[dict[str, Any]], user: dict[str, Any] | None) -> None:
+def _chat_check_answers(
+    history: Sequence[dict[str, Any]], added: Sequence[dict[str, Any]], secrets: Sequence[str]
+) -> None:
+    """Refuse messages that would leave tool calls unanswered before another message (the API
+    refuses every later request then): ``tool`` messages may answer the pending calls; any other
+    message while one still waits is a ValueError, and nothing is added."""
+    waiting = {c.id: c for c in pending_calls(history, secrets)}
+    for i, message in enumerate(added):
+        if message.get("role") in ("tool", "function"):
+            waiting.pop(str(message.get("tool_call_id")), None)
+        elif waiting:
+            names = ", ".join("%s(%s)" % (c.name, c.call_text(60)) for c in waiting.values())
+            raise ValueError(
+                "argument %d: the last answer's tool calls are not answered yet: %s; answer them first "
+                "(chat.add_tool_result(call, result), or tool messages) or chat.rollback(1)" % (i + 1, names)
+            )
+        elif message.get("role") == "assistant" and message.get("tool_calls"):
+            waiting = {c.id: c for c in pending_calls([message], secrets)}
+
+
+def _chat_check_continuation(
+    history: Sequence[dict[str, Any]], user: dict[str, Any] | None, secrets: Sequence[str] = ()
+) -> None:
     """Refuse an exchange the API would refuse: new text while tool calls wait for answers, or
     no text with nothing to go on from."""
-    pending = pending_calls(history)
+    pending = pending_calls(history, secrets)
     if pending:
         names = ", ".join("%s(%s)" % (c.name, c.call_text(60)) for c in pending)
         raise ValueError(

@@ -1122,7 +1122,8 @@ class _CliTools:
         else:
             shown = "-> " + text
         named = call.failed and call.id not in self._asked  # its call line was not shown
-        self.out.line(("  %s %s" % (call.name, shown)) if named else "  " + shown, "dim", err=True)
+        name = call.name if call.name.isprintable() else repr(call.name)  # the model chose it
+        self.out.line(("  %s %s" % (name, shown)) if named else "  " + shown, "dim", err=True)
 
     def listing(self) -> str:
         lines = ["Tools the model may call (%s):" % ("run without asking: --yes" if self.yes else "each asks first")]

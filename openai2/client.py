@@ -34,13 +34,13 @@ from .errors import (
 from .keypool import AKPool, PoolSnapshot
 from .objects import AttrDict, to_attr
 from .sse import SSEDecoder
-from .tokens import Calibration
 from .tools import DEFAULT_MAX_TOOL_ROUNDS, ToolLoop, ToolSet, run_rounds
 from .transport import CancelScope, HTTPResponse, HTTPTransport, Timeout, coerce_timeout
 
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+    from .tokens import Calibration
     from .tools import ToolCall
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -500,13 +500,21 @@ def _client_check_options(
         raise TypeError("sleep must be a callable sleep(seconds, cancel_scope), not %s" % type(sleep).__name__)
 
 
-def _client_nonfinite(value: object, path: str = "") -> tuple[str, float] | None:
-    """Where in a request body a NaN or infinity is (``messages[2].content``) and its value."""
+def _client_nonfinite(value: object, path: str = "") -> tuple[str, object] | None:
+    """Where in a request body a NaN or infinity, or a text with a lone surrogate (neither is
+    JSON), is (``messages[2].content``) and its value."""
     if isinstance(value, float):
         return (path, value) if value != value or value in (float("inf"), float("-inf")) else None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return (path, value)
+        return None
     if isinstance(value, dict):
         for key, item in value.items():
-            found = _client_nonfinite(item, "%s.%s" % (path, key) if path else str(key))
+            here = "%s.%s" % (path, key) if path else str(key)
+            found = _client_nonfinite(key, here) or _client_nonfinite(item, here)
             if found is not None:
                 return found
     elif isinstance(value, (list, tuple)):
@@ -532,10 +540,15 @@ def _client_encode_body(body: Mapping[str, Any]) -> bytes:
 
     try:
         return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    except ValueError:
+    except ValueError:  # UnicodeEncodeError too: a lone surrogate (from errors="surrogateescape")
         found = _client_nonfinite(body)
         if found is None:
             raise
+    if isinstance(found[1], str):
+        raise ValueError(
+            "%s holds a lone surrogate (text decoded with errors='surrogateescape'?), which JSON cannot "
+            "carry; decode it as UTF-8 with errors='replace'. Nothing was sent." % found[0]
+        )
     raise ValueError(
         "%s is %r, which JSON cannot carry (NaN and infinities are not JSON); send a finite number. "
         "Nothing was sent." % found
@@ -1196,6 +1209,8 @@ class OpenAI:
     def token_calibration(self, model: str) -> Calibration:
         """The smoothed ratio of this server's true prompt tokens (``usage.prompt_tokens``) to
         openai2's estimate, for ``model``: shared by every Chat on this client."""
+        from .tokens import Calibration
+
         with self._token_lock:
             found = self._token_calibrations.get(model)
             if found is None:

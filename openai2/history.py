@@ -29,13 +29,17 @@ ARCHIVE_FORMAT = "openai2.chat"
 ARCHIVE_VERSION = 1
 
 
-def _hist_copy(value: Any) -> Any:
-    """Copy JSON-like data: dicts and lists recursively, anything else as it is."""
+def copy_json(value: Any) -> Any:
+    """Copy JSON-like data: dicts and lists recursively, anything else as it is (the history's
+    messages handed out, and the ones a request sends, share nothing with the stored ones)."""
     if isinstance(value, dict):
-        return {k: _hist_copy(v) for k, v in value.items()}
+        return {k: copy_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_hist_copy(v) for v in value]
+        return [copy_json(v) for v in value]
     return value
+
+
+_hist_copy = copy_json
 
 
 def _hist_type_name(value: object) -> str:

@@ -25,7 +25,6 @@ from .aio import offload
 from .common import TYPE_CHECKING, redact
 from .completion import accumulator_from_completion
 from .errors import OpenAIError, redact_value
-from .schema import function_arguments, function_parameters, validate
 from .transport import CancelScope
 
 if TYPE_CHECKING:
@@ -107,6 +106,8 @@ class Tool:
         :raises ValueError: a value does not fit its annotation (the message has its JSON path)
         """
         assert self.function is not None
+        from .schema import function_arguments
+
         return function_arguments(self.function, arguments)
 
 
@@ -151,6 +152,8 @@ def _tools_from_function(
     _tools_check_name(name, "tool %r" % (name,))
     if strict is None:
         strict = bool(options.get("strict", False))
+    from .schema import function_parameters
+
     summary, parameters = function_parameters(function, strict=strict, where="%s()" % name)
     if description is None:
         description = options.get("description")
@@ -571,6 +574,8 @@ class ToolLoop:
         # where the schema has no null: the function's default applies
         required = found.parameters.get("required") or ()
         checked = {k: v for k, v in parsed.items() if v is not None or k in required}
+        from .schema import validate
+
         problems = validate(checked, found.parameters)
         if problems:
             call._fail(
