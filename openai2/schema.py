@@ -329,10 +329,13 @@ def _schema_hints(obj: object, where: str, kind: str) -> dict[str, Any]:
         return cached  # type: ignore[no-any-return]
     hints: dict[str, Any] | None
     try:
+        # a class made by exec() without a module in sys.modules: get_type_hints looks its
+        # module up (a KeyError on Python 3.8, 3.9 and PyPy); no module globals is all there is
+        orphan: dict[str, Any] = {"globalns": {}} if isinstance(obj, type) and obj.__module__ not in sys.modules else {}
         if sys.version_info >= (3, 9):
-            hints = typing.get_type_hints(obj, include_extras=True)  # novermin
+            hints = typing.get_type_hints(obj, include_extras=True, **orphan)  # novermin
         else:
-            hints = typing.get_type_hints(obj)
+            hints = typing.get_type_hints(obj, **orphan)
     except Exception as exc:  # NameError, TypeError, SyntaxError ... from user annotations
         error = exc
         hints = _schema_hints_without_return(obj) if kind == "parameter" else None

@@ -114,7 +114,12 @@ class Targets(Base):
         class FakeModel:
             @classmethod
             def model_json_schema(cls):
-                return {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"], "title": "FakeModel"}
+                return {
+                    "type": "object",
+                    "properties": {"x": {"type": "integer"}},
+                    "required": ["x"],
+                    "title": "FakeModel",
+                }
 
             @classmethod
             def model_validate(cls, value):
@@ -129,6 +134,17 @@ class Targets(Base):
         spec = transport.requests[0].json["response_format"]["json_schema"]
         self.assertEqual(spec["name"], "FakeModel")
         self.assertNotIn("strict", spec)
+
+
+class ClassesWithoutAModule(Base):
+    def test_a_dataclass_made_by_exec_parses_on_every_python(self):
+        namespace = {"__name__": "__not_a_module__"}
+        source = "import dataclasses\n@dataclasses.dataclass\nclass Made:\n    name: str\n    n: int\n"
+        exec(compile(source, "<made>", "exec", dont_inherit=True), namespace)  # as README's examples run
+        made = namespace["Made"]
+        self.assertEqual(made.__module__, "__not_a_module__")
+        chat, _ = make_chat(['{"name": "a", "n": 1}'])
+        self.assertEqual(chat.parse("x", made), made("a", 1))
 
 
 class Ladder(Base):
@@ -166,7 +182,10 @@ class Ladder(Base):
             (400, {"error": {"message": "max_tokens is too large: 100000", "type": "invalid_request_error"}}),
             (404, {"error": {"message": "The model `m` does not exist", "type": "invalid_request_error"}}),
             (500, {"error": {"message": "response_format handler crashed", "type": "server_error"}}),
-            (401, {"error": {"message": "Incorrect API key provided: response_format", "type": "invalid_request_error"}}),
+            (
+                401,
+                {"error": {"message": "Incorrect API key provided: response_format", "type": "invalid_request_error"}},
+            ),
         ]
         for status, body in ordinary:
             with self.subTest(status=status):
@@ -214,14 +233,21 @@ class Ladder(Base):
 
 class Repairs(Base):
     def test_an_answer_that_misses_the_schema_is_repaired_once_and_only_the_final_one_stays(self):
-        chat, transport = make_chat(['{"name": "Bob", "age": "forty", "city": "Rome"}', '{"name": "Bob", "age": 40, "city": "Rome"}'])
+        chat, transport = make_chat(
+            ['{"name": "Bob", "age": "forty", "city": "Rome"}', '{"name": "Bob", "age": 40, "city": "Rome"}']
+        )
         self.assertEqual(chat.parse("Bob", Person), Person("Bob", 40, "Rome"))
         repair = transport.requests[1].json["messages"]
-        self.assertEqual(repair[-2], {"role": "assistant", "content": '{"name": "Bob", "age": "forty", "city": "Rome"}'})
+        self.assertEqual(
+            repair[-2], {"role": "assistant", "content": '{"name": "Bob", "age": "forty", "city": "Rome"}'}
+        )
         self.assertIn("$.age", repair[-1]["content"])
         self.assertEqual(
             chat.fetch_messages(),
-            [{"role": "user", "content": "Bob"}, {"role": "assistant", "content": '{"name": "Bob", "age": 40, "city": "Rome"}'}],
+            [
+                {"role": "user", "content": "Bob"},
+                {"role": "assistant", "content": '{"name": "Bob", "age": 40, "city": "Rome"}'},
+            ],
         )
 
     def test_after_the_repairs_a_typed_error_with_the_raw_text_and_paths(self):
@@ -249,7 +275,21 @@ class Repairs(Base):
 
 class Failures(Base):
     def test_a_refusal_raises_with_its_text_and_keeps_the_history(self):
-        chat, _ = make_chat([Reply(body={"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "I can't help with that."}, "finish_reason": "stop"}]})])
+        chat, _ = make_chat(
+            [
+                Reply(
+                    body={
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+                                "finish_reason": "stop",
+                            }
+                        ]
+                    }
+                )
+            ]
+        )
         with self.assertRaises(RefusalError) as caught:
             chat.parse("x", Person)
         self.assertEqual(caught.exception.refusal, "I can't help with that.")
@@ -301,9 +341,19 @@ class AsyncAndClient(Base):
         self.assertEqual(formats(transport), ["json_schema", "json_object"])
 
     def test_client_parse_follows_the_sdk_on_a_refusal(self):
-        body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "no"}, "finish_reason": "stop"}]}
+        body = {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "refusal": "no"},
+                    "finish_reason": "stop",
+                }
+            ]
+        }
         client = OpenAI(api_key=KEY, base_url=BASE, transport=MemoryTransport([Reply(body=body)]))
-        done = client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "x"}], response_format=Person)
+        done = client.chat.completions.parse(
+            model="m", messages=[{"role": "user", "content": "x"}], response_format=Person
+        )
         self.assertIsNone(done.choices[0].message.parsed)
         self.assertEqual(done.choices[0].message.refusal, "no")
 
@@ -312,9 +362,9 @@ class FindJson(unittest.TestCase):
     CASES = [
         ('{"a": 1}', (True, {"a": 1})),
         ('```json\n{"a": 1}\n```', (True, {"a": 1})),
-        ('```\n[1, 2]\n```', (True, [1, 2])),
+        ("```\n[1, 2]\n```", (True, [1, 2])),
         ('Sure! Here it is: {"a": {"b": [1]}} Hope that helps.', (True, {"a": {"b": [1]}})),
-        ("The list [x] is not JSON, but {\"ok\": true} is.", (True, {"ok": True})),
+        ('The list [x] is not JSON, but {"ok": true} is.', (True, {"ok": True})),
         ("no json at all", (False, None)),
         ("", (False, None)),
         ('{"a": 1', (False, None)),
