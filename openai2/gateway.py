@@ -1296,6 +1296,9 @@ def _gw_make_server(gw: Gateway) -> Any:
         def setup(self) -> None:
             super().setup()
             self.gw_reader = _GatewayReader(self.connection, self.timeout)
+            # the base's makefile() reader is replaced: close it, or the socket's file stays
+            # open after close() until the collector finds it (at once on CPython, late on PyPy)
+            self.rfile.close()
             self.rfile = io.BufferedReader(self.gw_reader)
             try:  # the head and the body (or each event) go out at once, not after a delayed ACK
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
