@@ -19,20 +19,23 @@ KEY = "sk-clilogs-RAWKEY-0123456789abcdef"
 
 
 class CLILogsCase(TempHomeCase):
+    """The CLI on a MemoryServer in a temporary home; ``key`` is the one it uses (never shown)."""
+
     tmp_prefix = "o2clilog-"
+    key = KEY
 
     def setUp(self):
         self.server = MemoryServer()
         super().setUp()
 
     def home_env(self):
-        return {"OPENAI_BASE_URL": self.server.base_url, "OPENAI_API_KEY": KEY}
+        return {"OPENAI_BASE_URL": self.server.base_url, "OPENAI_API_KEY": self.key}
 
     def run_cli(self, *argv, stdin=""):
         out, err = io.StringIO(), io.StringIO()
         code = main(list(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err, sleep=lambda s, c: None,
                     transport=self.server)
-        self.assertNotIn(KEY, out.getvalue() + err.getvalue())
+        self.assertNotIn(self.key, out.getvalue() + err.getvalue())
         return code, out.getvalue(), err.getvalue()
 
     def logged(self):

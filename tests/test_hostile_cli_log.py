@@ -3,7 +3,6 @@ every exchange, `chat --continue`): a user who wants it to fail — keys across 
 Ctrl-C in the middle of a log write, a full disk, a read-only or linked or newer log, another
 process writing meanwhile, odd ``--since`` values.  In-process, against replies answered in
 memory, OPENAI2_HOME in a temporary folder."""
-import io
 import json
 import os
 import signal
@@ -14,11 +13,11 @@ import unittest
 from unittest import mock
 
 from openai2 import logbook as logbook_module
-from openai2.cli import EXIT_OK, main
+from openai2.cli import EXIT_OK
 from openai2.logbook import Logbook, LogbookError, logbook_migrate
 from openai2.testing import Reply
-from tests.support.homes import SYMLINKS, TempHomeCase
-from tests.support.memory import MemoryServer
+from tests.support.homes import SYMLINKS
+from tests.test_cli_logs import CLILogsCase
 
 KEY = "sk-hostilelog-RAWKEY-0123456789abcdef"
 #: a key this run does not know when the exchange is logged, known when it is listed
@@ -26,26 +25,9 @@ LATER = "sk-laterkey-SECRETPART-9876543210zyxwvu"
 EXIT_STORAGE = 3
 
 
-class HostileLogCase(TempHomeCase):
+class HostileLogCase(CLILogsCase):
     tmp_prefix = "o2hostlog-"
-
-    def setUp(self):
-        self.server = MemoryServer()
-        super().setUp()
-
-    def home_env(self):
-        return {"OPENAI_BASE_URL": self.server.base_url, "OPENAI_API_KEY": KEY}
-
-    def run_cli(self, *argv, stdin=""):
-        out, err = io.StringIO(), io.StringIO()
-        code = main(list(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err, sleep=lambda s, c: None,
-                    transport=self.server)
-        self.assertNotIn(KEY, out.getvalue() + err.getvalue())
-        return code, out.getvalue(), err.getvalue()
-
-    def logged(self):
-        with Logbook(self.store.logs_path) as book:
-            return book.exchanges(limit=None)
+    key = KEY
 
     def one_logged(self):
         self.server.add_replies(Reply(content="the first answer"))
