@@ -12,6 +12,9 @@ This is the only code that decides paths.  Layout (everything under one folder, 
     <home>/logs.off                     present while ``openai2 logs off`` holds
     <home>/roles.json            0600   {"format": "openai2.roles", "version": 1, "roles": {NAME: {...}}}
     <home>/roles.lock            0600   held (flock) while the roles file is read and rewritten
+    <home>/tokens.json           0600   {"format": "openai2.tokens", "version": 1, "servers": {...}}  what was
+                                        learned of each server's token counts (window, calibration)
+    <home>/tokens.lock           0600   held (flock) while the token file is read, merged and rewritten
     <home>/sessions/NAME.json    0600   one conversation, in Chat.dump's archive format
     <home>/sessions/NAME.lock    0600   held (flock) while a process uses the session
     <home>/sessions/NAME.conflict-<time>.json  a save refused because NAME.json changed meanwhile
@@ -50,6 +53,13 @@ ROLES_FORMAT = "openai2.roles"
 ROLES_VERSION = 1
 #: what a role may hold besides its system prompt, and the type each must have
 ROLE_PARAMETERS = ("model", "temperature", "max_tokens")
+TOKENS_FORMAT = "openai2.tokens"
+TOKENS_VERSION = 1
+#: what was learned of a model is forgotten this long (seconds) after it last changed: a server
+#: may have grown its window since
+TOKENS_MAX_AGE = 30 * 86400
+#: at most this many models are remembered (the least recently updated are dropped first)
+TOKENS_MAX_MODELS = 256
 DEFAULT_SESSION = "default"
 _STORE_TOO_DEEP = "JSON nested too deeply to read"
 _STORE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -230,6 +240,150 @@ def _store_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_STORE_TOK_MODEL_CHARS = 200
+_STORE_TOK_WINDOW_MAX = 100_000_000
+#: Calibration's ratio range (tokens._TOK_RATIO_RANGE; store may not import tokens, so a test holds
+#: the two equal)
+_STORE_TOK_RATIO_RANGE = (0.2, 5.0)
+_STORE_TOK_FUTURE = 86400  # an "updated" time further ahead than this would never expire: ignored
+_STORE_TOK_DEFAULT_PORTS = {"http": 80, "https": 443}
+_STORE_TOK_HEX = frozenset("0123456789abcdef")
+
+
+def _store_tok_server(base_url: str) -> tuple[str, str]:
+    """``(key, host)`` of a server: the key is the first 16 hex digits of the SHA-256 of the base
+    URL normalised (scheme and host lower-cased, default port, trailing slash, user name,
+    password, query and fragment dropped); ``host`` is the bare hostname, for display ("" if
+    none).  The URL itself is never stored: it may hold a password, a key or a secret path."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(base_url, str):
+        raise TypeError("base_url must be a str, not %s" % type(base_url).__name__)
+    text = base_url.strip()
+    host = ""
+    try:
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        host = parts.hostname or ""  # lower-cased, without user name, password or port
+        try:
+            port = parts.port
+            hostport = "[%s]" % host if ":" in host else host
+            if port is not None and port != _STORE_TOK_DEFAULT_PORTS.get(scheme):
+                hostport += ":%d" % port
+        except ValueError:  # a port that is not a number: the text after the user part
+            hostport = parts.netloc.rpartition("@")[2].lower()
+        normalised = "%s://%s%s" % (scheme, hostport, parts.path.rstrip("/"))
+    except ValueError:  # not even a URL ("http://[::1"): the text, hashed, is all there is
+        normalised = text
+    if len(host) > 253 or not host.isprintable():
+        host = ""
+    key = _store_digest(normalised.encode("utf-8", "surrogatepass"))[:16]
+    return key, host
+
+
+def _store_tok_model_ok(model: object) -> bool:
+    """Whether ``model`` is a name that is stored: a str of 1..200 characters, valid UTF-8."""
+    if not isinstance(model, str) or not 0 < len(model) <= _STORE_TOK_MODEL_CHARS:
+        return False
+    try:
+        model.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: it could not be written back
+        return False
+    return True
+
+
+def _store_tok_int(value: object, low: int, high: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
+
+
+def _store_tok_window(value: object) -> int | None:
+    """A window as stored (an int in 1..100,000,000), else None (unknown)."""
+    return _store_tok_int(value, 1, _STORE_TOK_WINDOW_MAX)
+
+
+def _store_tok_calibration(ratio: object, samples: object) -> dict[str, Any] | None:
+    """``{"ratio", "samples"}`` as stored (the ratio finite, within Calibration's range, rounded
+    to 4 decimals; the samples a non-negative int), else None (unknown)."""
+    import math
+
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+        return None
+    if not math.isfinite(ratio) or not _STORE_TOK_RATIO_RANGE[0] <= ratio <= _STORE_TOK_RATIO_RANGE[1]:
+        return None
+    count = _store_tok_int(samples, 0, 1 << 62)
+    if count is None:
+        return None
+    return {"ratio": round(float(ratio), 4), "samples": count}
+
+
+def _store_tok_entries(
+    data: object, now: float
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, str]]:
+    """The live entries of a token file's data, ``{(server key, model): {"window", "calibration",
+    "updated"}}``, and each server's host.  Bad entries (a wrong type, a value out of range, a
+    missing or far-future ``updated``) and those older than :data:`TOKENS_MAX_AGE` are left out.
+
+    :raises ValueError: the file as a whole has the wrong shape
+    """
+    if not isinstance(data, dict) or data.get("format", TOKENS_FORMAT) != TOKENS_FORMAT:
+        raise ValueError('expected {"format": "%s", "servers": {...}}' % TOKENS_FORMAT)
+    servers = data.get("servers", {})
+    if not isinstance(servers, dict):
+        raise ValueError('expected {"servers": {KEY: {"host": ..., "models": {...}}}}')
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    hosts: dict[str, str] = {}
+    for key, server in servers.items():
+        if len(key) != 16 or not set(key) <= _STORE_TOK_HEX or not isinstance(server, dict):
+            continue
+        models = server.get("models")
+        if not isinstance(models, dict):
+            continue
+        for model, entry in models.items():
+            if not _store_tok_model_ok(model) or not isinstance(entry, dict):
+                continue
+            updated = entry.get("updated")
+            if (
+                isinstance(updated, bool)
+                or not isinstance(updated, (int, float))
+                or not now - TOKENS_MAX_AGE <= updated <= now + _STORE_TOK_FUTURE  # NaN fails too
+            ):
+                continue
+            window = _store_tok_window(entry.get("window"))
+            calibration = _store_tok_calibration(entry.get("ratio"), entry.get("samples"))
+            if window is None and calibration is None:
+                continue
+            entries[(key, model)] = {"window": window, "calibration": calibration, "updated": int(updated)}
+            host = server.get("host")
+            hosts[key] = host if isinstance(host, str) and len(host) <= 253 and host.isprintable() else ""
+    return entries, hosts
+
+
+def _store_tok_render(
+    entries: dict[tuple[str, str], dict[str, Any]], hosts: dict[str, str], keep: tuple[str, str]
+) -> bytes:
+    """The token file's bytes: the :data:`TOKENS_MAX_MODELS` most recently updated entries
+    (``keep``, the one just saved, always among them), sorted."""
+    import json
+
+    newest = sorted((k for k in entries if k != keep), key=lambda k: (-entries[k]["updated"], k))
+    chosen = sorted(([keep] if keep in entries else []) + newest[: TOKENS_MAX_MODELS - 1])
+    servers: dict[str, Any] = {}
+    for key, model in chosen:
+        entry = entries[(key, model)]
+        stored: dict[str, Any] = {}
+        if entry["window"] is not None:
+            stored["window"] = entry["window"]
+        if entry["calibration"] is not None:
+            stored.update(entry["calibration"])
+        stored["updated"] = entry["updated"]
+        server = servers.setdefault(key, {"host": hosts.get(key, ""), "models": {}})
+        server["models"][model] = stored
+    data = {"format": TOKENS_FORMAT, "version": TOKENS_VERSION, "servers": servers}
+    return (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+
+
 class SessionInfo:
     """One saved conversation as listed by :meth:`Store.list_sessions`."""
 
@@ -286,7 +440,8 @@ class Store:
     """Paths and files of the command line, rooted at one config folder.
 
     :param home: the config folder (default: :func:`config_home`)
-    :param clock: ``time.time``-like, for the timestamps of archived and corrupt files (tests)
+    :param clock: ``time.time``-like, for the timestamps of archived and corrupt files and the
+        ``updated`` time of what is learned of token counts (tests)
     :param lock_wait: how long a busy key file is waited for (in pauses of 0.02 s)
     :param sleep: ``time.sleep``-like, the pause between tries for a busy key file (tests)
     """
@@ -330,6 +485,11 @@ class Store:
     def roles_path(self) -> str:
         """``<home>/roles.json``: the user's roles (saved system prompts with parameters)."""
         return os.path.join(self.home, "roles.json")
+
+    @property
+    def tokens_path(self) -> str:
+        """``<home>/tokens.json``: what was learned of each server's token counts."""
+        return os.path.join(self.home, "tokens.json")
 
     @property
     def sessions_dir(self) -> str:
@@ -556,6 +716,123 @@ class Store:
             del roles[name]
             self._save_roles(roles)
         return True
+
+    # -- token counts ---------------------------------------------------------------------------
+    def _now(self) -> float:
+        return float(self._clock() if self._clock is not None else time.time())
+
+    def _read_tokens(self, now: float) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, str]] | None:
+        """The token file's live entries and hosts (empty when there is no file), or None when a
+        newer openai2 wrote it.
+
+        :raises ValueError: it is corrupt (the reason; nothing was moved yet)
+        :raises StoreError: it cannot be read
+        """
+        import json
+
+        path = self.tokens_path
+        try:
+            raw = _store_read_bytes(path)
+        except (FileNotFoundError, NotADirectoryError):  # no file, or no folder: nothing learned yet
+            return {}, {}
+        except OSError as exc:
+            raise StoreError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+        try:
+            data = json.loads(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise ValueError("not UTF-8") from None
+        except RecursionError:
+            raise ValueError(_STORE_TOO_DEEP) from None
+        if self._newer_error(path, data, TOKENS_VERSION) is not None:
+            return None
+        return _store_tok_entries(data, now)
+
+    def load_token_state(self, base_url: str, model: str) -> dict[str, Any]:
+        """What was learned of ``model``'s token counts on the server at ``base_url``.
+
+        Never creates anything.  Unknown (no file, no entry, a bad or expired entry, a model
+        name over 200 characters, a file from a newer openai2) is ``None``.
+
+        :returns: ``{"window": int | None, "calibration": {"ratio": float, "samples": int} | None}``
+        :raises StoreError: the token file cannot be read, or is corrupt (it was moved aside;
+            the next save starts a fresh one)
+        """
+        state: dict[str, Any] = {"window": None, "calibration": None}
+        key, _host = _store_tok_server(base_url)
+        if not _store_tok_model_ok(model):
+            return state
+        try:
+            found = self._read_tokens(self._now())
+        except ValueError as exc:
+            raise self._move_aside(self.tokens_path, str(exc)) from None
+        entry = found[0].get((key, model)) if found is not None else None
+        if entry is not None:
+            state["window"] = entry["window"]
+            state["calibration"] = entry["calibration"]
+        return state
+
+    def save_token_state(
+        self, base_url: str, model: str, *, window: int | None = None, calibration: dict[str, Any] | None = None
+    ) -> None:
+        """Remember what was learned of ``model`` on the server at ``base_url`` (under
+        ``tokens.lock``: the file is read again, merged, written atomically, 0600).
+
+        ``window`` only ever goes down (the smaller of the stored and the given one);
+        ``calibration`` (``Calibration.to_dict()``) replaces the stored one.  ``None``, and a
+        value the file could not hold (a window outside 1..100,000,000, a ratio outside 0.2..5),
+        keep what is stored.  Nothing is written when nothing changes, when the model name is
+        over 200 characters, or when a newer openai2 wrote the file (left untouched).  A corrupt
+        file is moved aside and a fresh one written.  Entries not updated for 30 days are
+        dropped, and only the 256 most recently updated models are kept.
+
+        :raises StoreError: the folder or file cannot be read or written (the message says which)
+        """
+        key, host = _store_tok_server(base_url)
+        new_window = _store_tok_window(window)
+        new_calibration = (
+            _store_tok_calibration(calibration.get("ratio"), calibration.get("samples"))
+            if isinstance(calibration, dict)
+            else None
+        )
+        if not _store_tok_model_ok(model) or (new_window is None and new_calibration is None):
+            return
+        path = self.tokens_path
+        try:
+            self.ensure_home()
+        except OSError as exc:
+            raise StoreError("cannot create the config folder %s: %s" % (self.home, exc.strerror or exc)) from None
+        with self._wait_lock("tokens.lock", "the token file"):
+            now = self._now()
+            try:
+                found = self._read_tokens(now)
+            except ValueError as exc:
+                error = self._move_aside(path, str(exc))
+                if os.path.lexists(path):  # it could not be moved: never write over it
+                    raise error from None
+                found = {}, {}
+            if found is None:
+                return  # a newer openai2's file: a cache is not worth a conflict
+            entries, hosts = found
+            old = entries.get((key, model))
+            merged = {
+                "window": new_window,
+                "calibration": new_calibration,
+                "updated": int(now),
+            }
+            if old is not None:
+                if old["window"] is not None:
+                    merged["window"] = old["window"] if new_window is None else min(old["window"], new_window)
+                if new_calibration is None:
+                    merged["calibration"] = old["calibration"]
+                if old["window"] == merged["window"] and old["calibration"] == merged["calibration"]:
+                    return
+            entries[(key, model)] = merged
+            hosts[key] = host
+            try:
+                atomic_write(path, _store_tok_render(entries, hosts, (key, model)), private=True)
+            except OSError as exc:
+                text = exc.strerror or str(exc)
+                raise StoreError(text if path in text else "cannot write %s: %s" % (path, text)) from None
 
     # -- sessions -------------------------------------------------------------------------------
     def lock_session(self, name: str) -> SessionLock:
