@@ -20,7 +20,16 @@ from .completion import ChatAccumulator
 from .conversation import BaseConversation, split_tool_options
 from .errors import ContextBudgetError, ContextLengthError, OpenAIError
 from .files import atomic_write, read_json_file
-from .history import Fitted, MessageBuffer, copy_json, format_round, from_archive, validate_message
+from .history import (
+    Fitted,
+    MessageBuffer,
+    check_side_summary,
+    copy_json,
+    hist_head,
+    format_round,
+    from_archive,
+    validate_message,
+)
 from .keypool import AKPool
 from .objects import to_attr
 from .tools import Exchange, ToolCall, add_usage, pending_calls, tool_result_text
@@ -208,6 +217,7 @@ class Chat(BaseConversation):
         tokenizer: Callable[[str], int] | None = None,
         summarize: bool = False,
         summary_prompt: str | None = None,
+        trim_history: bool = True,
         **kwargs: Any,
     ) -> None:
         if MsgMaxCount is not None and msg_max_count is not None and MsgMaxCount != msg_max_count:
@@ -236,6 +246,15 @@ class Chat(BaseConversation):
         #: why the last summary could not be made (the messages were then dropped), or None
         self.last_summary_error: BaseException | None = None
         self._fits = _ChatFits()
+        #: False: the token budget trims only what is sent; the history keeps every message
+        #: (and a summary is kept beside it, :attr:`summary`)
+        self.trim_history = bool(trim_history)
+        self._side: dict[str, Any] | None = None  # the summary beside the history
+        self._side_seen: tuple[int, int] | None = None  # (buffer epoch, id(_side)) last found valid
+        self._side_msg: dict[str, Any] = {}  # _side as the system message sent
+        #: how many history messages the token budget left out of the last request sent
+        #: (summarised or not; 0 without a budget)
+        self.last_left_out = 0
         self._system = validate_message(system_msg(system), "system") if system is not None else None
         if self._system is not None:
             self._buffer.extend([self._system])
@@ -267,6 +286,43 @@ class Chat(BaseConversation):
 
     msg_max_tokens = MsgMaxTokens
 
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """With ``trim_history=False`` and ``summarize=True``: the summary kept beside the
+        history, ``{"content": text, "covers": N, "digest": sha256}`` (it stands for the ``N``
+        messages after the system prompt while they are unchanged), or None.  Set it to what
+        was read back from a file; one whose messages changed since (a rollback into them, an
+        edit) is dropped at the next request."""
+        with self._lock:
+            side = self._side_message_locked()
+            return dict(self._side) if side is not None and self._side is not None else None
+
+    @summary.setter
+    def summary(self, value: dict[str, Any] | None) -> None:
+        checked = check_side_summary(value)
+        if value is not None and checked is None:
+            raise ValueError('summary must be {"content": text, "covers": N > 0, "digest": 64 hex} or None')
+        with self._lock:
+            self._side, self._side_seen = checked, None
+
+    def _side_message_locked(self) -> dict[str, Any] | None:
+        """The summary beside the history as a system message, while the messages it covers
+        are unchanged; else None (and a stale one is dropped).  Checked again only when the
+        history had a message removed or replaced since (appends keep what it covers)."""
+        side = self._side
+        if side is None:
+            return None
+        buffer = self._buffer
+        seen = (buffer._epoch, id(side))
+        if self._side_seen != seen:
+            head = hist_head(buffer.view())
+            if head + side["covers"] > len(buffer) or buffer.covered_digest(side["covers"]) != side["digest"]:
+                self._side = self._side_seen = None
+                return None
+            self._side_seen = seen
+            self._side_msg = {"role": "system", "content": side["content"]}
+        return self._side_msg
+
     # -- tokens ---------------------------------------------------------------------------------
     def _cost(self, model: str) -> Callable[[dict[str, Any]], int]:
         """A message's raw token estimate for ``model`` (one function per model: the history
@@ -296,7 +352,14 @@ class Chat(BaseConversation):
         model = str(body.get("model") or "")
         extra = count_tokens([], model=model, tools=body.get("tools"), tokenizer=self._tokenizer)
         ratio = 1.0 if self._tokenizer is not None else self._client.token_calibration(model).ratio
-        return self._buffer.fit(new, budget, self._cost(model), extra=extra, ratio=ratio)
+        cost = self._cost(model)
+        side = self._side_message_locked() if budget is not None and not self.trim_history else None
+        if side is not None and self._side is not None:
+            try:
+                return self._buffer.fit(new, budget, cost, extra=extra, ratio=ratio, summary=side, covered=self._side["covers"])
+            except ContextBudgetError:
+                pass  # the summary itself is too long for the budget: the messages it covers compete again
+        return self._buffer.fit(new, budget, cost, extra=extra, ratio=ratio)
 
     def count_tokens(self, text: Any = None) -> int:
         """The calibrated token estimate of what the next request would send: the history
@@ -304,6 +367,19 @@ class Chat(BaseConversation):
         tools, and ``text`` as the next user message when given.
 
         :raises ContextBudgetError: what must be sent does not fit ``MsgMaxTokens``
+        """
+        return self.budget_report(text)["tokens"]  # type: ignore[no-any-return]
+
+    def budget_report(self, text: Any = None) -> dict[str, Any]:
+        """What the next request would send, measured as :meth:`count_tokens` does: ``tokens``
+        (the calibrated estimate), ``budget`` (the token budget in force: ``MsgMaxTokens``, the
+        window learned for ``"auto"``, or None), ``learned`` (True when ``budget`` was learned
+        from a refusal), ``stored`` (messages in the history), ``sent`` (of them, how many would
+        be sent), ``summarised`` (how many of those not sent a summary stands for), ``ratio`` and
+        ``samples`` (the calibration: true tokens per estimated token, from how many answers;
+        1.0 and 0 with ``tokenizer=``).
+
+        :raises ContextBudgetError: what must be sent does not fit the budget
         """
         import math
 
@@ -314,11 +390,24 @@ class Chat(BaseConversation):
         toolset = self._tool_defaults.get("tools")
         if toolset:
             body["tools"] = toolset.schemas()
+        calibration = self._client.token_calibration(model)
+        exact = self._tokenizer is not None
         with self._lock:
-            fitted = self._fit(new, body, self._budget(model))
-        if self._tokenizer is not None:
-            return fitted.tokens
-        return math.ceil(fitted.tokens * self._client.token_calibration(model).ratio)
+            budget = self._budget(model)
+            fitted = self._fit(new, body, budget)
+            stored = len(self._buffer)
+            side = self._side if self._side_message_locked() is not None else None
+        summarised = side["covers"] if side is not None and any(m is self._side_msg for m in fitted.messages) else 0
+        return {
+            "tokens": fitted.tokens if exact else math.ceil(fitted.tokens * calibration.ratio),
+            "budget": budget,
+            "learned": self._max_tokens == "auto" and budget is not None,
+            "stored": stored,
+            "sent": stored - fitted.unsent,
+            "summarised": summarised,
+            "ratio": 1.0 if exact else calibration.ratio,
+            "samples": 0 if exact else calibration.samples,
+        }
 
     @property
     def recently_request_data(self) -> dict[str, Any] | None:
@@ -552,16 +641,30 @@ class Chat(BaseConversation):
             response = to_attr(acc.completion()) if acc is not None else None
         fitted = self._fits.take(exchange.first)
         with self._lock:
-            drop = fitted.left_out if fitted is not None else ()
-            self._buffer.commit(([user] if user is not None else []) + exchange.messages(), drop)
-            if summary is not None:
-                self._buffer.place_summary(summary, _chat_is_summary)
+            self._commit_fitted(([user] if user is not None else []) + exchange.messages(), fitted, summary)
             rounds = exchange.usages if len(exchange.usages) > 1 else ()
             self._note_answer(exchange.request or {}, response, exchange.usage, rounds)
             self.last_reasoning = acc.reasoning if acc is not None else ""
             self.last_tool_calls = exchange.calls
         if calibrate and fitted is not None and exchange.usages:
             self._calibrate(exchange.first, fitted, exchange.usages[0])
+
+    def _commit_fitted(
+        self, messages: list[dict[str, Any]], fitted: Fitted | None, summary: dict[str, Any] | None
+    ) -> None:
+        """Append an exchange's messages (the caller holds the lock).  What the budget left out
+        leaves the history (``trim_history``), else stays and only the summary is kept beside."""
+        drop = fitted.left_out if fitted is not None and self.trim_history else ()
+        self.last_left_out = fitted.unsent if fitted is not None else 0
+        covered = self._buffer.covered_after(fitted.left_out) if summary is not None and fitted is not None else 0
+        self._buffer.commit(messages, drop)
+        if summary is None:
+            return
+        if self.trim_history:
+            self._buffer.place_summary(summary, _chat_is_summary)
+        elif covered:
+            digest = self._buffer.covered_digest(covered)
+            self._side, self._side_seen = {"content": summary["content"], "covers": covered, "digest": digest}, None
 
     # -- summaries ------------------------------------------------------------------------------
     def _summary_request(self, exchange: Exchange) -> dict[str, Any] | None:
@@ -571,7 +674,11 @@ class Chat(BaseConversation):
         if not self.summarize or fitted is None or not fitted.left_out:
             return None
         with self._lock:
-            previous = next((m for m in self._buffer.view() if _chat_is_summary(m)), None)
+            if self.trim_history:
+                previous = next((m for m in self._buffer.view() if _chat_is_summary(m)), None)
+            else:  # the summary beside, when it was sent (else what it covers is among left_out)
+                side = self._side_message_locked()
+                previous = side if side is not None and any(m is side for m in fitted.messages) else None
         return _chat_summary_body(exchange.first or {}, fitted.left_out, previous, self.summary_prompt)
 
     def _summary_done(
@@ -726,8 +833,7 @@ class Chat(BaseConversation):
         rounds = exchange.usages + [usage] if exchange.usages else ()
         fitted = self._fits.take(exchange.first or body)
         with self._lock:
-            drop = fitted.left_out if fitted is not None else ()
-            self._buffer.commit(([user] if user is not None else []) + messages, drop)
+            self._commit_fitted(([user] if user is not None else []) + messages, fitted, None)
             self._note_answer(body, response, usage, rounds)
             self.last_reasoning = reasoning
             self.last_tool_calls = exchange.calls

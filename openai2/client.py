@@ -1217,6 +1217,14 @@ class OpenAI:
                 found = self._token_calibrations[model] = Calibration()
             return found
 
+    def adopt_calibration(self, model: str, calibration: Calibration) -> None:
+        """Start ``model``'s calibration from one learned before (read back from a file), unless
+        this client has observed an answer of its own already."""
+        with self._token_lock:
+            known = self._token_calibrations.get(model)
+            if known is None or not known.samples:
+                self._token_calibrations[model] = calibration
+
     def learned_window(self, model: str) -> int | None:
         """The prompt budget learned for ``model`` from a context-length refusal (``"auto"``)."""
         with self._token_lock:

@@ -275,7 +275,7 @@ class Fitted:
     and the raw token estimates (before calibration) of what is sent (``tokens``) and, when
     messages had to be left out, of what had to stay (``fixed``; else equal to ``tokens``)."""
 
-    __slots__ = ("messages", "left_out", "tokens", "fixed", "new", "retried")
+    __slots__ = ("messages", "left_out", "tokens", "fixed", "new", "retried", "unsent")
 
     def __init__(
         self,
@@ -291,6 +291,9 @@ class Fitted:
         self.fixed = fixed
         self.new = list(new)  # the messages of this turn (the user's), not from the history
         self.retried = False  # sent again after a context-length refusal ("auto")
+        #: stored messages not sent: ``left_out``, those a summary beside the history stands for,
+        #: those ``max_count`` leaves out
+        self.unsent = len(left_out)
 
 
 def _hist_units(msgs: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
@@ -329,6 +332,46 @@ def _hist_rounds(msgs: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
         out.append((i, j))
         i = j
     return out
+
+
+def hist_head(msgs: Sequence[Mapping[str, Any]]) -> int:
+    """How many system/developer messages the history starts with (the system prompt, which
+    a token budget never leaves out)."""
+    i = 0
+    while i < len(msgs) and msgs[i].get("role") in ("system", "developer"):
+        i += 1
+    return i
+
+
+def hist_digest(msgs: Sequence[Mapping[str, Any]]) -> str:
+    """SHA-256 (hex) of messages as canonical JSON (sorted keys, UTF-8): equal for equal
+    messages, in memory or read back from a file."""
+    import hashlib
+    import json
+
+    text = json.dumps(list(msgs), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_side_summary(data: object, length: int | None = None) -> dict[str, Any] | None:
+    """A summary kept beside a history (``{"content": str, "covers": int, "digest": hex}``)
+    checked, as a new dict; None when ``data`` is None or not such a summary (a summary is a
+    cache of what the messages say: a bad one is dropped, never an error).
+
+    :param length: the number of messages of the history it belongs to (``covers`` beyond it: None)
+    """
+    if not isinstance(data, dict):
+        return None
+    content, covers, digest = data.get("content"), data.get("covers"), data.get("digest")
+    if not isinstance(content, str) or not content.strip():
+        return None
+    if not isinstance(covers, int) or isinstance(covers, bool) or covers <= 0:
+        return None
+    if length is not None and covers > length:
+        return None
+    if not isinstance(digest, str) or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        return None
+    return {"content": content, "covers": covers, "digest": digest}
 
 
 def _hist_check_index(index: object, length: int) -> int:
@@ -466,6 +509,8 @@ class MessageBuffer:
         *,
         extra: int = 0,
         ratio: float = 1.0,
+        summary: dict[str, Any] | None = None,
+        covered: int = 0,
     ) -> Fitted:
         """:meth:`payload`, then within ``budget`` tokens: the oldest rounds left out (a user
         message with what follows it up to the next one, so a question goes with its answer and
@@ -478,21 +523,32 @@ class MessageBuffer:
         :param cost: a message's raw token estimate (per-message overhead included)
         :param extra: raw tokens outside the messages (the reply priming, the tools' schemas)
         :param ratio: the calibration: true tokens per estimated token
+        :param summary: a summary message kept beside the history (``Chat(trim_history=False)``):
+            sent after the system prompt in place of the ``covered`` messages that follow it
+            (the rounds of them with a pinned message are still sent); never left out
+        :param covered: how many messages after the system prompt ``summary`` stands for
         :raises ContextBudgetError: what may not be left out alone is over the budget
         """
         import math
 
-        fast = self._fit_fast(new_messages, budget, cost, extra, ratio)
-        if fast is not None:
-            return fast
+        if summary is None:
+            fast = self._fit_fast(new_messages, budget, cost, extra, ratio)
+            if fast is not None:
+                return fast
         chosen = self.payload(new_messages)
         history = chosen[: len(chosen) - len(new_messages)]
+        pinned = {id(m) for m, p in zip(self._msgs, self._pins) if p}
+        if summary is not None:
+            history = self._beside_summary(history, summary, covered)
+            pinned.add(id(summary))
+            chosen = history + list(new_messages)
         costs = [self.cost(m, cost) for m in history]
         fixed_new = sum(cost(m) for m in new_messages) + extra
         raw = sum(costs) + fixed_new
         if budget is None or math.ceil(raw * ratio) <= budget:
-            return Fitted(chosen, [], raw, raw, new_messages)
-        pinned = {id(m) for m, p in zip(self._msgs, self._pins) if p}
+            fitted = Fitted(chosen, [], raw, raw, new_messages)
+            fitted.unsent = len(self._msgs) - len(history) + (summary is not None)
+            return fitted
         units = _hist_rounds(history)
         movable = [u for u in units if not any(id(history[i]) in pinned for i in range(*u))]
         fixed = raw - sum(sum(costs[a:b]) for a, b in movable)
@@ -505,7 +561,38 @@ class MessageBuffer:
         if math.ceil(raw * ratio) > budget:
             raise ContextBudgetError(budget, math.ceil(raw * ratio))
         kept = [m for i, m in enumerate(history) if i not in dropped]
-        return Fitted(kept + list(new_messages), [history[i] for i in sorted(dropped)], raw, fixed, new_messages)
+        fitted = Fitted(kept + list(new_messages), [history[i] for i in sorted(dropped)], raw, fixed, new_messages)
+        fitted.unsent = len(self._msgs) - len(kept) + (summary is not None)
+        return fitted
+
+    def _beside_summary(
+        self, history: list[dict[str, Any]], summary: dict[str, Any], covered: int
+    ) -> list[dict[str, Any]]:
+        """``history`` (what :meth:`payload` chose) with the ``covered`` messages after the
+        system prompt replaced by ``summary``: every round among them without a pinned message."""
+        head = hist_head(self._msgs)
+        stop = min(head + covered, len(self._msgs))
+        region = self._msgs[:stop]
+        gone: set[int] = set()
+        for start, end in _hist_rounds(region):
+            if True not in self._pins[start:end]:
+                gone.update(id(m) for m in region[start:end])
+        kept = [m for m in history if id(m) not in gone]
+        at = hist_head(kept)
+        return kept[:at] + [summary] + kept[at:]
+
+    def covered_after(self, left_out: Sequence[dict[str, Any]]) -> int:
+        """How many messages after the system prompt reach up to the last of ``left_out``
+        (stored messages), for a summary of them kept beside the history; 0 when none is stored."""
+        ids = {id(m) for m in left_out}
+        last = max((i for i, m in enumerate(self._msgs) if id(m) in ids), default=-1)
+        return max(0, last + 1 - hist_head(self._msgs))
+
+    def covered_digest(self, covered: int) -> str:
+        """The SHA-256 (hex) of the ``covered`` messages after the system prompt, as JSON: a
+        summary beside the history still stands for them while this is unchanged."""
+        head = hist_head(self._msgs)
+        return hist_digest(self._msgs[head : head + covered])
 
     def place_summary(self, message: dict[str, Any], is_summary: Callable[[dict[str, Any]], bool]) -> None:
         """Put a summary ``message`` (a system message) in place of the one ``is_summary`` finds
