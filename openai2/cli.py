@@ -22,7 +22,7 @@ import time
 
 from .chat import Chat
 from .common import TYPE_CHECKING, __version__, mask_key, redact
-from .errors import APIConnectionError, APIError, APIStatusError, OpenAIError
+from .errors import APIConnectionError, APIError, APIStatusError, ContextBudgetError, ContextLengthError, OpenAIError
 from .files import atomic_write
 from .history import format_round
 from .keypool import AKPool
@@ -79,6 +79,7 @@ Commands (type them at the prompt):
   /save FILE            write the conversation to FILE (an archive Chat.load reads)
   /load FILE            append the messages of an archive FILE
   /limit [N]            show or set how many messages are kept (MsgMaxCount; 0: no limit)
+  /tokens               what the next request sends: its tokens, the budget, messages sent
   /usage                tokens of the last answer and of this run
   /role [NAME]          show the role in use, or use one (its system prompt and parameters)
   /attach [FILE...]     attach text files, images or a folder to the next message; alone: list
@@ -296,6 +297,20 @@ def _cli_build_parser(out: _CliOutput) -> Any:
         help="keep at most N messages in the history (MsgMaxCount; pinned ones stay)",
     )
     g.add_argument(
+        "--max-history-tokens",
+        type=int,
+        default=S,
+        metavar="N",
+        help="send at most N tokens of the conversation (the session keeps all of it); default: learn the "
+        "model's window from its first refusal; 0: no limit",
+    )
+    g.add_argument(
+        "--summarize",
+        action="store_true",
+        default=S,
+        help="send a summary of what the token budget leaves out (one extra request; kept in the session file)",
+    )
+    g.add_argument(
         "--session", default=S, metavar="NAME", help="named conversation to use (default: %s)" % DEFAULT_SESSION
     )
     g.add_argument(
@@ -495,6 +510,7 @@ def _cli_parse_once(ctx: _CliContext, conv: _CliConversation, question: Any, sch
     import json
 
     chat = conv.chat
+    ctx.tokens.before(chat)
     before, started, history = chat.last_request, time.monotonic(), chat.fetch_messages()
     try:
         try:
@@ -606,6 +622,7 @@ class _CliContext:
         self.key_used: Any = None  # what make_chat() used: a key, or a description of a pool
         self._logbook: Logbook | None = None
         self._log_failed = False
+        self.tokens = _CliTokens(self)
 
     def logbook(self) -> Logbook | None:
         """The exchange log, or None when it is off (``OPENAI2_LOG=0``, ``logs off``, no
@@ -705,11 +722,102 @@ class _CliContext:
         if specs:
             self.tools = _CliTools(self, _cli_load_functions(specs), yes=bool(self.opt("yes", False)))
             params.update(self.tools.chat_options())
+        budget = self.opt("max_history_tokens")
+        if budget is not None and budget < 0:
+            raise _CliUsageError("--max-history-tokens must be a number of tokens (0: no limit), not %d" % budget)
         try:
             # "" (not None) when there is no key: OPENAI_API_KEY was already considered above.
-            return Chat(key if key is not None else "", MsgMaxCount=self.opt("max_messages"), **options, **params)
+            # The session keeps every message: the token budget trims only what is sent.
+            return Chat(
+                key if key is not None else "",
+                MsgMaxCount=self.opt("max_messages"),
+                MsgMaxTokens="auto" if budget is None else (budget or None),
+                trim_history=False,
+                summarize=bool(self.opt("summarize", False)),
+                **options,
+                **params,
+            )
         except (ValueError, TypeError) as exc:
             raise _CliUsageError(str(exc)) from None
+
+
+class _CliTokens:
+    """What the command line keeps of each server's token counts between runs (the store's
+    ``tokens.json``, per base URL and model): the window learned from a refusal and the
+    calibration, put into the Chat's client before a model's first request and saved after a
+    request that taught something new.  A cache: a problem with it is one note, never an error."""
+
+    def __init__(self, ctx: _CliContext) -> None:
+        self.ctx = ctx
+        self._known: dict[str, tuple[Any, ...]] = {}  # model -> what the file holds (as last seen)
+        self._warned = False
+
+    def _problem(self, exc: BaseException) -> None:
+        if not self._warned:
+            self._warned = True
+            self.ctx.out.note("openai2: note: what was learned of the token counts is not kept: %s" % _cli_error_text(exc))
+
+    def before(self, chat: Chat) -> None:
+        """Give ``chat``'s client what earlier runs learned of its model (once per model)."""
+        from .tokens import Calibration
+
+        model = str(chat.params.get("model") or "")
+        if model in self._known:
+            return
+        self._known[model] = (None, None, 0)
+        try:
+            state = self.ctx.store.load_token_state(chat.client.base_url, model)
+        except (StoreError, OSError) as exc:
+            self._problem(exc)
+            return
+        window, calibration = state.get("window"), state.get("calibration")
+        if isinstance(window, int) and window > 0:
+            chat.client.learn_window(model, window)
+        if calibration:
+            try:
+                chat.client.adopt_calibration(model, Calibration.from_dict(calibration))
+            except ValueError:
+                calibration = None
+        self._known[model] = self._now(chat, model)
+
+    @staticmethod
+    def _now(chat: Chat, model: str) -> tuple[Any, ...]:
+        calibration = chat.client.token_calibration(model)
+        return (chat.client.learned_window(model), round(calibration.ratio, 4), calibration.samples)
+
+    def after(self, chat: Chat) -> None:
+        """Save what this run learned of the model's token counts, when it changed."""
+        model = str(chat.params.get("model") or "")
+        now = self._now(chat, model)
+        if now == self._known.get(model) or (now[0] is None and not now[2]):
+            return
+        self._known[model] = now
+        calibration = chat.client.token_calibration(model)
+        try:
+            with DeferInterrupt():
+                self.ctx.store.save_token_state(
+                    chat.client.base_url,
+                    model,
+                    window=now[0],
+                    calibration=calibration.to_dict() if calibration.samples else None,
+                )
+        except KeyboardInterrupt:  # raised by DeferInterrupt only once the write has completed
+            pass
+        except (StoreError, OSError) as exc:
+            self._problem(exc)
+
+
+def _cli_budget_text(chat: Chat) -> str:
+    """The token budget in force, for people: a number, and where it comes from."""
+    setting = chat.MsgMaxTokens
+    if setting is None:
+        return "none (everything is sent; --max-history-tokens N sets one)"
+    if setting != "auto":
+        return "%d tokens (--max-history-tokens)" % setting
+    window = chat.client.learned_window(str(chat.params.get("model") or ""))
+    if window is None:
+        return "not known yet: everything is sent until the server refuses a request as too long"
+    return "%d tokens (learned from the server's refusal; --max-history-tokens N fixes it)" % window
 
 
 def _cli_set_system(chat: Chat, text: str) -> None:
@@ -742,7 +850,19 @@ def _cli_error_text(exc: BaseException, base_url: str = "") -> str:
             text += " (request id %s)" % exc.request_id
         if exc.hint:
             text += " — " + exc.hint
+        if isinstance(exc, ContextLengthError):
+            text += (
+                " — the conversation does not fit the model's context window even with the oldest messages "
+                "left out: unpin some (/unpin), /undo, /new, or a smaller --max-history-tokens"
+            )
         return text
+    if isinstance(exc, ContextBudgetError):
+        return (
+            "the system prompt, the pinned messages and the new message alone need about %d tokens, more than "
+            "the token budget of %d (--max-history-tokens, or the window learned from the server): unpin some "
+            "(/unpin), send a shorter message, start over (/new), or raise --max-history-tokens if you set it too low"
+            % (exc.required, exc.budget)
+        )
     if isinstance(exc, APIConnectionError):
         text = str(exc)
         if base_url and base_url not in text:
@@ -786,7 +906,8 @@ class _CliConversation:
             return
         try:
             with DeferInterrupt():
-                self.ctx.store.write_session(self.name, self.chat.fetch_messages(), self.chat.pinned_indexes())
+                chat = self.chat
+                self.ctx.store.write_session(self.name, chat.fetch_messages(), chat.pinned_indexes(), chat.summary)
         except KeyboardInterrupt:  # raised by DeferInterrupt only once the save has completed
             self.out.end_line()
             self.out.note("[Ctrl-C during the save: the save finished, nothing was lost]")
@@ -816,6 +937,7 @@ class _CliConversation:
         :raises APIError: the request failed; the history is unchanged (or ``restore``d)
         """
         self._settled = False  # True once memory holds what is to be saved (answer committed)
+        self.ctx.tokens.before(self.chat)
         before, started = self.chat.last_request, time.monotonic()
         history = None
         try:
@@ -843,6 +965,7 @@ class _CliConversation:
 
         :param history: the messages before the question; :param before: ``last_request`` then
         """
+        self.after_request(before)
         if not isinstance(exc, (type(None), KeyboardInterrupt, BrokenPipeError, APIError, OpenAIError, StoreError)):
             return  # no request was made (one that could not be built)
         if self.name is None:
@@ -909,6 +1032,26 @@ class _CliConversation:
                 % (book.path, book.moved_aside)
             )
             book.moved_aside = None
+
+    def after_request(self, before: Any) -> None:
+        """After a request: keep what it taught of the token counts (a saved session only),
+        and say in one dim line on stderr when the token budget left messages out of it."""
+        chat = self.chat
+        if self.name is not None:
+            self.ctx.tokens.after(chat)
+        if chat.last_request is before or not chat.last_left_out:
+            return
+        n = chat.last_left_out
+        budget = chat.MsgMaxTokens
+        if budget == "auto":
+            budget = chat.client.learned_window(str(chat.params.get("model") or ""))
+        self.out.end_line()
+        self.out.line(
+            "(%d earlier message%s not sent, to fit %s tokens%s; the session keeps them all)"
+            % (n, "" if n == 1 else "s", budget, "; a summary stands for them" if chat.summary is not None else ""),
+            "dim",
+            err=True,
+        )
 
     def _ask(self, text: Any, restore: tuple[list[dict[str, Any]], list[int]] | None) -> bool:
         out = self.out
@@ -2192,6 +2335,37 @@ class _CliRepl(_CliReplInputs):
                 '(streamed answers report usage only if asked: /set stream_options {"include_usage": true})', "dim"
             )
 
+    def _cmd_tokens(self, rest: str) -> None:
+        chat = self.chat
+        self.conv.ctx.tokens.before(chat)
+        try:
+            report = chat.budget_report()
+        except ContextBudgetError as exc:
+            self.out.line("Next request: cannot be sent: %s" % exc)
+            self.out.line("Budget: %s" % _cli_budget_text(chat))
+            return
+        if report["samples"]:
+            how = "the estimate x %.3f, calibrated on %d answer%s" % (
+                report["ratio"],
+                report["samples"],
+                "" if report["samples"] == 1 else "s",
+            )
+        else:
+            how = "estimated; calibrated once an answer reports its prompt tokens"
+        self.out.line("Next request: about %d tokens before your message (%s)" % (report["tokens"], how))
+        self.out.line("Budget: %s" % _cli_budget_text(chat))
+        stored, sent = report["stored"], report["sent"]
+        line = "Messages: %d in the session, %d sent" % (stored, sent)
+        if stored > sent:
+            summarised = report["summarised"]
+            parts = []
+            if summarised:
+                parts.append("%d as a summary" % summarised)
+            if stored - sent - summarised > 0:
+                parts.append("%d left out" % (stored - sent - summarised))
+            line += " (%s)" % ", ".join(parts)
+        self.out.line(line)
+
 
 # ---------------------------------------------------------------------------------------------
 # Commands
@@ -2362,6 +2536,7 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
                 # the very content the store read (and will compare before the next save), not
                 # a second read of the file that another process may have replaced meanwhile
                 _cli_replace_history(chat, saved["messages"], saved["pinned"])
+                chat.summary = saved.get("summary")
         role_undo: dict[str, Any] = {}
         if role is not None:
             flags = [k for k in ("model", "temperature", "max_tokens") if ctx.opt(k) is not None]
@@ -2396,6 +2571,7 @@ def _cli_cmd_chat(ctx: _CliContext, new: bool) -> int:
             import json
 
             conv.stream = False
+            ctx.tokens.before(chat)
             before, started, history = chat.last_request, time.monotonic(), chat.fetch_messages()
             try:
                 chat.request(question)
@@ -2466,6 +2642,8 @@ def _cli_cmd_sessions(ctx: _CliContext) -> int:
             out.line("(the conversation is empty)")
         return EXIT_OK
     fmt = ctx.opt("format", "json")
+    if data.get("summary") is None:
+        data.pop("summary", None)  # an export is the session file as it is: a summary only when one is kept
     text = (
         json.dumps(data, ensure_ascii=False, indent=2) + "\n" if fmt == "json" else _cli_markdown(name, messages, pins)
     )

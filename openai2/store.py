@@ -42,7 +42,7 @@ import time
 
 from .common import TYPE_CHECKING
 from .files import FileLock, atomic_write, is_windows, make_private_dir
-from .history import ARCHIVE_FORMAT, ARCHIVE_VERSION, from_archive
+from .history import ARCHIVE_FORMAT, ARCHIVE_VERSION, check_side_summary, from_archive
 
 if TYPE_CHECKING:
     from typing import Any, Mapping
@@ -862,8 +862,10 @@ class Store:
         return lock
 
     def read_session(self, name: str, *, move_aside: bool = True) -> dict[str, Any] | None:
-        """The archive data of a session (``{"format", "version", "messages", "pinned"}``), or
-        None when it was never saved.
+        """The archive data of a session (``{"format", "version", "messages", "pinned",
+        "summary"}``), or None when it was never saved.  ``summary`` is the summary kept beside
+        the messages (``Chat.summary``), or None (none saved, or not a valid one: it is only a
+        cache of what the messages say, so a bad one is dropped, never an error).
 
         :param move_aside: False: report a corrupt file without moving it (``--no-save``)
         :raises StoreError: the file is not a valid archive (it is moved aside first, unless
@@ -897,10 +899,21 @@ class Store:
             if not os.path.lexists(path):
                 self._seen[name] = None
             raise error from None
-        return {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pins}
+        summary = check_side_summary(data.get("summary"), len(messages)) if isinstance(data, dict) else None
+        return {
+            "format": ARCHIVE_FORMAT,
+            "version": ARCHIVE_VERSION,
+            "messages": messages,
+            "pinned": pins,
+            "summary": summary,
+        }
 
-    def write_session(self, name: str, messages: list[dict[str, Any]], pinned: list[int]) -> str:
+    def write_session(
+        self, name: str, messages: list[dict[str, Any]], pinned: list[int], summary: dict[str, Any] | None = None
+    ) -> str:
         """Save a conversation (0600, atomically) in ``Chat.dump``'s format; returns the path.
+        ``summary`` (``Chat.summary``) is stored beside the messages, under ``"summary"``, which
+        ``Chat.load`` and older openai2 versions ignore.
 
         :raises SessionConflictError: the file changed on disk since this Store read or wrote
             it (or appeared where it found none); it is left as it is and the conversation is
@@ -912,7 +925,9 @@ class Store:
         import json
 
         path = self.session_path(name)
-        data = {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pinned}
+        data: dict[str, Any] = {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pinned}
+        if summary is not None:
+            data["summary"] = {k: summary[k] for k in ("content", "covers", "digest")}
         try:
             raw = (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
         except RecursionError:

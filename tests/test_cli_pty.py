@@ -3,7 +3,8 @@ answer returns to the prompt and the session goes on; Ctrl-C during a /retry (be
 first characters) keeps the previous answer; Ctrl-C at an empty prompt says how to quit; Ctrl-D
 exits with status 0; the readline history file is private and holds no key; /role, /attach and
 /edit (a real editor process on the same terminal: a fake one that reads a line from it); the
-y/N question before a tool call (--functions) and /tools."""
+y/N question before a tool call (--functions) and /tools; the token budget's note on stderr and
+/tokens."""
 import json
 import os
 import shlex
@@ -275,6 +276,24 @@ class PtySessionTest(unittest.TestCase):
         body = self.server.requests[-1].json
         self.assertIn("exactly one command", body["messages"][0]["content"])
         self.assertEqual(body["temperature"], 0)
+
+    def test_a_token_budget_notes_what_was_left_out_and_slash_tokens_shows_it(self):
+        self.spawn("chat", "--session", "ptytokens", "--max-history-tokens", "80")
+        for i in range(6):
+            self.read_until(b"You: ")
+            self.send(b"question %d: tell me about the number %d and its many properties\r" % (i, i))
+            self.read_until(b"You said: question %d" % i)
+        self.read_until(b"earlier messages not sent, to fit 80 tokens; the session keeps them all)")
+        self.read_until(b"You: ")
+        self.send(b"/tokens\r")
+        shown = self.read_until(b"You: ")
+        self.assertIn(b"Budget: 80 tokens (--max-history-tokens)", shown)
+        self.assertRegex(shown, rb"Next request: about \d+ tokens before your message")
+        self.assertRegex(shown, rb"Messages: 12 in the session, \d+ sent \(\d+ left out\)")
+        self.send(b"\x04")
+        self.assertEqual(self.wait_exit(), 0)
+        with open(os.path.join(self.home, "sessions", "ptytokens.json"), encoding="utf-8") as f:
+            self.assertEqual(len(json.load(f)["messages"]), 12)  # the session keeps everything
 
     def test_slash_attach_collects_then_sends_with_the_next_message(self):
         path = os.path.join(self.tmp, "notes.txt")
