@@ -221,6 +221,26 @@ class CliHostile(TempHomeCase):
         self.assertEqual(code, EXIT_OK, err)
         self.assertNotIn("FORGED", json.dumps(self.transport.requests[-1].messages))
 
+    @unittest.expectedFailure
+    def test_the_left_out_note_claims_a_summary_only_when_one_was_sent(self):
+        """DEFECT: when the summary kept beside the history is itself over the budget it is not
+        sent (as the README says), yet the dim stderr line says "a summary stands for them":
+        _CliConversation.after_request tests ``chat.summary is not None``, not whether the
+        request carried it.  Fix: openai2/chat.py _commit_fitted: also record how many left-out
+        messages the summary stood for in that request (e.g. ``self.last_summarised``: covered
+        messages absent from ``fitted.messages`` when ``self._side_msg`` is among them, else 0);
+        openai2/cli.py after_request: add "; a summary stands for them" only when it is > 0."""
+        for i in range(4):
+            code, _, err = self.run_cli("chat", "question %d " % i + "words " * 30)
+            self.assertEqual(code, EXIT_OK, err)
+        big = "a long summary " * 200
+        self.edit_session(lambda msgs: {"content": big, "covers": 2, "digest": hist_digest(msgs[0:2])})
+        code, _, err = self.run_cli("chat", "question 4", "--max-history-tokens", "300")
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertNotIn(big, json.dumps(self.transport.requests[-1].messages))  # over the budget: not sent
+        self.assertIn("earlier messages not sent", err)
+        self.assertNotIn("a summary stands for them", err)
+
     def test_hostile_tokens_file_is_at_most_a_note(self):
         os.makedirs(self.home, exist_ok=True)
         path = os.path.join(self.home, "tokens.json")
