@@ -25,9 +25,9 @@ from .history import (
     MessageBuffer,
     check_side_summary,
     copy_json,
-    hist_head,
     format_round,
     from_archive,
+    hist_head,
     validate_message,
 )
 from .keypool import AKPool
@@ -356,7 +356,9 @@ class Chat(BaseConversation):
         side = self._side_message_locked() if budget is not None and not self.trim_history else None
         if side is not None and self._side is not None:
             try:
-                return self._buffer.fit(new, budget, cost, extra=extra, ratio=ratio, summary=side, covered=self._side["covers"])
+                return self._buffer.fit(
+                    new, budget, cost, extra=extra, ratio=ratio, summary=side, covered=self._side["covers"]
+                )
             except ContextBudgetError:
                 pass  # the summary itself is too long for the budget: the messages it covers compete again
         return self._buffer.fit(new, budget, cost, extra=extra, ratio=ratio)

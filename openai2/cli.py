@@ -755,7 +755,9 @@ class _CliTokens:
     def _problem(self, exc: BaseException) -> None:
         if not self._warned:
             self._warned = True
-            self.ctx.out.note("openai2: note: what was learned of the token counts is not kept: %s" % _cli_error_text(exc))
+            self.ctx.out.note(
+                "openai2: note: what was learned of the token counts is not kept: %s" % _cli_error_text(exc)
+            )
 
     def before(self, chat: Chat) -> None:
         """Give ``chat``'s client what earlier runs learned of its model (once per model)."""
@@ -813,7 +815,7 @@ def _cli_budget_text(chat: Chat) -> str:
     if setting is None:
         return "none (everything is sent; --max-history-tokens N sets one)"
     if setting != "auto":
-        return "%d tokens (--max-history-tokens)" % setting
+        return "%s tokens (--max-history-tokens)" % setting
     window = chat.client.learned_window(str(chat.params.get("model") or ""))
     if window is None:
         return "not known yet: everything is sent until the server refuses a request as too long"

@@ -318,9 +318,7 @@ def _store_tok_calibration(ratio: object, samples: object) -> dict[str, Any] | N
     return {"ratio": round(float(ratio), 4), "samples": count}
 
 
-def _store_tok_entries(
-    data: object, now: float
-) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, str]]:
+def _store_tok_entries(data: object, now: float) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, str]]:
     """The live entries of a token file's data, ``{(server key, model): {"window", "calibration",
     "updated"}}``, and each server's host.  Bad entries (a wrong type, a value out of range, a
     missing or far-future ``updated``) and those older than :data:`TOKENS_MAX_AGE` are left out.
@@ -925,7 +923,12 @@ class Store:
         import json
 
         path = self.session_path(name)
-        data: dict[str, Any] = {"format": ARCHIVE_FORMAT, "version": ARCHIVE_VERSION, "messages": messages, "pinned": pinned}
+        data: dict[str, Any] = {
+            "format": ARCHIVE_FORMAT,
+            "version": ARCHIVE_VERSION,
+            "messages": messages,
+            "pinned": pinned,
+        }
         if summary is not None:
             data["summary"] = {k: summary[k] for k in ("content", "covers", "digest")}
         try:

@@ -410,7 +410,7 @@ class BadFileTest(TokenStoreCase):
         self.assertEqual(self.asides(), [])
 
     def test_a_newer_file_with_an_old_looking_entry_is_not_read(self):
-        key = self.server_key()
+        self.server_key()  # the entry exists
         data = self.read()
         data["version"] = 2
         self.write(data)
