@@ -281,6 +281,23 @@ class CliHostile(TempHomeCase):
         sizes = [self.brain.prompt_tokens(r.messages) for r in summaries]
         self.assertLessEqual(max(sizes), self.brain.window, sizes)  # seen: 463, 837, 1211, 1585, ...
 
+    @unittest.expectedFailure
+    def test_a_tiny_window_in_the_tokens_file_does_not_lock_the_model_out(self):
+        """DEFECT: tokens.json may hold any window in 1..100,000,000 (a hostile or mis-learned
+        file: save_token_state(window=1) is accepted).  Every later `openai2 chat` for that model
+        then ends in "error: ... need about 9 tokens, more than the token budget of 1" (exit 1),
+        without ever asking the server; the window only goes down, so no refusal can repair it,
+        and the advice (/unpin, /new, "raise --max-history-tokens if you set it too low") does
+        not name the file.  A cache must be a note at most.  Fix: openai2/cli.py
+        _CliTokens.before: do not learn a stored window smaller than what the request must send
+        (or below a floor such as 256 tokens; store.py _store_tok_window could refuse those
+        too), with one note naming tokens.json; or openai2/chat.py, under "auto": when the fixed
+        part alone exceeds the *learned* window, send it and let the server's answer relearn."""
+        self.store.save_token_state(BASE, "gpt-4o-mini", window=1)
+        code, out, err = self.run_cli("chat", "hi there")
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertIn("You said", out)
+
     def test_neither_key_nor_url_password_reach_tokens_file_or_stderr(self):
         base = "https://user:pw-s3cret@mem.test/v1/"
         errs = []
