@@ -128,6 +128,30 @@ class SummaryBesideHistory(unittest.TestCase):
         self.assertEqual(report["stored"] - report["sent"], 2)
         self.assertEqual(report["summarised"], 2)
 
+    def test_replacing_or_clearing_the_messages_drops_the_summary(self):
+        chat, transport = make_chat(MsgMaxTokens=1000, trim_history=False, summarize=True)
+        valid = {"content": "S", "covers": 2, "digest": hist_digest(rounds(2)[:2])}
+        chat.replace_messages(rounds(2))
+        chat.summary = valid
+        edited = rounds(2)
+        edited[0] = {"role": "user", "content": "changed"}
+        chat.replace_messages(edited)
+        self.assertIsNone(chat.summary)
+        chat.replace_messages(rounds(2))
+        chat.summary = valid
+        chat.clear()
+        self.assertIsNone(chat.summary)
+
+    def test_a_new_system_prompt_keeps_the_summary_and_what_it_covers(self):
+        chat, transport = make_chat(MsgMaxTokens=1000, trim_history=False, summarize=True)
+        chat.replace_messages(rounds(2))
+        chat.summary = {"content": "S", "covers": 2, "digest": hist_digest(rounds(2)[:2])}
+        chat.set_system("new sys")
+        chat.request("next")
+        self.assertEqual(
+            [m["content"] for m in transport.requests[-1].json["messages"]], ["new sys", "S", "user1", "assistant1", "next"]
+        )
+
     def test_the_summary_setter_refuses_hostile_values(self):
         chat, _ = make_chat(MsgMaxTokens=1000, trim_history=False, summarize=True)
         digest = "0" * 64
@@ -297,6 +321,18 @@ class CliHostile(TempHomeCase):
         code, out, err = self.run_cli("chat", "hi there")
         self.assertEqual(code, EXIT_OK, err)
         self.assertIn("You said", out)
+
+    @unittest.expectedFailure
+    def test_tokens_command_speaks_of_command_line_options_when_nothing_fits(self):
+        """DEFECT (wording): when nothing fits, /tokens prints the library's ContextBudgetError
+        text ("... the budget of 1 (MsgMaxTokens) ... raise MsgMaxTokens"), a Python option the
+        command line user has never seen, while a request says "--max-history-tokens".  Fix:
+        openai2/cli.py _CliRepl._cmd_tokens: print ``_cli_error_text(exc)`` instead of ``exc``."""
+        self.store.save_token_state(BASE, "gpt-4o-mini", window=1)
+        code, out, err = self.run_cli("chat", "-i", stdin="/tokens\n/exit\n")
+        self.assertEqual(code, EXIT_OK, err)
+        self.assertIn("cannot be sent", out)
+        self.assertNotIn("MsgMaxTokens", out)
 
     def test_neither_key_nor_url_password_reach_tokens_file_or_stderr(self):
         base = "https://user:pw-s3cret@mem.test/v1/"
