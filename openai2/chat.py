@@ -361,7 +361,15 @@ class Chat(BaseConversation):
                 )
             except ContextBudgetError:
                 pass  # the summary itself is too long for the budget: the messages it covers compete again
-        return self._buffer.fit(new, budget, cost, extra=extra, ratio=ratio)
+        try:
+            return self._buffer.fit(new, budget, cost, extra=extra, ratio=ratio)
+        except ContextBudgetError:
+            view = self._buffer.view()
+            found = next((m for m in view[: hist_head(view)] if _chat_is_summary(m)), None)
+            if not self.trim_history or found is None:
+                raise
+            # the summary in the history is over the budget itself: it goes like a left-out round
+            return self._buffer.fit(new, budget, cost, extra=extra, ratio=ratio, without=found)
 
     def count_tokens(self, text: Any = None) -> int:
         """The calibrated token estimate of what the next request would send: the history
@@ -678,6 +686,8 @@ class Chat(BaseConversation):
         with self._lock:
             if self.trim_history:
                 previous = next((m for m in self._buffer.view() if _chat_is_summary(m)), None)
+                if previous is not None and any(m is previous for m in fitted.left_out):
+                    previous = None  # left out itself: it is in the transcript
             else:  # the summary beside, when it was sent (else what it covers is among left_out)
                 side = self._side_message_locked()
                 previous = side if side is not None and any(m is side for m in fitted.messages) else None

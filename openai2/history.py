@@ -511,6 +511,7 @@ class MessageBuffer:
         ratio: float = 1.0,
         summary: dict[str, Any] | None = None,
         covered: int = 0,
+        without: dict[str, Any] | None = None,
     ) -> Fitted:
         """:meth:`payload`, then within ``budget`` tokens: the oldest rounds left out (a user
         message with what follows it up to the next one, so a question goes with its answer and
@@ -527,11 +528,13 @@ class MessageBuffer:
             sent after the system prompt in place of the ``covered`` messages that follow it
             (the rounds of them with a pinned message are still sent); never left out
         :param covered: how many messages after the system prompt ``summary`` stands for
+        :param without: a stored message to leave out first, pinned or not (a summary in the
+            history that no longer fits the budget); it is among ``left_out``
         :raises ContextBudgetError: what may not be left out alone is over the budget
         """
         import math
 
-        if summary is None:
+        if summary is None and without is None:
             fast = self._fit_fast(new_messages, budget, cost, extra, ratio)
             if fast is not None:
                 return fast
@@ -542,11 +545,14 @@ class MessageBuffer:
             history = self._beside_summary(history, summary, covered)
             pinned.add(id(summary))
             chosen = history + list(new_messages)
+        if without is not None:
+            history = [m for m in history if m is not without]
+            chosen = history + list(new_messages)
         costs = [self.cost(m, cost) for m in history]
         fixed_new = sum(cost(m) for m in new_messages) + extra
         raw = sum(costs) + fixed_new
         if budget is None or math.ceil(raw * ratio) <= budget:
-            fitted = Fitted(chosen, [], raw, raw, new_messages)
+            fitted = Fitted(chosen, [without] if without is not None else [], raw, raw, new_messages)
             fitted.unsent = len(self._msgs) - len(history) + (summary is not None)
             return fitted
         units = _hist_rounds(history)
@@ -561,7 +567,10 @@ class MessageBuffer:
         if math.ceil(raw * ratio) > budget:
             raise ContextBudgetError(budget, math.ceil(raw * ratio))
         kept = [m for i, m in enumerate(history) if i not in dropped]
-        fitted = Fitted(kept + list(new_messages), [history[i] for i in sorted(dropped)], raw, fixed, new_messages)
+        left_out = [history[i] for i in sorted(dropped)]
+        if without is not None:
+            left_out.insert(0, without)
+        fitted = Fitted(kept + list(new_messages), left_out, raw, fixed, new_messages)
         fitted.unsent = len(self._msgs) - len(kept) + (summary is not None)
         return fitted
 

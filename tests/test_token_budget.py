@@ -269,6 +269,26 @@ class Summaries(unittest.TestCase):
         self.assertFalse(any(m["content"].startswith("[Summary") for m in messages))
         self.assertEqual(messages[-1], {"role": "assistant", "content": "ok"})
 
+    def test_a_summary_grown_over_the_budget_leaves_like_a_round_instead_of_blocking_every_request(self):
+        summaries = []
+
+        def answer(request):
+            first = request.messages[0]
+            if first["role"] == "system" and "Summarise" in first["content"]:
+                summaries.append(request.messages[1]["content"])
+                return Reply("long " * (50 if len(summaries) == 1 else 3))  # the first one is too long
+            return Reply("ok")
+
+        chat, transport = make_chat(handler=answer, MsgMaxTokens=60, tokenizer=words, summarize=True)
+        for i in range(8):
+            chat.request("question number %d with some words" % i)  # never a ContextBudgetError
+        self.assertGreaterEqual(len(summaries), 2)
+        self.assertIn("system: [Summary of the earlier conversation]", summaries[1])  # folded as a left-out message
+        self.assertNotIn("Previous summary:", summaries[1])
+        held = [m for m in chat.fetch_messages() if m["content"].startswith("[Summary")]
+        self.assertEqual(len(held), 1)
+        self.assertLess(words(held[0]["content"]), 10)
+
     def test_without_summarize_nothing_extra_is_sent(self):
         handler, seen = self.server()
         chat, transport = make_chat(handler=handler, MsgMaxTokens=40, tokenizer=words)
