@@ -334,6 +334,38 @@ class CliHostile(TempHomeCase):
         self.assertIn("cannot be sent", out)
         self.assertNotIn("MsgMaxTokens", out)
 
+    @unittest.expectedFailure
+    def test_a_failed_summary_is_a_note_on_the_cli_stderr_not_a_python_warning(self):
+        """DEFECT: when the summary request fails, Chat warns (RuntimeWarning) and the command
+        line does not catch it: the user sees Python's raw warning on the process's stderr (the
+        path of openai2/chat.py, a line number, a source line), not a note through the CLI's
+        output (which main(stderr=...) captures, colours and keeps off stdout).  Fix:
+        openai2/cli.py: around each request (_CliConversation.ask/_cli_parse_once and the
+        one-shot path) use ``warnings.catch_warnings(record=True)`` (or read
+        ``chat.last_summary_error`` after the request) and print one
+        ``openai2: note: the earlier messages could not be summarised: ...`` via ``out.note``."""
+        brain = self.brain
+
+        def handler(request):
+            if "Summarise" in str(request.messages[0].get("content")):
+                from openai2.testing import Reply
+
+                return Reply(status=500, content="summariser down")
+            return brain(request)
+
+        self.transport = MemoryTransport(handler=handler)
+        errs = []
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            for i in range(5):
+                code, _, err = self.run_cli(
+                    "chat", "question %d " % i + "words " * 30, "--summarize", "--max-history-tokens", "300"
+                )
+                self.assertEqual(code, EXIT_OK, err)
+                errs.append(err)
+        self.assertTrue(any("Summarise" in str(r.messages[0].get("content")) for r in self.transport.requests))
+        self.assertIn("could not be summarised", "".join(errs))
+
     def test_neither_key_nor_url_password_reach_tokens_file_or_stderr(self):
         base = "https://user:pw-s3cret@mem.test/v1/"
         errs = []
