@@ -255,6 +255,8 @@ class Chat(BaseConversation):
         #: how many history messages the token budget left out of the last request sent
         #: (summarised or not; 0 without a budget)
         self.last_left_out = 0
+        #: of those, how many the summary sent in their place stood for
+        self.last_summarised = 0
         self._system = validate_message(system_msg(system), "system") if system is not None else None
         if self._system is not None:
             self._buffer.extend([self._system])
@@ -315,8 +317,12 @@ class Chat(BaseConversation):
         buffer = self._buffer
         seen = (buffer._epoch, id(side))
         if self._side_seen != seen:
-            head = hist_head(buffer.view())
-            if head + side["covers"] > len(buffer) or buffer.covered_digest(side["covers"]) != side["digest"]:
+            view = buffer.view()
+            head = hist_head(view)
+            end = head + side["covers"]
+            # it ends where a round ends (before a user message, or at the end): never half a round
+            whole = end == len(view) or (end < len(view) and view[end].get("role") == "user")
+            if end > len(view) or not whole or buffer.covered_digest(side["covers"]) != side["digest"]:
                 self._side = self._side_seen = None
                 return None
             self._side_seen = seen
@@ -407,7 +413,7 @@ class Chat(BaseConversation):
             fitted = self._fit(new, body, budget)
             stored = len(self._buffer)
             side = self._side if self._side_message_locked() is not None else None
-        summarised = side["covers"] if side is not None and any(m is self._side_msg for m in fitted.messages) else 0
+        summarised = self._summarised(fitted) if side is not None else 0
         return {
             "tokens": fitted.tokens if exact else math.ceil(fitted.tokens * calibration.ratio),
             "budget": budget,
@@ -659,6 +665,12 @@ class Chat(BaseConversation):
         if calibrate and fitted is not None and exchange.usages:
             self._calibrate(exchange.first, fitted, exchange.usages[0])
 
+    def _summarised(self, fitted: Fitted) -> int:
+        """How many of the history messages ``fitted`` does not send the summary beside stood for."""
+        if self.trim_history or not any(m is self._side_msg for m in fitted.messages):
+            return 0
+        return fitted.unsent - len(fitted.left_out)
+
     def _commit_fitted(
         self, messages: list[dict[str, Any]], fitted: Fitted | None, summary: dict[str, Any] | None
     ) -> None:
@@ -666,6 +678,7 @@ class Chat(BaseConversation):
         leaves the history (``trim_history``), else stays and only the summary is kept beside."""
         drop = fitted.left_out if fitted is not None and self.trim_history else ()
         self.last_left_out = fitted.unsent if fitted is not None else 0
+        self.last_summarised = self._summarised(fitted) if fitted is not None else 0
         covered = self._buffer.covered_after(fitted.left_out) if summary is not None and fitted is not None else 0
         self._buffer.commit(messages, drop)
         if summary is None:
@@ -691,7 +704,21 @@ class Chat(BaseConversation):
             else:  # the summary beside, when it was sent (else what it covers is among left_out)
                 side = self._side_message_locked()
                 previous = side if side is not None and any(m is side for m in fitted.messages) else None
-        return _chat_summary_body(exchange.first or {}, fitted.left_out, previous, self.summary_prompt)
+        body = exchange.first or {}
+        model = str(body.get("model") or "")
+        budget = self._budget(model) if self._max_tokens is not None else None
+        room = None
+        if budget is not None:  # the summary request must fit the budget too: 3/4 of it for the transcript
+            ratio = 1.0 if self._tokenizer is not None else self._client.token_calibration(model).ratio
+            room = max(1, int(budget * 0.75 / ratio))
+        return _chat_summary_body(body, fitted.left_out, previous, self.summary_prompt, room, self._cost_text(model))
+
+    def _cost_text(self, model: str) -> Callable[[str], int]:
+        """A text's raw token estimate for ``model`` (the tokenizer's count when one is given)."""
+        from .tokens import count_tokens
+
+        tokenizer = self._tokenizer
+        return lambda text: count_tokens(text, model=model, tokenizer=tokenizer)
 
     def _summary_done(
         self, result: dict[str, Any] | None, exc: BaseException | None, chinese: bool
@@ -1089,10 +1116,17 @@ def _chat_chinese(body: dict[str, Any]) -> bool:
 
 
 def _chat_summary_body(
-    first: dict[str, Any], left_out: Sequence[dict[str, Any]], previous: dict[str, Any] | None, prompt: str | None
+    first: dict[str, Any],
+    left_out: Sequence[dict[str, Any]],
+    previous: dict[str, Any] | None,
+    prompt: str | None,
+    room: int | None = None,
+    cost: Callable[[str], int] | None = None,
 ) -> dict[str, Any]:
     """The summary request: the conversation's language decides the prompt (Chinese when most
-    of its letters are CJK ideographs), unless the Chat has its own ``summary_prompt``."""
+    of its letters are CJK ideographs), unless the Chat has its own ``summary_prompt``.  With
+    ``room`` (raw tokens, as ``cost`` counts a text) the transcript is cut to fit: the oldest
+    left-out messages go first (the previous summary stays), then the text's beginning."""
     lines = []
     for message in left_out:
         text = format_round([message]).split(":", 1)[-1].strip()
@@ -1102,6 +1136,8 @@ def _chat_summary_body(
     latin = sum(1 for ch in said if ch.isascii() and ch.isalpha())
     if previous is not None:
         lines.insert(0, "Previous summary: " + str(previous.get("content", "")).split("\n", 1)[-1])
+    if room is not None and cost is not None:
+        lines = _chat_fit_lines(lines, room, cost, keep_first=previous is not None)
     transcript = "\n".join(lines)
     system = prompt or (_CHAT_SUMMARY_PROMPT_ZH if cjk > latin / 2 else _CHAT_SUMMARY_PROMPT_EN)
     body = {
@@ -1109,6 +1145,24 @@ def _chat_summary_body(
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": transcript}],
     }
     return body
+
+
+def _chat_fit_lines(lines: list[str], room: int, cost: Callable[[str], int], keep_first: bool) -> list[str]:
+    """``lines`` within ``room`` tokens: the oldest go first (not the first with ``keep_first``),
+    then what is left is cut from its beginning, by the share of characters over."""
+    costs = [cost(line) + 1 for line in lines]
+    total = sum(costs)
+    start = 1 if keep_first else 0
+    while total > room and len(lines) > start + 1:
+        total -= costs.pop(start)
+        lines = lines[:start] + lines[start + 1 :]
+    text = "\n".join(lines)
+    for _ in range(8):  # each cut keeps the share of characters that fits; a few suffice
+        total = cost(text)
+        if total <= room or not text:
+            break
+        text = text[len(text) - int(len(text) * room / total * 0.95) :]
+    return [text]
 
 
 def _chat_check_budget(value: object) -> int | str | None:

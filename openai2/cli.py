@@ -741,6 +741,10 @@ class _CliContext:
             raise _CliUsageError(str(exc)) from None
 
 
+#: a smaller window read from tokens.json is not believed (every request would be refused up front)
+_CLI_MIN_WINDOW = 256
+
+
 class _CliTokens:
     """What the command line keeps of each server's token counts between runs (the store's
     ``tokens.json``, per base URL and model): the window learned from a refusal and the
@@ -773,8 +777,13 @@ class _CliTokens:
             self._problem(exc)
             return
         window, calibration = state.get("window"), state.get("calibration")
-        if isinstance(window, int) and window > 0:
+        if isinstance(window, int) and window >= _CLI_MIN_WINDOW:
             chat.client.learn_window(model, window)
+        elif isinstance(window, int):  # surely wrong (no chat model is that small): learn it afresh
+            self.ctx.out.note(
+                "openai2: note: %s holds a %d-token window for %s, too small to be right; it is ignored and "
+                "learned again from the server" % (self.ctx.store.tokens_path, window, model)
+            )
         if calibration:
             try:
                 chat.client.adopt_calibration(model, Calibration.from_dict(calibration))
@@ -897,6 +906,7 @@ class _CliConversation:
         self.piece_delay = 0.0  # the demo slows pieces down a little on a terminal
         self._reasoning_open = False  # reasoning written on stderr, its line not ended yet
         self._settled = False  # see ask()
+        self._summary_failure: BaseException | None = None  # the last one noted
 
     def save(self) -> None:
         """Save the conversation; a Ctrl-C meanwhile waits for the save to end, then is dropped.
@@ -1041,16 +1051,25 @@ class _CliConversation:
         chat = self.chat
         if self.name is not None:
             self.ctx.tokens.after(chat)
+        failure = chat.last_summary_error
+        if failure is not None and failure is not self._summary_failure:
+            self._summary_failure = failure
+            self.out.end_line()
+            self.out.note(
+                "openai2: note: the earlier messages could not be summarised (%s); they were left out without a "
+                "summary" % _cli_error_text(failure, chat.client.base_url)
+            )
         if chat.last_request is before or not chat.last_left_out:
             return
         n = chat.last_left_out
         budget = chat.MsgMaxTokens
         if budget == "auto":
             budget = chat.client.learned_window(str(chat.params.get("model") or ""))
+        summarised = chat.last_summarised
         self.out.end_line()
         self.out.line(
             "(%d earlier message%s not sent, to fit %s tokens%s; the session keeps them all)"
-            % (n, "" if n == 1 else "s", budget, "; a summary stands for them" if chat.summary is not None else ""),
+            % (n, "" if n == 1 else "s", budget, "; a summary stood for %d of them" % summarised if summarised else ""),
             "dim",
             err=True,
         )
@@ -2343,7 +2362,7 @@ class _CliRepl(_CliReplInputs):
         try:
             report = chat.budget_report()
         except ContextBudgetError as exc:
-            self.out.line("Next request: cannot be sent: %s" % exc)
+            self.out.line("Next request: cannot be sent: %s" % _cli_error_text(exc))
             self.out.line("Budget: %s" % _cli_budget_text(chat))
             return
         if report["samples"]:
@@ -3054,7 +3073,14 @@ def main(
         ctx = _CliContext(args, out, stdin, Store(), sleep, transport)
         command = args.command or "chat"
         if command in ("chat", "newchat", "new-chat"):
-            return _cli_cmd_chat(ctx, new=command != "chat")
+            import warnings
+
+            with warnings.catch_warnings():
+                # a failed summary is one note on this stderr (after_request), not a Python warning
+                warnings.filterwarnings(
+                    "ignore", "openai2: the earlier messages could not be summarised", RuntimeWarning
+                )
+                return _cli_cmd_chat(ctx, new=command != "chat")
         if command in ("add_apikey", "add-apikey"):
             return _cli_cmd_add_apikey(ctx)
         if command in ("read_apikey", "read-apikey"):

@@ -365,6 +365,10 @@ def check_side_summary(data: object, length: int | None = None) -> dict[str, Any
     content, covers, digest = data.get("content"), data.get("covers"), data.get("digest")
     if not isinstance(content, str) or not content.strip():
         return None
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: it could never be sent
+        return None
     if not isinstance(covers, int) or isinstance(covers, bool) or covers <= 0:
         return None
     if length is not None and covers > length:
