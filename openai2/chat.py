@@ -290,8 +290,9 @@ class Chat(BaseConversation):
 
     @property
     def summary(self) -> dict[str, Any] | None:
-        """With ``trim_history=False`` and ``summarize=True``: the summary kept beside the
-        history, ``{"content": text, "covers": N, "digest": sha256}`` (it stands for the ``N``
+        """With ``trim_history=False``: the summary kept beside the history (made with
+        ``summarize=True``, or set from a file; it is sent whenever there is a budget),
+        ``{"content": text, "covers": N, "digest": sha256}`` (it stands for the ``N``
         messages after the system prompt while they are unchanged), or None.  Set it to what
         was read back from a file; one whose messages changed since (a rollback into them, an
         edit) is dropped at the next request."""
@@ -412,8 +413,7 @@ class Chat(BaseConversation):
             budget = self._budget(model)
             fitted = self._fit(new, body, budget)
             stored = len(self._buffer)
-            side = self._side if self._side_message_locked() is not None else None
-        summarised = self._summarised(fitted) if side is not None else 0
+            summarised = self._summarised(fitted)
         return {
             "tokens": fitted.tokens if exact else math.ceil(fitted.tokens * calibration.ratio),
             "budget": budget,
