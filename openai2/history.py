@@ -318,9 +318,7 @@ def _hist_rounds(msgs: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
     one; messages before the first user message (a forged opening, an answer whose question was
     left out) each go alone.  O(n)."""
     out = []
-    i, n = 0, len(msgs)
-    while i < n and msgs[i].get("role") in ("system", "developer"):
-        i += 1
+    i, n = hist_head(msgs), len(msgs)
     while i < n:
         j = i + 1
         if msgs[i].get("role") == "user":
@@ -618,9 +616,7 @@ class MessageBuffer:
                 self._msgs[i] = message
                 self._pins[i] = True
                 return
-        at = 0
-        while at < head and self._msgs[at].get("role") in ("system", "developer"):
-            at += 1
+        at = hist_head(self._msgs)  # after the leading system messages (never past the first user one)
         self._msgs.insert(at, message)
         self._pins.insert(at, True)
 
