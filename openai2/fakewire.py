@@ -7,6 +7,14 @@ behaviour (line endings, keep-alive comments, write sizes, stalls, disconnects) 
 ``openai_error_body``.  Two senders act the plans out: ``openai2.testing.FakeServer`` over
 loopback sockets and ``openai2.testing.MemoryTransport`` in memory.
 
+Usage figures: by default (``Reply(usage="auto")``) about four characters a token.  Given a
+``token_counter`` (``text -> int``, e.g. a real tokenizer), ``usage.prompt_tokens`` is what a
+server counting the prompt its own way reports: the request rendered as the ChatML chat
+template (Qwen, DeepSeek-style servers, vLLM's default for many models), each of the
+``<|im_start|>``/``<|im_end|>`` markers one token and the rest of the text counted with the
+counter (see ``_fake_chatml_prompt_tokens``).  That is a server whose count differs from
+openai2's own estimate, which is what tests and benchmarks of ``openai2.tokens.Calibration`` need.
+
 Nothing heavy is imported at module level (json and http are imported where used).
 """
 
@@ -48,6 +56,156 @@ def _fake_new_id(prefix: str) -> str:
 def _fake_estimate_tokens(text: str) -> int:
     """A rough token count (about four characters a token), enough for plausible usage figures."""
     return (len(text) + 3) // 4
+
+
+#: What one image part of a message costs in ``_fake_chatml_prompt_tokens`` (not counted with the
+#: counter): 85 tokens, OpenAI's price of a low-detail image.
+_FAKE_IMAGE_TOKENS = 85
+
+
+class _FakeCounterError(Exception):
+    """A ``token_counter`` raised, or returned something that is not a non-negative int.
+
+    The servers answer the request as they answer a handler that raised (a 500) and record this
+    error in their ``errors``; the counter's own exception, if any, is its ``__cause__``."""
+
+
+def _fake_check_counter(token_counter: object) -> Callable[[str], int] | None:
+    """``token_counter`` itself when it is None or callable.
+
+    :raises TypeError: for anything else, saying what is expected
+    """
+    if token_counter is not None and not callable(token_counter):
+        raise TypeError(
+            "token_counter must be a callable text -> int (e.g. lambda t: len(enc.encode(t))) or None, not %s"
+            % type(token_counter).__name__
+        )
+    return token_counter
+
+
+def _fake_short(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _fake_count(token_counter: Callable[[str], int], text: str) -> int:
+    """``token_counter(text)``, checked; an empty text is 0 without asking the counter.
+
+    :raises _FakeCounterError: the counter raised or returned no non-negative int (bool excluded)
+    """
+    if not text:
+        return 0
+    try:
+        n = token_counter(text)
+    except Exception as exc:
+        raise _FakeCounterError(
+            "token_counter raised %s: %s (counting %s)" % (type(exc).__name__, exc, _fake_short(text))
+        ) from exc
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise _FakeCounterError(
+            "token_counter must return a non-negative int, not %s %r (counting %s)"
+            % (type(n).__name__, n, _fake_short(text))
+        )
+    return n
+
+
+def _fake_chatml_json(value: object) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _fake_chatml_content(content: object) -> tuple[str, int]:
+    """A message's content as ChatML text and its number of image parts.
+
+    Text parts (and bare strings) are joined with ``"\n"`` (as vLLM flattens them for a template
+    that takes a string); ``image_url``/``image`` parts are counted apart; other parts count nothing.
+    """
+    if isinstance(content, str):
+        return content, 0
+    if not isinstance(content, list):
+        return "", 0
+    texts = []
+    images = 0
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict):
+            if part.get("type") in ("image_url", "image"):
+                images += 1
+            elif isinstance(part.get("text"), str):
+                texts.append(part["text"])
+    return "\n".join(texts), images
+
+
+def _fake_chatml_tool_call(call: object) -> str:
+    """``<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`` (arguments that are JSON
+    embedded as the value they hold, as templates get them; other arguments as a string)."""
+    import json
+
+    fn = call.get("function") if isinstance(call, dict) else None
+    fn = fn if isinstance(fn, dict) else {}
+    args: Any = fn.get("arguments", "")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            pass
+    return "<tool_call>\n%s\n</tool_call>" % _fake_chatml_json({"name": fn.get("name", ""), "arguments": args})
+
+
+def _fake_chatml_block(token_counter: Callable[[str], int], role_line: str, text: str) -> int:
+    """``<|im_start|>{role_line}\n{text}<|im_end|>\n``: 2 marker tokens plus the counted pieces."""
+    return (
+        2
+        + _fake_count(token_counter, role_line + "\n")
+        + _fake_count(token_counter, text)
+        + _fake_count(token_counter, "\n")
+    )
+
+
+def _fake_chatml_prompt_tokens(request_json: object, token_counter: Callable[[str], int]) -> int:
+    """The prompt tokens of a chat request rendered as the ChatML chat template.
+
+    Each message is ``<|im_start|>{role}\n{content}<|im_end|>\n``: the two markers cost one token
+    each; ``"{role}\n"``, the content and the closing ``"\n"`` are counted with
+    ``token_counter``, each on its own (an empty piece is 0).  A ``name`` joins the role line as
+    ``"{role} name={name}\n"`` (ChatML's own spelling).  Content given as parts: the text parts
+    joined with ``"\n"``, plus ``_FAKE_IMAGE_TOKENS`` (85) per image part.  An assistant
+    message's ``tool_calls`` follow its content, one ``<tool_call>\n{json}\n</tool_call>`` per
+    call (``{"name": ..., "arguments": ...}``), the pieces joined with ``"\n"`` and counted with
+    the content.  ``tools``, when the request has any, come first in a system block of their own
+    (not merged into the request's system message): ``<|im_start|>system\n# Tools\n`` then each
+    tool's JSON on its own line.  The reply's priming ``<|im_start|>assistant\n`` ends it
+    (1 + the count of ``"assistant\n"``).  JSON as ``json.dumps`` writes it (``", "``, ``": "``,
+    non-ASCII as is).
+
+    :param request_json: the request body (a dict with ``messages`` and maybe ``tools``)
+    :param token_counter: ``text -> int``
+    :returns: the number of tokens
+    :raises _FakeCounterError: the counter raised or returned no non-negative int
+    """
+    body = request_json if isinstance(request_json, dict) else {}
+    total = 0
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:
+        lines = "\n".join(_fake_chatml_json(tool) for tool in tools)
+        total += _fake_chatml_block(token_counter, "system", "# Tools\n" + lines)
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        role_line = role if isinstance(role, str) else ""
+        name = message.get("name")
+        if isinstance(name, str) and name:
+            role_line += " name=" + name
+        text, images = _fake_chatml_content(message.get("content"))
+        calls = message.get("tool_calls")
+        if isinstance(calls, list) and calls:
+            text = "\n".join(([text] if text else []) + [_fake_chatml_tool_call(c) for c in calls])
+        total += _fake_chatml_block(token_counter, role_line, text) + images * _FAKE_IMAGE_TOKENS
+    return total + 1 + _fake_count(token_counter, "assistant\n")
 
 
 def _fake_pieces(value: str | Sequence[str] | None) -> list[str]:
@@ -429,11 +587,29 @@ def _fake_sse_event(data: str, le: str) -> bytes:
     return ("".join("data: %s%s" % (line, le) for line in lines) + le).encode("utf-8")
 
 
-def _fake_usage(reply: Reply, request: RecordedRequest, completion_text: str) -> dict[str, Any] | None:
+def _fake_usage(
+    reply: Reply, request: RecordedRequest, completion_text: str, token_counter: Callable[[str], int] | None = None
+) -> dict[str, Any] | None:
+    """The ``usage`` of an answer: the reply's own dict, None, or counted (``"auto"``).
+
+    With a ``token_counter``: the prompt as ``_fake_chatml_prompt_tokens`` counts it; the completion
+    the counts of the content, the reasoning, and each tool call's name and arguments, plus one for
+    the end token.  Without: about four characters a token of the texts.
+
+    :raises _FakeCounterError: the counter raised or returned no non-negative int
+    """
     if reply.usage is None:
         return None
     if isinstance(reply.usage, dict):
         return reply.usage
+    if token_counter is not None:
+        p = _fake_chatml_prompt_tokens(request.json, token_counter)
+        c = 1 + _fake_count(token_counter, reply.content or "")
+        c += _fake_count(token_counter, "".join(_fake_pieces(reply.reasoning)))
+        for call in _fake_tool_calls(reply):
+            c += _fake_count(token_counter, str(call["function"]["name"]))
+            c += _fake_count(token_counter, str(call["function"]["arguments"]))
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
     prompt = " ".join(content_text(m.get("content")) for m in request.messages if isinstance(m, dict))
     p = _fake_estimate_tokens(prompt) if prompt else 0
     c = _fake_estimate_tokens(completion_text) if completion_text else 0
@@ -477,7 +653,9 @@ def _fake_completion_text(reply: Reply) -> str:
     )
 
 
-def _fake_completion_body(reply: Reply, request: RecordedRequest) -> dict[str, Any]:
+def _fake_completion_body(
+    reply: Reply, request: RecordedRequest, token_counter: Callable[[str], int] | None = None
+) -> dict[str, Any]:
     reasoning = None if reply.reasoning is None else "".join(_fake_pieces(reply.reasoning))
     calls = _fake_tool_calls(reply)
     content = reply.content
@@ -489,11 +667,13 @@ def _fake_completion_body(reply: Reply, request: RecordedRequest) -> dict[str, A
         reasoning=reasoning,
         tool_calls=calls or None,
         finish_reason=_fake_finish(reply),
-        usage=_fake_usage(reply, request, _fake_completion_text(reply)),
+        usage=_fake_usage(reply, request, _fake_completion_text(reply), token_counter),
     )
 
 
-def _fake_stream_events(reply: Reply, request: RecordedRequest) -> list[dict[str, Any] | str | bytes]:
+def _fake_stream_events(
+    reply: Reply, request: RecordedRequest, token_counter: Callable[[str], int] | None = None
+) -> list[dict[str, Any] | str | bytes]:
     """The events of a generated stream, ``[DONE]`` excluded."""
     opts = request.json.get("stream_options") if isinstance(request.json, dict) else None
     include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
@@ -526,18 +706,20 @@ def _fake_stream_events(reply: Reply, request: RecordedRequest) -> list[dict[str
     if finish is not None:
         events.append(chunk(finish_reason=finish))
     if include_usage or isinstance(reply.usage, dict):
-        usage = _fake_usage(reply, request, _fake_completion_text(reply))
+        usage = _fake_usage(reply, request, _fake_completion_text(reply), token_counter)
         if usage is not None:
             events.append(chunk(choices=[], usage=usage))
     return events
 
 
-def _fake_stream_plan(reply: Reply, request: RecordedRequest) -> list[tuple[str, bytes]]:
+def _fake_stream_plan(
+    reply: Reply, request: RecordedRequest, token_counter: Callable[[str], int] | None = None
+) -> list[tuple[str, bytes]]:
     """The stream as a plan: ``("event", bytes)`` (counted), ``("comment", bytes)`` (not)."""
     le = reply.line_ending
     if reply.raw_stream is not None:
         return [("event", bytes(reply.raw_stream))]
-    events = list(reply.events) if reply.events is not None else _fake_stream_events(reply, request)
+    events = list(reply.events) if reply.events is not None else _fake_stream_events(reply, request, token_counter)
     units = []
     for ev in events:
         if isinstance(ev, (bytes, bytearray)):
@@ -750,16 +932,29 @@ def plan_refusal(request: RecordedRequest) -> WirePlan | None:
 
 
 def plan_handler_error(request: RecordedRequest, exc: BaseException) -> WirePlan:
-    """The 500 answer when a handler raised (the test is told through the server's ``errors``)."""
-    body = openai_error_body("FakeServer handler raised %s: %s" % (type(exc).__name__, exc), type="server_error")
+    """The 500 answer when a handler (or the ``token_counter``) raised (the test is told through
+    the server's ``errors``)."""
+    if isinstance(exc, _FakeCounterError):
+        message = "FakeServer's %s" % exc
+    else:
+        message = "FakeServer handler raised %s: %s" % (type(exc).__name__, exc)
+    body = openai_error_body(message, type="server_error")
     return plan_json(500, body, close=_fake_client_close(request))
 
 
-def plan_reply(reply: Reply, request: RecordedRequest) -> WirePlan:
+def plan_reply(
+    reply: Reply, request: RecordedRequest, *, token_counter: Callable[[str], int] | None = None
+) -> WirePlan:
     """How ``reply`` answers ``request``: status, headers and the byte plan of the body.
 
     The connection-level behaviours (``delay``, ``gate``, ``reset`` before the status line)
     are the sender's to act on; stalls and disconnects inside the body are in :meth:`WirePlan.steps`.
+
+    :param token_counter: ``text -> int`` for the ``usage`` of ``Reply(usage="auto")`` (see
+        ``_fake_chatml_prompt_tokens``), or None for the four-characters-a-token estimate.  Called
+        on the sender's thread; everything it counts is counted before the plan is returned.
+    :raises _FakeCounterError: the counter raised or returned no non-negative int (the sender
+        answers with :func:`plan_handler_error` and records the error)
     """
     close = _fake_client_close(request) or reply.close_connection
     status = reply.status
@@ -792,7 +987,7 @@ def plan_reply(reply: Reply, request: RecordedRequest) -> WirePlan:
         body = b""
         ctype = reply.content_type or "text/event-stream; charset=utf-8"
     else:
-        body = _fake_json_bytes(_fake_completion_body(reply, request))
+        body = _fake_json_bytes(_fake_completion_body(reply, request, token_counter))
         ctype = reply.content_type or "application/json"
 
     chunked = reply.chunked if reply.chunked is not None else stream
@@ -812,7 +1007,7 @@ def plan_reply(reply: Reply, request: RecordedRequest) -> WirePlan:
     headers = [(k, v) for k, v in headers if k.lower() not in override] + list(reply.headers.items())
 
     if stream:
-        units = _fake_stream_plan(reply, request)
+        units = _fake_stream_plan(reply, request, token_counter)
     elif reply.stall_after is not None or reply.disconnect_after is not None:
         units = _fake_regroup_bytes(body, reply)
     else:

@@ -16,6 +16,13 @@ recorded (headers and body) for assertions.  It is what tests of the real transp
 client, conversation and CLI layers run in microseconds, with stalls and disconnects simulated
 at once instead of waited for.
 
+Both take ``token_counter=`` (``text -> int``, e.g. ``lambda t: len(enc.encode(t))`` with a real
+tokenizer): ``usage.prompt_tokens`` is then what a server that counts the prompt its own way
+reports, the request rendered as the ChatML chat template (Qwen, DeepSeek-style servers, vLLM's
+default for many models) and counted with it, so that openai2's token calibration
+(``openai2.tokens.Calibration``, which learns the ratio of a server's counts to openai2's own
+estimate) can be tested and benchmarked against a count that differs from that estimate.
+
 The public names of ``openai2.fakewire`` (``Reply``, ``RecordedRequest``, ``chat_completion``,
 ``chat_chunk``, ``openai_error_body``) and ``openai2.demo.DemoBrain`` are re-exported here:
 ``from openai2.testing import X`` keeps working.
@@ -46,6 +53,8 @@ from .fakewire import (
     RecordedRequest,
     Reply,
     WirePlan,
+    _fake_check_counter,
+    _FakeCounterError,
     chat_chunk,  # noqa: F401 - re-exported: openai2.testing is its public path
     chat_completion,  # noqa: F401 - re-exported
     choose_reply,
@@ -65,6 +74,7 @@ if TYPE_CHECKING:
 
     _FakeHandler = Callable[["RecordedRequest"], Union["Reply", str, Dict[str, Any]]]
     _FakeReplyLike = Union["Reply", str, Dict[str, Any]]
+    _FakeCounter = Callable[[str], int]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,6 +113,24 @@ class FakeServer:
     :param port: the port (0: any free port)
     :param ssl_context: a server-side ``ssl.SSLContext`` to serve HTTPS
     :param keepalive_timeout: close a connection idle this long (None: keep it until stop())
+    :param token_counter: ``text -> int`` (e.g. ``lambda t: len(enc.encode(t))``): the ``usage``
+        of ``Reply(usage="auto")`` is then counted as a server that renders the prompt with the
+        ChatML chat template counts it (None: about four characters a token).  Each message is
+        ``<|im_start|>{role}\n{content}<|im_end|>\n``, the two markers one token each, ``"{role}\n"``
+        (``"{role} name={name}\n"`` with a ``name``), the content and the ``"\n"`` each counted
+        with the counter; content parts: the text parts joined with ``"\n"``, 85 tokens per image
+        part (OpenAI's low-detail price); an assistant's ``tool_calls`` after its content, one
+        ``<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`` each; ``tools`` as their
+        JSON, one per line, in a system block of their own before the messages
+        (``<|im_start|>system\n# Tools\n...<|im_end|>\n``); then the priming
+        ``<|im_start|>assistant\n``.  ``completion_tokens``: the counts of the content, the
+        reasoning and each tool call's name and arguments, plus one (the end token).  The same in
+        a stream's usage chunk.  An explicit ``Reply(usage={...})`` is sent as is.  The counter
+        is called from the connection threads, several at once: it must be thread-safe (a pure
+        function is).  A counter that raises or returns anything but a non-negative int (bool
+        excluded) gets the request a 500, as a handler that raised, and the error (naming
+        ``token_counter``) lands in ``errors``.
+    :raises TypeError: ``token_counter`` is neither None nor callable
 
     Use it as a context manager (``with FakeServer() as srv:``) or call ``start()``/``stop()``.
     """
@@ -116,13 +144,16 @@ class FakeServer:
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
         keepalive_timeout: float | None = None,
+        token_counter: _FakeCounter | None = None,
     ) -> None:
+        #: ``text -> int`` counting the usage of ``Reply(usage="auto")``, or None (see above)
+        self.token_counter = _fake_check_counter(token_counter)
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
         self.keepalive_timeout = keepalive_timeout
         self.handler: _FakeHandler = handler if handler is not None else DemoBrain()
-        #: handler exceptions (each also answered with a 500)
+        #: handler (and ``token_counter``) exceptions (each also answered with a 500)
         self.errors: list[BaseException] = []
         #: scripted replies still to send, in order (a deque: ``append``/``extend`` it at any time)
         self.replies: collections.deque[_FakeReplyLike] = collections.deque(replies or ())
@@ -535,7 +566,12 @@ class FakeServer:
         if reply.reset and reply.disconnect_after is None:
             _fake_reset(conn.sock)
             return False
-        plan = plan_reply(reply, request)
+        try:
+            plan = plan_reply(reply, request, token_counter=self.token_counter)
+        except _FakeCounterError as exc:  # a counter bug: tell the test, answer 500
+            with self._lock:
+                self.errors.append(exc)
+            return self._send_simple(conn, plan_handler_error(request, exc))
         conn.held = [plan.head_bytes()]
         return self._run_plan(conn, plan)
 
@@ -692,6 +728,13 @@ class MemoryTransport(HTTPTransport):
     :param handler: ``callable(RecordedRequest) -> Reply | str | dict`` for the rest (default
         :class:`~openai2.demo.DemoBrain`)
     :param stalls: ``"timeout"`` or ``"block"`` (see above)
+    :param token_counter: ``text -> int``: the ``usage`` of ``Reply(usage="auto")`` counted as a
+        server using the ChatML chat template counts it, exactly as :class:`FakeServer`'s
+        ``token_counter`` (None: about four characters a token).  It is called on the thread that
+        sends the request, so it must be thread-safe when requests are sent from several; one
+        that raises or returns anything but a non-negative int (bool excluded) gets the request a
+        500 and lands in ``errors``, as a handler that raised.
+    :raises TypeError: ``token_counter`` is neither None nor callable
     """
 
     def __init__(
@@ -700,6 +743,7 @@ class MemoryTransport(HTTPTransport):
         *,
         handler: _FakeHandler | None = None,
         stalls: str = "timeout",
+        token_counter: _FakeCounter | None = None,
     ) -> None:
         # HTTPTransport.__init__ is deliberately not called: no proxies, pool nor TLS to set up.
         if stalls not in _MEM_STALL_MODES:
@@ -707,8 +751,10 @@ class MemoryTransport(HTTPTransport):
         self.verify = True
         self.ca_file = None
         self.stalls = stalls
+        #: ``text -> int`` counting the usage of ``Reply(usage="auto")``, or None (see above)
+        self.token_counter = _fake_check_counter(token_counter)
         self.handler: _FakeHandler = handler if handler is not None else DemoBrain()
-        #: handler exceptions (each also answered with a 500)
+        #: handler (and ``token_counter``) exceptions (each also answered with a 500)
         self.errors: list[BaseException] = []
         #: scripted replies still to send, in order (a deque: ``append``/``extend`` it at any time)
         self.replies: collections.deque[_FakeReplyLike] = collections.deque(replies or ())
@@ -861,7 +907,12 @@ class MemoryTransport(HTTPTransport):
         if reply.reset and reply.disconnect_after is None:
             cause = ConnectionResetError(104, "Connection reset by peer")
             raise APIConnectionError("The connection to %s was reset: %s" % (response._mem_where, cause), cause=cause)
-        return plan_reply(reply, record)
+        try:
+            return plan_reply(reply, record, token_counter=self.token_counter)
+        except _FakeCounterError as exc:  # a counter bug: tell the test, answer 500
+            with self._mem_lock:
+                self.errors.append(exc)
+            return plan_handler_error(record, exc)
 
     def _mem_done(self) -> None:
         with self._mem_lock:
