@@ -7,13 +7,13 @@ context window (it refuses a prompt over it as OpenAI does)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 
-from openai2.cli import EXIT_OK, EXIT_USAGE, main
+from openai2.cli import EXIT_OK, EXIT_USAGE
 from openai2.demo import DemoBrain
 from openai2.testing import MemoryTransport, Reply
+from tests.support.cli import run_main
 from tests.support.homes import TempHomeCase
 
 KEY = "sk-test-clibudget-0123456789abcdef"
@@ -32,16 +32,8 @@ class CliBudgetTest(TempHomeCase):
         self.transport = MemoryTransport(handler=self.brain)
 
     def run_cli(self, *args, stdin="", base=BASE):
-        out, err = io.StringIO(), io.StringIO()
         common = [] if args[0] == "sessions" else ["--api-key", KEY, "--base-url", base]
-        code = main(
-            list(args) + common,
-            stdin=io.StringIO(stdin),
-            stdout=out,
-            stderr=err,
-            transport=self.transport,
-        )
-        return code, out.getvalue(), err.getvalue()
+        return run_main(list(args) + common, stdin=stdin, transport=self.transport)
 
     def refusals(self):
         return sum(1 for r in self.transport.requests if self.brain.prompt_tokens(r.messages) > self.brain.window)

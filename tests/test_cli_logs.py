@@ -1,7 +1,6 @@
 """`openai2 logs` and the logging of every exchange the CLI completes, in-process against
 scripted replies answered in memory (``main(transport=...)`` with a MemoryServer, see
 tests/support/memory.py), OPENAI2_HOME in a temporary folder."""
-import io
 import json
 import os
 import sys
@@ -9,11 +8,13 @@ import unittest
 from unittest import mock
 from urllib.parse import urlsplit
 
-from openai2.cli import EXIT_API_ERROR, EXIT_OK, main
+from openai2.cli import EXIT_API_ERROR, EXIT_OK
 from openai2.logbook import Logbook
 from openai2.testing import Reply
+from tests.support.cli import run_main
 from tests.support.homes import TempHomeCase
 from tests.support.memory import MemoryServer
+from tests.support.serving import no_sleep
 
 KEY = "sk-clilogs-RAWKEY-0123456789abcdef"
 
@@ -32,11 +33,7 @@ class CLILogsCase(TempHomeCase):
         return {"OPENAI_BASE_URL": self.server.base_url, "OPENAI_API_KEY": self.key}
 
     def run_cli(self, *argv, stdin=""):
-        out, err = io.StringIO(), io.StringIO()
-        code = main(list(argv), stdin=io.StringIO(stdin), stdout=out, stderr=err, sleep=lambda s, c: None,
-                    transport=self.server)
-        self.assertNotIn(self.key, out.getvalue() + err.getvalue())
-        return code, out.getvalue(), err.getvalue()
+        return run_main(argv, stdin=stdin, sleep=no_sleep, transport=self.server, secret=self.key)
 
     def logged(self):
         with Logbook(self.store.logs_path) as book:

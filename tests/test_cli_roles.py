@@ -3,7 +3,6 @@
 In-process (``main(..., transport=MemoryTransport())``, no sockets), OPENAI2_HOME in a temporary
 folder; what a role does is read off the requests the transport recorded.
 """
-import io
 import json
 import os
 import shlex
@@ -14,9 +13,11 @@ import tempfile
 import unittest
 from unittest import mock
 
-from openai2.cli import EXIT_OK, EXIT_STORAGE, EXIT_USAGE, main
+from openai2.cli import EXIT_OK, EXIT_STORAGE, EXIT_USAGE
 from openai2.store import Store
 from openai2.testing import MemoryTransport, Reply
+from tests.support.cli import run_main
+from tests.support.serving import no_sleep
 
 KEY = "sk-cliroles-RAWKEY-0123456789abcdef"
 BASE = "https://api.test/v1"
@@ -76,11 +77,7 @@ class CliCase(unittest.TestCase):
             return json.load(handle)
 
     def run_cli(self, *argv, stdin=""):
-        out, err = io.StringIO(), io.StringIO()
-        source = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8") if isinstance(stdin, bytes) else io.StringIO(stdin)
-        code = main(list(argv), stdin=source, stdout=out, stderr=err, sleep=lambda s, c: None, transport=self.transport)
-        self.assertNotIn(KEY, out.getvalue() + err.getvalue())
-        return code, out.getvalue(), err.getvalue()
+        return run_main(argv, stdin=stdin, sleep=no_sleep, transport=self.transport, secret=KEY)
 
     def sent(self, index=-1):
         return self.transport.requests[index].json

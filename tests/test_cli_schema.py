@@ -4,14 +4,14 @@ server without json_schema (the demo model answering as DeepSeek does) too."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 
-from openai2.cli import _cli_concise_schema, _CliUsageError, main
+from openai2.cli import _cli_concise_schema, _CliUsageError
 from openai2.demo import DemoBrain
 from openai2.structured import forget_rungs
 from openai2.testing import MemoryTransport
+from tests.support.cli import run_main
 from tests.support.homes import TempHomeCase
 
 KEY = "sk-test-clischema-0123456789abcdef"
@@ -25,15 +25,7 @@ class CliSchemaTest(TempHomeCase):
 
     def run_cli(self, *args, server="deepseek", stdin=""):
         self.transport = MemoryTransport(handler=DemoBrain(server=server))
-        out, err = io.StringIO(), io.StringIO()
-        code = main(
-            list(args) + ["--api-key", KEY, "--base-url", "https://mem.test/v1"],
-            stdin=io.StringIO(stdin),
-            stdout=out,
-            stderr=err,
-            transport=self.transport,
-        )
-        return code, out.getvalue(), err.getvalue()
+        return run_main(list(args) + ["--api-key", KEY, "--base-url", "https://mem.test/v1"], stdin=stdin, transport=self.transport)
 
     def test_concise_syntax(self):
         schema = _cli_concise_schema("name, age int, score float: out of ten, active bool, bio: one sentence")

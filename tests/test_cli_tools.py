@@ -7,14 +7,13 @@ is in tests/test_cli_pty.py.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
 import unittest
 
-from openai2.cli import main
 from openai2.testing import MemoryTransport, Reply
+from tests.support.cli import run_main
 
 KEY = "sk-test-clitools-0123456789abcdef"
 BASE = "https://mem.test/v1"
@@ -55,15 +54,7 @@ class CliToolsTest(unittest.TestCase):
 
     def run_cli(self, *args, stdin="", replies=None):
         self.transport = MemoryTransport(replies)
-        out, err = io.StringIO(), io.StringIO()
-        code = main(
-            list(args) + ["--api-key", KEY, "--base-url", BASE, "--no-save"],
-            stdin=io.StringIO(stdin),
-            stdout=out,
-            stderr=err,
-            transport=self.transport,
-        )
-        return code, out.getvalue(), err.getvalue()
+        return run_main(list(args) + ["--api-key", KEY, "--base-url", BASE, "--no-save"], stdin=stdin, transport=self.transport)
 
     def test_public_functions_of_the_file_become_the_tools(self):
         code, out, err = self.run_cli("chat", "--yes", "--functions", self.file, "What is the weather in Paris?")

@@ -7,17 +7,17 @@ docstrings name what was wrong and where it was fixed)."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import unittest
 import warnings
 
 from openai2 import Chat
-from openai2.cli import EXIT_OK, EXIT_USAGE, main
+from openai2.cli import EXIT_OK, EXIT_USAGE
 from openai2.demo import DemoBrain
 from openai2.history import hist_digest
 from openai2.testing import MemoryTransport
+from tests.support.cli import run_main
 from tests.support.homes import TempHomeCase
 
 KEY = "sk-test-hostilebudget-0123456789abcdef"
@@ -177,15 +177,7 @@ class CliHostile(TempHomeCase):
         self.transport = MemoryTransport(handler=self.brain)
 
     def run_cli(self, *args, stdin="", base=BASE):
-        out, err = io.StringIO(), io.StringIO()
-        code = main(
-            list(args) + ["--api-key", KEY, "--base-url", base],
-            stdin=io.StringIO(stdin),
-            stdout=out,
-            stderr=err,
-            transport=self.transport,
-        )
-        return code, out.getvalue(), err.getvalue()
+        return run_main(list(args) + ["--api-key", KEY, "--base-url", base], stdin=stdin, transport=self.transport)
 
     def session_file(self):
         return os.path.join(self.home, "sessions", "default.json")
