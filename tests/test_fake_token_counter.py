@@ -317,5 +317,29 @@ class Threads(unittest.TestCase):
             self.assertEqual(srv.errors, [])
 
 
+class CalibrationAgainstTheFake(unittest.TestCase):
+    def test_chat_learns_a_server_that_counts_two_bytes_a_token(self):
+        def two_bytes(text):
+            return (len(text.encode("utf-8")) + 1) // 2
+
+        transport = MemoryTransport(token_counter=two_bytes)
+        chat = openai2.Chat(KEY, base_url=BASE, model="m", transport=transport, max_retries=0, MsgMaxTokens=100_000)
+        misses = []
+        for i in range(4):
+            text = (
+                "question %d: and a longer follow-up question with more words, 还有中文 %d "
+                % (i, i)
+                * (4 if i == 0 else 1)
+            )
+            predicted = chat.count_tokens(text)
+            before = chat.total_usage.get("prompt_tokens", 0)
+            chat.request(text)
+            actual = chat.total_usage["prompt_tokens"] - before
+            misses.append(abs(predicted - actual) / actual)
+        self.assertGreater(misses[0], 0.3)  # openai2's own estimate is far from this server's count
+        self.assertLess(misses[-1], 0.05, misses)  # until it has learned it
+        self.assertGreater(chat.client.token_calibration("m").ratio, 1.5)
+
+
 if __name__ == "__main__":
     unittest.main()
