@@ -392,14 +392,13 @@ class Chat(BaseConversation):
         (the calibrated estimate), ``budget`` (the token budget in force: ``MsgMaxTokens``, the
         window learned for ``"auto"``, or None), ``learned`` (True when ``budget`` was learned
         from a refusal), ``stored`` (messages in the history), ``sent`` (of them, how many would
-        be sent), ``summarised`` (how many of those not sent a summary stands for), ``ratio`` and
-        ``samples`` (the calibration: true tokens per estimated token, from how many answers;
-        1.0 and 0 with ``tokenizer=``).
+        be sent), ``summarised`` (how many of those not sent a summary stands for), ``measured``
+        (how many of those sent are counted as the server counted them before: only the others
+        are estimated), ``ratio`` and ``samples`` (the calibration of the estimate: true tokens
+        per estimated token, from how many answers; 1.0 and 0 with ``tokenizer=``).
 
         :raises ContextBudgetError: what must be sent does not fit the budget
         """
-        import math
-
         self._counting = True
         new = [_chat_user_message(text, None)] if text is not None else []
         model = str(self.params.get("model") or "")
@@ -415,12 +414,13 @@ class Chat(BaseConversation):
             stored = len(self._buffer)
             summarised = self._summarised(fitted)
         return {
-            "tokens": fitted.tokens if exact else math.ceil(fitted.tokens * calibration.ratio),
+            "tokens": fitted.tokens,
             "budget": budget,
             "learned": self._max_tokens == "auto" and budget is not None,
             "stored": stored,
             "sent": stored - fitted.unsent,
             "summarised": summarised,
+            "measured": fitted.measured,
             "ratio": 1.0 if exact else calibration.ratio,
             "samples": 0 if exact else calibration.samples,
         }
@@ -662,8 +662,9 @@ class Chat(BaseConversation):
             self._note_answer(exchange.request or {}, response, exchange.usage, rounds)
             self.last_reasoning = acc.reasoning if acc is not None else ""
             self.last_tool_calls = exchange.calls
+            learned = self._measure(exchange, fitted) if calibrate and fitted is not None and exchange.usages else None
         if calibrate and fitted is not None and exchange.usages:
-            self._calibrate(exchange.first, fitted, exchange.usages[0])
+            self._calibrate(exchange.first, fitted, exchange.usages[0], learned)
 
     def _summarised(self, fitted: Fitted) -> int:
         """How many of the history messages ``fitted`` does not send the summary beside stood for."""
@@ -776,21 +777,18 @@ class Chat(BaseConversation):
 
         :raises ContextBudgetError: what must be sent does not fit the learned window
         """
-        import math
-
         if self._max_tokens != "auto" or not isinstance(exc, ContextLengthError) or (loop is not None and loop.rounds):
             return False
         fitted = self._fits.get(body)
         if fitted is None or fitted.retried:
             return False
         model = str(body.get("model") or "")
-        ratio = 1.0 if self._tokenizer is not None else self._client.token_calibration(model).ratio
         completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
         limit = exc.limit
         if isinstance(limit, int) and limit > 0:
             window = int((limit - (completion if isinstance(completion, int) else 0)) * 0.97)
         else:
-            sent = math.ceil(fitted.tokens * ratio)
+            sent = fitted.tokens
             try:
                 with self._lock:
                     self._fit(fitted.new, body, 1)  # what must stay, measured by the budget's refusal
@@ -798,7 +796,7 @@ class Chat(BaseConversation):
             except ContextBudgetError as short:
                 fixed = short.required
             window = fixed + (sent - fixed) // 2
-        if window <= 0 or window >= math.ceil(fitted.tokens * ratio):
+        if window <= 0 or window >= fitted.tokens:
             return False  # nothing left out would change what is sent
         self._client.learn_window(model, window)
         with self._lock:
@@ -827,9 +825,55 @@ class Chat(BaseConversation):
                 raise
         return await self._send_rounds_async(body, options, loop)
 
-    def _calibrate(self, body: dict[str, Any] | None, fitted: Fitted, usage: object) -> None:
+    def _measure(self, exchange: Exchange, fitted: Fitted) -> tuple[int, float] | None:
+        """Keep the server's own count of what it was sent (``usage.prompt_tokens`` less what
+        earlier answers measured of it) and of the answer (its ``completion_tokens``): later
+        estimates count those messages as the server does, so only new text is estimated.  The
+        caller holds the lock; nothing with ``tokenizer=`` (its counts are exact already).
+
+        :returns: what the calibration learns from (see :meth:`MessageBuffer.measure`), or None"""
+        from .tokens import count_tokens, looks_truncated
+
+        body, usage = exchange.first, exchange.usages[0]
+        if self._tokenizer is not None or body is None or not isinstance(usage, dict):
+            return None
+        actual = _chat_count(usage.get("prompt_tokens"))
+        if actual is None or looks_truncated(fitted.tokens, actual, 1.0) is not None:
+            return None  # no count, or cut by the server: not what was sent (the calibration warns)
+        model = str(body.get("model") or "")
+        cost = self._cost(model)
+        ratio = self._client.token_calibration(model).ratio
+        extra = count_tokens([], model=model, tools=body.get("tools"))
+        learned = self._buffer.measure(fitted.messages, actual, cost, extra=extra, ratio=ratio)
+        if learned is None:
+            return None  # a count that does not add up: nor is the answer's believed
+        answer = exchange.assistant
+        content = answer.get("content") if answer is not None else None
+        if len(exchange.usages) > 1 or answer is None or answer.get("tool_calls") or not isinstance(content, str):
+            return learned
+        completion = _chat_count(usage.get("completion_tokens"))
+        details = usage.get("completion_tokens_details")
+        thought = _chat_count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+        if thought is None and exchange.acc is not None and exchange.acc.reasoning:
+            return learned  # reasoning counted in completion_tokens, but not how much of it
+        if completion is None or (body.get("n") or 1) != 1:
+            return learned
+        text = completion - (thought or 0)
+        estimate = count_tokens(content, model=model) * ratio
+        if not (0.5 * estimate <= text <= 2 * estimate or abs(text - estimate) <= 4):
+            return learned  # not this answer's count (a provider that counts otherwise)
+        # the answer in the next prompt: its completion (the end token included) and its header,
+        # which the estimate's per-message overhead stands for (special tokens: not rescaled)
+        self._buffer.seed(answer, text + cost(answer) - count_tokens(content, model=model), cost)
+        return learned
+
+    def _calibrate(
+        self, body: dict[str, Any] | None, fitted: Fitted, usage: object, learned: tuple[int, float] | None = None
+    ) -> None:
         """Learn from the server's own count of what was sent (``usage.prompt_tokens``); warn
-        once per model when the count says the server cut the prompt (Ollama's ``num_ctx``)."""
+        once per model when the count says the server cut the prompt (Ollama's ``num_ctx``).
+        ``learned`` (from :meth:`_measure`): the ratio learns from the messages no earlier
+        answer had counted (what later estimates are made for), not from the whole prompt."""
         actual = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         if self._tokenizer is not None or not isinstance(actual, int) or isinstance(actual, bool) or body is None:
             return
@@ -837,11 +881,14 @@ class Chat(BaseConversation):
 
         model = str(body.get("model") or "")
         calibration = self._client.token_calibration(model)
-        window = looks_truncated(fitted.tokens, actual, calibration.ratio)
+        window = looks_truncated(fitted.tokens, actual, 1.0)
         if window is not None:
             self._client.warn_truncated(model, window, fitted.tokens, actual)
             return
-        calibration.observe(fitted.tokens, actual)
+        if learned is None:
+            calibration.observe(fitted.raw, actual)
+        elif learned[0]:
+            calibration.observe(learned[0], round(learned[1]))
 
     def _finish_stream(
         self, exchange: Exchange, user: dict[str, Any] | None, options: dict[str, Any], summary: Any = False
@@ -1172,6 +1219,11 @@ def _chat_check_budget(value: object) -> int | str | None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError("MsgMaxTokens must be a number of tokens above 0, 'auto' or None, got %r" % (value,))
     return value
+
+
+def _chat_count(value: object) -> int | None:
+    """A token count of a usage object (a non-negative int, not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 class _ChatFits:

@@ -272,28 +272,40 @@ _HIST_TOOL_ROLES = ("tool", "function")
 
 class Fitted:
     """What :meth:`MessageBuffer.fit` chose: the messages to send, the stored ones left out,
-    and the raw token estimates (before calibration) of what is sent (``tokens``) and, when
-    messages had to be left out, of what had to stay (``fixed``; else equal to ``tokens``)."""
+    and the tokens of what is sent: ``tokens`` calibrated (the server's own counts of messages
+    measured before, the estimate times the ratio for the others), ``raw`` the plain estimate
+    (what the calibration learns from), ``fixed`` what had to stay when messages were left out
+    (else equal to ``tokens``) and ``measured`` how many history messages sent have a count of
+    the server's."""
 
-    __slots__ = ("messages", "left_out", "tokens", "fixed", "new", "retried", "unsent")
+    __slots__ = ("messages", "left_out", "tokens", "fixed", "raw", "measured", "new", "retried", "unsent")
 
     def __init__(
         self,
         messages: list[dict[str, Any]],
         left_out: list[dict[str, Any]],
         tokens: int,
-        fixed: int,
         new: Sequence[dict[str, Any]] = (),
+        raw: int | None = None,
+        measured: int = 0,
     ) -> None:
         self.messages = messages
         self.left_out = left_out
         self.tokens = tokens
-        self.fixed = fixed
+        self.raw = tokens if raw is None else raw
+        self.measured = measured
         self.new = list(new)  # the messages of this turn (the user's), not from the history
         self.retried = False  # sent again after a context-length refusal ("auto")
         #: stored messages not sent: ``left_out``, those a summary beside the history stands for,
         #: those ``max_count`` leaves out
         self.unsent = len(left_out)
+
+
+def _hist_ceil(tokens: float) -> int:
+    """Whole tokens, rounded up (a sum of float shares a hair over a whole number is that number)."""
+    import math
+
+    return max(0, math.ceil(tokens - 1e-6))
 
 
 def _hist_units(msgs: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
@@ -416,7 +428,7 @@ class MessageBuffer:
     :raises ValueError: max_count negative or not an int
     """
 
-    __slots__ = ("_msgs", "_pins", "_max_count", "_cost_fn", "_costs", "_epoch", "_prefix")
+    __slots__ = ("_msgs", "_pins", "_max_count", "_cost_fn", "_costs", "_measured", "_epoch", "_prefix")
 
     def __init__(self, max_count: int | None = None) -> None:
         self._msgs: list[dict[str, Any]] = []
@@ -424,9 +436,12 @@ class MessageBuffer:
         self._max_count = _hist_check_max_count(max_count)
         self._cost_fn: Callable[[dict[str, Any]], int] | None = None
         self._costs: dict[int, tuple[dict[str, Any], int]] = {}  # id(message) -> (message, tokens)
+        # id(message) -> (message, the server's own tokens for it): see measure()
+        self._measured: dict[int, tuple[dict[str, Any], float]] = {}
         self._epoch = 0  # changes whenever a message is removed or replaced (appends keep it)
-        # (cost, epoch, n, tokens of the first n messages, any tool message among them)
-        self._prefix: tuple[Any, int, int, int, bool] | None = None
+        # (cost, epoch, n, and of the first n messages: raw tokens, the server's tokens of those
+        # measured, raw tokens of the others, how many measured, any tool message among them)
+        self._prefix: tuple[Any, int, int, int, float, int, int, bool] | None = None
 
     # -- basic access ---------------------------------------------------------------------
 
@@ -492,8 +507,7 @@ class MessageBuffer:
     def cost(self, message: dict[str, Any], cost: Callable[[dict[str, Any]], int]) -> int:
         """``cost(message)``, remembered per stored message (a message's text never changes
         once stored); the memory is dropped when another ``cost`` function comes."""
-        if cost is not self._cost_fn:
-            self._cost_fn, self._costs = cost, {}
+        self._use(cost)
         found = self._costs.get(id(message))
         if found is not None and found[0] is message:
             return found[1]
@@ -502,6 +516,73 @@ class MessageBuffer:
             self._costs = {id(m): self._costs[id(m)] for m in self._msgs if id(m) in self._costs}
         self._costs[id(message)] = (message, tokens)
         return tokens
+
+    def _use(self, cost: Callable[[dict[str, Any]], int]) -> None:
+        """Remember costs made with ``cost``; another function (another model) forgets them,
+        and the server's counts too (they were another tokenizer's)."""
+        if cost is not self._cost_fn:
+            self._cost_fn, self._costs, self._measured = cost, {}, {}
+            self._prefix = None
+
+    def _known(self, message: dict[str, Any]) -> float | None:
+        found = self._measured.get(id(message))
+        return found[1] if found is not None and found[0] is message else None
+
+    def measure(
+        self,
+        sent: Sequence[dict[str, Any]],
+        actual: int,
+        cost: Callable[[dict[str, Any]], int],
+        *,
+        extra: int = 0,
+        ratio: float = 1.0,
+    ) -> tuple[int, float] | None:
+        """Learn the server's own count of messages sent: ``actual`` (the ``prompt_tokens`` of a
+        request that sent ``sent``), less the counts known already of some of them and the
+        estimate of ``extra`` (raw tokens outside the messages), is shared among the others in
+        proportion to their estimates.  Later fits count those messages at that figure, exact
+        for any set of messages measured together whatever the server's tokenizer and template.
+        Nothing is learned when the share is not within half to twice the calibrated estimate
+        (a cached, cut or otherwise odd count).
+
+        :returns: the raw estimate of the messages measured and their share of ``actual`` (0 and
+            0.0 when every message was counted before); None when the count is not believed
+        """
+        self._use(cost)
+        known = 0.0
+        unknown: list[dict[str, Any]] = []
+        for message in sent:
+            value = self._known(message)
+            if value is None:
+                unknown.append(message)
+            else:
+                known += value
+        raws = [self.cost(message, cost) for message in unknown]
+        whole = sum(raws)
+        share = actual - known - extra * ratio
+        if not unknown:  # only the tokens outside the messages are left to check
+            return (0, 0.0) if 0.5 * extra * ratio - 8 <= share <= 2 * extra * ratio + 8 else None
+        if whole <= 0 or not (0.5 * whole * ratio <= share <= 2 * whole * ratio):
+            return None
+        for message, raw in zip(unknown, raws):
+            self._remember(message, share * raw / whole)
+        return whole, share
+
+    def seed(self, message: dict[str, Any], tokens: float, cost: Callable[[dict[str, Any]], int]) -> None:
+        """Count a stored message not sent yet at ``tokens`` (an answer, from the server's
+        ``completion_tokens``), unless the server counted it already."""
+        self._use(cost)
+        if self._known(message) is None:
+            self._remember(message, tokens)
+
+    def _remember(self, message: dict[str, Any], tokens: float) -> None:
+        if len(self._measured) > 2 * len(self._msgs) + 64:  # messages removed since: forget them
+            ids = {id(m) for m in self._msgs}
+            self._measured = {k: v for k, v in self._measured.items() if k in ids}
+        self._measured[id(message)] = (message, tokens)
+        prefix = self._prefix
+        if prefix is not None and not any(m is message for m in self._msgs[prefix[2] :]):
+            self._prefix = None  # counted in the running total as an estimate: total it again
 
     def fit(
         self,
@@ -517,10 +598,11 @@ class MessageBuffer:
     ) -> Fitted:
         """:meth:`payload`, then within ``budget`` tokens: the oldest rounds left out (a user
         message with what follows it up to the next one, so a question goes with its answer and
-        an assistant message with ``tool_calls`` with its ``tool`` answers) until
-        ``ceil(tokens * ratio) <= budget``; never a round with a pinned message, nor the system
-        prompt (the system/developer messages at the start), nor ``new_messages``.  O(n) with
-        the costs remembered.
+        an assistant message with ``tool_calls`` with its ``tool`` answers) until the calibrated
+        tokens are at most ``budget``; never a round with a pinned message, nor the system
+        prompt (the system/developer messages at the start), nor ``new_messages``.  A message
+        counts as the server counted it (:meth:`measure`, :meth:`seed`), else as its estimate
+        times ``ratio``.  O(n) with the costs remembered.
 
         :param budget: the most tokens to send (None: no budget, only the estimate is made)
         :param cost: a message's raw token estimate (per-message overhead included)
@@ -534,8 +616,7 @@ class MessageBuffer:
             history that no longer fits the budget); it is among ``left_out``
         :raises ContextBudgetError: what may not be left out alone is over the budget
         """
-        import math
-
+        self._use(cost)
         if summary is None and without is None:
             fast = self._fit_fast(new_messages, budget, cost, extra, ratio)
             if fast is not None:
@@ -550,29 +631,42 @@ class MessageBuffer:
         if without is not None:
             history = [m for m in history if m is not without]
             chosen = history + list(new_messages)
-        costs = [self.cost(m, cost) for m in history]
+        raws = [self.cost(m, cost) for m in history]
+        counts = [self._known(m) for m in history]
         fixed_new = sum(cost(m) for m in new_messages) + extra
-        raw = sum(costs) + fixed_new
-        if budget is None or math.ceil(raw * ratio) <= budget:
-            fitted = Fitted(chosen, [without] if without is not None else [], raw, raw, new_messages)
+        raw = sum(raws) + fixed_new
+        known = sum(c for c in counts if c is not None)
+        unknown = raw - sum(r for r, c in zip(raws, counts) if c is not None)
+        measured = sum(1 for c in counts if c is not None)
+        if budget is None or _hist_ceil(known + unknown * ratio) <= budget:
+            tokens = _hist_ceil(known + unknown * ratio)
+            gone = [without] if without is not None else []
+            fitted = Fitted(chosen, gone, tokens, new_messages, raw, measured)
             fitted.unsent = len(self._msgs) - len(history) + (summary is not None)
             return fitted
         units = _hist_rounds(history)
         movable = [u for u in units if not any(id(history[i]) in pinned for i in range(*u))]
-        fixed = raw - sum(sum(costs[a:b]) for a, b in movable)
         dropped: set[int] = set()
         for start, stop in movable:
-            if math.ceil(raw * ratio) <= budget:
+            if _hist_ceil(known + unknown * ratio) <= budget:
                 break
             dropped.update(range(start, stop))
-            raw -= sum(costs[start:stop])
-        if math.ceil(raw * ratio) > budget:
-            raise ContextBudgetError(budget, math.ceil(raw * ratio))
+            for i in range(start, stop):
+                raw -= raws[i]
+                count = counts[i]
+                if count is None:
+                    unknown -= raws[i]
+                else:
+                    known -= count
+                    measured -= 1
+        tokens = _hist_ceil(known + unknown * ratio)
+        if tokens > budget:
+            raise ContextBudgetError(budget, tokens)
         kept = [m for i, m in enumerate(history) if i not in dropped]
         left_out = [history[i] for i in sorted(dropped)]
         if without is not None:
             left_out.insert(0, without)
-        fitted = Fitted(kept + list(new_messages), left_out, raw, fixed, new_messages)
+        fitted = Fitted(kept + list(new_messages), left_out, tokens, new_messages, raw, measured)
         fitted.unsent = len(self._msgs) - len(kept) + (summary is not None)
         return fitted
 
@@ -630,28 +724,34 @@ class MessageBuffer:
     ) -> Fitted | None:
         """The common case in O(new messages): no ``max_count``, no tool message (so nothing is
         left out as an orphan) and everything within the budget.  The tokens of the history are
-        kept as a running total over appends; a removal or replacement starts it again.  None:
+        kept as running totals over appends; a removal or replacement starts them again.  None:
         the full :meth:`fit` decides."""
-        import math
-
         if self._max_count:
             return None
         msgs = self._msgs
         known = self._prefix
         if known is not None and known[0] is cost and known[1] == self._epoch and known[2] <= len(msgs):
-            _, _, start, total, tools = known
+            _, _, start, raw, counted, unknown, measured, tools = known
         else:
-            start, total, tools = 0, 0, False
+            start, raw, counted, unknown, measured, tools = 0, 0, 0.0, 0, 0, False
         for message in msgs[start:]:
-            total += self.cost(message, cost)
+            tokens = self.cost(message, cost)
+            raw += tokens
+            value = self._known(message)
+            if value is None:
+                unknown += tokens
+            else:
+                counted += value
+                measured += 1
             tools = tools or message.get("role") in _HIST_TOOL_ROLES
-        self._prefix = (cost, self._epoch, len(msgs), total, tools)
+        self._prefix = (cost, self._epoch, len(msgs), raw, counted, unknown, measured, tools)
         if tools:
             return None
-        raw = total + sum(cost(m) for m in new_messages) + extra
-        if budget is not None and math.ceil(raw * ratio) > budget:
+        fixed_new = sum(cost(m) for m in new_messages) + extra
+        total = _hist_ceil(counted + (unknown + fixed_new) * ratio)
+        if budget is not None and total > budget:
             return None
-        return Fitted(list(msgs) + list(new_messages), [], raw, raw, new_messages)
+        return Fitted(list(msgs) + list(new_messages), [], total, new_messages, raw + fixed_new, measured)
 
     def commit(self, new_messages: Iterable[dict[str, Any]], drop: Sequence[dict[str, Any]] = ()) -> None:
         """Append a completed exchange (e.g. user + assistant), then trim to ``max_count``.
