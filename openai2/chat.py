@@ -36,7 +36,7 @@ from .tools import Exchange, ToolCall, add_usage, pending_calls, tool_result_tex
 from .transport import CancelScope
 
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Iterator, Sequence
+    from typing import Any, Awaitable, Callable, Iterable, Iterator, Sequence
 
     from .logbook import Logbook
     from .store import Store
@@ -806,24 +806,34 @@ class Chat(BaseConversation):
         self._fits.remember(body, again)
         return True
 
-    def _send_fitted(self, body: dict[str, Any], options: dict[str, Any], loop: ToolLoop | None) -> Exchange:
-        """:meth:`_send_rounds`, sent once more after a context-length refusal ("auto")."""
+    def _refitting(self, send: Callable[[], Any], body: dict[str, Any], loop: ToolLoop | None) -> Any:
+        """``send()``, called once more after a context-length refusal that :meth:`_refit` fitted
+        ``body`` again for ("auto"); what it returns."""
         try:
-            return self._send_rounds(body, options, loop)
+            return send()
         except ContextLengthError as exc:
             if not self._refit(body, exc, loop):
                 raise
-        return self._send_rounds(body, options, loop)
+        return send()
+
+    async def _refitting_async(
+        self, send: Callable[[], Awaitable[Any]], body: dict[str, Any], loop: ToolLoop | None
+    ) -> Any:
+        try:
+            return await send()
+        except ContextLengthError as exc:
+            if not self._refit(body, exc, loop):
+                raise
+        return await send()
+
+    def _send_fitted(self, body: dict[str, Any], options: dict[str, Any], loop: ToolLoop | None) -> Exchange:
+        """:meth:`_send_rounds`, sent once more after a context-length refusal ("auto")."""
+        return self._refitting(lambda: self._send_rounds(body, options, loop), body, loop)  # type: ignore[no-any-return]
 
     async def _send_fitted_async(
         self, body: dict[str, Any], options: dict[str, Any], loop: ToolLoop | None
     ) -> Exchange:
-        try:
-            return await self._send_rounds_async(body, options, loop)
-        except ContextLengthError as exc:
-            if not self._refit(body, exc, loop):
-                raise
-        return await self._send_rounds_async(body, options, loop)
+        return await self._refitting_async(lambda: self._send_rounds_async(body, options, loop), body, loop)  # type: ignore[no-any-return]
 
     def _measure(self, exchange: Exchange, fitted: Fitted) -> tuple[int, float] | None:
         """Keep the server's own count of what it was sent (``usage.prompt_tokens`` less what
@@ -1014,12 +1024,9 @@ class Chat(BaseConversation):
 
         user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
         try:
-            try:
-                done = run_parse(lambda request: self._send(request, options), body, plan)
-            except ContextLengthError as exc:
-                if not self._refit(body, exc, None):
-                    raise
-                done = run_parse(lambda request: self._send(request, options), body, plan)
+            done = self._refitting(
+                lambda: run_parse(lambda request: self._send(request, options), body, plan), body, None
+            )
         except BaseException as exc:
             self._log_failure(body, exc)
             raise
@@ -1044,12 +1051,9 @@ class Chat(BaseConversation):
         user, body, options, plan = _chat_parse_setup(self, text, schema, images, strategy, max_repairs, params)
         send = self._send_async
         try:
-            try:
-                done = await run_parse_async(lambda request: send(request, options), body, plan)
-            except ContextLengthError as exc:
-                if not self._refit(body, exc, None):
-                    raise
-                done = await run_parse_async(lambda request: send(request, options), body, plan)
+            done = await self._refitting_async(
+                lambda: run_parse_async(lambda request: send(request, options), body, plan), body, None
+            )
         except BaseException as exc:
             self._log_failure(body, exc)
             raise

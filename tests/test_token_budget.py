@@ -366,6 +366,30 @@ class Auto(unittest.TestCase):
         self.assertEqual(asyncio.run(stream()), "async stream")
         self.assertEqual(len(transport.requests), 4)
 
+    def test_parse_and_async_parse_learn_and_send_once_more(self):
+        answer = '{"city": "Paris", "population": 2100000}'
+        schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+                  "required": ["city", "population"], "additionalProperties": False}
+        chat, transport = make_chat([context_refusal(120), answer, context_refusal(110), answer], MsgMaxTokens="auto", tokenizer=words)
+        self.history(chat)
+        self.assertEqual(chat.parse("Which city?", schema)["city"], "Paris")
+        self.assertEqual(len(transport.requests), 2)
+        self.assertLess(len(transport.requests[1].json["messages"]), len(transport.requests[0].json["messages"]))
+        chat.client._token_windows.clear()
+        self.assertEqual(asyncio.run(chat.async_parse("And now?", schema))["population"], 2100000)
+        self.assertEqual(len(transport.requests), 4)
+        self.assertLessEqual(count_tokens(transport.requests[3].json["messages"], tokenizer=words), 110)
+
+    def test_parse_refused_twice_raises_and_keeps_the_history(self):
+        schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+        chat, transport = make_chat([context_refusal(120), context_refusal(60)], MsgMaxTokens="auto", tokenizer=words)
+        self.history(chat)
+        before = chat.fetch_messages()
+        with self.assertRaises(ContextLengthError):
+            chat.parse("Which?", schema)
+        self.assertEqual(len(transport.requests), 2)
+        self.assertEqual(chat.fetch_messages(), before)
+
 
 if __name__ == "__main__":
     unittest.main()
