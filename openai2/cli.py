@@ -2371,6 +2371,14 @@ class _CliRepl(_CliReplInputs):
                 report["samples"],
                 "" if report["samples"] == 1 else "s",
             )
+            measured = report["measured"]
+            if measured:  # counted by the server before: only the rest is estimated
+                how = "%d message%s as the server counted %s, the rest %s" % (
+                    measured,
+                    "" if measured == 1 else "s",
+                    "it" if measured == 1 else "them",
+                    how,
+                )
         else:
             how = "estimated; calibrated once an answer reports its prompt tokens"
         self.out.line("Next request: about %d tokens before your message (%s)" % (report["tokens"], how))

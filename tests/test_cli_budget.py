@@ -122,7 +122,8 @@ class CliBudgetTest(TempHomeCase):
         summary = saved["summary"]
         self.assertIsNotNone(summary)
         self.assertTrue(summary["content"].startswith("[Summary of the earlier conversation]"))
-        raw = json.load(open(self.store.session_path("default")))
+        with open(self.store.session_path("default"), encoding="utf-8") as f:
+            raw = json.load(f)
         self.assertEqual(raw["summary"]["covers"], summary["covers"])
         # the next run sends it in place of what it covers
         self.run_cli("chat", "--summarize", "--max-history-tokens", "300", "and now?")
@@ -167,6 +168,13 @@ class CliBudgetTest(TempHomeCase):
         self.assertRegex(out, r"Next request: about \d+ tokens before your message \(the estimate x [0-9.]+, calibrated on \d+ answers?\)")
         self.assertRegex(out, r"Budget: \d+ tokens \(learned from the server's refusal")
         self.assertRegex(out, r"Messages: 20 in the session, \d+ sent \(\d+ left out\)")
+
+    def test_tokens_command_after_an_answer_counts_what_the_server_counted(self):
+        code, out, err = self.run_cli("chat", "-i", stdin=long_question(1) + "\n/tokens\n/exit\n")
+        self.assertEqual(code, EXIT_OK, err)
+        # the system prompt is none: the question and its answer, as the demo server counted them
+        self.assertRegex(out, r"about \d+ tokens before your message \(2 messages as the server counted them, the rest "
+                              r"the estimate x [0-9.]+, calibrated on 1 answer\)")
 
     def test_tokens_command_before_anything_is_learned(self):
         code, out, err = self.run_cli("chat", "-i", stdin="/tokens\n/exit\n")
