@@ -118,7 +118,7 @@ def _fake_chatml_json(value: object) -> str:
 def _fake_chatml_content(content: object) -> tuple[str, int]:
     """A message's content as ChatML text and its number of image parts.
 
-    Text parts (and bare strings) are joined with ``"\n"`` (as vLLM flattens them for a template
+    Text parts (and bare strings) are joined with ``"\\n"`` (as vLLM flattens them for a template
     that takes a string); ``image_url``/``image`` parts are counted apart; other parts count nothing.
     """
     if isinstance(content, str):
@@ -139,7 +139,7 @@ def _fake_chatml_content(content: object) -> tuple[str, int]:
 
 
 def _fake_chatml_tool_call(call: object) -> str:
-    """``<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`` (arguments that are JSON
+    """``<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`` (arguments that are JSON
     embedded as the value they hold, as templates get them; other arguments as a string)."""
     import json
 
@@ -155,7 +155,7 @@ def _fake_chatml_tool_call(call: object) -> str:
 
 
 def _fake_chatml_block(token_counter: Callable[[str], int], role_line: str, text: str) -> int:
-    """``<|im_start|>{role_line}\n{text}<|im_end|>\n``: 2 marker tokens plus the counted pieces."""
+    """``<|im_start|>{role_line}\\n{text}<|im_end|>\\n``: 2 marker tokens plus the counted pieces."""
     return (
         2
         + _fake_count(token_counter, role_line + "\n")
@@ -167,17 +167,17 @@ def _fake_chatml_block(token_counter: Callable[[str], int], role_line: str, text
 def _fake_chatml_prompt_tokens(request_json: object, token_counter: Callable[[str], int]) -> int:
     """The prompt tokens of a chat request rendered as the ChatML chat template.
 
-    Each message is ``<|im_start|>{role}\n{content}<|im_end|>\n``: the two markers cost one token
-    each; ``"{role}\n"``, the content and the closing ``"\n"`` are counted with
+    Each message is ``<|im_start|>{role}\\n{content}<|im_end|>\\n``: the two markers cost one token
+    each; ``"{role}\\n"``, the content and the closing ``"\\n"`` are counted with
     ``token_counter``, each on its own (an empty piece is 0).  A ``name`` joins the role line as
-    ``"{role} name={name}\n"`` (ChatML's own spelling).  Content given as parts: the text parts
-    joined with ``"\n"``, plus ``_FAKE_IMAGE_TOKENS`` (85) per image part.  An assistant
-    message's ``tool_calls`` follow its content, one ``<tool_call>\n{json}\n</tool_call>`` per
-    call (``{"name": ..., "arguments": ...}``), the pieces joined with ``"\n"`` and counted with
+    ``"{role} name={name}\\n"`` (ChatML's own spelling).  Content given as parts: the text parts
+    joined with ``"\\n"``, plus ``_FAKE_IMAGE_TOKENS`` (85) per image part.  An assistant
+    message's ``tool_calls`` follow its content, one ``<tool_call>\\n{json}\\n</tool_call>`` per
+    call (``{"name": ..., "arguments": ...}``), the pieces joined with ``"\\n"`` and counted with
     the content.  ``tools``, when the request has any, come first in a system block of their own
-    (not merged into the request's system message): ``<|im_start|>system\n# Tools\n`` then each
-    tool's JSON on its own line.  The reply's priming ``<|im_start|>assistant\n`` ends it
-    (1 + the count of ``"assistant\n"``).  JSON as ``json.dumps`` writes it (``", "``, ``": "``,
+    (not merged into the request's system message): ``<|im_start|>system\\n# Tools\\n`` then each
+    tool's JSON on its own line.  The reply's priming ``<|im_start|>assistant\\n`` ends it
+    (1 + the count of ``"assistant\\n"``).  JSON as ``json.dumps`` writes it (``", "``, ``": "``,
     non-ASCII as is).
 
     :param request_json: the request body (a dict with ``messages`` and maybe ``tools``)

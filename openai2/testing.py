@@ -116,14 +116,14 @@ class FakeServer:
     :param token_counter: ``text -> int`` (e.g. ``lambda t: len(enc.encode(t))``): the ``usage``
         of ``Reply(usage="auto")`` is then counted as a server that renders the prompt with the
         ChatML chat template counts it (None: about four characters a token).  Each message is
-        ``<|im_start|>{role}\n{content}<|im_end|>\n``, the two markers one token each, ``"{role}\n"``
-        (``"{role} name={name}\n"`` with a ``name``), the content and the ``"\n"`` each counted
-        with the counter; content parts: the text parts joined with ``"\n"``, 85 tokens per image
+        ``<|im_start|>{role}\\n{content}<|im_end|>\\n``, the two markers one token each, ``"{role}\\n"``
+        (``"{role} name={name}\\n"`` with a ``name``), the content and the ``"\\n"`` each counted
+        with the counter; content parts: the text parts joined with ``"\\n"``, 85 tokens per image
         part (OpenAI's low-detail price); an assistant's ``tool_calls`` after its content, one
-        ``<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>`` each; ``tools`` as their
+        ``<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`` each; ``tools`` as their
         JSON, one per line, in a system block of their own before the messages
-        (``<|im_start|>system\n# Tools\n...<|im_end|>\n``); then the priming
-        ``<|im_start|>assistant\n``.  ``completion_tokens``: the counts of the content, the
+        (``<|im_start|>system\\n# Tools\\n...<|im_end|>\\n``); then the priming
+        ``<|im_start|>assistant\\n``.  ``completion_tokens``: the counts of the content, the
         reasoning and each tool call's name and arguments, plus one (the end token).  The same in
         a stream's usage chunk.  An explicit ``Reply(usage={...})`` is sent as is.  The counter
         is called from the connection threads, several at once: it must be thread-safe (a pure

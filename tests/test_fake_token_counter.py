@@ -31,7 +31,7 @@ def words(text):
 
 
 def newline_two(text):
-    """One token a character, two for a newline: tells a "\n" from a space."""
+    """One token a character, two for a newline: tells a "\\n" from a space."""
     return len(text) + text.count("\n")
 
 
