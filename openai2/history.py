@@ -428,7 +428,7 @@ class MessageBuffer:
     :raises ValueError: max_count negative or not an int
     """
 
-    __slots__ = ("_msgs", "_pins", "_max_count", "_cost_fn", "_costs", "_measured", "_epoch", "_prefix")
+    __slots__ = ("_msgs", "_pins", "_max_count", "_cost_fn", "_costs", "_measured", "_base", "_epoch", "_prefix")
 
     def __init__(self, max_count: int | None = None) -> None:
         self._msgs: list[dict[str, Any]] = []
@@ -438,6 +438,7 @@ class MessageBuffer:
         self._costs: dict[int, tuple[dict[str, Any], int]] = {}  # id(message) -> (message, tokens)
         # id(message) -> (message, the server's own tokens for it): see measure()
         self._measured: dict[int, tuple[dict[str, Any], float]] = {}
+        self._base = 0.0  # tokens the server adds to every prompt beyond the estimate: see measure()
         self._epoch = 0  # changes whenever a message is removed or replaced (appends keep it)
         # (cost, epoch, n, and of the first n messages: raw tokens, the server's tokens of those
         # measured, raw tokens of the others, how many measured, any tool message among them)
@@ -521,7 +522,7 @@ class MessageBuffer:
         """Remember costs made with ``cost``; another function (another model) forgets them,
         and the server's counts too (they were another tokenizer's)."""
         if cost is not self._cost_fn:
-            self._cost_fn, self._costs, self._measured = cost, {}, {}
+            self._cost_fn, self._costs, self._measured, self._base = cost, {}, {}, 0.0
             self._prefix = None
 
     def _known(self, message: dict[str, Any]) -> float | None:
@@ -538,12 +539,18 @@ class MessageBuffer:
         ratio: float = 1.0,
     ) -> tuple[int, float] | None:
         """Learn the server's own count of messages sent: ``actual`` (the ``prompt_tokens`` of a
-        request that sent ``sent``), less the counts known already of some of them and the
-        estimate of ``extra`` (raw tokens outside the messages), is shared among the others in
-        proportion to their estimates.  Later fits count those messages at that figure, exact
-        for any set of messages measured together whatever the server's tokenizer and template.
-        Nothing is learned when the share is not within half to twice the calibrated estimate
-        (a cached, cut or otherwise odd count).
+        request that sent ``sent``), less the counts known already of some of them, what the
+        server adds to every prompt and the estimate of ``extra`` (raw tokens outside the
+        messages), is shared among the others in proportion to their estimates.  Later fits count
+        those messages at that figure: exact for any set of messages measured together, whatever
+        the server's tokenizer and template.
+
+        When none of ``sent`` was counted before (a first request), each message is counted at no
+        more than its calibrated estimate, and the rest is kept as tokens the server adds to
+        every prompt (a chat template's, a hidden system prompt, the instructions that come with
+        tools): counted in every fit, so leaving out a message that was sent first never takes
+        them away.  Nothing is learned when the share is not within half to twice the calibrated
+        estimate (a cached, cut or otherwise odd count).
 
         :returns: the raw estimate of the messages measured and their share of ``actual`` (0 and
             0.0 when every message was counted before); None when the count is not believed
@@ -557,15 +564,24 @@ class MessageBuffer:
                 unknown.append(message)
             else:
                 known += value
+        first = len(unknown) == len(sent)
         raws = [self.cost(message, cost) for message in unknown]
         whole = sum(raws)
-        share = actual - known - extra * ratio
+        share = actual - known - extra * ratio - (0.0 if first else self._base)
         if not unknown:  # only the tokens outside the messages are left to check
             return (0, 0.0) if 0.5 * extra * ratio - 8 <= share <= 2 * extra * ratio + 8 else None
         if whole <= 0 or not (0.5 * whole * ratio <= share <= 2 * whole * ratio):
             return None
+        counted = 0.0
         for message, raw in zip(unknown, raws):
-            self._remember(message, share * raw / whole)
+            value = share * raw / whole
+            if first:
+                value = min(value, raw * ratio)
+            counted += value
+            self._remember(message, value)
+        if first:
+            self._base = share - counted
+            self._prefix = None
         return whole, share
 
     def seed(self, message: dict[str, Any], tokens: float, cost: Callable[[dict[str, Any]], int]) -> None:
@@ -635,7 +651,7 @@ class MessageBuffer:
         counts = [self._known(m) for m in history]
         fixed_new = sum(cost(m) for m in new_messages) + extra
         raw = sum(raws) + fixed_new
-        known = sum(c for c in counts if c is not None)
+        known = sum(c for c in counts if c is not None) + self._base
         unknown = raw - sum(r for r, c in zip(raws, counts) if c is not None)
         measured = sum(1 for c in counts if c is not None)
         if budget is None or _hist_ceil(known + unknown * ratio) <= budget:
@@ -733,7 +749,7 @@ class MessageBuffer:
         if known is not None and known[0] is cost and known[1] == self._epoch and known[2] <= len(msgs):
             _, _, start, raw, counted, unknown, measured, tools = known
         else:
-            start, raw, counted, unknown, measured, tools = 0, 0, 0.0, 0, 0, False
+            start, raw, counted, unknown, measured, tools = 0, 0, self._base, 0, 0, False
         for message in msgs[start:]:
             tokens = self.cost(message, cost)
             raw += tokens

@@ -152,6 +152,30 @@ class WithinThreePercent(unittest.TestCase):
         self.assertLess(abs(predicted - actual) / actual, 0.03, (predicted, actual))
 
 
+class HiddenPrompt(unittest.TestCase):
+    def test_tokens_a_server_adds_to_every_prompt_stay_when_the_first_round_is_left_out(self):
+        """A server that adds a hidden prompt to every request (a template's, the instructions
+        that come with tools): the first request carries those tokens in its count, but once its
+        round is left out they must not go with it, or the budget is exceeded by that much."""
+        hidden = 60
+
+        def handler(request):
+            prompt = server_prompt(request.messages) + hidden
+            return Reply("OK.", usage={"prompt_tokens": prompt, "completion_tokens": 2, "total_tokens": prompt + 2})
+
+        first = "Here is my long first question, with many words: " + "and more words about the same thing, " * 5
+        for trim in (True, False):
+            with self.subTest(trim_history=trim):
+                chat, transport = make_chat(handler, MsgMaxTokens=300, trim_history=trim, system="Be brief.")
+                chat.request(first)
+                for i in range(30):
+                    chat.request("Question %d, short." % i)
+                counts = [server_prompt(r.messages) + hidden for r in transport.requests]
+                self.assertNotIn(first, [m["content"] for m in transport.requests[-1].messages])
+                self.assertLessEqual(max(counts), 300, counts)
+                self.assertGreater(min(counts[-10:]), 300 * 0.9, counts)  # and the budget is used
+
+
 class WhatIsMeasured(unittest.TestCase):
     def test_what_was_sent_and_the_answer_are_counted_as_the_server_counted(self):
         chat, transport = make_chat(answering(), system="sys")
