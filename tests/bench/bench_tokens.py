@@ -12,10 +12,13 @@ imported from this repository and never depends on any of them.
 
 The corpus is tests/bench/tokens_corpus/ (see its README): paragraphs grouped into samples of
 400 to 1,500 characters. Printed: per family and kind, the median and worst absolute relative
-error of the uncalibrated estimate; the estimation speed; and, for a conversation whose "server"
-reports real prompt_tokens, the error of the calibrated estimate on the requests after the first.
-``--fit`` refits the rates (non-negative least squares on the relative error, every chunk length
-from 3 to 8 tried) and prints the table to paste into openai2/tokens.py. Nothing here is a test.
+error of the uncalibrated estimate; the estimation speed; and, through a Chat against a server
+that counts with the real tokenizer (tests/bench/bench_calibration.py), the error of
+chat.count_tokens() on the requests after the first exchange.
+``--fit`` refits the rates (non-negative least squares on the relative error; a family whose fit
+leaves a kind above 90% of the issue's targets is refitted with those samples weighted double; the
+chunk length from 3 to 8 that best meets the targets, then has the least squared error) and
+rewrites the literals in openai2/tokens.py. Nothing here is a test.
 """
 
 from __future__ import annotations
@@ -375,31 +378,6 @@ def conversation():
     return messages
 
 
-def calibration(tokenizers):
-    """A "server" counting prompt tokens with the real tokenizer: calibrate on the first request."""
-    from openai2.tokens import Calibration, count_tokens
-
-    messages = conversation()
-    print("\nCalibrated on the first request of a %d-message conversation (each request = the history so far):" % len(messages))
-    print("%-10s %-8s %-28s %-28s %s" % ("family", "ratio", "calibrated on the first", "calibrated on every one", "uncalibrated"))
-    for family, counter in tokenizers.values():
-        model = {"o200k": "gpt-4o", "cl100k": "gpt-4", "qwen": "qwen2.5-72b", "llama": "llama-3.1-70b", "deepseek": "deepseek-chat", "mistral": "mistral-large"}[family]
-        once, every = Calibration(), Calibration()
-        errors, raw, following = [], [], []
-        for end in range(2, len(messages) + 1, 2):  # each request: the history up to a user message
-            sent = messages[:end]
-            estimate = count_tokens(sent, model=model)
-            actual = count_tokens(sent, tokenizer=counter)
-            if once.samples:
-                errors.append(abs(once.apply(estimate) - actual) / actual)
-                raw.append(abs(estimate - actual) / actual)
-                following.append(abs(every.apply(estimate) - actual) / actual)
-            else:
-                once.observe(estimate, actual)
-            every.observe(estimate, actual)
-        print("%-10s %-8.3f median %4.1f%%, worst %4.1f%%   median %4.1f%%, worst %4.1f%%   median %4.1f%%, worst %4.1f%%" % (family, once.ratio, 100 * statistics.median(errors), 100 * max(errors), 100 * statistics.median(following), 100 * max(following), 100 * statistics.median(raw), 100 * max(raw)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fit", action="store_true", help="refit the rates and print them")
@@ -418,7 +396,9 @@ def main() -> None:
     if args.holdout:
         holdout(samples, truths)
     speed(samples, args.speed_mb)
-    calibration(tokenizers)
+    import bench_calibration
+
+    bench_calibration.report(samples, tokenizers, conversation)
 
 
 if __name__ == "__main__":
