@@ -492,6 +492,25 @@ class HistoryEdits(unittest.TestCase):
         self.assertEqual(buffer.fit([], None, ten).tokens, 45)
 
 
+class Auto(unittest.TestCase):
+    def test_a_learned_window_with_measured_counts_is_refused_once_and_never_raises(self):
+        from tests.test_token_budget import context_refusal
+
+        honest = answering()
+        for limit in (300, None):
+            with self.subTest(stated_limit=limit):
+
+                def handler(request, limit=limit):
+                    return context_refusal(limit) if server_prompt(request.messages) > 300 else honest(request)
+
+                chat, transport = make_chat(handler, MsgMaxTokens="auto", system="Be helpful.")
+                for i in range(30):
+                    chat.request(QUESTIONS[i % len(QUESTIONS)])
+                refused = [r for r in transport.requests if server_prompt(r.messages) > 300]
+                self.assertEqual(len(refused), 1)
+                self.assertGreater(chat.budget_report()["measured"], 0)
+
+
 class Tokenizer(unittest.TestCase):
     def test_with_a_tokenizer_no_server_counts_are_kept_streams_and_async_too(self):
         words = lambda text: len(text.split())  # noqa: E731
