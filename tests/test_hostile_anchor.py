@@ -22,6 +22,7 @@ from openai2.history import MessageBuffer
 from openai2.testing import MemoryTransport, Reply
 from openai2.tokens import count_tokens
 from tests.test_token_anchor import ANSWERS, BASE, KEY, QUESTIONS, answering, make_chat, server_prompt, server_tokens
+from tests.test_token_budget import context_refusal
 
 CJK_DOC = "北京有三千多年的建城史，八百多年的建都史，是中国的首都。" * 20
 
@@ -494,8 +495,6 @@ class HistoryEdits(unittest.TestCase):
 
 class Auto(unittest.TestCase):
     def test_a_learned_window_with_measured_counts_is_refused_once_and_never_raises(self):
-        from tests.test_token_budget import context_refusal
-
         honest = answering()
         for limit in (300, None):
             with self.subTest(stated_limit=limit):
