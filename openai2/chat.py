@@ -533,14 +533,16 @@ class Chat(BaseConversation):
         pins = list(pinned)
         MessageBuffer().extend(checked, pinned=pins)  # validates the pins before anything changes
         with self._lock:
+            old = list(self._buffer.view())
             self._buffer.clear()
             self._buffer.extend(checked, pinned=pins)
+            self._buffer.carry_counts(old)
 
     def set_system(self, text: str | None) -> None:
         """Make ``text`` the pinned system prompt at the start (replacing one there); None removes it."""
         system = validate_message(system_msg(text), "system") if text is not None else None
         with self._lock:  # one read-modify-write: an exchange completing meanwhile is not lost
-            messages = self._buffer.messages()
+            messages = list(self._buffer.view())  # the stored dicts: the server's counts stay theirs
             pins = self._buffer.pinned_indexes()
             if messages and messages[0].get("role") == "system":
                 messages.pop(0)
@@ -662,9 +664,10 @@ class Chat(BaseConversation):
             self._note_answer(exchange.request or {}, response, exchange.usage, rounds)
             self.last_reasoning = acc.reasoning if acc is not None else ""
             self.last_tool_calls = exchange.calls
-            learned = self._measure(exchange, fitted) if calibrate and fitted is not None and exchange.usages else None
+            if calibrate and fitted is not None and exchange.usages:
+                self._measure(exchange, fitted)
         if calibrate and fitted is not None and exchange.usages:
-            self._calibrate(exchange.first, fitted, exchange.usages[0], learned)
+            self._calibrate(exchange.first, fitted, exchange.usages[0])
 
     def _summarised(self, fitted: Fitted) -> int:
         """How many of the history messages ``fitted`` does not send the summary beside stood for."""
@@ -835,57 +838,56 @@ class Chat(BaseConversation):
     ) -> Exchange:
         return await self._refitting_async(lambda: self._send_rounds_async(body, options, loop), body, loop)  # type: ignore[no-any-return]
 
-    def _measure(self, exchange: Exchange, fitted: Fitted) -> tuple[int, float] | None:
+    def _measure(self, exchange: Exchange, fitted: Fitted) -> None:
         """Keep the server's own count of what it was sent (``usage.prompt_tokens`` less what
         earlier answers measured of it) and of the answer (its ``completion_tokens``): later
-        estimates count those messages as the server does, so only new text is estimated.  The
-        caller holds the lock; nothing with ``tokenizer=`` (its counts are exact already).
-
-        :returns: what the calibration learns from (see :meth:`MessageBuffer.measure`), or None"""
+        estimates count those messages as the server does, so only new text is estimated.  A
+        count that does not add up forgets them (the server counts otherwise now).  The caller
+        holds the lock, after committing the exchange; nothing with ``tokenizer=`` (its counts
+        are exact already)."""
         from .tokens import count_tokens, looks_truncated
 
         body, usage = exchange.first, exchange.usages[0]
-        if self._tokenizer is not None or body is None or not isinstance(usage, dict):
-            return None
-        actual = _chat_count(usage.get("prompt_tokens"))
-        if actual is None or looks_truncated(fitted.tokens, actual, 1.0) is not None:
-            return None  # no count, or cut by the server: not what was sent (the calibration warns)
+        actual = _chat_prompt_count(usage)
+        if self._tokenizer is not None or body is None or actual is None or not isinstance(usage, dict):
+            return
+        if looks_truncated(fitted.tokens, actual, 1.0) is not None:
+            return  # cut by the server: not what was sent (the calibration warns)
         model = str(body.get("model") or "")
         cost = self._cost(model)
         ratio = self._client.token_calibration(model).ratio
-        extra = count_tokens([], model=model, tools=body.get("tools"))
-        learned = self._buffer.measure(fitted.messages, actual, cost, extra=extra, ratio=ratio)
-        if learned is None:
-            return None  # a count that does not add up: nor is the answer's believed
+        buffer = self._buffer
+        if buffer.commits == fitted.commits + 1:  # else another exchange committed meanwhile
+            extra = count_tokens([], model=model, tools=body.get("tools"))
+            if buffer.measure(fitted.messages, actual, cost, extra=extra, ratio=ratio) is None:
+                buffer.forget_counts()
+                return
         answer = exchange.assistant
         content = answer.get("content") if answer is not None else None
         if len(exchange.usages) > 1 or answer is None or answer.get("tool_calls") or not isinstance(content, str):
-            return learned
+            return
         completion = _chat_count(usage.get("completion_tokens"))
         details = usage.get("completion_tokens_details")
         thought = _chat_count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
         if thought is None and exchange.acc is not None and exchange.acc.reasoning:
-            return learned  # reasoning counted in completion_tokens, but not how much of it
+            return  # reasoning counted in completion_tokens, but not how much of it
         if completion is None or (body.get("n") or 1) != 1:
-            return learned
+            return
         text = completion - (thought or 0)
         estimate = count_tokens(content, model=model) * ratio
         if not (0.5 * estimate <= text <= 2 * estimate or abs(text - estimate) <= 4):
-            return learned  # not this answer's count (a provider that counts otherwise)
+            return  # not this answer's count (a provider that counts otherwise)
         # the answer in the next prompt: its completion (the end token included) and its header,
         # which the estimate's per-message overhead stands for (special tokens: not rescaled)
-        self._buffer.seed(answer, text + cost(answer) - count_tokens(content, model=model), cost)
-        return learned
+        buffer.seed(answer, text + cost(answer) - count_tokens(content, model=model), cost)
 
-    def _calibrate(
-        self, body: dict[str, Any] | None, fitted: Fitted, usage: object, learned: tuple[int, float] | None = None
-    ) -> None:
-        """Learn from the server's own count of what was sent (``usage.prompt_tokens``); warn
-        once per model when the count says the server cut the prompt (Ollama's ``num_ctx``).
-        ``learned`` (from :meth:`_measure`): the ratio learns from the messages no earlier
-        answer had counted (what later estimates are made for), not from the whole prompt."""
-        actual = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        if self._tokenizer is not None or not isinstance(actual, int) or isinstance(actual, bool) or body is None:
+    def _calibrate(self, body: dict[str, Any] | None, fitted: Fitted, usage: object) -> None:
+        """Learn the ratio from the server's own count of what was sent (``usage.prompt_tokens``)
+        against the estimate of the whole prompt (what a history estimated anew needs: after a
+        load, a model switch, a one-shot CLI run); warn once per model when the count says the
+        server cut the prompt (Ollama's ``num_ctx``)."""
+        actual = _chat_prompt_count(usage)
+        if self._tokenizer is not None or actual is None or body is None:
             return
         from .tokens import looks_truncated
 
@@ -895,10 +897,7 @@ class Chat(BaseConversation):
         if window is not None:
             self._client.warn_truncated(model, window, fitted.tokens, actual)
             return
-        if learned is None:
-            calibration.observe(fitted.raw, actual)
-        elif learned[0]:
-            calibration.observe(learned[0], round(learned[1]))
+        calibration.observe(fitted.raw, actual)
 
     def _finish_stream(
         self, exchange: Exchange, user: dict[str, Any] | None, options: dict[str, Any], summary: Any = False
@@ -1228,6 +1227,25 @@ def _chat_check_budget(value: object) -> int | str | None:
 def _chat_count(value: object) -> int | None:
     """A token count of a usage object (a non-negative int, not a bool), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _chat_prompt_count(usage: object) -> int | None:
+    """The prompt tokens of an answer's ``usage``, cached ones included: a proxy that reports
+    OpenAI's ``prompt_tokens_details.cached_tokens`` (or DeepSeek's ``prompt_cache_hit_tokens``)
+    beside a ``prompt_tokens`` too small to hold them left them out, and they are added back."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = _chat_count(usage.get("prompt_tokens"))
+    if prompt is None:
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = _chat_count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    if cached is not None and cached > prompt:
+        return prompt + cached
+    hit, miss = _chat_count(usage.get("prompt_cache_hit_tokens")), _chat_count(usage.get("prompt_cache_miss_tokens"))
+    if hit is not None and miss is not None and hit + miss > prompt:
+        return hit + miss
+    return prompt
 
 
 class _ChatFits:

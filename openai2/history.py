@@ -274,11 +274,10 @@ class Fitted:
     """What :meth:`MessageBuffer.fit` chose: the messages to send, the stored ones left out,
     and the tokens of what is sent: ``tokens`` calibrated (the server's own counts of messages
     measured before, the estimate times the ratio for the others), ``raw`` the plain estimate
-    (what the calibration learns from), ``fixed`` what had to stay when messages were left out
-    (else equal to ``tokens``) and ``measured`` how many history messages sent have a count of
-    the server's."""
+    (what the calibration learns from), ``measured`` how many history messages sent have a
+    count of the server's, and ``commits`` the buffer's :attr:`MessageBuffer.commits` then."""
 
-    __slots__ = ("messages", "left_out", "tokens", "fixed", "raw", "measured", "new", "retried", "unsent")
+    __slots__ = ("messages", "left_out", "tokens", "raw", "measured", "commits", "new", "retried", "unsent")
 
     def __init__(
         self,
@@ -294,6 +293,7 @@ class Fitted:
         self.tokens = tokens
         self.raw = tokens if raw is None else raw
         self.measured = measured
+        self.commits = 0  # MessageBuffer.commits when it was made
         self.new = list(new)  # the messages of this turn (the user's), not from the history
         self.retried = False  # sent again after a context-length refusal ("auto")
         #: stored messages not sent: ``left_out``, those a summary beside the history stands for,
@@ -415,6 +415,56 @@ def _hist_check_max_count(value: object) -> int | None:
     return value or None
 
 
+class ServerCounts:
+    """The server's own token counts of messages it was sent, learned from each answer's
+    ``usage`` (see :meth:`MessageBuffer.measure`): per message (the dict itself, so an edited or
+    replaced message is estimated again), and the tokens the server adds to every prompt
+    (``base``: a chat template's, a hidden system prompt, the instructions that come with tools).
+    Owned by a :class:`MessageBuffer`; not thread-safe."""
+
+    __slots__ = ("counts", "base", "base_from", "base_tests")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, tuple[dict[str, Any], float]] = {}  # id(message) -> (message, tokens)
+        self.base = 0.0
+        self.base_from: list[dict[str, Any]] = []  # the messages of the request base was learned from
+        self.base_tests = 0  # requests without some of them since: each one corrects base
+
+    def get(self, message: dict[str, Any]) -> float | None:
+        found = self.counts.get(id(message))
+        return found[1] if found is not None and found[0] is message else None
+
+    def put(self, message: dict[str, Any], tokens: float, keep: Sequence[dict[str, Any]]) -> None:
+        """Count ``message`` at ``tokens``; counts of messages not in ``keep`` (the history) are
+        dropped when they outnumber it (messages removed since)."""
+        if len(self.counts) > 2 * len(keep) + 64:
+            ids = {id(m) for m in keep}
+            self.counts = {k: v for k, v in self.counts.items() if k in ids}
+        self.counts[id(message)] = (message, tokens)
+
+    def correct_base(
+        self, residual: float, omitted: Sequence[dict[str, Any]], raw: Callable[[dict[str, Any]], int]
+    ) -> None:
+        """A request without some of the messages ``base`` was learned from (``omitted``):
+        ``residual`` is what its count leaves for ``base`` when its new messages count as their
+        calibrated estimate.  ``base`` moves toward it (the first time all the way, then as a
+        running average); what it loses was the omitted messages' own (a script the estimate
+        counts low), and is added to their counts in proportion to their estimates."""
+        weight = max(1.0 / (self.base_tests + 1), 0.25)
+        before = self.base
+        self.base = max(0.0, before + weight * (residual - before))
+        self.base_tests += 1
+        counted = []
+        for message in omitted:
+            value, estimate = self.get(message), raw(message)
+            if value is not None and estimate > 0:
+                counted.append((message, value, estimate))
+        whole = sum(estimate for _, _, estimate in counted)
+        if before > self.base and whole:
+            for message, value, estimate in counted:
+                self.counts[id(message)] = (message, value + (before - self.base) * estimate / whole)
+
+
 class MessageBuffer:
     """The history of one conversation: messages, their pins, trimming and rounds.
 
@@ -428,7 +478,7 @@ class MessageBuffer:
     :raises ValueError: max_count negative or not an int
     """
 
-    __slots__ = ("_msgs", "_pins", "_max_count", "_cost_fn", "_costs", "_measured", "_base", "_epoch", "_prefix")
+    __slots__ = ("_msgs", "_pins", "_max_count", "_cost_fn", "_costs", "_server", "_commits", "_epoch", "_prefix")
 
     def __init__(self, max_count: int | None = None) -> None:
         self._msgs: list[dict[str, Any]] = []
@@ -436,9 +486,8 @@ class MessageBuffer:
         self._max_count = _hist_check_max_count(max_count)
         self._cost_fn: Callable[[dict[str, Any]], int] | None = None
         self._costs: dict[int, tuple[dict[str, Any], int]] = {}  # id(message) -> (message, tokens)
-        # id(message) -> (message, the server's own tokens for it): see measure()
-        self._measured: dict[int, tuple[dict[str, Any], float]] = {}
-        self._base = 0.0  # tokens the server adds to every prompt beyond the estimate: see measure()
+        self._server = ServerCounts()  # the server's own counts: see measure()
+        self._commits = 0  # exchanges committed: a fit made before another one's commit is stale
         self._epoch = 0  # changes whenever a message is removed or replaced (appends keep it)
         # (cost, epoch, n, and of the first n messages: raw tokens, the server's tokens of those
         # measured, raw tokens of the others, how many measured, any tool message among them)
@@ -522,12 +571,40 @@ class MessageBuffer:
         """Remember costs made with ``cost``; another function (another model) forgets them,
         and the server's counts too (they were another tokenizer's)."""
         if cost is not self._cost_fn:
-            self._cost_fn, self._costs, self._measured, self._base = cost, {}, {}, 0.0
+            self._cost_fn, self._costs, self._server = cost, {}, ServerCounts()
             self._prefix = None
 
     def _known(self, message: dict[str, Any]) -> float | None:
-        found = self._measured.get(id(message))
-        return found[1] if found is not None and found[0] is message else None
+        return self._server.get(message)
+
+    @property
+    def commits(self) -> int:
+        """How many exchanges were committed (a :class:`Fitted` made before another exchange's
+        commit has a stale view of what the server counted)."""
+        return self._commits
+
+    def forget_counts(self) -> None:
+        """Forget the server's counts (they stopped adding up: the server counts otherwise now)."""
+        self._server = ServerCounts()
+        self._prefix = None
+
+    def carry_counts(self, old: Sequence[dict[str, Any]]) -> None:
+        """Give the stored messages equal to one of ``old`` (the messages before a replacement)
+        the server's count of it: the count belongs to the text, not to the dict."""
+        import json
+
+        counted: dict[str, float] = {}
+        for message in old:
+            value = self._server.get(message)
+            if value is not None:
+                counted.setdefault(json.dumps(message, sort_keys=True, ensure_ascii=False), value)
+        if not counted:
+            return
+        for message in self._msgs:
+            value = counted.get(json.dumps(message, sort_keys=True, ensure_ascii=False))
+            if value is not None and self._server.get(message) is None:
+                self._server.put(message, value, self._msgs)
+        self._prefix = None
 
     def measure(
         self,
@@ -549,17 +626,20 @@ class MessageBuffer:
         more than its calibrated estimate, and the rest is kept as tokens the server adds to
         every prompt (a chat template's, a hidden system prompt, the instructions that come with
         tools): counted in every fit, so leaving out a message that was sent first never takes
-        them away.  Nothing is learned when the share is not within half to twice the calibrated
-        estimate (a cached, cut or otherwise odd count).
+        them away.  What was the first messages' own excess (a script the estimate counts low)
+        shows once a request goes without some of them: each such request corrects ``base``
+        (:meth:`ServerCounts.correct_base`).  Nothing is learned when the share is not within
+        half to twice the calibrated estimate (a cached, cut or otherwise odd count).
 
         :returns: the raw estimate of the messages measured and their share of ``actual`` (0 and
             0.0 when every message was counted before); None when the count is not believed
         """
         self._use(cost)
+        server = self._server
         known = 0.0
         unknown: list[dict[str, Any]] = []
         for message in sent:
-            value = self._known(message)
+            value = server.get(message)
             if value is None:
                 unknown.append(message)
             else:
@@ -567,10 +647,22 @@ class MessageBuffer:
         first = len(unknown) == len(sent)
         raws = [self.cost(message, cost) for message in unknown]
         whole = sum(raws)
-        share = actual - known - extra * ratio - (0.0 if first else self._base)
-        if not unknown:  # only the tokens outside the messages are left to check
-            return (0, 0.0) if 0.5 * extra * ratio - 8 <= share <= 2 * extra * ratio + 8 else None
-        if whole <= 0 or not (0.5 * whole * ratio <= share <= 2 * whole * ratio):
+        if not first and server.base_from:
+            ids = {id(m) for m in sent}
+            omitted = [m for m in server.base_from if id(m) not in ids]
+            if omitted:  # a test of base: correct it
+                server.correct_base(actual - known - (extra + whole) * ratio, omitted, lambda m: self.cost(m, cost))
+                self._prefix = None
+        rest = actual - known - (0.0 if first else server.base)  # for the new messages and extra
+        expected = (whole + extra) * ratio
+        # believed within half to twice the estimate of what is new, or within a tenth of the
+        # whole count (a short new message, and a ratio that a history of another script set)
+        if rest <= 0 or not (0.5 * expected <= rest <= 2 * expected or abs(rest - expected) <= 0.1 * actual):
+            return None
+        share = rest - extra * ratio
+        if not unknown:  # only the tokens outside the messages were left
+            return 0, 0.0
+        if share <= 0:
             return None
         counted = 0.0
         for message, raw in zip(unknown, raws):
@@ -580,7 +672,7 @@ class MessageBuffer:
             counted += value
             self._remember(message, value)
         if first:
-            self._base = share - counted
+            server.base, server.base_from, server.base_tests = share - counted, list(sent), 0
             self._prefix = None
         return whole, share
 
@@ -592,10 +684,7 @@ class MessageBuffer:
             self._remember(message, tokens)
 
     def _remember(self, message: dict[str, Any], tokens: float) -> None:
-        if len(self._measured) > 2 * len(self._msgs) + 64:  # messages removed since: forget them
-            ids = {id(m) for m in self._msgs}
-            self._measured = {k: v for k, v in self._measured.items() if k in ids}
-        self._measured[id(message)] = (message, tokens)
+        self._server.put(message, tokens, self._msgs)
         prefix = self._prefix
         if prefix is not None and not any(m is message for m in self._msgs[prefix[2] :]):
             self._prefix = None  # counted in the running total as an estimate: total it again
@@ -632,6 +721,21 @@ class MessageBuffer:
             history that no longer fits the budget); it is among ``left_out``
         :raises ContextBudgetError: what may not be left out alone is over the budget
         """
+        fitted = self._fit(new_messages, budget, cost, extra, ratio, summary, covered, without)
+        fitted.commits = self._commits
+        return fitted
+
+    def _fit(
+        self,
+        new_messages: Sequence[dict[str, Any]],
+        budget: int | None,
+        cost: Callable[[dict[str, Any]], int],
+        extra: int,
+        ratio: float,
+        summary: dict[str, Any] | None,
+        covered: int,
+        without: dict[str, Any] | None,
+    ) -> Fitted:
         self._use(cost)
         if summary is None and without is None:
             fast = self._fit_fast(new_messages, budget, cost, extra, ratio)
@@ -651,7 +755,7 @@ class MessageBuffer:
         counts = [self._known(m) for m in history]
         fixed_new = sum(cost(m) for m in new_messages) + extra
         raw = sum(raws) + fixed_new
-        known = sum(c for c in counts if c is not None) + self._base
+        known = sum(c for c in counts if c is not None) + self._server.base
         unknown = raw - sum(r for r, c in zip(raws, counts) if c is not None)
         measured = sum(1 for c in counts if c is not None)
         if budget is None or _hist_ceil(known + unknown * ratio) <= budget:
@@ -749,7 +853,7 @@ class MessageBuffer:
         if known is not None and known[0] is cost and known[1] == self._epoch and known[2] <= len(msgs):
             _, _, start, raw, counted, unknown, measured, tools = known
         else:
-            start, raw, counted, unknown, measured, tools = 0, 0, self._base, 0, 0, False
+            start, raw, counted, unknown, measured, tools = 0, 0, self._server.base, 0, 0, False
         for message in msgs[start:]:
             tokens = self.cost(message, cost)
             raw += tokens
@@ -790,6 +894,7 @@ class MessageBuffer:
         new = list(new_messages)
         self._msgs.extend(new)
         self._pins.extend([False] * len(new))
+        self._commits += 1
         self._trim(protect=len(new))
 
     def trim(self) -> int:
