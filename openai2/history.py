@@ -287,13 +287,14 @@ class Fitted:
         new: Sequence[dict[str, Any]] = (),
         raw: int | None = None,
         measured: int = 0,
+        commits: int = 0,
     ) -> None:
         self.messages = messages
         self.left_out = left_out
         self.tokens = tokens
         self.raw = tokens if raw is None else raw
         self.measured = measured
-        self.commits = 0  # MessageBuffer.commits when it was made
+        self.commits = commits  # MessageBuffer.commits when it was made
         self.new = list(new)  # the messages of this turn (the user's), not from the history
         self.retried = False  # sent again after a context-length refusal ("auto")
         #: stored messages not sent: ``left_out``, those a summary beside the history stands for,
@@ -721,21 +722,6 @@ class MessageBuffer:
             history that no longer fits the budget); it is among ``left_out``
         :raises ContextBudgetError: what may not be left out alone is over the budget
         """
-        fitted = self._fit(new_messages, budget, cost, extra, ratio, summary, covered, without)
-        fitted.commits = self._commits
-        return fitted
-
-    def _fit(
-        self,
-        new_messages: Sequence[dict[str, Any]],
-        budget: int | None,
-        cost: Callable[[dict[str, Any]], int],
-        extra: int,
-        ratio: float,
-        summary: dict[str, Any] | None,
-        covered: int,
-        without: dict[str, Any] | None,
-    ) -> Fitted:
         self._use(cost)
         if summary is None and without is None:
             fast = self._fit_fast(new_messages, budget, cost, extra, ratio)
@@ -761,7 +747,7 @@ class MessageBuffer:
         if budget is None or _hist_ceil(known + unknown * ratio) <= budget:
             tokens = _hist_ceil(known + unknown * ratio)
             gone = [without] if without is not None else []
-            fitted = Fitted(chosen, gone, tokens, new_messages, raw, measured)
+            fitted = Fitted(chosen, gone, tokens, new_messages, raw, measured, self._commits)
             fitted.unsent = len(self._msgs) - len(history) + (summary is not None)
             return fitted
         units = _hist_rounds(history)
@@ -786,7 +772,7 @@ class MessageBuffer:
         left_out = [history[i] for i in sorted(dropped)]
         if without is not None:
             left_out.insert(0, without)
-        fitted = Fitted(kept + list(new_messages), left_out, tokens, new_messages, raw, measured)
+        fitted = Fitted(kept + list(new_messages), left_out, tokens, new_messages, raw, measured, self._commits)
         fitted.unsent = len(self._msgs) - len(kept) + (summary is not None)
         return fitted
 
@@ -871,7 +857,8 @@ class MessageBuffer:
         total = _hist_ceil(counted + (unknown + fixed_new) * ratio)
         if budget is not None and total > budget:
             return None
-        return Fitted(list(msgs) + list(new_messages), [], total, new_messages, raw + fixed_new, measured)
+        chosen = list(msgs) + list(new_messages)
+        return Fitted(chosen, [], total, new_messages, raw + fixed_new, measured, self._commits)
 
     def commit(self, new_messages: Iterable[dict[str, Any]], drop: Sequence[dict[str, Any]] = ()) -> None:
         """Append a completed exchange (e.g. user + assistant), then trim to ``max_count``.
