@@ -499,8 +499,8 @@ class Reply:
             raise ValueError("line_ending must be '\\n', '\\r\\n' or '\\r', not %r" % (line_ending,))
         if write_size is not None and write_size < 1:
             raise ValueError("write_size must be a positive number of bytes")
-        if isinstance(usage, str) and usage != "auto":
-            raise ValueError("usage must be a dict, 'auto' or None")
+        if not (usage is None or usage == "auto" or isinstance(usage, dict)):
+            raise ValueError("usage must be a dict, 'auto' or None, not %r" % (usage,))
         if chunks is not None and content is None:
             content = "".join(chunks)
         self.content = content

@@ -343,3 +343,14 @@ class CalibrationAgainstTheFake(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReplyUsageChecked(unittest.TestCase):
+    def test_a_usage_that_is_neither_a_dict_auto_nor_none_is_refused(self):
+        """Was a defect: Reply(usage=[5]) silently became "auto" (only strings were checked)."""
+        for bad in ([5], 5, "manual", (1, 2)):
+            with self.subTest(usage=bad), self.assertRaises(ValueError) as caught:
+                Reply("x", usage=bad)
+            self.assertIn("usage must be a dict", str(caught.exception))
+        for good in (None, "auto", {"prompt_tokens": 1}):
+            Reply("x", usage=good)
