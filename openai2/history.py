@@ -629,8 +629,10 @@ class MessageBuffer:
         tools): counted in every fit, so leaving out a message that was sent first never takes
         them away.  What was the first messages' own excess (a script the estimate counts low)
         shows once a request goes without some of them: each such request corrects ``base``
-        (:meth:`ServerCounts.correct_base`).  Nothing is learned when the share is not within
-        half to twice the calibrated estimate (a cached, cut or otherwise odd count).
+        (:meth:`ServerCounts.correct_base`).  The count is not believed (None: nothing learned)
+        when what it leaves for the new messages is neither within half to twice their
+        calibrated estimate nor within a tenth of the whole count (a cut, cached or otherwise
+        odd count; the caller then forgets the counts, :meth:`forget_counts`).
 
         :returns: the raw estimate of the messages measured and their share of ``actual`` (0 and
             0.0 when every message was counted before); None when the count is not believed
