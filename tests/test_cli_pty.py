@@ -42,7 +42,8 @@ class PtySessionTest(unittest.TestCase):
 
     def spawn(self, *args, **extra_env):
         env = dict(os.environ, OPENAI2_HOME=self.home, OPENAI_BASE_URL=self.server.base_url, PYTHONPATH=ROOT,
-                   TERM="dumb", NO_COLOR="1", OPENAI_API_KEY=KEY)
+                   TERM="dumb", NO_COLOR="1", OPENAI_API_KEY=KEY,
+                   PYTHONFAULTHANDLER="1")  # a hung child shows its threads' stacks (see read_until)
         env.pop("OPENAI2_DEBUG", None)
         env.update(extra_env)
         argv = [sys.executable, "-m", "openai2"] + list(args)
@@ -75,13 +76,37 @@ class PtySessionTest(unittest.TestCase):
             os.close(self.fd)
             self.fd = -1
 
+    def _stacks(self):
+        """What the terminal showed, then the stacks of every thread of the child (SIGABRT:
+        faulthandler prints them), to say where a child that stopped answering hangs."""
+        import signal
+
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGABRT)
+            except OSError:
+                pass
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([self.fd], [], [], 0.2)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(self.fd, 65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                self.buffer += data
+        return self.buffer.decode("utf-8", "replace")
+
     def read_until(self, needle, timeout=15.0):
         """Read the terminal until ``needle`` appears after what earlier calls consumed."""
         deadline = time.monotonic() + timeout
         while needle not in self.buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                self.fail("timed out waiting for %r; the terminal showed:\n%s" % (needle, self.buffer.decode("utf-8", "replace")))
+                self.fail("timed out waiting for %r; the terminal showed:\n%s" % (needle, self._stacks()))
             ready, _, _ = select.select([self.fd], [], [], min(left, 0.5))
             if ready:
                 try:
