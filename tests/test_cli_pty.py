@@ -162,8 +162,10 @@ class PtySessionTest(unittest.TestCase):
         self.send(b"tell me a story\r")
         self.read_until(b"Once upon")
         self.assertTrue(self.server.wait_for_requests(1))
-        self.send(b"\x03")  # Ctrl-C while the answer is streaming (the server stalls)
-        self.read_until(b"partial answer is kept")
+        # Ctrl-C while the answer is streaming (the server stalls).  Sent again if it went
+        # unnoticed for 2 s: seen rarely under load (CPython and PyPy), the child still blocked in
+        # the socket read with no KeyboardInterrupt (its stack, from faulthandler, showed that)
+        self.interrupt_until(b"partial answer is kept")
         self.read_until(b"You: ")
         self.send(b"What comes after the natural number 50?\r")
         shown = self.read_until(b"You: ")
